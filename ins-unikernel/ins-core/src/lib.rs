@@ -1,0 +1,1 @@
+//! The portable core of an INS instance (being built).

@@ -1,0 +1,1 @@
+//! Shared regions, doorbells and rendezvous (being built).
