@@ -108,7 +108,9 @@ pub struct HelloWire {
     pid: U32,
     /// Nanoseconds since the Unix epoch on the sender's clock.
     time_ns: U64,
-    reserved: [u8; 24],
+    /// Initial per-socket receive window the sender grants its peer.
+    window: U32,
+    reserved: [u8; 20],
 }
 
 const _: () = assert!(core::mem::size_of::<HelloWire>() == 64);
@@ -134,6 +136,11 @@ pub struct Hello {
     pub pid: u32,
     /// Sender's clock, nanoseconds since the Unix epoch.
     pub time_ns: u64,
+    /// Initial per-socket receive window the sender grants: the peer may
+    /// send this many stream or datagram bytes on a new socket before the
+    /// first `Credit` arrives. Listeners are credited in connections, by
+    /// the backlog of their `Listen`, not by this.
+    pub window: u32,
 }
 
 impl Hello {
@@ -152,6 +159,7 @@ impl Hello {
             max_sockets: 0,
             pid: 0,
             time_ns: 0,
+            window: 0,
         }
     }
 
@@ -169,7 +177,8 @@ impl Hello {
             max_sockets: U32::new(self.max_sockets),
             pid: U32::new(self.pid),
             time_ns: U64::new(self.time_ns),
-            reserved: [0; 24],
+            window: U32::new(self.window),
+            reserved: [0; 20],
         };
         let mut out = [0u8; Self::LEN];
         out.copy_from_slice(wire.as_bytes());
@@ -201,6 +210,7 @@ impl Hello {
             max_sockets: wire.max_sockets.get(),
             pid: wire.pid.get(),
             time_ns: wire.time_ns.get(),
+            window: wire.window.get(),
         })
     }
 

@@ -112,7 +112,7 @@ impl<R: SharedRegion> RegionView<R> {
     }
 
     fn atomic(&self, offset: usize) -> Result<&AtomicU32, OutOfBounds> {
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return Err(OutOfBounds);
         }
         let ptr = self.check(offset, 4)?;
@@ -137,13 +137,26 @@ impl<R: SharedRegion> RegionView<R> {
     }
 
     /// Copies `dst.len()` bytes out of the region, starting at `offset`.
+    ///
+    /// Volatile because the peer may write concurrently; a torn or changing
+    /// value is acceptable, since the caller validates the private copy.
+    /// Aligned 8-byte words are copied as words, the rest byte by byte.
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         let src = self.check(offset, dst.len())?;
-        for (i, byte) in dst.iter_mut().enumerate() {
-            // SAFETY: `src + i` is in bounds (checked for dst.len() bytes);
-            // volatile because the peer may write concurrently, and a torn or
-            // changing value is acceptable: the caller validates the copy.
-            *byte = unsafe { src.add(i).read_volatile() };
+        let mut i = 0;
+        while i < dst.len() {
+            let p = src.wrapping_add(i);
+            if p.addr() % 8 == 0 && dst.len() - i >= 8 {
+                // SAFETY: `p` is in bounds for 8 bytes (checked for dst.len()
+                // bytes from `src`, and i + 8 <= dst.len()) and 8-aligned.
+                let word = unsafe { p.cast::<u64>().read_volatile() };
+                dst[i..i + 8].copy_from_slice(&word.to_ne_bytes());
+                i += 8;
+            } else {
+                // SAFETY: `p` is in bounds (i < dst.len()).
+                dst[i] = unsafe { p.read_volatile() };
+                i += 1;
+            }
         }
         Ok(())
     }
@@ -151,10 +164,21 @@ impl<R: SharedRegion> RegionView<R> {
     /// Copies `src` into the region, starting at `offset`.
     pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), OutOfBounds> {
         let dst = self.check(offset, src.len())?;
-        for (i, byte) in src.iter().enumerate() {
-            // SAFETY: `dst + i` is in bounds (checked for src.len() bytes);
-            // volatile because the memory is shared with another process.
-            unsafe { dst.add(i).write_volatile(*byte) };
+        let mut i = 0;
+        while i < src.len() {
+            let p = dst.wrapping_add(i);
+            if p.addr() % 8 == 0 && src.len() - i >= 8 {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(&src[i..i + 8]);
+                // SAFETY: `p` is in bounds for 8 bytes (checked for src.len()
+                // bytes from `dst`, and i + 8 <= src.len()) and 8-aligned.
+                unsafe { p.cast::<u64>().write_volatile(u64::from_ne_bytes(word)) };
+                i += 8;
+            } else {
+                // SAFETY: `p` is in bounds (i < src.len()).
+                unsafe { p.write_volatile(src[i]) };
+                i += 1;
+            }
         }
         Ok(())
     }
@@ -164,7 +188,7 @@ impl<R: SharedRegion> RegionView<R> {
         let dst = self.check(offset, len)?;
         for i in 0..len {
             // SAFETY: `dst + i` is in bounds (checked for len bytes).
-            unsafe { dst.add(i).write_volatile(0) };
+            unsafe { dst.wrapping_add(i).write_volatile(0) };
         }
         Ok(())
     }
@@ -231,6 +255,27 @@ mod tests {
         assert_eq!(view.load_u32(128, Ordering::Relaxed), Err(OutOfBounds));
         assert!(view.store_u32(124, 7, Ordering::Relaxed).is_ok());
         assert_eq!(view.load_u32(124, Ordering::Relaxed), Ok(7));
+    }
+
+    #[test]
+    fn unaligned_copies_round_trip() {
+        let region = HeapRegion::new(256);
+        let view = RegionView::new(&region);
+        let data: [u8; 77] = core::array::from_fn(|i| i as u8 ^ 0x5a);
+        for offset in 0..16 {
+            view.zero(0, 256).unwrap();
+            view.write(offset, &data).unwrap();
+            let mut out = [0u8; 77];
+            view.read(offset, &mut out).unwrap();
+            assert_eq!(out, data, "offset {offset}");
+            let mut before = [1u8; 1];
+            if offset > 0 {
+                view.read(offset - 1, &mut before).unwrap();
+                assert_eq!(before, [0], "write spilled before offset {offset}");
+            }
+            view.read(offset + 77, &mut before).unwrap();
+            assert_eq!(before, [0], "write spilled after offset {offset}");
+        }
     }
 
     #[test]
