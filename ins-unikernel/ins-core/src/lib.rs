@@ -1,1 +1,23 @@
-//! The portable core of an INS instance (being built).
+//! The portable core of an INS instance.
+//!
+//! Everything here is pure logic: no system calls, no sockets, no clock
+//! reads. Time enters as monotonic nanoseconds (`now: u64`) passed by the
+//! caller, so the same code runs in a Linux process and a unikernel and is
+//! tested with simulated time.
+//!
+//! * [`stack`]: the [`stack::Stack`] trait the executor runs over, and
+//!   [`errno::Errno`].
+//! * [`flow`]: flow accounting and flow records.
+//! * [`mitigation`]: block lists, per-prefix rate limits, drain.
+//! * [`profile`]: TCP settings and the randomized "moving target" profile.
+//! * [`config`]: the instance's limits and timers.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod errno;
+pub mod flow;
+pub mod mitigation;
+pub mod profile;
+pub mod stack;
+
+pub use errno::Errno;
