@@ -1,0 +1,3 @@
+//! Operating-system specific code. Everything above this module is portable.
+
+pub mod linux;
