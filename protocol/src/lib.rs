@@ -24,6 +24,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod control;
 pub mod hello;
 pub mod msg;
 pub mod region;
