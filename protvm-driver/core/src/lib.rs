@@ -1,0 +1,2 @@
+//! INS driver core (being built).
+#![no_std]

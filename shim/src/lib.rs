@@ -1,0 +1,1 @@
+//! libshim.so (being built).
