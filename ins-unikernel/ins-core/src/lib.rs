@@ -11,13 +11,17 @@
 //! * [`mitigation`]: block lists, per-prefix rate limits, drain.
 //! * [`profile`]: TCP settings and the randomized "moving target" profile.
 //! * [`config`]: the instance's limits and timers.
+//! * [`executor`]: the [`executor::Executor`] that glues them together over a
+//!   stack and the driver's ring.
 #![deny(unsafe_code)]
 
 pub mod config;
 pub mod errno;
+pub mod executor;
 pub mod flow;
 pub mod mitigation;
 pub mod profile;
 pub mod stack;
 
 pub use errno::Errno;
+pub use executor::{Executor, Outbox, OutboxFull};
