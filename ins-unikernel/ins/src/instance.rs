@@ -1,0 +1,647 @@
+//! The instance's main loop: one epoll set over every socket, the ring
+//! doorbell, the driver's control socket and a signalfd.
+//!
+//! ```text
+//!  loop {
+//!    pop ≤ RX_BATCH frames from the driver's ring → Executor::on_frame
+//!    release them (ring the driver if it waits for space)
+//!    on_tick if the executor's deadline passed
+//!    on_ring_space if frames wait and the outgoing ring has room again
+//!    flush the outgoing ring (ring the driver if it waits for data)
+//!    arm the waits: rx.prepare_wait (data), tx.prepare_wait_space (space)
+//!    epoll_wait(timeout = next deadline, 0 if work is left)
+//!      signal → graceful shutdown · control hang-up → exit · bell → drain
+//!    socket events → Executor::on_events, flush
+//!  }
+//! ```
+//!
+//! No lost wake-up: a wait on the ring is armed (`prepare_wait*`, which
+//! re-checks after a full fence) before every sleep, and the doorbell is a
+//! level-triggered member of the same epoll set, so a notification that
+//! arrives at any point after the arm makes `epoll_wait` return at once.
+//! No polling: the only timeout is the executor's next deadline; the only
+//! spin is `--spin-us` on the ring before sleeping.
+//! No allocation per message: frames are popped into one buffer of the
+//! channel's `max_frame`, events into a preallocated vector.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ins_core::config::ConfigError;
+use ins_core::executor::{Executor, Outbox, OutboxFull};
+use ins_protocol::hello::{Hello, Role};
+use ins_protocol::msg::HEADER_LEN;
+use ins_protocol::ring::{Consumer, Producer, RingError};
+use ins_transport::{Doorbell, Endpoint, EventFd, MemfdRegion};
+
+use crate::cli::{Settings, exit};
+use crate::sys::{LinuxStack, Watch, raw};
+
+/// Frames taken from the driver's ring before other work gets a turn.
+pub const RX_BATCH: usize = 256;
+/// How long a graceful shutdown waits for ring space for its last frames.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the instance stopped normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The driver closed the control socket.
+    DriverClosed,
+    /// A signal asked for a graceful shutdown (its number).
+    Signal(i32),
+}
+
+/// Why the instance stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    /// Connecting or the handshake failed.
+    #[error("cannot open a channel with the driver at {path}: {source}")]
+    Connect {
+        /// The driver's socket.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: ins_transport::Error,
+    },
+    /// The driver broke the ring protocol.
+    #[error("the driver broke the ring protocol: {0}")]
+    Protocol(RingError),
+    /// The ring refused an operation for another reason (a bug here).
+    #[error("ring: {0}")]
+    Ring(RingError),
+    /// A system call failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The executor refused the configuration.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+}
+
+impl InstanceError {
+    /// The process exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            InstanceError::Connect { .. } => exit::CONNECT,
+            InstanceError::Protocol(_) => exit::PROTOCOL,
+            InstanceError::Config(_) => exit::USAGE,
+            InstanceError::Ring(_) | InstanceError::Io { .. } => exit::RUNTIME,
+        }
+    }
+}
+
+fn ring_err(e: RingError) -> InstanceError {
+    match e {
+        RingError::Corrupt(_) => InstanceError::Protocol(e),
+        _ => InstanceError::Ring(e),
+    }
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> InstanceError {
+    move |source| InstanceError::Io { op, source }
+}
+
+/// Monotonic nanoseconds.
+fn mono_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+/// Nanoseconds since the Unix epoch.
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The executor's [`Outbox`]: the ring producer toward the driver. Frames
+/// become visible at [`RingOutbox::flush`], after each batch.
+pub struct RingOutbox {
+    tx: Producer<Arc<MemfdRegion>>,
+    max_payload: usize,
+    /// The first non-`Full` ring error; the loop stops on it.
+    error: Option<RingError>,
+}
+
+impl RingOutbox {
+    /// Wraps the transport's producer.
+    pub fn new(tx: Producer<Arc<MemfdRegion>>) -> Self {
+        let max_payload = (tx.config().max_frame as usize).saturating_sub(HEADER_LEN);
+        RingOutbox {
+            tx,
+            max_payload,
+            error: None,
+        }
+    }
+
+    /// Publishes pushed frames, ringing `bell` if the driver waits for them.
+    pub fn flush(&mut self, bell: &EventFd) -> Result<(), InstanceError> {
+        self.check()?;
+        if self.tx.flush().map_err(ring_err)? {
+            bell.notify()
+                .map_err(io_err("ring the driver's doorbell"))?;
+        }
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<(), InstanceError> {
+        match self.error {
+            Some(e) => Err(ring_err(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a frame of `len` bytes fits now.
+    fn fits(&mut self, len: usize) -> Result<bool, InstanceError> {
+        Ok(self.tx.free_frame_space().map_err(ring_err)? >= len)
+    }
+}
+
+impl Outbox for RingOutbox {
+    fn try_push(&mut self, parts: &[&[u8]]) -> Result<(), OutboxFull> {
+        if self.error.is_some() {
+            return Err(OutboxFull);
+        }
+        match self.tx.try_push_parts(parts) {
+            Ok(()) => Ok(()),
+            Err(RingError::Full) => Err(OutboxFull),
+            Err(e) => {
+                tracing::error!("outgoing ring: {e}");
+                self.error = Some(e);
+                Err(OutboxFull)
+            }
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        self.max_payload
+    }
+}
+
+/// The hello this instance sends.
+pub fn hello(settings: &Settings) -> Hello {
+    let mut h = Hello::new(Role::Instance);
+    h.instance_id = settings.instance_id;
+    h.max_sockets = u32::try_from(settings.instance.max_sockets).unwrap_or(u32::MAX);
+    h.window = settings.instance.window_bytes;
+    h.pid = std::process::id();
+    h.time_ns = wall_ns();
+    h
+}
+
+/// Connects to the driver and exchanges hellos.
+pub fn connect(settings: &Settings) -> Result<Endpoint, InstanceError> {
+    ins_transport::connect_channel_with(&settings.driver, hello(settings), &settings.channel)
+        .map_err(|source| InstanceError::Connect {
+            path: settings.driver.clone(),
+            source,
+        })
+}
+
+/// Raises the soft `RLIMIT_NOFILE` toward `max_sockets` plus some slack,
+/// within the hard limit. Returns the resulting soft limit.
+pub fn raise_nofile(max_sockets: usize) -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let want = (max_sockets as u64).saturating_add(64);
+    let cur = getrlimit(Resource::Nofile);
+    let soft = cur.current?;
+    if soft >= want {
+        return Some(soft);
+    }
+    let target = cur.maximum.map_or(want, |hard| hard.min(want));
+    if target > soft {
+        match setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(target),
+                maximum: cur.maximum,
+            },
+        ) {
+            Ok(()) => return Some(target),
+            Err(e) => tracing::warn!("cannot raise RLIMIT_NOFILE to {target}: {e}"),
+        }
+    }
+    tracing::warn!(
+        "RLIMIT_NOFILE is {soft}, below max-sockets {max_sockets}: opens beyond it fail with EMFILE"
+    );
+    Some(soft)
+}
+
+/// The whole instance: blocks SIGTERM/SIGINT into a signalfd, raises the
+/// descriptor limit, connects, then [`serve`]s until the driver goes away
+/// or a signal arrives.
+pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
+    let signals = [libc::SIGTERM, libc::SIGINT];
+    raw::block_signals(&signals).map_err(io_err("block SIGTERM/SIGINT"))?;
+    let sigfd = raw::signalfd(&signals).map_err(io_err("signalfd"))?;
+    raise_nofile(settings.instance.max_sockets);
+    let ep = connect(settings)?;
+    tracing::info!(
+        driver = %settings.driver.display(),
+        instance_id = settings.instance_id,
+        version = ep.version,
+        driver_pid = ep.peer.pid,
+        driver_window = ep.peer.window,
+        max_frame = ep.max_frame,
+        "channel open"
+    );
+    serve(ep, settings, Some(sigfd))
+}
+
+/// Runs the executor over a [`LinuxStack`] on an open channel until the
+/// driver closes it (`Ok(Exit::DriverClosed)`), `signals` (a signalfd)
+/// becomes readable (graceful shutdown, `Ok(Exit::Signal)`), or an error.
+pub fn serve(
+    ep: Endpoint,
+    settings: &Settings,
+    signals: Option<OwnedFd>,
+) -> Result<Exit, InstanceError> {
+    let Endpoint {
+        tx,
+        mut rx,
+        tx_bell,
+        rx_bell,
+        control,
+        peer,
+        max_frame,
+        region: _region,
+        ..
+    } = ep;
+    let mut stack = LinuxStack::with_event_capacity(settings.instance.max_sockets, settings.events)
+        .map_err(io_err("create the epoll set"))?;
+    stack
+        .watch(rx_bell.as_fd(), Watch::Doorbell)
+        .map_err(io_err("watch the doorbell"))?;
+    stack
+        .watch(control.as_fd(), Watch::Control)
+        .map_err(io_err("watch the control socket"))?;
+    if let Some(fd) = &signals {
+        stack
+            .watch(fd.as_fd(), Watch::Signal)
+            .map_err(io_err("watch the signalfd"))?;
+    }
+    let mut exec = Executor::new(
+        stack,
+        settings.instance.clone(),
+        peer.window,
+        settings.instance_id,
+    )?
+    .with_random_profile(settings.random_profile);
+    if let Some(seed) = settings.random_profile {
+        tracing::info!(seed, profile = ?exec.tcp_defaults(), "random TCP profile");
+    }
+    let mut ob = RingOutbox::new(tx);
+    let mut rxbuf = vec![0u8; max_frame];
+    let mut events = Vec::with_capacity(settings.events);
+    let spin = settings.channel.spin;
+
+    loop {
+        let now = mono_ns();
+        let wall = wall_ns();
+
+        // Frames from the driver, one batch.
+        let mut popped = 0;
+        while popped < RX_BATCH {
+            match rx.pop(&mut rxbuf).map_err(ring_err)? {
+                Some(n) => {
+                    exec.on_frame(&rxbuf[..n], now, wall, &mut ob);
+                    popped += 1;
+                }
+                None => break,
+            }
+        }
+        if popped > 0 && rx.release().map_err(ring_err)? {
+            tx_bell
+                .notify()
+                .map_err(io_err("ring the driver's doorbell"))?;
+        }
+        ob.check()?;
+
+        if exec.next_deadline().is_some_and(|d| d <= now) {
+            exec.on_tick(now, wall, &mut ob);
+        }
+        if let Some(need) = exec.wants_ring_space()
+            && ob.fits(need)?
+        {
+            exec.on_ring_space(now, wall, &mut ob);
+        }
+        ob.flush(&tx_bell)?;
+
+        // How long may we sleep?
+        let mut timeout = exec.next_deadline().map(|d| d.saturating_sub(mono_ns()));
+        if popped == RX_BATCH || rx.prepare_wait().map_err(ring_err)? {
+            timeout = Some(0);
+        }
+        if let Some(need) = exec.wants_ring_space()
+            && ob.tx.prepare_wait_space(need).map_err(ring_err)?
+        {
+            timeout = Some(0);
+        }
+        if timeout != Some(0) && !spin.is_zero() && spin_on(&mut rx, spin)? {
+            timeout = Some(0);
+        }
+
+        events.clear();
+        let wake = exec
+            .stack_mut()
+            .poll(timeout, &mut events)
+            .map_err(|e| InstanceError::Io {
+                op: "epoll_wait",
+                source: io::Error::from_raw_os_error(e.0),
+            })?;
+        if wake.signal
+            && let Some(fd) = &signals
+            && let Some(sig) = raw::read_signal(fd.as_fd()).map_err(io_err("read signalfd"))?
+        {
+            tracing::info!(signal = sig, "shutting down");
+            graceful_shutdown(&mut exec, &mut ob, &tx_bell, &rx_bell)?;
+            log_stats(&exec);
+            return Ok(Exit::Signal(sig));
+        }
+        if wake.control_hup {
+            tracing::info!("the driver closed the channel");
+            log_stats(&exec);
+            return Ok(Exit::DriverClosed);
+        }
+        if wake.doorbell {
+            rx_bell.drain().map_err(io_err("read our doorbell"))?;
+        }
+        if !events.is_empty() {
+            exec.on_events(&events, mono_ns(), wall_ns(), &mut ob);
+            ob.flush(&tx_bell)?;
+        }
+    }
+}
+
+/// Spins on the ring for up to `spin`; returns whether a frame arrived.
+fn spin_on(rx: &mut Consumer<Arc<MemfdRegion>>, spin: Duration) -> Result<bool, InstanceError> {
+    let start = Instant::now();
+    loop {
+        for _ in 0..32 {
+            if rx.peek_len().map_err(ring_err)?.is_some() {
+                return Ok(true);
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= spin {
+            return Ok(false);
+        }
+    }
+}
+
+/// Closes every socket through the executor (final flow records) and waits
+/// up to [`SHUTDOWN_GRACE`] for ring space to hand them all to the driver.
+fn graceful_shutdown(
+    exec: &mut Executor<LinuxStack>,
+    ob: &mut RingOutbox,
+    tx_bell: &EventFd,
+    rx_bell: &EventFd,
+) -> Result<(), InstanceError> {
+    exec.shutdown(mono_ns(), wall_ns(), ob);
+    ob.flush(tx_bell)?;
+    let deadline = mono_ns().saturating_add(SHUTDOWN_GRACE.as_nanos() as u64);
+    let mut scratch = Vec::new();
+    while let Some(need) = exec.wants_ring_space() {
+        let now = mono_ns();
+        if now >= deadline {
+            tracing::warn!("the driver did not make room for the last frames; dropping them");
+            break;
+        }
+        if ob.fits(need)? {
+            exec.on_ring_space(now, wall_ns(), ob);
+            ob.flush(tx_bell)?;
+            continue;
+        }
+        if ob.tx.prepare_wait_space(need).map_err(ring_err)? {
+            continue;
+        }
+        scratch.clear();
+        let wake = exec
+            .stack_mut()
+            .poll(Some(deadline - now), &mut scratch)
+            .map_err(|e| InstanceError::Io {
+                op: "epoll_wait",
+                source: io::Error::from_raw_os_error(e.0),
+            })?;
+        if wake.control_hup {
+            break;
+        }
+        if wake.doorbell {
+            rx_bell.drain().map_err(io_err("read our doorbell"))?;
+        }
+    }
+    Ok(())
+}
+
+fn log_stats(exec: &Executor<LinuxStack>) {
+    tracing::info!(stats = ?exec.stats(), counters = ?exec.counters(), "instance stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    //! A smoke test of the whole loop with a minimal in-process driver; the
+    //! full end-to-end suite against the binary is in `tests/`.
+    use super::*;
+    use crate::cli::parse_args;
+    use ins_protocol::msg::{self, Msg};
+    use ins_transport::ChannelConfig;
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+
+    struct TestDriver {
+        ep: Endpoint,
+        buf: Vec<u8>,
+        out: Vec<u8>,
+        heartbeats: Vec<msg::Stats>,
+    }
+
+    impl TestDriver {
+        fn send(&mut self, m: Msg<'_>) {
+            let n = m.encode(&mut self.out).unwrap();
+            assert!(
+                self.ep
+                    .send_wait(&self.out[..n], Some(Duration::from_secs(5)))
+                    .unwrap()
+            );
+        }
+
+        /// Receives frames until `pick` returns a value (heartbeats are
+        /// collected on the way).
+        fn until<T>(&mut self, mut pick: impl FnMut(&Msg<'_>) -> Option<T>) -> T {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "timed out waiting for the instance");
+                let Some(n) = self.ep.recv(&mut self.buf, Some(left)).unwrap() else {
+                    continue;
+                };
+                let m = Msg::decode(&self.buf[..n]).unwrap();
+                if let Msg::Heartbeat(s) = m {
+                    self.heartbeats.push(s);
+                }
+                if let Some(v) = pick(&m) {
+                    return v;
+                }
+            }
+        }
+
+        fn reply(&mut self, want: u32) -> (i32, Vec<u8>) {
+            self.until(|m| match *m {
+                Msg::Reply {
+                    req, errno, value, ..
+                } if req == want => Some((errno, value.to_vec())),
+                _ => None,
+            })
+        }
+    }
+
+    #[test]
+    fn smoke_listen_accept_data_heartbeats_and_driver_close() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = std::env::temp_dir().join(format!("ins-smoke-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("driver.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let settings = parse_args([
+            "ins",
+            "--driver",
+            path.to_str().unwrap(),
+            "--instance-id=5",
+            "--max-sockets=64",
+            "--max-flows=64",
+            "--heartbeat-ms=100",
+        ])
+        .unwrap()
+        .settings()
+        .unwrap();
+        let inst = std::thread::spawn(move || {
+            let ep = connect(&settings)?;
+            serve(ep, &settings, None)
+        });
+        // The driver grants a 64 KiB window (the plain accept_channel hello
+        // grants none, so nothing could be pushed before a Credit).
+        let (stream, _) = listener.accept().unwrap();
+        let cfg = ChannelConfig::default();
+        let mut hello = Hello::new(Role::Driver);
+        hello.window = 64 << 10;
+        let ep = ins_transport::offer_channel(stream, &cfg)
+            .unwrap()
+            .handshake(hello, cfg.handshake_timeout)
+            .unwrap();
+        assert_eq!(ep.peer.instance_id, 5);
+        assert_eq!(ep.peer.max_sockets, 64);
+        assert_eq!(ep.peer.window, 256 * 1024);
+        assert_eq!(ep.peer.pid, std::process::id());
+        let started = Instant::now();
+        let mut d = TestDriver {
+            buf: vec![0; ep.max_frame],
+            out: vec![0; 4096],
+            ep,
+            heartbeats: Vec::new(),
+        };
+        d.send(Msg::Open {
+            sock: 1,
+            req: 1,
+            family: msg::Family::Inet,
+            ty: msg::SockType::Stream,
+            proto: 0,
+        });
+        assert_eq!(d.reply(1).0, 0);
+        d.send(Msg::Bind {
+            sock: 1,
+            req: 2,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        });
+        assert_eq!(d.reply(2).0, 0);
+        d.send(Msg::Listen {
+            sock: 1,
+            req: 3,
+            backlog: 8,
+        });
+        assert_eq!(d.reply(3).0, 0);
+        d.send(Msg::GetSockName { sock: 1, req: 4 });
+        let (e, v) = d.reply(4);
+        assert_eq!(e, 0);
+        let at = msg::WireAddr::parse(&v).unwrap().unwrap();
+        assert_eq!(at.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+
+        let mut client = std::net::TcpStream::connect(at).unwrap();
+        client.write_all(b"hello instance").unwrap();
+        let (sock, peer) = d.until(|m| match *m {
+            Msg::Accepted {
+                listener: 1,
+                sock,
+                peer,
+                local,
+            } => {
+                assert_eq!(local, at);
+                Some((sock, peer))
+            }
+            _ => None,
+        });
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert_ne!(sock & msg::INSTANCE_SOCK_BIT, 0);
+        let mut got = Vec::new();
+        while got.len() < 14 {
+            let chunk = d.until(|m| match *m {
+                Msg::Data { sock: s, bytes } if s == sock => Some(bytes.to_vec()),
+                _ => None,
+            });
+            got.extend(chunk);
+        }
+        assert_eq!(got, b"hello instance");
+
+        // Heartbeats every 100 ms while idle (no polling in between is
+        // checked by the timeout-driven loop; here: they keep coming).
+        let hb0 = d.heartbeats.len();
+        d.until(|m| matches!(m, Msg::Heartbeat(_)).then_some(()));
+        d.until(|m| matches!(m, Msg::Heartbeat(_)).then_some(()));
+        d.until(|m| matches!(m, Msg::Heartbeat(_)).then_some(()));
+        let elapsed = started.elapsed();
+        let hbs = &d.heartbeats;
+        assert!(hbs.len() >= hb0 + 3);
+        let last = hbs[hbs.len() - 1];
+        assert_eq!(
+            (last.listeners, last.connections, last.sockets_used),
+            (1, 1, 2)
+        );
+        for w in hbs.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq + 1);
+            let gap = w[1].uptime_ns - w[0].uptime_ns;
+            assert!(
+                (90_000_000..400_000_000).contains(&gap),
+                "heartbeat gap {gap} ns"
+            );
+        }
+        assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+
+        // The driver goes away: the instance exits cleanly.
+        drop(d);
+        assert_eq!(inst.join().unwrap().unwrap(), Exit::DriverClosed);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn connect_failure_is_a_connect_error() {
+        let settings = parse_args(["ins", "--driver=/nonexistent/ins.sock"])
+            .unwrap()
+            .settings()
+            .unwrap();
+        let e = connect(&settings).unwrap_err();
+        assert_eq!(e.exit_code(), exit::CONNECT);
+        assert!(e.to_string().contains("/nonexistent/ins.sock"), "{e}");
+    }
+}
