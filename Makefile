@@ -3,6 +3,8 @@
 #   make test        everything CI runs: fmt, clippy, no_std build, docs, all tests,
 #                    the loom model check and a short fuzz smoke run
 #   make bench-ring  ring vs Unix socketpair, side by side
+#   make bench-ins   bulk and request/response through an instance vs loopback TCP
+#   make bench-nginx wrk against nginx natively and through INS
 #   make fuzz        each fuzz target for FUZZ_SECONDS (default 300) seconds
 #
 # Every target works on a fresh machine after `.ci/run`'s install step (or
@@ -15,7 +17,7 @@ SMOKE_SECONDS ?= 20
 FUZZ_TARGETS := decode ring_consumer ring_producer
 
 .PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
-        bench-ring deps clean
+        bench-ring bench-ins bench-nginx deps clean
 
 all: build
 
@@ -63,6 +65,13 @@ fuzz-smoke:
 
 bench-ring:
 	$(CARGO) bench -p ins-transport --bench ring
+
+bench-ins:
+	$(CARGO) bench -p ins --bench ins
+
+bench-nginx:
+	$(CARGO) build --workspace --release
+	$(CARGO) bench -p ins-e2e --bench nginx
 
 deps:
 	./.ci/install-deps
