@@ -1,0 +1,626 @@
+//! Unit tests: the decisions, and hostile instances.
+
+use super::*;
+use ins_protocol::control::Control;
+use proptest::prelude::*;
+use std::net::SocketAddr;
+
+fn a(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn req(op: Op, args: [i32; 4], addr: Option<SocketAddr>) -> Control<'static> {
+    Control {
+        op,
+        seq: 7,
+        status: 0,
+        args,
+        addr,
+        addr2: None,
+        value: &[],
+    }
+}
+
+/// Frames sent to `inst`, in order.
+fn sent(out: &[Action], inst: InstId) -> Vec<Frame> {
+    out.iter()
+        .filter_map(|x| match x {
+            Action::Send { inst: i, frame } if *i == inst => Some(*frame),
+            _ => None,
+        })
+        .collect()
+}
+
+fn replies(out: &[Action]) -> Vec<ShimReply> {
+    out.iter()
+        .filter_map(|x| {
+            if let Action::Reply(r) = x {
+                Some(*r)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn req_of(f: &Frame) -> u32 {
+    match *f {
+        Frame::Open { req, .. }
+        | Frame::Bind { req, .. }
+        | Frame::Listen { req, .. }
+        | Frame::Connect { req, .. }
+        | Frame::Shutdown { req, .. }
+        | Frame::Close { req, .. }
+        | Frame::SetOpt { req, .. }
+        | Frame::GetOpt { req, .. }
+        | Frame::GetSockName { req, .. }
+        | Frame::GetPeerName { req, .. } => req,
+        _ => 0,
+    }
+}
+
+/// Answers every request in `frames` with success (GetSockName with `name`).
+fn ok_all(d: &mut Driver, inst: InstId, frames: &[Frame], name: SocketAddr, out: &mut Vec<Action>) {
+    for f in frames {
+        let r = req_of(f);
+        if r == 0 {
+            continue;
+        }
+        let wa = ins_protocol::msg::WireAddr::from(Some(name));
+        let value: &[u8] = if matches!(f, Frame::GetSockName { .. }) {
+            zerocopy_bytes(&wa)
+        } else {
+            &[]
+        };
+        let sock = f.msg().sock();
+        d.instance_frame(
+            inst,
+            &Msg::Reply {
+                sock,
+                req: r,
+                errno: 0,
+                value,
+            },
+            1,
+            out,
+        )
+        .unwrap();
+    }
+}
+
+fn zerocopy_bytes(w: &ins_protocol::msg::WireAddr) -> &[u8] {
+    use zerocopy::IntoBytes;
+    w.as_bytes()
+}
+
+fn driver() -> Driver {
+    Driver::new(Config {
+        window: 1000,
+        ..Config::default()
+    })
+}
+
+/// A listening socket replicated on `insts` (all joined before).
+fn listener(d: &mut Driver, insts: &[InstId]) -> Handle {
+    let mut out = Vec::new();
+    let h = d.new_socket(100, 2, 1, 0).unwrap();
+    d.shim_request(
+        1,
+        &req(Op::Bind, [0; 4], Some(a("127.0.0.1:8080"))),
+        Some(h),
+        &mut out,
+    );
+    let first = insts[0];
+    let f = sent(&out, first);
+    out.clear();
+    ok_all(d, first, &f, a("127.0.0.1:8080"), &mut out);
+    assert_eq!(replies(&out)[0].status, 0);
+    out.clear();
+    d.shim_request(1, &req(Op::Listen, [16, 0, 0, 0], None), Some(h), &mut out);
+    let f = sent(&out, first);
+    out.clear();
+    ok_all(d, first, &f, a("127.0.0.1:8080"), &mut out);
+    assert_eq!(replies(&out)[0].status, 0);
+    // The GetSockName for replication.
+    let f = sent(&out, first);
+    let mut out2 = Vec::new();
+    ok_all(d, first, &f, a("127.0.0.1:8080"), &mut out2);
+    for &o in &insts[1..] {
+        let f = sent(&out2, o);
+        assert!(
+            matches!(f.last(), Some(Frame::Listen { backlog: 16, .. })),
+            "{f:?}"
+        );
+        assert!(f.iter().any(|x| matches!(
+            x,
+            Frame::SetOpt {
+                name: opt::SO_REUSEPORT,
+                ..
+            }
+        )));
+        let mut o3 = Vec::new();
+        ok_all(d, o, &f, a("127.0.0.1:8080"), &mut o3);
+    }
+    h
+}
+
+fn accepted(listener: u32, sock: u32) -> Msg<'static> {
+    Msg::Accepted {
+        listener,
+        sock,
+        peer: a("10.0.0.1:5555"),
+        local: a("127.0.0.1:8080"),
+    }
+}
+
+#[test]
+fn listener_replicated_and_replayed_on_join() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let i2 = d.instance_joined(0, 4096, &mut out);
+    let l = listener(&mut d, &[i1, i2]);
+    assert_eq!(d.socket(l).unwrap().replicas, vec![i1, i2]);
+    out.clear();
+    let i3 = d.instance_joined(0, 4096, &mut out);
+    let f = sent(&out, i3);
+    assert!(matches!(f[0], Frame::Open { sock, .. } if sock == l));
+    assert!(matches!(
+        f.last(),
+        Some(Frame::Bind { .. }) | Some(Frame::Listen { .. })
+    ));
+    assert_eq!(d.socket(l).unwrap().replicas, vec![i1, i2, i3]);
+}
+
+#[test]
+fn accept_queue_fed_by_all_instances_and_credit_returned() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let i2 = d.instance_joined(0, 4096, &mut out);
+    let l = listener(&mut d, &[i1, i2]);
+    out.clear();
+    d.instance_frame(i1, &accepted(l, INSTANCE_SOCK_BIT | 5), 1, &mut out)
+        .unwrap();
+    d.instance_frame(i2, &accepted(l, INSTANCE_SOCK_BIT | 5), 1, &mut out)
+        .unwrap();
+    let news: Vec<Handle> = out
+        .iter()
+        .filter_map(|x| {
+            if let Action::NewConnection { sock, .. } = x {
+                Some(*sock)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(news.len(), 2);
+    assert_eq!(
+        out.iter()
+            .filter(|x| matches!(x, Action::Token { .. }))
+            .count(),
+        2
+    );
+    assert_eq!(d.socket(l).unwrap().queued, 2);
+    out.clear();
+    d.shim_request(1, &req(Op::Accept, [0; 4], None), Some(l), &mut out);
+    let r = replies(&out)[0];
+    assert_eq!(
+        (r.status, r.fd, r.addr),
+        (0, ReplyFd::AppEnd(news[0]), Some(a("10.0.0.1:5555")))
+    );
+    assert_eq!(sent(&out, i1), vec![Frame::Credit { sock: l, bytes: 1 }]);
+    // Connection data from i2's id 5 reaches the second connection only.
+    out.clear();
+    let got = d
+        .instance_frame(
+            i2,
+            &Msg::Data {
+                sock: INSTANCE_SOCK_BIT | 5,
+                bytes: b"hi",
+            },
+            1,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(got, Some(news[1]));
+}
+
+#[test]
+fn placement_least_busy_and_round_robin() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let i2 = d.instance_joined(0, 4096, &mut out);
+    let mut placed = Vec::new();
+    for n in 0..4u64 {
+        let h = d.new_socket(200 + n, 2, 1, 0).unwrap();
+        out.clear();
+        d.shim_request(
+            1,
+            &req(Op::Connect, [1, 0, 0, 0], Some(a("1.2.3.4:80"))),
+            Some(h),
+            &mut out,
+        );
+        assert_eq!(replies(&out)[0].status, errno::EINPROGRESS);
+        placed.push(d.socket(h).unwrap().inst.unwrap());
+    }
+    assert_eq!(placed, vec![i1, i2, i1, i2]);
+    let mut d = Driver::new(Config {
+        placement: Placement::RoundRobin,
+        ..Config::default()
+    });
+    let j1 = d.instance_joined(0, 4096, &mut out);
+    let j2 = d.instance_joined(0, 4096, &mut out);
+    let mut placed = Vec::new();
+    for n in 0..3u64 {
+        let h = d.new_socket(300 + n, 2, 2, 0).unwrap();
+        d.shim_request(
+            1,
+            &req(Op::Connect, [0; 4], Some(a("1.2.3.4:53"))),
+            Some(h),
+            &mut out,
+        );
+        placed.push(d.socket(h).unwrap().inst.unwrap());
+    }
+    assert_eq!(placed, vec![j1, j2, j1]);
+}
+
+#[test]
+fn connect_flow_credit_and_window() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let h = d.new_socket(1, 2, 1, 0).unwrap();
+    d.shim_request(
+        9,
+        &req(Op::Connect, [0; 4], Some(a("1.2.3.4:80"))),
+        Some(h),
+        &mut out,
+    );
+    assert!(replies(&out).is_empty(), "blocking connect waits");
+    assert_eq!(d.send_credit(h, &mut out), None);
+    let f = sent(&out, i1);
+    let creq = req_of(f.last().unwrap());
+    out.clear();
+    d.instance_frame(
+        i1,
+        &Msg::Reply {
+            sock: h,
+            req: creq,
+            errno: errno::EINPROGRESS,
+            value: &[],
+        },
+        1,
+        &mut out,
+    )
+    .unwrap();
+    d.instance_frame(
+        i1,
+        &Msg::Connected {
+            sock: h,
+            errno: 0,
+            local: Some(a("9.9.9.9:1")),
+            peer: Some(a("1.2.3.4:80")),
+        },
+        1,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(replies(&out)[0].status, 0);
+    assert_eq!(d.send_credit(h, &mut out), Some((i1, h, 4096)));
+    d.consume_credit(h, 4000);
+    assert_eq!(d.send_credit(h, &mut out).unwrap().2, 96);
+    d.instance_frame(
+        i1,
+        &Msg::Credit {
+            sock: h,
+            bytes: 1_000_000,
+        },
+        1,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        d.send_credit(h, &mut out).unwrap().2,
+        4096,
+        "credit clamped to the window"
+    );
+    // Receive: window 1000, credit returned in quarters.
+    out.clear();
+    assert_eq!(
+        d.instance_frame(
+            i1,
+            &Msg::Data {
+                sock: h,
+                bytes: &[0; 600]
+            },
+            1,
+            &mut out
+        ),
+        Ok(Some(h))
+    );
+    d.delivered(h, 200, false, &mut out);
+    assert!(sent(&out, i1).is_empty());
+    d.delivered(h, 100, false, &mut out);
+    assert_eq!(
+        sent(&out, i1),
+        vec![Frame::Credit {
+            sock: h,
+            bytes: 300
+        }]
+    );
+    // 300 outstanding + 701 > 1000: beyond the window → dead.
+    out.clear();
+    let r = d.instance_frame(
+        i1,
+        &Msg::Data {
+            sock: h,
+            bytes: &[0; 701],
+        },
+        1,
+        &mut out,
+    );
+    assert_eq!(r, Err(Violation::BeyondWindow(h)));
+    assert!(out.contains(&Action::InstanceDead { inst: i1 }));
+    assert!(out.contains(&Action::PeerReset {
+        sock: h,
+        errno: errno::ECONNRESET
+    }));
+    d.shim_request(9, &req(Op::TakeError, [0; 4], None), Some(h), &mut out);
+    assert_eq!(replies(&out).last().unwrap().args[0], errno::ECONNRESET);
+}
+
+#[test]
+fn hostile_frames_kill_only_that_instance() {
+    let cases: Vec<Box<dyn Fn(Handle, Handle) -> Msg<'static>>> = vec![
+        Box::new(|_, _| Msg::Data {
+            sock: 999,
+            bytes: b"x",
+        }),
+        Box::new(|_, other| Msg::Data {
+            sock: other,
+            bytes: b"x",
+        }),
+        Box::new(|mine, _| accepted(mine, INSTANCE_SOCK_BIT | 1)),
+        Box::new(|_, _| Msg::Reply {
+            sock: 0,
+            req: 4242,
+            errno: 0,
+            value: &[],
+        }),
+        Box::new(|mine, _| Msg::Open {
+            sock: mine,
+            req: 1,
+            family: Family::Inet,
+            ty: SockType::Stream,
+            proto: 0,
+        }),
+        Box::new(|_, _| Msg::Closed {
+            sock: INSTANCE_SOCK_BIT | 77,
+        }),
+        Box::new(|mine, _| Msg::Connected {
+            sock: mine,
+            errno: 0,
+            local: None,
+            peer: None,
+        }),
+    ];
+    for (n, case) in cases.iter().enumerate() {
+        let mut d = driver();
+        let mut out = Vec::new();
+        let i1 = d.instance_joined(0, 4096, &mut out);
+        let i2 = d.instance_joined(0, 4096, &mut out);
+        // `mine` connected on i1, `other` on i2.
+        let mine = d.new_socket(1, 2, 1, 0).unwrap();
+        let other = d.new_socket(2, 2, 1, 0).unwrap();
+        for (h, i) in [(mine, i1), (other, i2)] {
+            out.clear();
+            d.shim_request(
+                1,
+                &req(Op::Connect, [1, 0, 0, 0], Some(a("1.1.1.1:1"))),
+                Some(h),
+                &mut out,
+            );
+            let f = sent(&out, i);
+            let r = req_of(f.last().unwrap());
+            d.instance_frame(
+                i,
+                &Msg::Reply {
+                    sock: h,
+                    req: r,
+                    errno: errno::EINPROGRESS,
+                    value: &[],
+                },
+                1,
+                &mut out,
+            )
+            .unwrap();
+            d.instance_frame(
+                i,
+                &Msg::Connected {
+                    sock: h,
+                    errno: 0,
+                    local: None,
+                    peer: None,
+                },
+                1,
+                &mut out,
+            )
+            .unwrap();
+        }
+        out.clear();
+        let r = d.instance_frame(i1, &case(mine, other), 1, &mut out);
+        assert!(r.is_err(), "case {n} accepted");
+        assert!(out.contains(&Action::InstanceDead { inst: i1 }), "case {n}");
+        assert_eq!(d.socket(mine).unwrap().err, errno::ECONNRESET, "case {n}");
+        assert_eq!(
+            d.socket(other).unwrap().state,
+            SockState::Connected,
+            "case {n}"
+        );
+        // Frames from the dead instance are ignored from now on.
+        assert_eq!(
+            d.instance_frame(
+                i1,
+                &Msg::Data {
+                    sock: mine,
+                    bytes: b"x"
+                },
+                1,
+                &mut out
+            ),
+            Ok(None)
+        );
+    }
+}
+
+#[test]
+fn accept_beyond_backlog_is_a_violation() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let l = listener(&mut d, &[i1]);
+    for k in 0..16 {
+        d.instance_frame(i1, &accepted(l, INSTANCE_SOCK_BIT | k), 1, &mut out)
+            .unwrap();
+    }
+    let r = d.instance_frame(i1, &accepted(l, INSTANCE_SOCK_BIT | 100), 1, &mut out);
+    assert_eq!(r, Err(Violation::AcceptBeyondCredit(l)));
+    // The listener lives on (no replica now); the queued connections reset.
+    assert_eq!(d.socket(l).unwrap().state, SockState::Listening);
+    assert!(d.socket(l).unwrap().replicas.is_empty());
+}
+
+#[test]
+fn heartbeat_timeout_and_close_lifecycle() {
+    let mut d = Driver::new(Config {
+        heartbeat_timeout_ns: 100,
+        ..Config::default()
+    });
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let h = d.new_socket(5, 2, 2, 0).unwrap();
+    // Unplaced socket closed by the app: forgotten at once.
+    d.app_eof(h, true, &mut out);
+    assert!(out.contains(&Action::Forget { sock: h }));
+    assert!(d.lookup_inode(5).is_none());
+    // Placed socket: Close, then forgotten on Closed.
+    let h = d.new_socket(6, 2, 2, 0).unwrap();
+    out.clear();
+    assert!(
+        d.send_credit(h, &mut out).is_some(),
+        "datagram sockets are placed on first send"
+    );
+    d.app_eof(h, true, &mut out);
+    let f = sent(&out, i1);
+    assert!(matches!(f.last(), Some(Frame::Close { .. })));
+    out.clear();
+    d.instance_frame(i1, &Msg::Closed { sock: h }, 50, &mut out)
+        .unwrap();
+    assert!(out.contains(&Action::Forget { sock: h }));
+    d.tick(120, &mut out);
+    assert!(!out.contains(&Action::InstanceDead { inst: i1 }));
+    d.tick(200, &mut out);
+    assert!(out.contains(&Action::InstanceDead { inst: i1 }));
+}
+
+#[test]
+fn options_remembered_and_replayed_and_driver_answers() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let h = d.new_socket(1, 10, 1, 0).unwrap();
+    let v = 1i32.to_ne_bytes();
+    let set = Control {
+        op: Op::SetOpt,
+        seq: 1,
+        status: 0,
+        args: [6, 1, 0, 0],
+        addr: None,
+        addr2: None,
+        value: &v,
+    };
+    d.shim_request(1, &set, Some(h), &mut out);
+    assert_eq!(replies(&out)[0].status, 0);
+    assert!(sent(&out, i1).is_empty(), "not placed yet");
+    out.clear();
+    d.shim_request(
+        1,
+        &req(Op::GetOpt, [1, opt::SO_PROTOCOL, 4, 0], None),
+        Some(h),
+        &mut out,
+    );
+    assert_eq!(replies(&out)[0].value.as_slice(), &6i32.to_ne_bytes());
+    out.clear();
+    d.shim_request(
+        1,
+        &req(Op::Connect, [1, 0, 0, 0], Some(a("[::1]:80"))),
+        Some(h),
+        &mut out,
+    );
+    let f = sent(&out, i1);
+    assert!(matches!(
+        f[0],
+        Frame::Open {
+            family: Family::Inet6,
+            ..
+        }
+    ));
+    assert!(matches!(
+        f[1],
+        Frame::SetOpt {
+            level: 6,
+            name: 1,
+            ..
+        }
+    ));
+    assert!(matches!(f[2], Frame::Connect { .. }));
+    // Wrong family for an IPv6 socket.
+    let h4 = d.new_socket(2, 10, 1, 0).unwrap();
+    out.clear();
+    d.shim_request(
+        1,
+        &req(Op::Connect, [0; 4], Some(a("1.2.3.4:80"))),
+        Some(h4),
+        &mut out,
+    );
+    assert_eq!(replies(&out)[0].status, errno::EAFNOSUPPORT);
+    // Unknown socket.
+    out.clear();
+    d.shim_request(
+        1,
+        &req(Op::Bind, [0; 4], Some(a("[::1]:80"))),
+        None,
+        &mut out,
+    );
+    assert_eq!(replies(&out)[0].status, errno::ENOTSOCK);
+}
+
+proptest! {
+    /// Arbitrary frames from an instance never panic the core, and every
+    /// frame it refuses kills exactly that instance.
+    #[test]
+    fn random_frames_never_panic(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 16..120), 1..40), socks in proptest::collection::vec(any::<u32>(), 1..8)) {
+        let mut d = driver();
+        let mut out = Vec::new();
+        let i1 = d.instance_joined(0, 4096, &mut out);
+        let _i2 = d.instance_joined(0, 4096, &mut out);
+        let l = listener(&mut d, &[i1]);
+        let _ = l;
+        for mut f in frames {
+            // Steer some frames at plausible ids and lengths.
+            let len = (f.len() - 16) as u32;
+            f[4..8].copy_from_slice(&len.to_le_bytes());
+            if let Some(s) = socks.first() && f[2] & 1 == 0 { f[8..12].copy_from_slice(&s.to_le_bytes()); }
+            f[2] = 0; f[3] = 0;
+            if let Ok(m) = Msg::decode(&f) {
+                let r = d.instance_frame(i1, &m, 1, &mut out);
+                if r.is_err() {
+                    let dead = out.contains(&Action::InstanceDead { inst: i1 });
+                    prop_assert!(dead);
+                }
+            }
+        }
+    }
+}
