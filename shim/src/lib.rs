@@ -1,1 +1,63 @@
-//! libshim.so (being built).
+//! `libshim.so`: an `LD_PRELOAD` interposer that sends a program's Internet
+//! sockets to INS.
+//!
+//! Every `AF_INET`/`AF_INET6` stream or datagram socket the program creates
+//! is created by the INS driver (`ins-driver`) and handed to the program as a
+//! real kernel fd: one end of a Unix `SOCK_STREAM` pair (TCP) or
+//! `SOCK_SEQPACKET` pair (UDP) whose other end the driver relays to an INS
+//! instance. Control calls (bind, listen, accept, connect, shutdown,
+//! get/setsockopt, getsockname, getpeername) travel to the driver over a Unix
+//! `SOCK_SEQPACKET` control socket (`INS_SHIM_SOCKET`, default
+//! `/run/ins/shim.sock`) as [`ins_protocol::control`] messages, the socket
+//! they are about attached as an `SCM_RIGHTS` fd.
+//!
+//! ```text
+//!  program ── read/write/epoll/sendfile ──▶ app end ═══ pair ═══ driver end ─▶ ring ─▶ instance
+//!     │ socket/bind/listen/accept/connect/…                         ▲
+//!     └─ libshim ── Control + SCM_RIGHTS(app end) ──▶ shim.sock ─────┘
+//! ```
+//!
+//! Module map and invariants:
+//! * [`table`] — a fixed lock-free array, one byte per fd: unknown / host /
+//!   shim control socket / INS socket with its kind and state. A hook on a
+//!   host fd costs one atomic load and the real call.
+//! * [`addr`] — `sockaddr` bytes ⇄ [`std::net::SocketAddr`] with the
+//!   kernel's length and family checks and its truncation rule on output.
+//! * [`frame`] — the 32-byte [`ins_protocol::msg::WireAddr`] header that
+//!   starts every datagram on a UDP pair.
+//! * [`route`] — which `socket()` calls go to INS, which to libc, which fail.
+//! * `sys` (unsafe) — the real libc functions (`dlsym(RTLD_NEXT)`, resolved
+//!   once) and safe wrappers around the syscalls the shim makes itself.
+//! * `ctl` — the control-connection pool (re-opened after `fork`) and the
+//!   request/reply exchange.
+//! * `ops` — the INS side of each call, safe code over `sys` and `ctl`.
+//! * `hooks` (unsafe) — the exported C symbols. They never unwind into C:
+//!   the slow paths run under `catch_unwind` and fail with `EIO`.
+//!
+//! Gaps (documented, not silent): glibc-internal socket calls (the
+//! resolver's `__socket`/`__connect`, `fclose` of an fdopen'd socket) are not
+//! visible to `LD_PRELOAD`; socket fds closed through them keep a stale table
+//! entry until the number is reused by a hooked call. UDP ancillary data
+//! (`IP_PKTINFO`, …) is neither sent nor received; `recvmmsg`'s timeout is
+//! ignored on INS fds; `FIONREAD` on a UDP INS fd counts the 32-byte header.
+//! `SOCK_RAW` Internet sockets and `AF_PACKET` fail with `EPERM`, ICMP
+//! datagram sockets with `EACCES`, other Internet socket types with
+//! `EPROTONOSUPPORT`: nothing Internet-facing reaches the host kernel unless
+//! `INS_FAIL_OPEN=1` is set and the driver is unreachable.
+
+#![deny(unsafe_code)]
+// Unit-test builds do not export the hooks, so most of the crate is unused there.
+#![cfg_attr(test, allow(dead_code))]
+
+pub mod addr;
+pub mod config;
+mod ctl;
+pub mod errno;
+pub mod frame;
+#[allow(unsafe_code)]
+mod hooks;
+mod ops;
+pub mod route;
+#[allow(unsafe_code)]
+mod sys;
+pub mod table;
