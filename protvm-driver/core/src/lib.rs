@@ -274,6 +274,24 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The socket id a request frame names, to translate handles to wire
+    /// ids.
+    fn sock_mut(&mut self) -> Option<&mut u32> {
+        match self {
+            Frame::Open { sock, .. }
+            | Frame::Bind { sock, .. }
+            | Frame::Listen { sock, .. }
+            | Frame::Connect { sock, .. }
+            | Frame::Shutdown { sock, .. }
+            | Frame::Close { sock, .. }
+            | Frame::SetOpt { sock, .. }
+            | Frame::GetOpt { sock, .. }
+            | Frame::GetSockName { sock, .. }
+            | Frame::GetPeerName { sock, .. } => Some(sock),
+            _ => None,
+        }
+    }
+
     /// The borrowed message.
     pub fn msg(&self) -> Msg<'_> {
         match *self {
@@ -924,10 +942,15 @@ impl Driver {
     ) {
         let req = self.req_id(inst);
         self.pending.insert((inst, req), p);
-        out.push(Action::Send {
-            inst,
-            frame: f(req),
-        });
+        let mut frame = f(req);
+        // Requests are built with the driver's handle; on the wire an
+        // accepted socket is known by the id its instance gave it.
+        if let Some(sock) = frame.sock_mut()
+            && let Some(s) = self.socks.get(sock)
+        {
+            *sock = s.wire;
+        }
+        out.push(Action::Send { inst, frame });
     }
 
     // ----- sockets -----
