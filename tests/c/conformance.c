@@ -1,0 +1,330 @@
+/* Differential conformance script: a fixed sequence of socket calls, valid
+ * and invalid, each printed as "step: ret errno [detail]". The end-to-end
+ * test runs it natively and under libshim.so and compares the transcripts
+ * step by step. Usage: conformance CLOSED_PORT (a port nothing listens on). */
+#include "common.h"
+#include <netinet/tcp.h>
+#include <poll.h>
+
+#define STEP(name, call) do { alarm(3); errno = 0; long r_ = (long)(call); int e_ = errno; alarm(0); step(name, r_, e_); } while (0)
+#define STEPFD(var, name, call) do { alarm(3); errno = 0; var = (call); int e_ = errno; alarm(0); step_fd(name, var, e_); } while (0)
+
+static void getint(const char *name, int fd, int level, int opt)
+{
+    int v = -12345;
+    socklen_t l = sizeof v;
+    alarm(3);
+    errno = 0;
+    int r = getsockopt(fd, level, opt, &v, &l);
+    int e = errno;
+    alarm(0);
+    if (r == 0)
+        printf("%s: 0 - value=%d len=%u\n", name, v, (unsigned)l);
+    else
+        step(name, r, e);
+    fflush(stdout);
+}
+
+static void name_of(const char *name, int fd, int peer)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t l = sizeof ss;
+    alarm(3);
+    errno = 0;
+    int r = peer ? getpeername(fd, SA(ss), &l) : getsockname(fd, SA(ss), &l);
+    int e = errno;
+    alarm(0);
+    if (r == 0)
+        printf("%s: 0 - %s\n", name, fmt_addr(&ss, l));
+    else
+        step(name, r, e);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: conformance CLOSED_PORT\n");
+        return 2;
+    }
+    int closed = atoi(argv[1]);
+    guard_init();
+    int one = 1, zero = 0;
+    char buf[64];
+
+    /* --- socket() */
+    int t, t2, t3, t4, lst, cli, acc, u, u2, s6, p[2];
+    STEPFD(t, "socket-tcp4", socket(AF_INET, SOCK_STREAM, 0));
+    int bad;
+    STEPFD(bad, "socket-stream-udp-proto", socket(AF_INET, SOCK_STREAM, IPPROTO_UDP));
+    STEPFD(bad, "socket-bad-type", socket(AF_INET, 99, 0));
+    STEPFD(bad, "socket-bad-domain", socket(12345, SOCK_STREAM, 0));
+    STEP("socketpair-inet", socketpair(AF_INET, SOCK_STREAM, 0, p));
+    getint("tcp-so-type", t, SOL_SOCKET, SO_TYPE);
+    getint("tcp-so-domain", t, SOL_SOCKET, SO_DOMAIN);
+    getint("tcp-so-protocol", t, SOL_SOCKET, SO_PROTOCOL);
+    getint("tcp-so-error", t, SOL_SOCKET, SO_ERROR);
+    getint("tcp-so-acceptconn-fresh", t, SOL_SOCKET, SO_ACCEPTCONN);
+    name_of("getsockname-unbound", t, 0);
+    name_of("getpeername-unconnected", t, 1);
+
+    /* --- bad fds */
+    struct sockaddr_in lo0 = sin4("127.0.0.1", 0);
+    STEP("bind-badfd-neg", bind(-1, SA(lo0), sizeof lo0));
+    STEP("bind-badfd-9999", bind(9999, SA(lo0), sizeof lo0));
+    STEP("listen-badfd", listen(9999, 1));
+    STEP("connect-badfd", connect(9999, SA(lo0), sizeof lo0));
+    STEP("getsockopt-badfd", getsockopt(9999, SOL_SOCKET, SO_TYPE, &one, &(socklen_t){sizeof one}));
+    STEP("close-badfd", close(9999));
+    int pp[2];
+    if (pipe(pp) != 0)
+        return 1;
+    STEP("getsockname-notsock", getsockname(pp[0], SA(lo0), &(socklen_t){sizeof lo0}));
+    STEP("bind-notsock", bind(pp[0], SA(lo0), sizeof lo0));
+    STEP("setsockopt-notsock", setsockopt(pp[0], SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+
+    /* --- unconnected, unbound TCP socket (a socket of its own: a failed
+     * shutdown() still marks a Linux socket shut down) */
+    int t0 = t;
+    STEPFD(t, "socket-tcp4-b", socket(AF_INET, SOCK_STREAM, 0));
+    STEP("send-unconnected", send(t0, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT));
+    STEP("write-unconnected", ({ signal(SIGPIPE, SIG_IGN); write(t0, "x", 1); }));
+    STEP("recv-unconnected", recv(t0, buf, sizeof buf, MSG_DONTWAIT));
+    STEP("shutdown-unconnected", shutdown(t0, SHUT_RDWR));
+    STEP("shutdown-bad-how", shutdown(t0, 99));
+    STEP("accept-not-listening-nb", ({ fcntl(t0, F_SETFL, O_NONBLOCK); accept(t0, NULL, NULL); }));
+    printf("fcntl-getfl-nb: %d -\n", fcntl(t0, F_GETFL) & (O_ACCMODE | O_NONBLOCK));
+    fcntl(t0, F_SETFL, 0);
+    STEP("accept-not-listening-blocking", accept(t0, NULL, NULL));
+    printf("fcntl-getfl: %d -\n", fcntl(t0, F_GETFL) & (O_ACCMODE | O_NONBLOCK));
+    STEP("close-unconnected", close(t0));
+
+    /* --- options */
+    STEP("setsockopt-unknown-opt", setsockopt(t, SOL_SOCKET, 9999, &one, sizeof one));
+    STEP("setsockopt-bad-len", setsockopt(t, SOL_SOCKET, SO_REUSEADDR, &one, 2));
+    STEP("setsockopt-unknown-level", setsockopt(t, 9999, 1, &one, sizeof one));
+    getint("getsockopt-unknown-opt", t, SOL_SOCKET, 9999);
+    getint("getsockopt-unknown-tcp-opt", t, IPPROTO_TCP, 9999);
+    {
+        int v = 7;
+        socklen_t l = 0;
+        STEP("getsockopt-len0", getsockopt(t, SOL_SOCKET, SO_TYPE, &v, &l));
+        printf("getsockopt-len0-out: %d - len=%u\n", v, (unsigned)l);
+        l = 2;
+        v = 0;
+        STEP("getsockopt-len2", getsockopt(t, SOL_SOCKET, SO_TYPE, &v, &l));
+        printf("getsockopt-len2-out: %d - len=%u\n", v, (unsigned)l);
+        l = (socklen_t)-1;
+        STEP("getsockopt-len-negative", getsockopt(t, SOL_SOCKET, SO_TYPE, &v, &l));
+        STEP("getsockopt-null-optlen", getsockopt(t, SOL_SOCKET, SO_TYPE, &v, NULL));
+    }
+    STEP("setsockopt-reuseaddr", setsockopt(t, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    getint("getsockopt-reuseaddr", t, SOL_SOCKET, SO_REUSEADDR);
+    STEP("setsockopt-nodelay", setsockopt(t, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one));
+    getint("getsockopt-nodelay", t, IPPROTO_TCP, TCP_NODELAY);
+    STEP("setsockopt-keepalive", setsockopt(t, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one));
+    getint("getsockopt-keepalive", t, SOL_SOCKET, SO_KEEPALIVE);
+    {
+        int v = 65536;
+        STEP("setsockopt-rcvbuf", setsockopt(t, SOL_SOCKET, SO_RCVBUF, &v, sizeof v));
+        getint("getsockopt-rcvbuf", t, SOL_SOCKET, SO_RCVBUF);
+        struct linger lg = {1, 5};
+        STEP("setsockopt-linger", setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+        struct linger lg2 = {0, 0};
+        socklen_t l = sizeof lg2;
+        STEP("getsockopt-linger", getsockopt(t, SOL_SOCKET, SO_LINGER, &lg2, &l));
+        printf("getsockopt-linger-out: %d - onoff=%d linger=%d\n", (int)l, lg2.l_onoff, lg2.l_linger);
+        lg.l_onoff = 0;
+        setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    getint("getsockopt-tcp-maxseg-unconnected", t, IPPROTO_TCP, TCP_MAXSEG);
+
+    /* --- bind */
+    struct sockaddr_in6 a6 = sin6("::1", 0);
+    STEP("bind-wrong-family", bind(t, SA(a6), sizeof a6));
+    STEP("bind-short-len", bind(t, SA(lo0), 8));
+    struct sockaddr_in far = sin4("203.0.113.7", 0);
+    STEP("bind-nonlocal", bind(t, SA(far), sizeof far));
+    STEP("bind-ok", bind(t, SA(lo0), sizeof lo0));
+    name_of("getsockname-bound", t, 0);
+    STEP("bind-again", bind(t, SA(lo0), sizeof lo0));
+    struct sockaddr_in bound = sin4("127.0.0.1", local_port(t));
+    STEPFD(t2, "socket-tcp4-2", socket(AF_INET, SOCK_STREAM, 0));
+    STEP("bind-same-port", bind(t2, SA(bound), sizeof bound));
+    struct sockaddr_in any_same = sin4("0.0.0.0", local_port(t));
+    STEP("bind-same-port-any", bind(t2, SA(any_same), sizeof any_same));
+
+    /* --- listen / connect / accept */
+    lst = t;
+    STEP("listen", listen(lst, 16));
+    STEP("listen-again", listen(lst, 32));
+    getint("so-acceptconn-listener", lst, SOL_SOCKET, SO_ACCEPTCONN);
+    STEP("connect-on-listener", connect(lst, SA(bound), sizeof bound));
+    STEP("send-on-listener", send(lst, "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT));
+    STEP("recv-on-listener", recv(lst, buf, 1, MSG_DONTWAIT));
+    STEP("accept4-bad-flags", accept4(lst, NULL, NULL, 0x1234));
+    STEPFD(t3, "socket-tcp4-3", socket(AF_INET, SOCK_STREAM, 0));
+    STEP("setsockopt-reuseaddr-3", setsockopt(t3, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one));
+    STEP("bind-port-of-listener", bind(t3, SA(bound), sizeof bound));
+    close(t3);
+    STEPFD(cli, "socket-client", socket(AF_INET, SOCK_STREAM, 0));
+    STEP("connect-short-len", connect(cli, SA(bound), 4));
+    STEP("connect-wrong-family", connect(cli, SA(a6), sizeof a6));
+    STEP("connect", connect(cli, SA(bound), sizeof bound));
+    STEP("connect-again", connect(cli, SA(bound), sizeof bound));
+    name_of("getpeername-client", cli, 1);
+    {
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof ss;
+        STEPFD(acc, "accept", accept(lst, SA(ss), &l));
+        printf("accept-addr: 0 - %s\n", fmt_addr(&ss, l));
+        printf("accept-peer-port-matches: %d -\n", port_of(&ss) == local_port(cli));
+        l = 4; /* truncated address */
+        int acc2;
+        int c2 = socket(AF_INET, SOCK_STREAM, 0);
+        connect(c2, SA(bound), sizeof bound);
+        memset(&ss, 0, sizeof ss);
+        STEPFD(acc2, "accept-short-addrlen", accept(lst, SA(ss), &l));
+        printf("accept-short-addrlen-out: 0 - len=%u family=%s\n", (unsigned)l, fam(ss.ss_family));
+        close(acc2);
+        close(c2);
+        int c3 = socket(AF_INET, SOCK_STREAM, 0);
+        connect(c3, SA(bound), sizeof bound);
+        STEPFD(acc2, "accept4-nonblock-cloexec", accept4(lst, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        printf("accept4-flags: %d - cloexec=%d\n", fcntl(acc2, F_GETFL) & O_NONBLOCK ? 1 : 0,
+               fcntl(acc2, F_GETFD) & FD_CLOEXEC ? 1 : 0);
+        STEP("recv-nothing-nb", recv(acc2, buf, 1, 0));
+        close(acc2);
+        close(c3);
+        fcntl(lst, F_SETFL, O_NONBLOCK);
+        STEP("accept-empty-queue-nb", accept(lst, NULL, NULL));
+        fcntl(lst, F_SETFL, 0);
+    }
+    name_of("getsockname-accepted", acc, 0);
+    name_of("getpeername-accepted", acc, 1);
+    getint("so-acceptconn-accepted", acc, SOL_SOCKET, SO_ACCEPTCONN);
+    getint("so-error-connected", cli, SOL_SOCKET, SO_ERROR);
+    STEP("listen-on-connected", listen(cli, 1));
+    STEP("bind-on-connected", bind(cli, SA(lo0), sizeof lo0));
+    STEP("sendto-connected-with-addr", sendto(cli, "abc", 3, MSG_NOSIGNAL, SA(bound), sizeof bound));
+    STEP("send", send(cli, "hello", 5, MSG_NOSIGNAL));
+    STEP("recv", recv(acc, buf, 8, MSG_WAITALL) /* 3 (sendto) + 5 */);
+    STEP("recv-peek-nothing", recv(acc, buf, 1, MSG_PEEK | MSG_DONTWAIT));
+    STEP("shutdown-wr", shutdown(cli, SHUT_WR));
+    STEP("recv-eof", recv(acc, buf, sizeof buf, 0));
+    STEP("send-after-shutdown-wr", send(cli, "x", 1, MSG_NOSIGNAL));
+    STEP("send-back", send(acc, "ok", 2, MSG_NOSIGNAL));
+    STEP("recv-back", recv(cli, buf, 2, MSG_WAITALL));
+    STEP("close-accepted", close(acc));
+    STEP("recv-after-peer-close", recv(cli, buf, sizeof buf, 0));
+    STEP("shutdown-rdwr", shutdown(cli, SHUT_RDWR));
+    STEP("close-client", close(cli));
+    STEP("close-client-twice", close(cli));
+
+    /* --- connection refused */
+    struct sockaddr_in cl = sin4("127.0.0.1", closed);
+    STEPFD(t4, "socket-refused", socket(AF_INET, SOCK_STREAM, 0));
+    STEP("connect-refused", connect(t4, SA(cl), sizeof cl));
+    getint("so-error-after-refused", t4, SOL_SOCKET, SO_ERROR);
+    name_of("getpeername-after-refused", t4, 1);
+    STEP("send-after-refused", send(t4, "x", 1, MSG_NOSIGNAL));
+    close(t4);
+    STEPFD(t4, "socket-refused-nb", socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    STEP("connect-refused-nb", connect(t4, SA(cl), sizeof cl));
+    {
+        struct pollfd pf = {t4, POLLOUT, 0};
+        STEP("poll-refused-nb", poll(&pf, 1, 3000));
+        printf("poll-refused-nb-pollout: %d -\n", (pf.revents & POLLOUT) ? 1 : 0);
+    }
+    getint("so-error-refused-nb", t4, SOL_SOCKET, SO_ERROR);
+    getint("so-error-refused-nb-again", t4, SOL_SOCKET, SO_ERROR);
+    close(t4);
+    close(t2);
+
+    /* --- UDP */
+    int u0;
+    STEPFD(u0, "socket-udp4-a", socket(AF_INET, SOCK_DGRAM, 0));
+    STEP("udp-send-unconnected", send(u0, "x", 1, MSG_NOSIGNAL));
+    STEP("udp-bind-after-autobind", bind(u0, SA(lo0), sizeof lo0));
+    close(u0);
+    STEPFD(u, "socket-udp4", socket(AF_INET, SOCK_DGRAM, 0));
+    getint("udp-so-type", u, SOL_SOCKET, SO_TYPE);
+    getint("udp-so-protocol", u, SOL_SOCKET, SO_PROTOCOL);
+    STEP("udp-recv-empty-nb", recv(u, buf, sizeof buf, MSG_DONTWAIT));
+    STEP("udp-listen", listen(u, 1));
+    STEP("udp-accept", accept(u, NULL, NULL));
+    STEP("udp-shutdown-unconnected", shutdown(u, SHUT_RDWR));
+    name_of("udp-getpeername-unconnected", u, 1);
+    STEP("udp-sendto-short-len", sendto(u, "x", 1, 0, SA(cl), 4));
+    STEP("udp-sendto-wrong-family", sendto(u, "x", 1, 0, SA(a6), sizeof a6));
+    STEP("udp-bind", bind(u, SA(lo0), sizeof lo0));
+    struct sockaddr_in ub = sin4("127.0.0.1", local_port(u));
+    STEPFD(u2, "socket-udp4-2", socket(AF_INET, SOCK_DGRAM, 0));
+    STEP("udp-bind-same-port", bind(u2, SA(ub), sizeof ub));
+    STEP("udp-sendto-self", sendto(u2, "dgram", 5, 0, SA(ub), sizeof ub));
+    {
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof ss;
+        memset(&ss, 0, sizeof ss);
+        STEP("udp-recvfrom", recvfrom(u, buf, sizeof buf, 0, SA(ss), &l));
+        printf("udp-recvfrom-addr: 0 - %s from-port-matches=%d\n", fmt_addr(&ss, l), port_of(&ss) == local_port(u2));
+        STEP("udp-sendto-self-long", sendto(u2, "0123456789", 10, 0, SA(ub), sizeof ub));
+        STEP("udp-recv-truncated", recv(u, buf, 4, 0));
+        STEP("udp-recv-after-truncation-nb", recv(u, buf, sizeof buf, MSG_DONTWAIT));
+        STEP("udp-sendto-self-trunc", sendto(u2, "0123456789", 10, 0, SA(ub), sizeof ub));
+        STEP("udp-recv-msg-trunc", recv(u, buf, 4, MSG_TRUNC));
+        STEP("udp-send-empty", sendto(u2, "", 0, 0, SA(ub), sizeof ub));
+        STEP("udp-recv-empty", recv(u, buf, sizeof buf, 0));
+    }
+    STEP("udp-connect", connect(u2, SA(cl), sizeof cl));
+    name_of("udp-getpeername-connected", u2, 1);
+    STEP("udp-send-connected-closed-port", send(u2, "x", 1, 0));
+    usleep(200000);
+    STEP("udp-recv-after-icmp", recv(u2, buf, sizeof buf, MSG_DONTWAIT));
+    getint("udp-so-error-after", u2, SOL_SOCKET, SO_ERROR);
+    struct sockaddr unspec;
+    memset(&unspec, 0, sizeof unspec);
+    unspec.sa_family = AF_UNSPEC;
+    STEP("udp-connect-unspec", connect(u2, &unspec, sizeof unspec));
+    name_of("udp-getpeername-disconnected", u2, 1);
+    close(u);
+    close(u2);
+
+    /* --- IPv6 */
+    STEPFD(s6, "socket-tcp6", socket(AF_INET6, SOCK_STREAM, 0));
+    getint("tcp6-so-domain", s6, SOL_SOCKET, SO_DOMAIN);
+    getint("tcp6-v6only-default", s6, IPPROTO_IPV6, IPV6_V6ONLY);
+    STEP("tcp6-set-v6only", setsockopt(s6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one));
+    getint("tcp6-v6only", s6, IPPROTO_IPV6, IPV6_V6ONLY);
+    STEP("tcp6-set-v6only-0", setsockopt(s6, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero));
+    STEP("tcp6-bind-v4-addr", bind(s6, SA(lo0), sizeof lo0));
+    struct sockaddr_in6 any6 = sin6("::", 0);
+    STEP("tcp6-bind-any", bind(s6, SA(any6), sizeof any6));
+    name_of("tcp6-getsockname", s6, 0);
+    STEP("tcp6-set-v6only-after-bind", setsockopt(s6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one));
+    STEP("tcp6-listen", listen(s6, 4));
+    {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in to = sin4("127.0.0.1", local_port(s6));
+        STEP("tcp4-connect-to-dualstack", connect(c, SA(to), sizeof to));
+        struct sockaddr_storage ss;
+        socklen_t l = sizeof ss;
+        int a;
+        STEPFD(a, "tcp6-accept-mapped", accept(s6, SA(ss), &l));
+        printf("tcp6-accept-mapped-addr: 0 - %s\n", fmt_addr(&ss, l));
+        close(a);
+        close(c);
+        int v6 = socket(AF_INET6, SOCK_STREAM, 0);
+        setsockopt(v6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        struct sockaddr_in6 mapped = sin6("::ffff:127.0.0.1", local_port(s6));
+        STEP("tcp6-v6only-connect-mapped", connect(v6, SA(mapped), sizeof mapped));
+        close(v6);
+    }
+    close(s6);
+
+    close(pp[0]);
+    close(pp[1]);
+    printf("end: 0 -\n");
+    return 0;
+}

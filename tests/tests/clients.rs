@@ -1,0 +1,213 @@
+//! Client and server programs under the shim: curl, python3 http.server,
+//! redis-server driven by redis-benchmark.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ins_e2e::*;
+
+fn python_server(cmd: Command, dir: &std::path::Path, bind: &str, port: u16, name: &str) -> Proc {
+    let mut cmd = cmd;
+    cmd.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        bind,
+        "--directory",
+    ])
+    .arg(dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(dir.join(format!("../{name}.log"))).expect("log"));
+    Proc::spawn(name, cmd)
+}
+
+#[test]
+fn curl_under_shim_fetches_from_native_server() {
+    let _g = serial();
+    let ins = Ins::start(1);
+    let web = TempDir::new("web");
+    let root = web.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let data = random_bytes(3 << 20, 7);
+    std::fs::write(root.join("data.bin"), &data).unwrap();
+    for (bind, host) in [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")] {
+        let port = free_port();
+        let mut srv = python_server(
+            Command::new(require("python3")),
+            &root,
+            bind,
+            port,
+            "py-native",
+        );
+        let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
+        assert!(
+            wait_tcp(addr, Duration::from_secs(10)),
+            "native python server did not start"
+        );
+        let out = web.path().join("out.bin");
+        let _ = std::fs::remove_file(&out);
+        let mut c = ins.shim_cmd(require("curl"));
+        c.arg("-g");
+        let (o, body) = curl_fetch(c, &format!("http://{host}:{port}/data.bin"), &out);
+        assert!(
+            o.ok(),
+            "curl under the shim ({bind}) failed\n{o}\n{}",
+            ins.diagnostics()
+        );
+        assert!(
+            body == data,
+            "curl under the shim ({bind}): fetched {} bytes differing from the {} served",
+            body.len(),
+            data.len()
+        );
+        srv.kill();
+    }
+}
+
+#[test]
+fn python_http_server_under_shim_serves_native_curl() {
+    let _g = serial();
+    let ins = Ins::start(1);
+    let web = TempDir::new("web");
+    let root = web.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let data = random_bytes(2 << 20, 9);
+    std::fs::write(root.join("data.bin"), &data).unwrap();
+    for (bind, host) in [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")] {
+        let port = free_port();
+        let mut srv = python_server(
+            ins.shim_cmd(require("python3")),
+            &root,
+            bind,
+            port,
+            "py-shim",
+        );
+        let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
+        assert!(
+            wait_tcp(addr, Duration::from_secs(10)),
+            "python3 http.server under the shim does not accept on {addr}\n{}\n{}",
+            read_lossy(&web.path().join("py-shim.log")),
+            ins.diagnostics()
+        );
+        for i in 0..3 {
+            let out = web.path().join(format!("out{i}.bin"));
+            let mut c = Command::new(require("curl"));
+            c.arg("-g");
+            let (o, body) = curl_fetch(c, &format!("http://{host}:{port}/data.bin"), &out);
+            assert!(
+                o.ok(),
+                "native curl from python under the shim ({bind}) failed\n{o}\n{}",
+                read_lossy(&web.path().join("py-shim.log"))
+            );
+            assert!(
+                body == data,
+                "fetch {i} ({bind}): bytes differ ({} vs {})",
+                body.len(),
+                data.len()
+            );
+        }
+        assert!(
+            tcp_sockets_of(&[srv.pid()]).is_empty(),
+            "python under the shim owns host TCP sockets"
+        );
+        srv.kill();
+    }
+}
+
+#[test]
+fn redis_under_shim_survives_redis_benchmark() {
+    let _g = serial();
+    let ins = Ins::start(1);
+    let dir = TempDir::new("redis");
+    let port = free_port();
+    let mut c = ins.shim_cmd(require("redis-server"));
+    c.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .args(["--protected-mode", "no", "--daemonize", "no", "--dir"])
+    .arg(dir.path())
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(dir.path().join("redis.log")).unwrap())
+    .stderr(Stdio::null());
+    let mut srv = Proc::spawn("redis-server", c);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let pong = wait_for(Duration::from_secs(10), || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"PING\r\n").ok()?;
+        let mut b = [0u8; 7];
+        s.read_exact(&mut b).ok()?;
+        (&b == b"+PONG\r\n").then_some(())
+    });
+    assert!(
+        pong.is_some(),
+        "redis-server under the shim does not answer PING (alive: {})\n{}\n{}",
+        srv.alive(),
+        read_lossy(&dir.path().join("redis.log")),
+        ins.diagnostics()
+    );
+    let mut b = Command::new(require("redis-benchmark"));
+    b.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "-n",
+        "20000",
+        "-c",
+        "20",
+        "-P",
+        "1",
+        "-t",
+        "set,get",
+    ]);
+    let o = run(b, Duration::from_secs(120));
+    println!(
+        "redis-benchmark through INS:\n{}",
+        o.stdout.replace('\r', "\n")
+    );
+    assert!(o.ok(), "redis-benchmark failed\n{o}");
+    let text = format!("{}{}", o.stdout, o.stderr);
+    for t in ["SET:", "GET:"] {
+        let line = text
+            .split(['\r', '\n'])
+            .rfind(|l| l.starts_with(t) && l.contains("requests per second"));
+        assert!(line.is_some(), "redis-benchmark did not report {t}\n{o}");
+    }
+    let lower = text.to_ascii_lowercase();
+    assert!(
+        !lower.contains("error") && !lower.contains("err "),
+        "redis-benchmark reported errors\n{o}"
+    );
+    // Data made it: a native redis-cli reads back what it wrote.
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(require("redis-cli"));
+        c.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args);
+        run(c, Duration::from_secs(10))
+    };
+    let o = cli(&["SET", "ins-e2e", "through-ins"]);
+    assert!(o.ok() && o.stdout.trim() == "OK", "redis-cli SET: {o}");
+    let o = cli(&["GET", "ins-e2e"]);
+    assert_eq!(o.stdout.trim(), "through-ins", "redis-cli GET: {o}");
+    let o = cli(&["DBSIZE"]);
+    let n: u64 = o.stdout.trim().parse().unwrap_or(0);
+    assert!(n >= 2, "redis holds {n} keys after the benchmark: {o}");
+    assert!(srv.alive(), "redis-server died");
+    assert!(
+        tcp_sockets_of(&[srv.pid()]).is_empty(),
+        "redis-server under the shim owns host TCP sockets"
+    );
+}
