@@ -1,0 +1,247 @@
+//! `ins-flow`: flow export for INS.
+
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use ins_flow::encoder::Format;
+use ins_flow::export::{self, Options};
+use ins_flow::ipfix;
+
+#[derive(Parser)]
+#[command(name = "ins-flow", about = "INS flow export (IPFIX, NetFlow v9)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Export flow records to a collector over UDP.
+    Export {
+        /// Send IPFIX to HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT", conflicts_with = "netflow_v9")]
+        ipfix: Option<String>,
+        /// Send NetFlow v9 to HOST:PORT.
+        #[arg(long = "netflow-v9", value_name = "HOST:PORT")]
+        netflow_v9: Option<String>,
+        /// The driver's management socket (DIR/ctl.sock).
+        #[arg(long, value_name = "PATH", conflicts_with = "stdin")]
+        source: Option<PathBuf>,
+        /// Read JSON-lines flow records from standard input.
+        #[arg(long)]
+        stdin: bool,
+        /// Also export the driver's backlog of recent flows on subscribing.
+        #[arg(long)]
+        backlog: bool,
+        /// IPFIX enterprise number for the INS elements.
+        #[arg(long, default_value_t = ipfix::DEFAULT_PEN)]
+        pen: u32,
+        /// Path MTU towards the collector (bytes).
+        #[arg(long, default_value_t = 1500)]
+        mtu: usize,
+        /// Template refresh interval, seconds.
+        #[arg(long, default_value_t = 60.0)]
+        template_refresh: f64,
+        /// Longest a record waits before it is sent, milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        flush_ms: u64,
+        /// Forget a flow's totals when it has been idle this long, seconds.
+        #[arg(long, default_value_t = 3600)]
+        forget_idle: u64,
+    },
+    /// Live view of top talkers, instances and mitigations, refreshing in place.
+    Watch {
+        /// The driver's management socket (DIR/ctl.sock).
+        #[arg(long, value_name = "PATH", conflicts_with = "stdin")]
+        source: Option<PathBuf>,
+        /// Read JSON-lines flow records from standard input.
+        #[arg(long)]
+        stdin: bool,
+        /// Refresh interval, seconds.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Rows of top talkers.
+        #[arg(long, default_value_t = 15)]
+        top: usize,
+        /// Stop after this many screens (0 = until the input ends).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+}
+
+/// Asks the driver for its status: instance counts and mitigations.
+fn status_lines(path: &std::path::Path) -> Vec<String> {
+    use std::io::{BufRead as _, Write as _};
+    let get = || -> Result<serde_json::Value> {
+        let mut s = std::os::unix::net::UnixStream::connect(path)?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.write_all(b"{\"cmd\":\"status\"}\n")?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(serde_json::from_str(&line)?)
+    };
+    match get() {
+        Ok(v) => vec![
+            format!(
+                "instances: {}",
+                v.get("instances")
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
+            ),
+            format!(
+                "mitigations: {}",
+                v.get("mitigations")
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
+            ),
+        ],
+        Err(e) => vec![format!("driver status unavailable: {e}")],
+    }
+}
+
+fn watch<R: std::io::BufRead + Send + 'static>(
+    input: R,
+    ctl: Option<PathBuf>,
+    interval: Duration,
+    top: usize,
+    count: u64,
+) -> Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    use std::sync::mpsc;
+    let (tx, rx) = mpsc::sync_channel::<Option<ins_flow::schema::InstFlow>>(4096);
+    std::thread::spawn(move || {
+        let mut bad = 0u64;
+        for line in input.lines() {
+            let Ok(line) = line else { break };
+            match ins_flow::schema::parse_line(&line) {
+                Ok(ins_flow::schema::Line::Flow(f)) => {
+                    if tx.send(Some(f)).is_err() {
+                        return;
+                    }
+                }
+                Ok(ins_flow::schema::Line::Backlog(_)) => {}
+                Err(e) => {
+                    bad += 1;
+                    if bad <= ins_flow::export::WARN_LINES {
+                        eprintln!("ins-flow: warning: skipped line: {e}");
+                    }
+                }
+            }
+        }
+        let _ = tx.send(None);
+    });
+    let tty = std::io::stdout().is_terminal();
+    let mut w = ins_flow::watch::Window::new();
+    let mut screens = 0u64;
+    let mut next = std::time::Instant::now() + interval;
+    let mut ended = false;
+    while !ended {
+        loop {
+            let wait = next.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Some(f)) => w.observe(&f),
+                Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    ended = true;
+                    break;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+            }
+        }
+        next += interval;
+        let extra = ctl.as_deref().map(status_lines).unwrap_or_default();
+        let text = w.render(top, interval, &extra);
+        let mut out = std::io::stdout().lock();
+        if tty {
+            // Home the cursor and clear the screen: refresh in place.
+            write!(out, "\x1b[H\x1b[2J{text}")?;
+        } else {
+            writeln!(out, "{text}----")?;
+        }
+        out.flush()?;
+        screens += 1;
+        if count != 0 && screens >= count {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Export {
+            ipfix,
+            netflow_v9,
+            source,
+            stdin,
+            backlog,
+            pen,
+            mtu,
+            template_refresh,
+            flush_ms,
+            forget_idle,
+        } => {
+            let (format, dest) = match (ipfix, netflow_v9) {
+                (Some(d), None) => (Format::Ipfix { pen }, d),
+                (None, Some(d)) => (Format::NetflowV9, d),
+                _ => bail!("give exactly one of --ipfix HOST:PORT or --netflow-v9 HOST:PORT"),
+            };
+            if !(template_refresh.is_finite() && template_refresh >= 0.0) {
+                bail!("--template-refresh must be a non-negative number of seconds");
+            }
+            let opts = Options {
+                dest: export::resolve(&dest)?,
+                format,
+                mtu,
+                template_refresh: Duration::from_secs_f64(template_refresh),
+                flush: Duration::from_millis(flush_ms),
+                forget_idle: Duration::from_secs(forget_idle),
+                backlog,
+            };
+            let counters = match (source, stdin) {
+                (Some(path), false) => {
+                    let r = export::subscribe(&path, backlog)?;
+                    export::run(r, &opts).context("export")?
+                }
+                (None, true) => {
+                    export::run(BufReader::new(std::io::stdin()), &opts).context("export")?
+                }
+                _ => bail!("give exactly one of --source PATH or --stdin"),
+            };
+            eprintln!(
+                "ins-flow: lines {} flows {} bad {} unchanged {} records {} packets {} send-errors {}",
+                counters.lines,
+                counters.flows,
+                counters.bad_lines,
+                counters.unchanged,
+                counters.records,
+                counters.packets,
+                counters.send_errors
+            );
+            Ok(())
+        }
+        Cmd::Watch {
+            source,
+            stdin,
+            interval,
+            top,
+            count,
+        } => {
+            if !(interval.is_finite() && interval > 0.0) {
+                bail!("--interval must be a positive number of seconds");
+            }
+            let interval = Duration::from_secs_f64(interval);
+            match (source, stdin) {
+                (Some(path), false) => {
+                    let r = export::subscribe(&path, false)?;
+                    watch(r, Some(path), interval, top, count)
+                }
+                (None, true) => watch(BufReader::new(std::io::stdin()), None, interval, top, count),
+                _ => bail!("give exactly one of --source PATH or --stdin"),
+            }
+        }
+    }
+}
