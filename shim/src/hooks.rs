@@ -657,10 +657,16 @@ unsafe fn udp_send(
     flags: c_int,
 ) -> Result<ssize_t, Errno> {
     let to = match dest {
-        None => None,
+        None => {
+            ops::autobind(fd, e)?;
+            None
+        }
         Some((p, l)) => {
             // SAFETY: the caller's address.
             let b = unsafe { addr_bytes(p, l) }?;
+            // Linux auto-binds once the address is copied in, before the
+            // protocol checks it.
+            ops::autobind(fd, e)?;
             match addr::parse(b, e.v6(), true, Purpose::SendTo)? {
                 Parsed::Addr(a) => Some(a),
                 Parsed::Unspec => None,

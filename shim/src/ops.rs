@@ -177,6 +177,10 @@ pub fn bind(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
         Parsed::Addr(a) => a,
         Parsed::Unspec => return Err(Errno::EINVAL),
     };
+    if e.dgram() && e.has(Entry::AUTOBOUND) {
+        // Already bound (by a send, see `Entry::AUTOBOUND`, or by bind).
+        return Err(Errno::EINVAL);
+    }
     exchange(
         fd,
         &Request {
@@ -186,7 +190,43 @@ pub fn bind(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
             value: &[],
         },
     )?;
+    if e.dgram() {
+        // Sends need no auto-bind now.
+        TABLE.set_bits(fd, Entry::AUTOBOUND);
+    }
     Ok(())
+}
+
+/// Binds an unbound datagram socket to an ephemeral port before its first
+/// send, as Linux does (`inet_send_prepare`) even when the send then fails:
+/// `getsockname` shows the port, other sockets get `EADDRINUSE` on it and
+/// a later `bind()` says `EINVAL`. Once per socket (the `AUTOBOUND` bit).
+pub fn autobind(fd: i32, e: Entry) -> Result<(), Errno> {
+    if e.has(Entry::AUTOBOUND) || !TABLE.claim_bits(fd, Entry::AUTOBOUND) {
+        return Ok(());
+    }
+    if e.connected() {
+        // connect() bound it already.
+        return Ok(());
+    }
+    let any = if e.v6() {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    };
+    let r = exchange(
+        fd,
+        &Request {
+            op: Op::Bind,
+            args: [1, 0, 0, 0],
+            addr: Some(any),
+            value: &[],
+        },
+    );
+    if r.is_err() {
+        TABLE.clear_bits(fd, Entry::AUTOBOUND);
+    }
+    r.map(|_| ())
 }
 
 /// `listen()`.
@@ -243,7 +283,8 @@ pub fn connect(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
         if ok && target.is_some() {
             TABLE.set_bits(fd, Entry::CONNECTED);
         } else if ok {
-            TABLE.clear_bits(fd, Entry::CONNECTED);
+            // connect(AF_UNSPEC) also releases an auto-bound port.
+            TABLE.clear_bits(fd, Entry::CONNECTED | Entry::AUTOBOUND);
         }
     };
     let in_progress = || TABLE.set_bits(fd, Entry::CONNECTING);
@@ -346,10 +387,24 @@ pub fn shutdown(fd: i32, _e: Entry, how: i32) -> Result<(), Errno> {
             addr: None,
             value: &[],
         },
-    )?;
+    )
+    .map_err(forgotten_is_closed)?;
     match sys::shutdown(fd, how) {
         Err(e) if e.0 != libc::ENOTCONN => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// `ENOTSOCK` from the driver about an fd the table knows as an INS socket:
+/// the driver has forgotten it, which happens once both directions of a
+/// stream were shut down (its end of the pair then reports hang-up as if
+/// the app had closed it). Such a socket is closed: Linux answers
+/// `ENOTCONN` to `shutdown`/`getpeername` on it.
+fn forgotten_is_closed(e: Errno) -> Errno {
+    if e.0 == libc::ENOTSOCK {
+        Errno(libc::ENOTCONN)
+    } else {
+        e
     }
 }
 
@@ -493,6 +548,6 @@ pub fn getsockname(fd: i32, e: Entry) -> Result<SocketAddr, Errno> {
 
 /// `getpeername()`.
 pub fn getpeername(fd: i32, _e: Entry) -> Result<SocketAddr, Errno> {
-    let r = exchange(fd, &Request::new(Op::GetPeerName))?;
+    let r = exchange(fd, &Request::new(Op::GetPeerName)).map_err(forgotten_is_closed)?;
     r.addr.ok_or(Errno(libc::ENOTCONN))
 }

@@ -9,7 +9,7 @@
 //!   for the shim's own control connections): hooks call libc directly.
 //! * `0x80..` — an INS socket; the low bits carry [`Entry::V6`],
 //!   [`Entry::DGRAM`], [`Entry::LISTENING`], [`Entry::CONNECTED`],
-//!   [`Entry::ERR_TAKEN`] and [`Entry::CONNECTING`].
+//!   [`Entry::ERR_TAKEN`], [`Entry::CONNECTING`] and [`Entry::AUTOBOUND`].
 //!
 //! Fds at or above the table size are host fds; the shim refuses to create
 //! INS sockets there (`EMFILE`). Entries follow the kernel's fd lifetime as
@@ -47,6 +47,10 @@ impl Entry {
     /// A connect answered `EINPROGRESS` (or was interrupted) and no later
     /// `connect()` has reported its outcome yet (Linux's `SS_CONNECTING`).
     pub const CONNECTING: u8 = 0x20;
+    /// Datagram sockets: has a local port — bound by `bind()`, or by the
+    /// auto-bind Linux does before the first send even if the send then
+    /// fails (`inet_send_prepare`); a later `bind()` fails with `EINVAL`.
+    pub const AUTOBOUND: u8 = 0x40;
 
     /// An INS socket entry.
     pub fn ins(v6: bool, dgram: bool) -> Entry {

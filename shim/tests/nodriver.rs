@@ -21,7 +21,11 @@ fn compile(name: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
         .join(format!("{name}.c"));
-    let out = std::env::temp_dir().join(format!("shim-test-{name}-{}", std::process::id()));
+    // One binary per call: the tests run in parallel and each removes its
+    // own when done.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = std::env::temp_dir().join(format!("shim-test-{name}-{}-{n}", std::process::id()));
     let st = Command::new("cc")
         .arg("-O1")
         .arg("-o")

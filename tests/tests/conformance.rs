@@ -1,12 +1,35 @@
 //! Differential conformance: tests/c/conformance.c runs a scripted sequence
 //! of valid and invalid socket calls natively and under the shim; every
 //! step's return value and errno must match. Every difference is printed.
+//!
+//! [`KNOWN_GAPS`] names the steps INS does not match yet, each with the
+//! reason; their differences are printed but do not fail the test, and a
+//! known gap that starts matching fails it (so the list stays true).
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use ins_e2e::*;
+
+/// Steps where INS differs from Linux today, and why. Keep in step with the
+/// README's "Known gaps".
+const KNOWN_GAPS: &[(&str, &str)] = &[
+    (
+        "udp-recv-after-icmp",
+        "an ICMP error on a connected UDP socket is not carried over the ring \
+         (no per-datagram error message yet): recv gives EAGAIN, not ECONNREFUSED",
+    ),
+    (
+        "udp-connect-unspec",
+        "disconnecting a connected UDP socket (connect AF_UNSPEC) has no ring \
+         message or Stack call yet: EOPNOTSUPP",
+    ),
+    (
+        "udp-getpeername-disconnected",
+        "follows from udp-connect-unspec: the socket stays connected",
+    ),
+];
 
 fn steps(out: &str) -> (Vec<String>, BTreeMap<String, String>) {
     let mut order = Vec::new();
@@ -42,12 +65,20 @@ fn socket_calls_match_linux() {
         order.len()
     );
     let mut diffs = Vec::new();
+    let mut known = Vec::new();
     for k in &order {
         let nv = &nmap[k];
-        match smap.get(k) {
-            Some(sv) if sv == nv => {}
-            Some(sv) => diffs.push(format!("{k}:\n    native: {nv}\n    shim:   {sv}")),
-            None => diffs.push(format!("{k}:\n    native: {nv}\n    shim:   <missing: the program stopped or crashed before this step>")),
+        let gap = KNOWN_GAPS.iter().find(|(step, _)| step == k);
+        match (smap.get(k), gap) {
+            (Some(sv), Some((_, why))) if sv != nv => {
+                known.push(format!("{k} (known gap: {why}):\n    native: {nv}\n    shim:   {sv}"))
+            }
+            (Some(_), Some(_)) => diffs.push(format!(
+                "{k}: listed in KNOWN_GAPS but now matches Linux: remove it from the list"
+            )),
+            (Some(sv), None) if sv == nv => {}
+            (Some(sv), None) => diffs.push(format!("{k}:\n    native: {nv}\n    shim:   {sv}")),
+            (None, _) => diffs.push(format!("{k}:\n    native: {nv}\n    shim:   <missing: the program stopped or crashed before this step>")),
         }
     }
     for k in smap.keys() {
@@ -56,11 +87,12 @@ fn socket_calls_match_linux() {
         }
     }
     println!(
-        "conformance: {} steps, {} differences",
+        "conformance: {} steps, {} differences, {} known gaps",
         order.len(),
-        diffs.len()
+        diffs.len(),
+        known.len()
     );
-    for d in &diffs {
+    for d in known.iter().chain(&diffs) {
         println!("{d}");
     }
     assert!(

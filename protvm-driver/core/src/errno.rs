@@ -31,6 +31,8 @@ pub const EAFNOSUPPORT: i32 = 97;
 pub const EADDRINUSE: i32 = 98;
 /// Network is down (no live instance).
 pub const ENETDOWN: i32 = 100;
+/// Software caused connection abort.
+pub const ECONNABORTED: i32 = 103;
 /// Connection reset by peer.
 pub const ECONNRESET: i32 = 104;
 /// Already connected.

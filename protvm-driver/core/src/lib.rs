@@ -37,6 +37,8 @@ pub mod errno;
 mod sock;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_semantics;
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -44,7 +46,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ins_protocol::control::{Control, Op};
 use ins_protocol::msg::{
-    EncodeError, Family, INSTANCE_SOCK_BIT, MAX_OPT_LEN, Msg, Shutdown, SockType, Stats,
+    EncodeError, Family, INSTANCE_SOCK_BIT, MAX_OPT_LEN, Mitigation, Msg, Shutdown, SockType, Stats,
 };
 
 use sock::{Listener, Sock};
@@ -61,6 +63,8 @@ pub type ConnId = u64;
 pub mod opt {
     /// `SOL_SOCKET`.
     pub const SOL_SOCKET: i32 = 1;
+    /// `SO_REUSEADDR`.
+    pub const SO_REUSEADDR: i32 = 2;
     /// `SO_TYPE`.
     pub const SO_TYPE: i32 = 3;
     /// `SO_ERROR`.
@@ -271,6 +275,14 @@ pub enum Frame {
         /// Socket id.
         sock: u32,
     },
+    /// `Mitigate` (instance-wide; the reply surfaces as
+    /// [`Note::MitigateDone`]).
+    Mitigate {
+        /// Request id.
+        req: u32,
+        /// The command.
+        cmd: Mitigation<'static>,
+    },
 }
 
 impl Frame {
@@ -343,6 +355,7 @@ impl Frame {
             Frame::GetPeerName { sock, req } => Msg::GetPeerName { sock, req },
             Frame::Credit { sock, bytes } => Msg::Credit { sock, bytes },
             Frame::Eof { sock } => Msg::Eof { sock },
+            Frame::Mitigate { req, cmd } => Msg::Mitigate { req, cmd },
         }
     }
 
@@ -510,6 +523,8 @@ pub enum Violation {
     HeartbeatTimeout,
     /// The daemon saw the channel fail (corrupt ring, hang-up).
     ChannelFailed,
+    /// The operator (or the balancer) stopped it.
+    Stopped,
 }
 
 impl core::fmt::Display for Violation {
@@ -527,6 +542,7 @@ impl core::fmt::Display for Violation {
             Violation::TableFull => f.write_str("socket table full"),
             Violation::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             Violation::ChannelFailed => f.write_str("channel failed"),
+            Violation::Stopped => f.write_str("stopped by the controller"),
         }
     }
 }
@@ -563,6 +579,9 @@ pub struct Instance {
 }
 
 /// Why a request was sent, so its reply can be routed.
+// `SetOpt` carries the option value (up to 256 bytes) inline: one entry
+// per request in flight, and no allocation per setsockopt.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy)]
 enum Pending {
     /// Answer this shim request with the reply (plain pass-through).
@@ -577,12 +596,22 @@ enum Pending {
         sock: Handle,
         shim: Option<(ConnId, u32)>,
     },
-    /// `Bind` for the shim: on success the address is recorded.
+    /// `Bind` for the shim: on success the address is recorded. `auto`:
+    /// the shim's auto-bind before a datagram socket's first send, where
+    /// "already bound" (`EINVAL`) is success.
     Bind {
         sock: Handle,
         conn: ConnId,
         seq: u32,
         addr: SocketAddr,
+        auto: bool,
+    },
+    /// A `Bind` to port 0 succeeded: learn the port the kernel chose (so
+    /// other app sockets get `EADDRINUSE` on it), then answer the shim.
+    BindAddr {
+        sock: Handle,
+        conn: ConnId,
+        seq: u32,
     },
     /// `Listen` on the first instance.
     Listen {
@@ -599,10 +628,22 @@ enum Pending {
         conn: ConnId,
         seq: u32,
     },
+    /// `SetOpt` for the shim: on success the option is remembered (for
+    /// replicas and the driver's own `SO_REUSEPORT` bookkeeping).
+    SetOpt {
+        sock: Handle,
+        conn: ConnId,
+        seq: u32,
+        level: i32,
+        name: i32,
+        value: Value,
+    },
     /// `Open` (errors recorded on the socket).
     Open { sock: Handle },
     /// Anything whose reply is only logged (option replay, replicas, close).
     Internal { sock: Handle },
+    /// A `Mitigate` from the controller; `tag` identifies its request.
+    Mitigate { tag: u64 },
 }
 
 impl Pending {
@@ -614,8 +655,11 @@ impl Pending {
             | Pending::Listen { sock, .. }
             | Pending::ListenAddr { sock }
             | Pending::Shutdown { sock, .. }
+            | Pending::SetOpt { sock, .. }
+            | Pending::BindAddr { sock, .. }
             | Pending::Open { sock }
             | Pending::Internal { sock } => sock,
+            Pending::Mitigate { .. } => 0,
         }
     }
 }
@@ -640,6 +684,16 @@ pub enum Note {
         why: Violation,
         /// Connections reset.
         reset: u32,
+    },
+    /// An instance answered a [`Driver::mitigate`] request (`errno`
+    /// `ECONNRESET` when it died first).
+    MitigateDone {
+        /// Instance.
+        inst: InstId,
+        /// The tag given to [`Driver::mitigate`].
+        tag: u64,
+        /// 0 or the instance's errno.
+        errno: i32,
     },
     /// A listener was replicated onto an instance.
     Replicated {
@@ -772,6 +826,60 @@ impl Driver {
         id
     }
 
+    /// Sends a mitigation command to a live or draining instance; its
+    /// reply becomes [`Note::MitigateDone`] with `tag`. False if the
+    /// instance is dead or unknown.
+    pub fn mitigate(
+        &mut self,
+        inst: InstId,
+        cmd: Mitigation<'static>,
+        tag: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if !self.live(inst) {
+            return false;
+        }
+        self.request(inst, Pending::Mitigate { tag }, out, |req| {
+            Frame::Mitigate { req, cmd }
+        });
+        true
+    }
+
+    /// Closes the listener replicas on `inst` (draining it): the
+    /// instance stops listening while its connections go on; the other
+    /// replicas keep every listener. A listener whose only replica is on
+    /// `inst` is left alone. Returns how many replicas were closed.
+    pub fn drop_replicas(&mut self, inst: InstId, out: &mut Vec<Action>) -> usize {
+        let mut n = 0;
+        for l in self.listeners.clone() {
+            let Some(s) = self.socks.get_mut(&l) else {
+                continue;
+            };
+            if s.state != SockState::Listening {
+                continue;
+            }
+            let wire = s.wire;
+            let Some(li) = s.listener.as_mut() else {
+                continue;
+            };
+            if li.replicas.len() < 2 {
+                continue;
+            }
+            let Some(credit) = li.replicas.remove(&inst) else {
+                continue;
+            };
+            if s.inst == Some(inst) {
+                s.inst = li.replicas.keys().next().copied();
+            }
+            s.retiring_replicas.push((inst, credit));
+            self.request(inst, Pending::Internal { sock: l }, out, |req| {
+                Frame::Close { sock: wire, req }
+            });
+            n += 1;
+        }
+        n
+    }
+
     /// Stops placing new sockets on an instance (it keeps its own).
     pub fn set_draining(&mut self, inst: InstId) {
         if let Some(i) = self.instances.get_mut(&inst)
@@ -804,6 +912,13 @@ impl Driver {
             .collect();
         for k in keys {
             if let Some(p) = self.pending.remove(&k) {
+                if let Pending::Mitigate { tag } = p {
+                    self.notes.push(Note::MitigateDone {
+                        inst,
+                        tag,
+                        errno: errno::ECONNRESET,
+                    });
+                }
                 self.fail_pending(p, errno::ECONNRESET, out);
             }
         }
@@ -816,6 +931,9 @@ impl Driver {
                 if s.inst == Some(inst) {
                     s.inst = li.replicas.keys().next().copied();
                 }
+            }
+            if let Some(s) = self.socks.get_mut(&l) {
+                s.retiring_replicas.retain(|&(i, _)| i != inst);
             }
         }
         // Connections and other sockets placed there.
@@ -1175,6 +1293,10 @@ impl Driver {
         Ok(inst)
     }
 
+    /// `bind()`; with `args[0] == 1` the shim's auto-bind of a datagram
+    /// socket before its first send (Linux binds an unbound socket to an
+    /// ephemeral port then, see `inet_send_prepare`): `addr` is the
+    /// wildcard address with port 0, and an already bound socket is fine.
     fn op_bind(&mut self, conn: ConnId, req: &Control<'_>, h: Handle, out: &mut Vec<Action>) {
         let reply = |st| Action::Reply(ShimReply::new(conn, req.op, req.seq, st));
         let s = &self.socks[&h];
@@ -1182,6 +1304,17 @@ impl Driver {
             out.push(reply(errno::EINVAL));
             return;
         };
+        let auto = req.args[0] == 1;
+        if auto {
+            if s.ty != SockType::Dgram || addr.port() != 0 || !addr.ip().is_unspecified() {
+                out.push(reply(errno::EINVAL));
+                return;
+            }
+            if s.bound.is_some() || s.bind_pending || s.dgram_connected {
+                out.push(reply(0));
+                return;
+            }
+        }
         if !addr_fits(s.family, &addr) {
             out.push(reply(if s.family == Family::Inet {
                 errno::EAFNOSUPPORT
@@ -1197,6 +1330,7 @@ impl Driver {
         if addr.port() != 0 {
             let key = (s.ty as u16, addr.port());
             let mine_rp = s.app_reuseport();
+            let mine_ra = s.app_flag(opt::SO_REUSEADDR);
             if let Some(users) = self.ports.get(&key) {
                 for &u in users {
                     let Some(o) = self.socks.get(&u) else {
@@ -1206,7 +1340,13 @@ impl Driver {
                     let overlap = oa.ip() == addr.ip()
                         || oa.ip().is_unspecified()
                         || addr.ip().is_unspecified();
-                    if overlap && !(mine_rp && o.app_reuseport()) {
+                    // Linux: both SO_REUSEPORT, or both SO_REUSEADDR while
+                    // the other is not a TCP listener, may share a port.
+                    let shared = (mine_rp && o.app_reuseport())
+                        || (mine_ra
+                            && o.app_flag(opt::SO_REUSEADDR)
+                            && (s.ty == SockType::Dgram || o.listener.is_none()));
+                    if overlap && !shared {
                         out.push(reply(errno::EADDRINUSE));
                         return;
                     }
@@ -1228,6 +1368,7 @@ impl Driver {
                 conn,
                 seq: req.seq,
                 addr,
+                auto,
             },
             out,
             |r| Frame::Bind {
@@ -1351,11 +1492,14 @@ impl Driver {
         let reply = |st| Action::Reply(ShimReply::new(conn, req.op, req.seq, st));
         let s = &self.socks[&h];
         let Some(addr) = req.addr else {
-            // connect(AF_UNSPEC) dissolves a UDP association; not supported.
-            out.push(reply(if s.ty == SockType::Dgram {
-                errno::EOPNOTSUPP
-            } else {
-                errno::EAFNOSUPPORT
+            // connect(AF_UNSPEC) dissolves a UDP association: nothing to do
+            // on an unconnected socket. A connected one would need the
+            // instance to disconnect its socket, which the ring protocol
+            // cannot say yet (`Connect` carries an address): EOPNOTSUPP.
+            out.push(reply(match s.ty {
+                SockType::Dgram if !s.dgram_connected => 0,
+                SockType::Dgram => errno::EOPNOTSUPP,
+                SockType::Stream => errno::EAFNOSUPPORT,
             }));
             return;
         };
@@ -1399,7 +1543,20 @@ impl Driver {
                 return;
             }
             SockState::Dead => {
-                let e = if s.err != 0 { s.err } else { errno::ECONNRESET };
+                // Linux: a pending error is reported (and cleared) first;
+                // after a failed connect the socket is still SS_CONNECTING
+                // and the next connect() says ECONNABORTED; a connection
+                // reset after it was established is still SS_CONNECTED.
+                let e = if s.err != 0 {
+                    s.err
+                } else if s.peer.is_none() {
+                    errno::ECONNABORTED
+                } else {
+                    errno::EISCONN
+                };
+                if let Some(s) = self.socks.get_mut(&h) {
+                    s.err = 0;
+                }
                 out.push(reply(e));
                 return;
             }
@@ -1548,53 +1705,74 @@ impl Driver {
             out.push(reply(errno::ENOPROTOOPT));
             return;
         }
-        if !s.remember(level, name, value, max_opts) {
+        if s.opts.len() >= max_opts && !s.opts.iter().any(|(l, n, _)| *l == level && *n == name) {
             out.push(reply(errno::ENOMEM));
             return;
         }
-        match s.inst {
-            None if s.state != SockState::Dead => out.push(reply(0)),
-            None => out.push(reply(0)),
-            Some(inst) => {
-                let listener = s
-                    .listener
-                    .as_ref()
-                    .map(|li| li.replicas.keys().copied().collect::<Vec<_>>());
-                if level == opt::SOL_SOCKET && name == opt::SO_REUSEPORT && s.reuseport_sent {
-                    // The instance side keeps SO_REUSEPORT on for
-                    // replication; the app's value lives in the driver.
+        // Linux checks level, name, length and value in the kernel, so the
+        // socket is placed now and its instance's kernel answers; the
+        // option is remembered (for replicas) only once it succeeded.
+        let inst = match s.inst {
+            Some(i) => i,
+            None => match self.ensure_placed(h, false, out) {
+                Ok(i) => i,
+                Err(_) => {
+                    // No live instance (or the socket is dead): nothing can
+                    // check the option now; it is kept for the placement
+                    // that comes with the next op, as Linux would accept it.
+                    let s = self.socks.get_mut(&h).expect("checked");
+                    s.remember(level, name, value, max_opts);
                     out.push(reply(0));
                     return;
                 }
-                self.request(
-                    inst,
-                    Pending::Shim {
-                        sock: h,
-                        conn,
-                        op: req.op,
-                        seq: req.seq,
-                    },
-                    out,
-                    |r| Frame::SetOpt {
-                        sock: h,
-                        req: r,
-                        level,
-                        name,
-                        value,
-                    },
-                );
-                for other in listener.into_iter().flatten().filter(|&i| i != inst) {
-                    self.request(other, Pending::Internal { sock: h }, out, |r| {
-                        Frame::SetOpt {
-                            sock: h,
-                            req: r,
-                            level,
-                            name,
-                            value,
-                        }
-                    });
-                }
+            },
+        };
+        let s = self.socks.get_mut(&h).expect("checked");
+        let listener = s
+            .listener
+            .as_ref()
+            .map(|li| li.replicas.keys().copied().collect::<Vec<_>>());
+        if level == opt::SOL_SOCKET && name == opt::SO_REUSEPORT && s.reuseport_sent {
+            // The instance side keeps SO_REUSEPORT on for replication; the
+            // app's value lives in the driver. The length is checked as
+            // Linux does for an int option.
+            if req.value.len() < 4 {
+                out.push(reply(errno::EINVAL));
+                return;
             }
+            s.remember(level, name, value, max_opts);
+            out.push(reply(0));
+            return;
+        }
+        self.request(
+            inst,
+            Pending::SetOpt {
+                sock: h,
+                conn,
+                seq: req.seq,
+                level,
+                name,
+                value,
+            },
+            out,
+            |r| Frame::SetOpt {
+                sock: h,
+                req: r,
+                level,
+                name,
+                value,
+            },
+        );
+        for other in listener.into_iter().flatten().filter(|&i| i != inst) {
+            self.request(other, Pending::Internal { sock: h }, out, |r| {
+                Frame::SetOpt {
+                    sock: h,
+                    req: r,
+                    level,
+                    name,
+                    value,
+                }
+            });
         }
     }
 
@@ -1695,7 +1873,9 @@ impl Driver {
     /// How many bytes the app may send now on `sock`: `(instance, wire id,
     /// credit)`. `None` while the socket is not connected (streams) or the
     /// app side must not be read. A datagram socket not yet placed is
-    /// placed now (the first `sendto` opens it on an instance).
+    /// placed now (the first `sendto` opens it on an instance); that call
+    /// answers `None` plus a `Resume`, because the `Open` frame it queued in
+    /// `out` must reach the ring before any datagram of the socket.
     pub fn send_credit(
         &mut self,
         sock: Handle,
@@ -1704,6 +1884,8 @@ impl Driver {
         let s = self.socks.get(&sock)?;
         if s.ty == SockType::Dgram && s.inst.is_none() && s.state == SockState::Fresh {
             self.ensure_placed(sock, false, out).ok()?;
+            out.push(Action::Resume { sock });
+            return None;
         }
         let s = self.socks.get(&sock)?;
         let inst = s.inst?;
@@ -1830,6 +2012,7 @@ impl Driver {
             .ok_or(Violation::UnknownSocket(wire))?;
         let here = s.inst == Some(inst)
             || s.close_waits.contains(&inst)
+            || s.retiring_replicas.iter().any(|&(i, _)| i == inst)
             || s.listener
                 .as_ref()
                 .is_some_and(|li| li.replicas.contains_key(&inst));
@@ -2000,11 +2183,18 @@ impl Driver {
                     // for the listener and this connection is dropped by it.
                     return Ok(None);
                 }
-                let credit = li
-                    .replicas
-                    .get(&inst)
-                    .copied()
-                    .ok_or(Violation::NotAListener(listener))?;
+                let retiring = !li.replicas.contains_key(&inst);
+                let credit = match li.replicas.get(&inst) {
+                    Some(&c) => c,
+                    // A replica being closed: what it accepted before the
+                    // close is still a client's connection.
+                    None => ls
+                        .retiring_replicas
+                        .iter()
+                        .find(|&&(i, _)| i == inst)
+                        .map(|&(_, c)| c)
+                        .ok_or(Violation::NotAListener(listener))?,
+                };
                 if credit == 0 || self.by_wire.contains_key(&(inst, sock)) {
                     return Err(Violation::AcceptBeyondCredit(listener));
                 }
@@ -2024,12 +2214,18 @@ impl Driver {
                     i.sockets = i.sockets.saturating_add(1);
                     i.accepted += 1;
                 }
+                if retiring {
+                    if let Some(r) = ls_retiring(&mut self.socks, l, inst) {
+                        r.1 = credit - 1;
+                    }
+                } else if let Some(li) = self.socks.get_mut(&l).and_then(|s| s.listener.as_mut()) {
+                    li.replicas.insert(inst, credit - 1);
+                }
                 let li = self
                     .socks
                     .get_mut(&l)
                     .and_then(|s| s.listener.as_mut())
                     .expect("listener");
-                li.replicas.insert(inst, credit - 1);
                 li.queue.push_back(h);
                 out.push(Action::NewConnection {
                     sock: h,
@@ -2040,7 +2236,14 @@ impl Driver {
             }
             Msg::Closed { sock } => {
                 let h = self.resolve(inst, sock)?;
-                let s = self.socks.get(&h).expect("resolved");
+                let s = self.socks.get_mut(&h).expect("resolved");
+                if let Some(pos) = s.retiring_replicas.iter().position(|&(i, _)| i == inst) {
+                    s.retiring_replicas.swap_remove(pos);
+                    if let Some(i) = self.instances.get_mut(&inst) {
+                        i.sockets = i.sockets.saturating_sub(1);
+                    }
+                    return Ok(None);
+                }
                 if s.state != SockState::Closing || !s.close_waits.contains(&inst) {
                     return Err(Violation::BadState(sock));
                 }
@@ -2079,6 +2282,12 @@ impl Driver {
         }
         if let Some((conn, seq)) = shim {
             out.push(Action::Reply(ShimReply::new(conn, Op::Connect, seq, errno)));
+        }
+        if errno != 0 {
+            // The app must read EOF (then the error) as soon as it can
+            // see the failure: shut the driver end before `ConnectDone`
+            // makes the app end writable.
+            out.push(Action::PeerReset { sock: h, errno });
         }
         if nb || errno != 0 {
             out.push(Action::ConnectDone { sock: h, errno });
@@ -2132,6 +2341,30 @@ impl Driver {
                     }
                 }
             }
+            Pending::SetOpt {
+                sock,
+                conn,
+                seq,
+                level,
+                name,
+                value,
+            } => {
+                let max_opts = self.cfg.max_opts;
+                let mut status = errno;
+                if let Some(s) = self.socks.get_mut(&sock) {
+                    if status != 0 && s.open_err != 0 {
+                        status = s.open_err;
+                    }
+                    // Capacity was checked when the request was sent.
+                    if status == 0 && !s.remember(level, name, value, max_opts) {
+                        status = errno::ENOMEM;
+                    }
+                }
+                out.push(Action::Reply(ShimReply::new(conn, Op::SetOpt, seq, status)));
+            }
+            Pending::Mitigate { tag } => {
+                self.notes.push(Note::MitigateDone { inst, tag, errno });
+            }
             Pending::Internal { sock } => {
                 if errno != 0 {
                     self.notes.push(Note::InternalFailed { inst, sock, errno });
@@ -2142,8 +2375,18 @@ impl Driver {
                 conn,
                 seq,
                 addr,
+                auto,
             } => {
                 let mut status = errno;
+                if auto && status == errno::EINVAL {
+                    // Already bound on the instance (a connect did it).
+                    if let Some(s) = self.socks.get_mut(&sock) {
+                        s.bind_pending = false;
+                    }
+                    out.push(Action::Reply(ShimReply::new(conn, Op::Bind, seq, 0)));
+                    return;
+                }
+                let mut learn_port = false;
                 if let Some(s) = self.socks.get_mut(&sock) {
                     s.bind_pending = false;
                     if status != 0 && s.open_err != 0 {
@@ -2154,10 +2397,47 @@ impl Driver {
                         if addr.port() != 0 {
                             let key = (s.ty as u16, addr.port());
                             self.ports.entry(key).or_default().push(sock);
+                        } else {
+                            learn_port = true;
                         }
                     }
                 }
+                if learn_port {
+                    // The reply waits for the port the kernel chose.
+                    self.request(inst, Pending::BindAddr { sock, conn, seq }, out, |req| {
+                        Frame::GetSockName { sock, req }
+                    });
+                    return;
+                }
                 out.push(Action::Reply(ShimReply::new(conn, Op::Bind, seq, status)));
+            }
+            Pending::BindAddr { sock, conn, seq } => {
+                let addr = if errno == 0 {
+                    ins_protocol::msg::WireAddr::parse(value).ok().flatten()
+                } else {
+                    None
+                };
+                // The bind itself succeeded; a failed query only loses
+                // the driver's EADDRINUSE check for this port.
+                match addr {
+                    Some(addr) => {
+                        if let Some(s) = self.socks.get_mut(&sock) {
+                            let was = s.bound_key();
+                            s.bound = Some(addr);
+                            if was.is_none()
+                                && let Some(key) = s.bound_key()
+                            {
+                                self.ports.entry(key).or_default().push(sock);
+                            }
+                        }
+                    }
+                    None => self.notes.push(Note::InternalFailed {
+                        inst,
+                        sock,
+                        errno: if errno == 0 { errno::EPROTO } else { errno },
+                    }),
+                }
+                out.push(Action::Reply(ShimReply::new(conn, Op::Bind, seq, 0)));
             }
             Pending::Listen {
                 sock,
@@ -2270,6 +2550,12 @@ impl Driver {
             Pending::Listen { conn, seq, .. } => {
                 out.push(Action::Reply(ShimReply::new(conn, Op::Listen, seq, errno)))
             }
+            Pending::SetOpt { conn, seq, .. } => {
+                out.push(Action::Reply(ShimReply::new(conn, Op::SetOpt, seq, errno)))
+            }
+            Pending::BindAddr { conn, seq, .. } => {
+                out.push(Action::Reply(ShimReply::new(conn, Op::Bind, seq, errno)))
+            }
             Pending::Shutdown { conn, seq, .. } => out.push(Action::Reply(ShimReply::new(
                 conn,
                 Op::Shutdown,
@@ -2283,7 +2569,10 @@ impl Driver {
                     s.connect_shim = shim;
                 }
             }
-            Pending::ListenAddr { .. } | Pending::Open { .. } | Pending::Internal { .. } => {}
+            Pending::ListenAddr { .. }
+            | Pending::Open { .. }
+            | Pending::Internal { .. }
+            | Pending::Mitigate { .. } => {}
         }
         // A connect whose `Connected` will never come is answered by the
         // instance-death path (the socket is reset there).
@@ -2295,4 +2584,16 @@ impl Driver {
             out.push(Action::Reply(ShimReply::new(conn, Op::Connect, seq, errno)));
         }
     }
+}
+
+fn ls_retiring(
+    socks: &mut BTreeMap<Handle, Sock>,
+    l: Handle,
+    inst: InstId,
+) -> Option<&mut (InstId, u32)> {
+    socks
+        .get_mut(&l)?
+        .retiring_replicas
+        .iter_mut()
+        .find(|r| r.0 == inst)
 }

@@ -90,6 +90,10 @@ pub(crate) struct Sock {
     pub(crate) listener: Option<Listener>,
     pub(crate) accepted_on: Option<Handle>,
     pub(crate) close_waits: Vec<InstId>,
+    /// Listener replicas being closed on draining instances, with the
+    /// accept credit they had left (connections they accepted before the
+    /// close are still taken).
+    pub(crate) retiring_replicas: Vec<(InstId, u32)>,
 }
 
 impl Sock {
@@ -122,6 +126,7 @@ impl Sock {
             listener: None,
             accepted_on: None,
             close_waits: Vec::new(),
+            retiring_replicas: Vec::new(),
         }
     }
 
@@ -158,6 +163,13 @@ impl Sock {
     pub(crate) fn app_reuseport(&self) -> bool {
         self.opts.iter().any(|(l, n, v)| {
             *l == opt::SOL_SOCKET && *n == opt::SO_REUSEPORT && v.as_slice().iter().any(|&b| b != 0)
+        })
+    }
+
+    /// Whether the app set the `SOL_SOCKET` option `name` to a non-zero value.
+    pub(crate) fn app_flag(&self, name: i32) -> bool {
+        self.opts.iter().any(|(l, n, v)| {
+            *l == opt::SOL_SOCKET && *n == name && v.as_slice().iter().any(|&b| b != 0)
         })
     }
 

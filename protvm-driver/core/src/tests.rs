@@ -508,6 +508,11 @@ fn heartbeat_timeout_and_close_lifecycle() {
     // Placed socket: Close, then forgotten on Closed.
     let h = d.new_socket(6, 2, 2, 0).unwrap();
     out.clear();
+    assert_eq!(
+        d.send_credit(h, &mut out),
+        None,
+        "the first send only places (Open goes first)"
+    );
     assert!(
         d.send_credit(h, &mut out).is_some(),
         "datagram sockets are placed on first send"
@@ -529,7 +534,7 @@ fn heartbeat_timeout_and_close_lifecycle() {
 fn options_remembered_and_replayed_and_driver_answers() {
     let mut d = driver();
     let mut out = Vec::new();
-    let i1 = d.instance_joined(0, 4096, &mut out);
+    // No instance yet: nothing can check the option; it is remembered.
     let h = d.new_socket(1, 10, 1, 0).unwrap();
     let v = 1i32.to_ne_bytes();
     let set = Control {
@@ -543,6 +548,7 @@ fn options_remembered_and_replayed_and_driver_answers() {
     };
     d.shim_request(1, &set, Some(h), &mut out);
     assert_eq!(replies(&out)[0].status, 0);
+    let i1 = d.instance_joined(0, 4096, &mut out);
     assert!(sent(&out, i1).is_empty(), "not placed yet");
     out.clear();
     d.shim_request(
@@ -623,4 +629,87 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn mitigate_reply_becomes_a_note_and_death_answers_it() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let i2 = d.instance_joined(0, 4096, &mut out);
+    out.clear();
+    let p = ins_protocol::msg::Prefix::new("10.0.0.0".parse().unwrap(), 8).unwrap();
+    assert!(d.mitigate(i1, Mitigation::Block(p), 42, &mut out));
+    assert!(d.mitigate(i2, Mitigation::Block(p), 42, &mut out));
+    let f = sent(&out, i1);
+    let Some(&Frame::Mitigate { req, cmd }) = f.first() else {
+        panic!("{f:?}");
+    };
+    assert_eq!(cmd, Mitigation::Block(p));
+    d.instance_frame(
+        i1,
+        &Msg::Reply {
+            sock: 0,
+            req,
+            errno: 0,
+            value: &[],
+        },
+        1,
+        &mut out,
+    )
+    .unwrap();
+    d.instance_failed(i2, Violation::Stopped, &mut out);
+    let mut notes = Vec::new();
+    d.take_notes(&mut notes);
+    assert!(notes.contains(&Note::MitigateDone {
+        inst: i1,
+        tag: 42,
+        errno: 0
+    }));
+    assert!(notes.contains(&Note::MitigateDone {
+        inst: i2,
+        tag: 42,
+        errno: errno::ECONNRESET
+    }));
+    // A dead instance takes no more.
+    assert!(!d.mitigate(i2, Mitigation::Drain, 1, &mut out));
+}
+
+#[test]
+fn drop_replicas_closes_only_that_replica_and_takes_its_last_connections() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let i2 = d.instance_joined(0, 4096, &mut out);
+    let l = listener(&mut d, &[i1, i2]);
+    out.clear();
+    assert_eq!(d.drop_replicas(i2, &mut out), 1);
+    let f = sent(&out, i2);
+    assert!(
+        matches!(f[..], [Frame::Close { sock, .. }] if sock == l),
+        "{f:?}"
+    );
+    assert_eq!(d.socket(l).unwrap().replicas, vec![i1]);
+    // It accepted one more before the close: still a client's connection.
+    out.clear();
+    d.instance_frame(i2, &accepted(l, INSTANCE_SOCK_BIT | 5), 1, &mut out)
+        .unwrap();
+    assert!(
+        out.iter()
+            .any(|x| matches!(x, Action::Token { listener } if *listener == l))
+    );
+    d.instance_frame(i2, &Msg::Closed { sock: l }, 1, &mut out)
+        .unwrap();
+    // After Closed, more Accepted on it is a violation.
+    assert!(
+        d.instance_frame(i2, &accepted(l, INSTANCE_SOCK_BIT | 6), 1, &mut out)
+            .is_err()
+    );
+    // The last replica is never dropped.
+    let mut d = driver();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let l = listener(&mut d, &[i1]);
+    out.clear();
+    assert_eq!(d.drop_replicas(i1, &mut out), 0);
+    assert_eq!(d.socket(l).unwrap().replicas, vec![i1]);
 }

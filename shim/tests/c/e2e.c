@@ -104,8 +104,14 @@ int main(int argc, char **argv) {
     out("client_read_eof", read(c, buf, sizeof buf));
     close(c);
 
-    /* 2. Connect to a closed port: nonblocking then blocking. */
-    int tmp = listener4(); int closed = port_of(tmp); close(tmp);
+    /* 2. Connect to a closed port: nonblocking then blocking. The port was
+       bound and never listened on: under INS, closing a *listener* reaches
+       the instances asynchronously, so a connect within that window could
+       still be accepted (a known gap, listed in the README). */
+    int tmp = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in b0 = lo4(0);
+    bind(tmp, (struct sockaddr *)&b0, sizeof b0);
+    int closed = port_of(tmp); close(tmp);
     a = lo4(closed);
     c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     r = connect(c, (struct sockaddr *)&a, sizeof a);
