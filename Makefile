@@ -5,6 +5,8 @@
 #   make bench-ring  ring vs Unix socketpair, side by side
 #   make bench-ins   bulk and request/response through an instance vs loopback TCP
 #   make bench-nginx wrk against nginx natively and through INS
+#   make demo        driver + 2 instances, a web server under the shim, a fetch
+#                    through INS, `ins-ctl list` and the fetch's flow (tools/demo.sh)
 #   make fuzz        each fuzz target for FUZZ_SECONDS (default 300) seconds
 #
 # Every target works on a fresh machine after `.ci/run`'s install step (or
@@ -17,7 +19,7 @@ SMOKE_SECONDS ?= 20
 FUZZ_TARGETS := decode ring_consumer ring_producer
 
 .PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
-        bench-ring bench-ins bench-nginx deps clean
+        bench-ring bench-ins bench-nginx deps clean demo
 
 all: build
 
@@ -72,6 +74,9 @@ bench-ins:
 bench-nginx:
 	$(CARGO) build --workspace --release
 	$(CARGO) bench -p ins-e2e --bench nginx
+
+demo:
+	CARGO="$(CARGO)" ./tools/demo.sh
 
 deps:
 	./.ci/install-deps

@@ -29,6 +29,12 @@ use tracing::{debug, info, warn};
 use crate::Args;
 use crate::shimio::{self, Packet};
 
+mod ctl;
+pub mod policy;
+mod supervisor;
+
+pub use ctl::parse_prefix;
+
 const K_INST_LISTENER: u64 = 1 << 56;
 const K_SHIM_LISTENER: u64 = 2 << 56;
 const K_SIGNAL: u64 = 3 << 56;
@@ -37,6 +43,9 @@ const K_INST_BELL: u64 = 5 << 56;
 const K_INST_CTL: u64 = 6 << 56;
 const K_SHIM: u64 = 7 << 56;
 const K_SOCK: u64 = 8 << 56;
+const K_CTL_LISTENER: u64 = 9 << 56;
+const K_CTL: u64 = 10 << 56;
+const K_MON_LISTENER: u64 = 11 << 56;
 const KIND: u64 = 0xff << 56;
 
 /// Frames popped per instance before other work gets a turn.
@@ -52,6 +61,10 @@ struct Inst {
     dirty: bool,
     /// Largest `Data` payload we may push.
     max_payload: usize,
+    /// Its pid (from the hello).
+    pid: u32,
+    /// When it joined.
+    joined: Instant,
 }
 
 struct SockIo {
@@ -94,6 +107,10 @@ struct Daemon {
     sock_dev: Option<u64>,
     start: Instant,
     max_shims: usize,
+    ctl: ctl::Ctl,
+    bal: ctl::Balancer,
+    sup: supervisor::Supervisor,
+    run_dir: std::path::PathBuf,
 }
 
 fn now_ns(start: Instant) -> u64 {
@@ -127,6 +144,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     inst_listener.set_nonblocking(true)?;
     let shim_listener = shimio::seqpacket_listener(&shim_path, mode)
         .with_context(|| format!("bind {}", shim_path.display()))?;
+    let ctl_mode = u32::from_str_radix(&args.ctl_mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .context("--ctl-mode is not an octal mode")?;
+    let pol = crate::policy_from_args(args)?;
+    let ctl_path = args.run_dir.join("ctl.sock");
+    let _ = std::fs::remove_file(&ctl_path);
+    let ctl_listener =
+        UnixListener::bind(&ctl_path).with_context(|| format!("bind {}", ctl_path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&ctl_path, std::fs::Permissions::from_mode(ctl_mode))
+            .with_context(|| format!("chmod {}", ctl_path.display()))?;
+    }
+    ctl_listener.set_nonblocking(true)?;
+    let monitor = monitor_listener(args)?;
+    let mon_path = args.run_dir.join("monitor.sock");
     let wake = EventFd::new()?;
     let epfd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
     add(
@@ -142,7 +176,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         EventFlags::IN,
     )?;
     add(&epfd, sig.as_fd(), K_SIGNAL, EventFlags::IN)?;
+    add(&epfd, ctl_listener.as_fd(), K_CTL_LISTENER, EventFlags::IN)?;
     add(&epfd, wake.as_fd(), K_WAKE, EventFlags::IN)?;
+    if let Some((l, _, _)) = &monitor {
+        add(&epfd, l.as_fd(), K_MON_LISTENER, EventFlags::IN)?;
+    }
 
     let core_cfg = Config {
         window: args.window,
@@ -170,7 +208,38 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         sock_dev: None,
         start: Instant::now(),
         max_shims: args.max_shims,
+        ctl: ctl::Ctl::new(
+            ctl_listener,
+            ctl::CtlConfig {
+                mode: ctl_mode,
+                monitor,
+                flow_cap: args.flow_ring,
+                max_out: args.monitor_buffer,
+                max_line: args.ctl_max_line,
+            },
+        ),
+        bal: ctl::Balancer::new(pol.clone(), args.instances),
+        sup: supervisor::Supervisor::new(
+            args.ins_bin.clone(),
+            args.ins_arg.clone(),
+            args.netns.clone(),
+            &inst_path,
+            &args.run_dir,
+        ),
+        run_dir: args.run_dir.clone(),
     };
+    d.sup.random_profile = pol.rotate_s > 0;
+    if d.sup.bin.is_none() && args.instances > 0 {
+        anyhow::bail!("--instances needs --ins-bin (the driver spawns the instances)");
+    }
+    if args.instances > pol.max_instances {
+        anyhow::bail!(
+            "--instances {} is above max_instances = {}",
+            args.instances,
+            pol.max_instances
+        );
+    }
+    d.balance();
     info!(
         instance_socket = %inst_path.display(),
         shim_socket = %shim_path.display(),
@@ -245,6 +314,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     d.fail_instance(inst, Violation::ChannelFailed);
                 }
                 K_SHIM => d.shim_readable(id),
+                K_CTL_LISTENER => d.ctl_accept(false),
+                K_MON_LISTENER => d.ctl_accept(true),
+                K_CTL => d.ctl_readable(id),
                 K_SOCK => {
                     let h = id as Handle;
                     if let Some(s) = d.socks.get_mut(&h)
@@ -271,19 +343,60 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             d.core.tick(now, &mut d.actions);
             d.apply(None, None);
             d.run_resumes();
+            d.log_notes();
+            d.balancer_tick();
         }
         d.flush_all();
         d.log_notes();
+        d.ctl_flush();
+        if d.ctl.shutdown {
+            info!("shutdown requested on the control socket");
+            break 'main;
+        }
     }
     // Graceful exit: closing the channels makes every instance exit.
     let n = d.insts.len();
     d.insts.clear();
     d.socks.clear();
     d.shims.clear();
+    d.sup.stop_all(Duration::from_secs(3));
+    let _ = std::fs::remove_file(&ctl_path);
+    if d.ctl.monitor.is_some() {
+        let _ = std::fs::remove_file(&mon_path);
+    }
     let _ = std::fs::remove_file(&shim_path);
     let _ = std::fs::remove_file(&inst_path);
     info!(instances = n, "ins-driver stopped");
     Ok(())
+}
+
+/// Binds `DIR/monitor.sock` with `--monitor-mode` and `--monitor-group`
+/// (mode 0 turns it off). Returns the listener, its mode and group.
+fn monitor_listener(args: &Args) -> anyhow::Result<Option<(UnixListener, u32, Option<u32>)>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = u32::from_str_radix(&args.monitor_mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .context("--monitor-mode is not an octal mode")?;
+    let group = match &args.monitor_group {
+        None => None,
+        Some(g) => Some(ctl::group_id(g).with_context(|| format!("--monitor-group {g}"))?),
+    };
+    let path = args.run_dir.join("monitor.sock");
+    let _ = std::fs::remove_file(&path);
+    if mode == 0 {
+        return Ok(None);
+    }
+    let l = UnixListener::bind(&path).with_context(|| format!("bind {}", path.display()))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(&path, None, Some(gid))
+            .with_context(|| format!("chgrp {gid} {}", path.display()))?;
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    l.set_nonblocking(true)?;
+    info!(path = %path.display(), mode = format!("{mode:o}"), group, "monitor socket");
+    Ok(Some((l, mode, group)))
 }
 
 fn spawn_handshake(
@@ -320,6 +433,7 @@ impl Daemon {
     }
 
     fn join(&mut self, ep: Endpoint, hello_id: u32) {
+        let peer_pid = ep.peer.pid;
         let mut window = ep.peer.window;
         if window == 0 {
             warn!(
@@ -367,14 +481,27 @@ impl Daemon {
                 blocked: Vec::new(),
                 dirty: false,
                 max_payload,
+                pid: peer_pid,
+                joined: Instant::now(),
             },
         );
+        if let Some(k) = self.sup.by_tag(hello_id)
+            && k.inst.is_none()
+        {
+            k.inst = Some(inst);
+        }
         if let Err(e) = r {
             warn!(inst, error = %e, "epoll registration");
             self.fail_instance(inst, Violation::ChannelFailed);
             return;
         }
         self.apply(None, None);
+        self.ctl_instance_event(
+            "joined",
+            Some(inst),
+            serde_json::json!({"tag": hello_id, "pid": peer_pid}),
+        );
+        self.ctl_replay(inst);
         self.instance_bell(inst);
     }
 
@@ -385,17 +512,25 @@ impl Daemon {
 
     fn log_notes(&mut self) {
         self.core.take_notes(&mut self.notes);
-        for n in self.notes.drain(..) {
+        let mut notes = std::mem::take(&mut self.notes);
+        for n in notes.drain(..) {
             match n {
                 Note::InstanceDied { inst, why, reset } => {
-                    warn!(inst, %why, connections_reset = reset, event = "instance-dead", "instance declared dead")
+                    warn!(inst, %why, connections_reset = reset, event = "instance-dead", "instance declared dead");
+                    self.ctl_instance_event(
+                        "died",
+                        Some(inst),
+                        serde_json::json!({"why": why.to_string(), "connections_reset": reset}),
+                    );
                 }
                 Note::InternalFailed { inst, sock, errno } => {
                     warn!(inst, sock, errno, "internal request failed on instance")
                 }
                 Note::Replicated { inst, sock } => info!(inst, sock, "listener replicated"),
+                Note::MitigateDone { inst, tag, errno } => self.ctl_mitigate_done(inst, tag, errno),
             }
         }
+        self.notes = notes;
     }
 
     // ----- shims -----
@@ -842,6 +977,7 @@ impl Daemon {
                 }
                 if let Msg::Flow(ref r) = m {
                     debug!(inst, ?r, "flow record");
+                    self.ctl_flow(inst, *r);
                 }
                 self.apply(None, None);
             }

@@ -17,6 +17,17 @@
 //! threads (they block for up to the handshake timeout) and hand their
 //! endpoint back through a channel.
 //!
+//! Management: `DIR/ctl.sock` (mode `--ctl-mode`, default 0600) takes one
+//! JSON request per line (status, list, flows with follow, block, unblock,
+//! limit, close, drain, stop, spawn, scale, shutdown; see the `ctl`
+//! module). The balancer lives here too: with `--ins-bin` the driver
+//! spawns, reaps and respawns `ins` children (crash-loop back-off of 1 s),
+//! keeps `--instances` of them, drains before stopping (listener replicas
+//! on the instance are closed, its connections finish, then the channel
+//! closes), and applies the policy (`--policy FILE`, TOML, see
+//! [`Policy`]): autoscale, idle retirement, rotation. The driver owns the
+//! state, so `ins-ctl` needs no process of its own.
+//!
 //! Hot path: stream bytes go from the driver end into a reusable scratch
 //! buffer and from there into the ring (`try_push_parts(&[header, bytes])`);
 //! instance `Data` is written straight from the popped frame into the pair.
@@ -32,7 +43,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-pub use daemon::run;
+pub use daemon::policy::{Policy, PolicyError};
+pub use daemon::{parse_prefix, run};
 
 /// Placement policy on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +92,96 @@ pub struct Args {
     /// Log to this file instead of stderr.
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// Mode of ctl.sock, the management socket (octal).
+    #[arg(long, default_value = "600")]
+    pub ctl_mode: String,
+    /// Mode of monitor.sock, the monitor socket (octal; 0 = no monitor
+    /// socket). It speaks the ctl.sock protocol; see docs/monitor.md.
+    #[arg(long, default_value = "660")]
+    pub monitor_mode: String,
+    /// Group of monitor.sock (name or number); peers of this gid are let
+    /// in when the mode grants group access.
+    #[arg(long, value_name = "GROUP")]
+    pub monitor_group: Option<String>,
+    /// Output buffer per streaming client (bytes): a subscriber that lets
+    /// more pile up is dropped and counted.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(4096..))]
+    pub monitor_buffer: usize,
+    /// Longest request line on ctl.sock / monitor.sock (bytes).
+    #[arg(long, default_value_t = 64 << 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(64..))]
+    pub ctl_max_line: usize,
+    /// Flow records kept for `flows` (a ring; 0 keeps none).
+    #[arg(long, default_value_t = 4096)]
+    pub flow_ring: usize,
+    /// The `ins` binary; with it the driver spawns, reaps and respawns
+    /// instances itself (the balancer).
+    #[arg(long, value_name = "PATH")]
+    pub ins_bin: Option<PathBuf>,
+    /// Instances to keep running (needs --ins-bin).
+    #[arg(long, default_value_t = 0)]
+    pub instances: usize,
+    /// Extra argument for every spawned instance (repeatable).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub ins_arg: Vec<String>,
+    /// Run spawned instances in this network namespace (`ip netns exec`).
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Balancer policy file (TOML); the options below override it.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Policy override: fewest instances autoscale keeps.
+    #[arg(long)]
+    pub min_instances: Option<usize>,
+    /// Policy override: most instances.
+    #[arg(long)]
+    pub max_instances: Option<usize>,
+    /// Policy override: autoscale on (true) or off (false).
+    #[arg(long)]
+    pub autoscale: Option<bool>,
+    /// Policy override: spawn when every instance uses more than this
+    /// fraction of its sockets.
+    #[arg(long)]
+    pub scale_up_at: Option<f64>,
+    /// Policy override: retire instances idle this long (s, 0 = never).
+    #[arg(long)]
+    pub idle_retire_s: Option<u64>,
+    /// Policy override: rotation period (s, 0 = off).
+    #[arg(long)]
+    pub rotate_s: Option<u64>,
+    /// Policy override: longest drain before a stop (ms).
+    #[arg(long)]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+/// The policy file (if any) with the command-line overrides, validated.
+pub fn policy_from_args(a: &Args) -> Result<Policy, PolicyError> {
+    let mut p = match &a.policy {
+        Some(f) => Policy::load(f)?,
+        None => Policy::default(),
+    };
+    if let Some(v) = a.min_instances {
+        p.min_instances = v;
+    }
+    if let Some(v) = a.max_instances {
+        p.max_instances = v;
+    }
+    if let Some(v) = a.autoscale {
+        p.autoscale = v;
+    }
+    if let Some(v) = a.scale_up_at {
+        p.scale_up_at = v;
+    }
+    if let Some(v) = a.idle_retire_s {
+        p.idle_retire_s = v;
+    }
+    if let Some(v) = a.rotate_s {
+        p.rotate_s = v;
+    }
+    if let Some(v) = a.drain_timeout_ms {
+        p.drain_timeout_ms = v;
+    }
+    p.validate()?;
+    Ok(p)
 }
 
 /// Sets up tracing (`RUST_LOG` filter, default `info`) to stderr or `file`.

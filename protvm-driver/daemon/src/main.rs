@@ -1,8 +1,12 @@
 //! `ins-driver`: the protected-VM driver daemon. See the library docs.
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let args = ins_driver::Args::parse();
-    ins_driver::init_logging(args.log.as_deref())?;
-    ins_driver::run(&args)
+    let r = ins_driver::init_logging(args.log.as_deref()).and_then(|()| ins_driver::run(&args));
+    if let Err(e) = r {
+        // One line, whatever RUST_BACKTRACE says.
+        eprintln!("ins-driver: {e:#}");
+        std::process::exit(1);
+    }
 }

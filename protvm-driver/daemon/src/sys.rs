@@ -48,3 +48,29 @@ pub fn signal_fd() -> io::Result<OwnedFd> {
     // SAFETY: signalfd returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Makes `cmd`'s child start with an empty signal mask (the daemon blocks
+/// SIGTERM/SIGINT/SIGPIPE for its signalfd, and a mask survives `exec`).
+pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    let hook = || {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: `set` is valid for writes of a sigset_t.
+        let r = unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `set` is initialised; a null old-set pointer is allowed;
+        // sigprocmask is async-signal-safe (we are between fork and exec).
+        let r = unsafe { libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only calls async-signal-safe functions and
+    // allocates nothing.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}

@@ -1,0 +1,386 @@
+//! The commands, one function each; `main.rs` only parses arguments.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{
+    Client, CtlError, Progress, Result, call, flow_header, format_flow, format_list, instances,
+    pid_alive, read_pid, sibling, terminate, wait_for,
+};
+
+/// Options of `up`.
+#[derive(Debug, Clone, Default)]
+pub struct UpOpts {
+    /// Instances to start.
+    pub instances: usize,
+    /// Network namespace for the instances.
+    pub netns: Option<String>,
+    /// Stay attached (driver logs to stderr).
+    pub foreground: bool,
+    /// Policy file.
+    pub policy: Option<PathBuf>,
+    /// Extra driver arguments.
+    pub driver_args: Vec<String>,
+}
+
+fn running(run_dir: &Path) -> bool {
+    Client::connect(run_dir)
+        .and_then(|mut c| c.call(&json!({"cmd": "status"})))
+        .is_ok()
+}
+
+/// `up`: starts the driver (which spawns the instances) and waits until
+/// they joined. Idempotent: a running driver is left alone.
+pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
+    if running(run_dir) {
+        println!("INS already running in {}", run_dir.display());
+        return Ok(());
+    }
+    let driver = sibling("ins-driver")?;
+    let ins = sibling("ins")?;
+    std::fs::create_dir_all(run_dir)
+        .map_err(|e| CtlError::Failed(format!("create {}: {e}", run_dir.display())))?;
+    let mut cmd = Command::new(&driver);
+    cmd.arg("--run-dir")
+        .arg(run_dir)
+        .arg("--log")
+        .arg(run_dir.join("driver.log"))
+        .arg("--ins-bin")
+        .arg(&ins)
+        .arg("--instances")
+        .arg(o.instances.to_string());
+    if let Some(ns) = &o.netns {
+        cmd.arg("--netns").arg(ns);
+    }
+    if let Some(p) = &o.policy {
+        cmd.arg("--policy").arg(p);
+    }
+    cmd.args(&o.driver_args).stdin(Stdio::null());
+    if o.foreground {
+        let st = cmd
+            .status()
+            .map_err(|e| CtlError::Failed(format!("{}: {e}", driver.display())))?;
+        return if st.success() {
+            Ok(())
+        } else {
+            Err(CtlError::Failed(format!("ins-driver exited: {st}")))
+        };
+    }
+    let log = run_dir.join("driver.log");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| CtlError::Failed(format!("{}: {e}", log.display())))?;
+    let f2 = f.try_clone().map_err(|e| CtlError::Failed(e.to_string()))?;
+    {
+        use std::os::unix::process::CommandExt as _;
+        cmd.process_group(0);
+    }
+    let mut child = cmd
+        .stdout(f)
+        .stderr(f2)
+        .spawn()
+        .map_err(|e| CtlError::Failed(format!("{}: {e}", driver.display())))?;
+    let pid = child.id();
+    std::fs::write(run_dir.join("driver.pid"), format!("{pid}\n"))
+        .map_err(|e| CtlError::Failed(format!("pid file: {e}")))?;
+    // Wait for the control socket.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !running(run_dir) {
+        if let Ok(Some(st)) = child.try_wait() {
+            let _ = std::fs::remove_file(run_dir.join("driver.pid"));
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("ins-driver:"))
+                .or_else(|| tail.lines().last())
+                .unwrap_or("")
+                .to_string();
+            return Err(CtlError::Failed(format!(
+                "ins-driver exited at start ({st}): {last} (log: {})",
+                log.display()
+            )));
+        }
+        if std::time::Instant::now() >= until {
+            return Err(CtlError::Timeout("the driver's control socket".into()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("driver started (pid {pid}), run dir {}", run_dir.display());
+    let n = o.instances;
+    let mut p = Progress::default();
+    wait_for(
+        run_dir,
+        Duration::from_secs(15),
+        "instances to join",
+        |v| live_with_heartbeat(v) >= n,
+        |v| p.update(v).iter().for_each(|l| println!("{l}")),
+    )?;
+    println!("INS up: {n} instance(s)");
+    Ok(())
+}
+
+fn live_with_heartbeat(v: &[Value]) -> usize {
+    v.iter()
+        .filter(|i| {
+            i.get("state").and_then(Value::as_str) == Some("live")
+                && i.get("heartbeat").and_then(Value::as_bool) == Some(true)
+        })
+        .count()
+}
+
+/// `down`: graceful stop. Idempotent: nothing running is success.
+pub fn down(run_dir: &Path) -> Result<()> {
+    let pid = match Client::connect(run_dir) {
+        Ok(mut c) => {
+            let st = c.call(&json!({"cmd": "status"}))?;
+            let pid = st.get("pid").and_then(Value::as_u64).map(|p| p as u32);
+            c.call(&json!({"cmd": "shutdown"}))?;
+            pid
+        }
+        Err(CtlError::NotRunning { .. }) => match read_pid(run_dir) {
+            Some(p) if pid_alive(p) => {
+                terminate(p);
+                Some(p)
+            }
+            _ => {
+                let _ = std::fs::remove_file(run_dir.join("driver.pid"));
+                println!("INS is not running");
+                return Ok(());
+            }
+        },
+        Err(e) => return Err(e),
+    };
+    if let Some(pid) = pid {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while pid_alive(pid) {
+            if std::time::Instant::now() >= until {
+                return Err(CtlError::Timeout(format!("driver pid {pid} to exit")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = std::fs::remove_file(run_dir.join("driver.pid"));
+    println!("INS stopped");
+    Ok(())
+}
+
+/// `list`.
+pub fn list(run_dir: &Path, as_json: bool) -> Result<()> {
+    let v = call(run_dir, json!({"cmd": "list"}))?;
+    if as_json {
+        println!("{}", Value::Array(instances(&v)));
+    } else {
+        print!("{}", format_list(&v));
+    }
+    Ok(())
+}
+
+/// `status`.
+pub fn status(run_dir: &Path, as_json: bool) -> Result<()> {
+    let v = call(run_dir, json!({"cmd": "status"}))?;
+    if as_json {
+        println!("{v}");
+        return Ok(());
+    }
+    let g = |p: &str| v.pointer(p).cloned().unwrap_or(Value::Null);
+    println!("driver pid      {}", g("/pid"));
+    println!("uptime          {} s", g("/uptime_s"));
+    println!("run dir         {}", g("/run_dir").as_str().unwrap_or(""));
+    println!(
+        "instances       {} live, {} draining, target {}",
+        g("/instances/live"),
+        g("/instances/draining"),
+        g("/instances/target")
+    );
+    println!("sockets         {}", g("/sockets"));
+    println!("shim conns      {}", g("/shims"));
+    println!("flows kept      {}", g("/flows_kept"));
+    println!("mitigations     {}", g("/mitigations"));
+    println!("policy          {}", g("/policy"));
+    Ok(())
+}
+
+fn drain_limit(run_dir: &Path) -> Duration {
+    let ms = call(run_dir, json!({"cmd": "status"}))
+        .ok()
+        .and_then(|v| {
+            v.pointer("/policy/drain_timeout_ms")
+                .and_then(Value::as_u64)
+        })
+        .unwrap_or(10_000);
+    Duration::from_millis(ms) + Duration::from_secs(15)
+}
+
+/// `scale N`: up or down, with progress lines.
+pub fn scale(run_dir: &Path, n: usize) -> Result<()> {
+    let limit = drain_limit(run_dir);
+    let mut p = Progress::default();
+    let _ = p.update(&instances(&call(run_dir, json!({"cmd": "list"}))?));
+    let r = call(run_dir, json!({"cmd": "scale", "n": n}))?;
+    println!(
+        "scaling to {n} (retiring {})",
+        r.get("retiring").cloned().unwrap_or(Value::Null)
+    );
+    wait_for(
+        run_dir,
+        limit,
+        "scale",
+        |v| v.len() == n && live_with_heartbeat(v) == n,
+        |v| p.update(v).iter().for_each(|l| println!("{l}")),
+    )?;
+    println!("scaled to {n}");
+    Ok(())
+}
+
+/// `spawn --count N`.
+pub fn spawn(run_dir: &Path, count: usize) -> Result<()> {
+    let before = instances(&call(run_dir, json!({"cmd": "list"}))?).len();
+    let r = call(run_dir, json!({"cmd": "spawn", "count": count}))?;
+    let target = r.get("target").and_then(Value::as_u64).unwrap_or(0) as usize;
+    let mut p = Progress::default();
+    let _ = p.update(&instances(&call(run_dir, json!({"cmd": "list"}))?));
+    let want = before + count;
+    wait_for(
+        run_dir,
+        Duration::from_secs(15),
+        "spawn",
+        |v| live_with_heartbeat(v) >= want.min(target.max(want)),
+        |v| p.update(v).iter().for_each(|l| println!("{l}")),
+    )?;
+    println!("spawned {count}; target {target}");
+    Ok(())
+}
+
+/// `stop ID`: drain, then close the channel.
+pub fn stop(run_dir: &Path, id: u64) -> Result<()> {
+    let limit = drain_limit(run_dir);
+    call(run_dir, json!({"cmd": "stop", "id": id}))?;
+    println!("instance {id} draining");
+    let mut p = Progress::default();
+    wait_for(
+        run_dir,
+        limit,
+        "stop",
+        |v| {
+            !v.iter()
+                .any(|i| i.get("id").and_then(Value::as_u64) == Some(id))
+        },
+        |v| {
+            p.update(v)
+                .iter()
+                .filter(|l| l.starts_with(&format!("instance {id} ")))
+                .for_each(|l| println!("{l}"))
+        },
+    )?;
+    println!("instance {id} stopped");
+    Ok(())
+}
+
+/// `drain ID`.
+pub fn drain(run_dir: &Path, id: u64) -> Result<()> {
+    call(run_dir, json!({"cmd": "drain", "id": id}))?;
+    println!("instance {id} draining (takes no new connections)");
+    Ok(())
+}
+
+/// A mitigation command (`block`, `unblock`, `limit`, `close`).
+pub fn mitigate(run_dir: &Path, req: Value) -> Result<()> {
+    let r = call(run_dir, req.clone())?;
+    let n = r.get("instances").and_then(Value::as_u64).unwrap_or(0);
+    let failed = r
+        .get("failed")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    println!(
+        "{}: applied on {} instance(s){}",
+        req.get("cmd").and_then(Value::as_str).unwrap_or(""),
+        n as usize - failed.min(n as usize),
+        if failed > 0 {
+            format!(", refused by {failed}: {}", r["failed"])
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// `flows [--follow] [--json]`.
+pub fn flows(run_dir: &Path, follow: bool, as_json: bool) -> Result<()> {
+    let mut c = Client::connect(run_dir)?;
+    let r = c.call(&json!({"cmd": "flows", "follow": follow}))?;
+    if !as_json {
+        println!("{}", flow_header());
+    }
+    let print = |f: &Value| {
+        if as_json {
+            println!("{f}");
+        } else {
+            println!("{}", format_flow(f));
+        }
+    };
+    for f in r
+        .get("flows")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        print(f);
+    }
+    if follow {
+        while let Some(f) = c.next_line()? {
+            print(&f);
+        }
+    }
+    Ok(())
+}
+
+/// `run [--isolate] -- CMD ARGS…`: replaces this process with the program
+/// running under the shim; returns only on failure.
+pub fn run(run_dir: &Path, isolate: bool, argv: &[String]) -> Result<std::convert::Infallible> {
+    if argv.is_empty() {
+        return Err(CtlError::Usage(
+            "run: no command given (ins-ctl run -- CMD ARGS…)".into(),
+        ));
+    }
+    // Fail early and clearly when no driver listens.
+    call(run_dir, json!({"cmd": "status"}))?;
+    let shim = sibling("libshim.so")?;
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(p) if !p.is_empty() => format!("{}:{p}", shim.display()),
+        _ => shim.display().to_string(),
+    };
+    let mut cmd = if isolate {
+        let mut c = Command::new("unshare");
+        if rustix::process::geteuid().as_raw() == 0 {
+            c.arg("-n");
+        } else {
+            c.arg("-rn");
+        }
+        c.args([
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "ins-run",
+        ]);
+        c.args(argv);
+        c
+    } else {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
+    cmd.env("LD_PRELOAD", preload)
+        .env("INS_SHIM_SOCKET", run_dir.join("shim.sock"));
+    // exec: the program replaces ins-ctl, so signals and the exit status
+    // are its own.
+    use std::os::unix::process::CommandExt as _;
+    let e = cmd.exec();
+    Err(CtlError::Failed(format!("{}: {e}", argv[0])))
+}

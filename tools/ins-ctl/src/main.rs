@@ -1,0 +1,167 @@
+//! `ins-ctl`: the INS controller. Parses arguments and calls the library.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ins_ctl::{EXIT_HELP, cmds};
+use serde_json::json;
+
+/// Starts, scales and inspects the INS driver and its instances.
+#[derive(Parser, Debug)]
+#[command(name = "ins-ctl", version, after_help = EXIT_HELP)]
+struct Cli {
+    /// Runtime directory of the driver (ctl.sock, shim.sock, logs).
+    #[arg(long, global = true, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start the driver and N instances in the background (idempotent).
+    Up {
+        /// Instances to start.
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
+        /// Run the instances in this network namespace.
+        #[arg(long)]
+        netns: Option<String>,
+        /// Stay attached; the driver logs to stderr.
+        #[arg(long)]
+        foreground: bool,
+        /// Balancer policy file (TOML).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Extra arguments for ins-driver (after `--`).
+        #[arg(last = true)]
+        driver_args: Vec<String>,
+    },
+    /// Stop everything gracefully (idempotent).
+    Down,
+    /// Start more instances.
+    Spawn {
+        /// How many.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// Scale to N instances (down: drain, then stop), with progress.
+    Scale {
+        /// Instances wanted.
+        n: usize,
+    },
+    /// Drain an instance, then stop it.
+    Stop {
+        /// Instance id (from `list`).
+        id: u64,
+    },
+    /// Stop giving an instance new connections.
+    Drain {
+        /// Instance id.
+        id: u64,
+    },
+    /// The instance table.
+    List {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The driver's state.
+    Status {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a program under the shim.
+    Run {
+        /// In a network namespace with only loopback.
+        #[arg(long)]
+        isolate: bool,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Block a source prefix (ADDR or ADDR/LEN) on every instance.
+    Block {
+        /// Prefix.
+        prefix: String,
+    },
+    /// Remove a block.
+    Unblock {
+        /// Prefix.
+        prefix: String,
+    },
+    /// Rate-limit a source prefix (both 0 removes the limit).
+    Limit {
+        /// Prefix.
+        prefix: String,
+        /// New connections per second.
+        #[arg(long, default_value_t = 0)]
+        conn_rate: u64,
+        /// Bytes per second.
+        #[arg(long, default_value_t = 0)]
+        byte_rate: u64,
+    },
+    /// Close a flow (INST:FLOW_ID as `flows` shows it).
+    Close {
+        /// Flow.
+        flow: String,
+    },
+    /// Recent flow records.
+    Flows {
+        /// Keep printing new records.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let dir = cli.run_dir.unwrap_or_else(ins_ctl::default_run_dir);
+    let r = match cli.cmd {
+        Cmd::Up {
+            instances,
+            netns,
+            foreground,
+            policy,
+            driver_args,
+        } => cmds::up(
+            &dir,
+            &cmds::UpOpts {
+                instances,
+                netns,
+                foreground,
+                policy,
+                driver_args,
+            },
+        ),
+        Cmd::Down => cmds::down(&dir),
+        Cmd::Spawn { count } => cmds::spawn(&dir, count),
+        Cmd::Scale { n } => cmds::scale(&dir, n),
+        Cmd::Stop { id } => cmds::stop(&dir, id),
+        Cmd::Drain { id } => cmds::drain(&dir, id),
+        Cmd::List { json } => cmds::list(&dir, json),
+        Cmd::Status { json } => cmds::status(&dir, json),
+        Cmd::Run { isolate, argv } => cmds::run(&dir, isolate, &argv).map(|_| ()),
+        Cmd::Block { prefix } => cmds::mitigate(&dir, json!({"cmd": "block", "prefix": prefix})),
+        Cmd::Unblock { prefix } => {
+            cmds::mitigate(&dir, json!({"cmd": "unblock", "prefix": prefix}))
+        }
+        Cmd::Limit {
+            prefix,
+            conn_rate,
+            byte_rate,
+        } => cmds::mitigate(
+            &dir,
+            json!({"cmd": "limit", "prefix": prefix, "conn_rate": conn_rate, "byte_rate": byte_rate}),
+        ),
+        Cmd::Close { flow } => cmds::mitigate(&dir, json!({"cmd": "close", "flow": flow})),
+        Cmd::Flows { follow, json } => cmds::flows(&dir, follow, json),
+    };
+    if let Err(e) = r {
+        eprintln!("ins-ctl: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
