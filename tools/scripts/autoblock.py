@@ -15,15 +15,23 @@ Hysteresis: a source is *flagged* (blocked with {"cmd":"block"}) when
 either rate exceeds its threshold for `flag_samples` consecutive samples,
 and *deflagged* (unblocked) after `deflag_samples` consecutive samples in
 which both rates stay at or below `deflag_ratio` times the thresholds.
-Flows the instance refuses while a source is blocked are still reported
-(reason "mitigated") and count as connections, so a flood that goes on
-keeps its source blocked.
+Connections the instance refuses from a blocked source are NOT reported
+as flows (it resets them at accept), so a block hides the source's rate.
+With "probe": true, deflagging therefore goes through probation: after
+`deflag_samples` calm samples the block is replaced by a rate limit at the
+thresholds ({"cmd":"limit"}, conn_rate/byte_rate per second); the
+connections it admits are reported, and a source whose admitted rate goes
+over `deflag_ratio` times a threshold is blocked again, while one that
+stays calm for `deflag_samples` more samples has the limit cleared. Without
+"probe" a blocked source is unblocked after `deflag_samples` samples
+without visible traffic.
 
 Thresholds file (JSON; re-read whenever its modification time changes):
 
   {"interval": 1.0, "conn_rate": 50, "byte_rate": 10000000,
    "flag_samples": 1, "deflag_samples": 5, "deflag_ratio": 0.5,
-   "prefix_v4": 32, "prefix_v6": 128, "never_block": ["127.0.0.1"]}
+   "prefix_v4": 32, "prefix_v6": 128, "never_block": ["127.0.0.1"],
+   "probe": false}
 
 Every key is optional (defaults above); 0 disables a threshold.
 """
@@ -48,6 +56,7 @@ DEFAULTS = {
     "prefix_v4": 32,
     "prefix_v6": 128,
     "never_block": [],
+    "probe": False,
 }
 
 
@@ -68,6 +77,8 @@ def validate(cfg):
             raise ValueError("%s must be an integer >= 1" % k)
     if not (0 <= out["prefix_v4"] <= 32 and 0 <= out["prefix_v6"] <= 128):
         raise ValueError("prefix lengths out of range")
+    if not isinstance(out["probe"], bool):
+        raise ValueError("probe must be true or false")
     out["never_block"] = [str(ipaddress.ip_address(a)) for a in out["never_block"]]
     return out
 
@@ -105,7 +116,7 @@ class Thresholds:
 class Detector:
     """Per-source rate accounting with flag/deflag hysteresis. Pure logic:
     feed flows with observe(), close a sample with tick(); tick() returns
-    the actions [("block"|"unblock", source_ip), ...]."""
+    the actions [("block"|"probe"|"unblock", source_ip), ...]."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -114,6 +125,7 @@ class Detector:
         self.over = {}  # src -> consecutive samples over threshold
         self.under = {}  # blocked src -> consecutive samples under
         self.blocked = set()
+        self.probation = set()  # blocked sources under a probe rate limit
 
     def observe(self, flow):
         src, _ = inslib.split_addr(flow[inslib.F_REMOTE])
@@ -146,8 +158,19 @@ class Detector:
                 calm = (c["conn_rate"] == 0 or cr <= c["conn_rate"] * r) and (
                     c["byte_rate"] == 0 or br <= c["byte_rate"] * r
                 )
+                if src in self.probation and not calm:
+                    # Still pushing through the probe limit: block again.
+                    self.probation.discard(src)
+                    self.under[src] = 0
+                    actions.append(("block", src))
+                    continue
                 self.under[src] = self.under.get(src, 0) + 1 if calm else 0
-                if self.under[src] >= c["deflag_samples"]:
+                if self.under[src] >= c["deflag_samples"] and c["probe"] and src not in self.probation:
+                    self.probation.add(src)
+                    self.under[src] = 0
+                    actions.append(("probe", src))
+                elif self.under[src] >= c["deflag_samples"]:
+                    self.probation.discard(src)
                     self.blocked.discard(src)
                     self.under.pop(src, None)
                     self.over.pop(src, None)
@@ -205,8 +228,19 @@ def main():
                 if ctl is None:
                     print("%s %s (dry run)" % (act, p), flush=True)
                     continue
-                r = ctl.request({"cmd": act, "prefix": p})
-                print("%s %s -> %s" % (act, p, json.dumps(r)), flush=True)
+                c = th.cfg
+                limit = {"cmd": "limit", "prefix": p,
+                         "conn_rate": int(c["conn_rate"]), "byte_rate": int(c["byte_rate"])}
+                if act == "probe":
+                    # Limit first, then lift the block: no unlimited window.
+                    reqs = [limit, {"cmd": "unblock", "prefix": p}]
+                elif act == "unblock" and c["probe"]:
+                    reqs = [dict(limit, conn_rate=0, byte_rate=0)]
+                else:
+                    reqs = [{"cmd": act, "prefix": p}]
+                for req in reqs:
+                    r = ctl.request(req)
+                    print("%s %s: %s -> %s" % (act, p, req["cmd"], json.dumps(r)), flush=True)
     except (EOFError, KeyboardInterrupt):
         pass
 

@@ -7,7 +7,11 @@ and then streams one flow object per line. Flow object fields (cumulative
 counters; the same names as tools/ins-flow/src/schema.rs):
 
     inst flow_id proto local remote bytes_in bytes_out segs_in segs_out
-    start_ns last_ns state ("active"|"closed") reason [tcp_flags]
+    start_ns last_ns state ("active"|"closed") reason tcp_flags v type
+
+`{"cmd":"subscribe"}` (also on DIR/monitor.sock) streams the same flow
+lines plus instance and mitigation events, each with "v":1 and "type";
+the schema is in docs/monitor.md.
 
 Mitigations use the same connection type: {"cmd":"block","prefix":"A/LEN"}
 and {"cmd":"unblock","prefix":"A/LEN"}; the reply is {"ok":true,...} or
@@ -33,6 +37,7 @@ F_START_NS = "start_ns"
 F_LAST_NS = "last_ns"
 F_STATE = "state"
 F_REASON = "reason"
+F_TCP_FLAGS = "tcp_flags"
 
 
 def split_addr(s):
