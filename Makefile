@@ -46,7 +46,10 @@ nostd:
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
 
+# The end-to-end tests run the real binaries and libshim.so from the same
+# target directory; `cargo test` alone does not produce the cdylib.
 unit:
+	$(CARGO) build --workspace --release
 	$(CARGO) test --workspace --release
 
 loom:
