@@ -79,10 +79,6 @@ pub mod opt {
     pub const SO_DOMAIN: i32 = 39;
     /// `IPPROTO_TCP`.
     pub const IPPROTO_TCP: i32 = 6;
-    /// `TCP_NODELAY`.
-    pub const TCP_NODELAY: i32 = 1;
-    /// `TCP_CORK`.
-    pub const TCP_CORK: i32 = 3;
     /// `IPPROTO_UDP`.
     pub const IPPROTO_UDP: i32 = 17;
 }
@@ -1745,34 +1741,6 @@ impl Driver {
                 return;
             }
             s.remember(level, name, value, max_opts);
-            out.push(reply(0));
-            return;
-        }
-        if level == opt::IPPROTO_TCP
-            && matches!(name, opt::TCP_NODELAY | opt::TCP_CORK)
-            && s.ty == SockType::Stream
-            && listener.is_none()
-        {
-            // Per-response hints: nginx sets TCP_CORK around every response
-            // and TCP_NODELAY on keep-alive connections. For these Linux
-            // only checks the length, so the driver answers at once and the
-            // instance applies the option in ring order, ahead of every byte
-            // the app writes after this call; a round trip to the instance
-            // would block the app's event loop twice per request. A failure
-            // there is logged (`Note::InternalFailed`).
-            if req.value.len() < 4 {
-                out.push(reply(errno::EINVAL));
-                return;
-            }
-            self.request(inst, Pending::Internal { sock: h }, out, |r| {
-                Frame::SetOpt {
-                    sock: h,
-                    req: r,
-                    level,
-                    name,
-                    value,
-                }
-            });
             out.push(reply(0));
             return;
         }
