@@ -37,11 +37,12 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # The protocol crate must build without std (it is shared with the kernel
-# module and the unikernel). Building only that package keeps other members'
+# module and the unikernel), and ins-core with alloc only (the unikernel). Building only that package keeps other members'
 # features out of the resolution.
 nostd:
 	$(CARGO) build -p ins-protocol --no-default-features
 	$(CARGO) build -p ins-protocol --no-default-features --features alloc
+	$(CARGO) build -p ins-core --no-default-features
 
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps

@@ -155,6 +155,7 @@ impl InstanceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::prelude::rust_2024::*;
 
     #[test]
     fn defaults_are_valid_and_documented() {

@@ -86,8 +86,13 @@
 
 mod sock;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::SocketAddr;
+use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
+use alloc::collections::{BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
 
 use ins_protocol::msg::{
     self, DATA_TO_PREFIX_LEN, DecodeError, Direction, FlowRecord, HEADER_LEN, INSTANCE_SOCK_BIT,
@@ -99,6 +104,7 @@ use crate::errno::Errno;
 use crate::flow::{
     CloseReason, FlowId, FlowKey, FlowSnapshot, FlowState, FlowTable, Proto, RecordKind, tcp_flags,
 };
+use crate::hash::HashMap;
 use crate::mitigation::{Admit, LimitSpec, MitigationError, Mitigations, Prefix, Rate};
 use crate::profile::{SockOpt, TcpSettings, random_profile};
 use crate::stack::{Family, Readiness, Shutdown, SockType, Stack, opt};
@@ -303,10 +309,10 @@ impl<S: Stack> Executor<S> {
             cfg,
             driver_window,
             instance_id,
-            socks: HashMap::new(),
-            by_handle: HashMap::new(),
-            lingering: HashMap::new(),
-            flow_sock: HashMap::new(),
+            socks: HashMap::default(),
+            by_handle: HashMap::default(),
+            lingering: HashMap::default(),
+            flow_sock: HashMap::default(),
             tcp_defaults: TcpSettings::default(),
             tcp_opts: Vec::new(),
             ready: VecDeque::new(),
@@ -567,7 +573,7 @@ impl<S: Stack> Executor<S> {
             self.heartbeat(now, out);
         }
         self.snaps.clear();
-        let mut snaps = std::mem::take(&mut self.snaps);
+        let mut snaps = core::mem::take(&mut self.snaps);
         self.flows.due_timeouts(now, &mut snaps);
         for snap in &mut snaps {
             let sock = self.flow_sock.get(&snap.id).copied().unwrap_or(0);
@@ -1617,7 +1623,7 @@ impl<S: Stack> Executor<S> {
         if max_payload == 0 {
             return Visit::Done;
         }
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut scratch = core::mem::take(&mut self.scratch);
         let mut result = Visit::Again;
         for _ in 0..FRAMES_PER_VISIT {
             if !self.backlog.is_empty() {
@@ -1699,7 +1705,7 @@ impl<S: Stack> Executor<S> {
             .max_frame()
             .saturating_sub(msg::WireAddr::LEN)
             .min(SCRATCH_LEN);
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut scratch = core::mem::take(&mut self.scratch);
         let mut result = Visit::Again;
         for _ in 0..FRAMES_PER_VISIT {
             if !self.backlog.is_empty() {
@@ -2082,7 +2088,7 @@ impl<S: Stack> Executor<S> {
             .iter()
             .filter(|(f, sock)| {
                 self.socks
-                    .get(sock)
+                    .get(*sock)
                     .is_some_and(|s| s.ty == SockType::Datagram && s.flow != Some(**f))
             })
             .filter(|(f, _)| {

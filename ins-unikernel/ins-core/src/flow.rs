@@ -33,8 +33,11 @@
 //! Memory: about [`FlowTable::APPROX_BYTES_PER_FLOW`] bytes per TCP flow
 //! (entry, hash-table slot and timer entry); UDP flows add an index entry.
 
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
 use core::net::SocketAddr;
-use std::collections::{BTreeSet, HashMap};
+
+use crate::hash::HashMap;
 
 /// Identifies a flow within one table; assigned from 1 upward.
 pub type FlowId = u64;
@@ -224,8 +227,8 @@ impl FlowTable {
     pub fn new(cfg: FlowConfig) -> Self {
         FlowTable {
             cfg,
-            flows: HashMap::new(),
-            udp_index: HashMap::new(),
+            flows: HashMap::default(),
+            udp_index: HashMap::default(),
             timers: BTreeSet::new(),
             next_id: 1,
             clock: 0,
@@ -514,6 +517,7 @@ impl FlowTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::prelude::rust_2024::*;
 
     const S: u64 = 1_000_000_000;
 

@@ -13,12 +13,22 @@
 //! * [`config`]: the instance's limits and timers.
 //! * [`executor`]: the [`executor::Executor`] that glues them together over a
 //!   stack and the driver's ring.
+//! * [`hash`]: the keyed hash maps the above use.
+//!
+//! The crate is `no_std` + `alloc`; the default `std` feature only keys the
+//! hash maps with std's `RandomState` (see [`hash`]).
+#![no_std]
 #![deny(unsafe_code)]
+
+extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
 
 pub mod config;
 pub mod errno;
 pub mod executor;
 pub mod flow;
+pub mod hash;
 pub mod mitigation;
 pub mod profile;
 pub mod stack;

@@ -41,7 +41,13 @@
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::str::FromStr;
-use std::collections::HashMap;
+
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::hash::HashMap;
 
 const NANOS: u128 = 1_000_000_000;
 
@@ -181,7 +187,7 @@ struct PrefixMap<V> {
 impl<V> PrefixMap<V> {
     fn new() -> Self {
         PrefixMap {
-            map: HashMap::new(),
+            map: HashMap::default(),
             counts: [vec![0; 33], vec![0; 129]],
             lens: [Vec::new(), Vec::new()],
         }
@@ -586,6 +592,7 @@ impl Mitigations {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::prelude::rust_2024::*;
 
     const S: u64 = 1_000_000_000;
 

@@ -17,6 +17,10 @@
 //! controller can rotate instance fingerprints and reproduce any profile it
 //! handed out.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use crate::stack::opt;
 
 /// Instance-wide TCP defaults for new sockets. See the module docs.
@@ -300,6 +304,7 @@ pub fn random_profile(seed: u64, available_congestion: &[&str]) -> TcpSettings {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+    use std::prelude::rust_2024::*;
 
     #[test]
     fn merge_semantics() {

@@ -63,6 +63,8 @@
 //! Linux implementation can instead offer (outside this trait) a way to add
 //! the doorbell's fd to its epoll set so one wait covers both.
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::hash::Hash;
 use core::net::{IpAddr, SocketAddr};
 use core::ops::{BitOr, BitOrAssign};
@@ -426,6 +428,8 @@ pub fn parse_int_opt(value: &[u8]) -> Result<i32, Errno> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::format;
+    use std::prelude::rust_2024::*;
 
     #[test]
     fn readiness_bits() {

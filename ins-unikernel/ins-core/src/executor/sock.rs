@@ -2,8 +2,11 @@
 //! no buffers (the transmit buffer exists only while bytes wait for the
 //! kernel, and is freed when drained).
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use crate::hash::HashSet;
 
 use crate::flow::FlowId;
 use crate::stack::SockType;
