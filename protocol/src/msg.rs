@@ -32,13 +32,14 @@
 //! | 0x44 `Closed` | I→D | – | – |
 //! | 0x45 `Heartbeat` | I→D | [`Stats`] (80) | – |
 //! | 0x46 `Flow` | I→D | [`FlowRecord`] (128) | – |
+//! | 0x47 `Telemetry` | I→D | [`ConnTelemetry`] (240), see [`telemetry`] | – |
 //!
 //! Invariants, all checked by [`Msg::decode`] (which never panics) and
 //! refused by [`Msg::encode`]:
 //! * `len` equals the frame length minus 16; fixed bodies have their exact
 //!   size; `flags` is 0 (no kind defines flags yet); reserved bytes are 0.
 //! * `sock` is non-zero for kinds that name a socket and 0 for those that do
-//!   not (`Mitigate`, `Heartbeat`, `Flow`; `Reply` echoes the request's,
+//!   not (`Mitigate`, `Heartbeat`, `Flow`, `Telemetry`; `Reply` echoes the request's,
 //!   possibly 0). `Open` and the listener of `Accepted` carry driver ids
 //!   (top bit clear); the new socket of `Accepted` is an instance id
 //!   ([`INSTANCE_SOCK_BIT`] set). In `Accepted` the header's `sock` is the
@@ -60,12 +61,14 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub mod addr;
 pub mod records;
+pub mod telemetry;
 
 pub use addr::{AF_INET, AF_INET6, AF_UNSPEC, Prefix, WireAddr};
 pub use records::{
     CloseReason, FlowRecord, FlowState, IPPROTO_TCP, IPPROTO_UDP, Mitigation, Stats, TOGGLE_OFF,
     TOGGLE_ON, TOGGLE_UNCHANGED, TcpSettings,
 };
+pub use telemetry::{ConnTelemetry, PayloadStats, TelemetryCause};
 
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 16;
@@ -152,6 +155,8 @@ pub enum Kind {
     Heartbeat = 0x45,
     /// [`Msg::Flow`].
     Flow = 0x46,
+    /// [`Msg::Telemetry`].
+    Telemetry = 0x47,
 }
 
 /// Which way a kind travels.
@@ -167,7 +172,7 @@ pub enum Direction {
 
 impl Kind {
     /// Every kind, in numeric order.
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Open,
         Kind::Bind,
         Kind::Listen,
@@ -190,6 +195,7 @@ impl Kind {
         Kind::Closed,
         Kind::Heartbeat,
         Kind::Flow,
+        Kind::Telemetry,
     ];
 
     /// Which way this kind may travel; a receiver should refuse the others.
@@ -209,7 +215,7 @@ impl Kind {
     fn sock_rule(self) -> SockRule {
         match self {
             Kind::Open | Kind::Accepted => SockRule::Driver,
-            Kind::Mitigate | Kind::Heartbeat | Kind::Flow => SockRule::Zero,
+            Kind::Mitigate | Kind::Heartbeat | Kind::Flow | Kind::Telemetry => SockRule::Zero,
             Kind::Reply => SockRule::Any,
             _ => SockRule::NonZero,
         }
@@ -701,6 +707,8 @@ pub enum Msg<'a> {
     Heartbeat(Stats),
     /// A flow record.
     Flow(FlowRecord),
+    /// Live telemetry of one connection.
+    Telemetry(ConnTelemetry),
 }
 
 // Fixed bodies.
@@ -769,8 +777,8 @@ const _: () = assert!(core::mem::size_of::<ErrnoBody>() == 8);
 const _: () = assert!(core::mem::size_of::<ConnectedBody>() == 72);
 const _: () = assert!(core::mem::size_of::<AcceptedBody>() == 72);
 
-/// Largest fixed body of any kind (the flow record).
-const MAX_FIXED: usize = 128;
+/// Largest fixed body of any kind (telemetry).
+const MAX_FIXED: usize = telemetry::CONN_WIRE_LEN;
 const _: () = assert!(records::MITIGATE_MAX_FIXED <= MAX_FIXED);
 
 /// A fixed body under construction, on the stack.
@@ -937,11 +945,12 @@ impl<'a> Msg<'a> {
             Msg::Closed { .. } => Kind::Closed,
             Msg::Heartbeat(_) => Kind::Heartbeat,
             Msg::Flow(_) => Kind::Flow,
+            Msg::Telemetry(_) => Kind::Telemetry,
         }
     }
 
     /// The socket id in the header: the listener for `Accepted`, 0 for
-    /// `Mitigate`, `Heartbeat` and `Flow`.
+    /// `Mitigate`, `Heartbeat`, `Flow` and `Telemetry`.
     pub fn sock(&self) -> u32 {
         match *self {
             Msg::Open { sock, .. }
@@ -963,7 +972,7 @@ impl<'a> Msg<'a> {
             | Msg::Reset { sock, .. }
             | Msg::Closed { sock } => sock,
             Msg::Accepted { listener, .. } => listener,
-            Msg::Mitigate { .. } | Msg::Heartbeat(_) | Msg::Flow(_) => 0,
+            Msg::Mitigate { .. } | Msg::Heartbeat(_) | Msg::Flow(_) | Msg::Telemetry(_) => 0,
         }
     }
 
@@ -1072,6 +1081,7 @@ impl<'a> Msg<'a> {
             Msg::Reset { errno, .. } => fixed.push(errno_body(errno).as_bytes()),
             Msg::Heartbeat(ref s) => s.encode(&mut fixed),
             Msg::Flow(ref r) => r.encode(&mut fixed),
+            Msg::Telemetry(ref t) => t.encode(&mut fixed),
         }
         Parts {
             kind: self.kind(),
@@ -1342,6 +1352,7 @@ impl<'a> Msg<'a> {
             }
             Kind::Heartbeat => Msg::Heartbeat(Stats::decode(body)?),
             Kind::Flow => Msg::Flow(FlowRecord::decode(body)?),
+            Kind::Telemetry => Msg::Telemetry(ConnTelemetry::decode(body)?),
         })
     }
 }

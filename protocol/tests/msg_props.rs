@@ -117,6 +117,7 @@ fn mitigation() -> impl Strategy<Value = Mitigation<'static>> {
         tcp_settings().prop_map(Mitigation::TcpSettings),
         Just(Mitigation::Drain),
         Just(Mitigation::Resume),
+        any::<u64>().prop_map(|flow_id| Mitigation::Report { flow_id }),
     ]
 }
 
@@ -180,6 +181,82 @@ fn flow_record() -> impl Strategy<Value = FlowRecord> {
                     reason,
                     tcp_flags: tf,
                     sock,
+                }
+            },
+        )
+}
+
+fn payload_stats() -> impl Strategy<Value = PayloadStats> {
+    (any::<u32>(), 0u16..=8000, 0u16..=1000, any::<[u16; 8]>()).prop_map(
+        |(sampled, entropy_milli, printable_permille, hist)| PayloadStats {
+            sampled,
+            entropy_milli,
+            printable_permille,
+            hist,
+        },
+    )
+}
+
+/// Valid telemetry: fields that a clear flag says are absent are zero.
+fn telemetry() -> impl Strategy<Value = ConnTelemetry> {
+    (
+        (
+            any::<u64>(),
+            any::<u32>(),
+            prop_oneof![Just(IPPROTO_TCP), Just(IPPROTO_UDP)],
+        ),
+        prop_oneof![
+            Just(TelemetryCause::Periodic),
+            Just(TelemetryCause::OnDemand),
+            Just(TelemetryCause::Final),
+        ],
+        0u16..=telemetry::flags::ALL,
+        (socket_addr(), socket_addr()),
+        any::<[u64; 7]>(),
+        any::<[u64; 3]>(),
+        any::<[u32; 4]>(),
+        (payload_stats(), payload_stats()),
+    )
+        .prop_map(
+            |(
+                (flow_id, sock, proto),
+                cause,
+                fl,
+                (local, remote),
+                c,
+                t,
+                w,
+                (sample_in, sample_out),
+            )| {
+                use telemetry::flags;
+                let on = |bit: u16, v: u64| if fl & bit != 0 { v } else { 0 };
+                let on32 = |bit: u16, v: u32| if fl & bit != 0 { v } else { 0 };
+                ConnTelemetry {
+                    flow_id,
+                    sock,
+                    proto,
+                    cause,
+                    flags: fl,
+                    local,
+                    remote,
+                    age_ns: c[0],
+                    bytes_in: c[1],
+                    bytes_out: c[2],
+                    segs_in: c[3],
+                    segs_out: c[4],
+                    idle_in_ns: c[5],
+                    idle_out_ns: c[6],
+                    first_in_ns: on(flags::FIRST_IN, t[0]),
+                    first_out_ns: on(flags::FIRST_OUT, t[1]),
+                    bytes_acked: on(flags::TCP_INFO, t[2]),
+                    zero_window_ns: t[2] / 3,
+                    rwnd_limited_us: on(flags::TCP_INFO, t[0] / 7),
+                    peer_window: on32(flags::TCP_INFO, w[0]),
+                    rtt_us: on32(flags::TCP_INFO, w[1]),
+                    retrans: on32(flags::TCP_INFO, w[2]),
+                    unsent: w[3],
+                    sample_in,
+                    sample_out,
                 }
             },
         )
@@ -337,6 +414,7 @@ fn msg() -> impl Strategy<Value = Msg<'static>> {
         any_sock().prop_map(|sock| Msg::Closed { sock }).boxed(),
         stats().prop_map(Msg::Heartbeat).boxed(),
         flow_record().prop_map(Msg::Flow).boxed(),
+        telemetry().prop_map(Msg::Telemetry).boxed(),
     ];
     Union::new(arms)
 }
@@ -393,6 +471,11 @@ fn reserved_offsets(m: &Msg<'_>) -> Vec<usize> {
         Msg::Flow(r) => {
             let mut v = wa(32, Some(r.local));
             v.extend(wa(64, Some(r.remote)));
+            v
+        }
+        Msg::Telemetry(t) => {
+            let mut v = wa(32, Some(t.local));
+            v.extend(wa(64, Some(t.remote)));
             v
         }
         Msg::Mitigate { cmd, .. } => {
@@ -557,4 +640,88 @@ proptest! {
         frame[at] ^= flip;
         prop_assert_eq!(Msg::decode(&frame), Err(DecodeError::NonZeroReserved { kind: m.kind() }));
     }
+}
+
+/// Telemetry's own consistency rules: a value the flags say is absent,
+/// an unknown flag, cause or protocol, an out-of-range statistic.
+#[test]
+fn telemetry_rules_are_enforced() {
+    use telemetry::flags;
+    let t = ConnTelemetry {
+        flow_id: 7,
+        sock: 0x8000_0001,
+        proto: IPPROTO_TCP,
+        cause: TelemetryCause::Periodic,
+        flags: flags::FIRST_IN | flags::TCP_INFO,
+        local: "10.0.0.1:80".parse().unwrap(),
+        remote: "10.0.0.2:5000".parse().unwrap(),
+        age_ns: 5,
+        bytes_in: 10,
+        bytes_out: 0,
+        segs_in: 2,
+        segs_out: 1,
+        idle_in_ns: 1,
+        idle_out_ns: 5,
+        first_in_ns: 1,
+        first_out_ns: 0,
+        bytes_acked: 1,
+        zero_window_ns: 0,
+        rwnd_limited_us: 0,
+        peer_window: 65535,
+        rtt_us: 20,
+        retrans: 0,
+        unsent: 0,
+        sample_in: PayloadStats {
+            sampled: 10,
+            entropy_milli: 3000,
+            printable_permille: 1000,
+            hist: [1, 0, 0, 0, 0, 0, 0, 0],
+        },
+        sample_out: PayloadStats::default(),
+    };
+    let good = encode(&Msg::Telemetry(t));
+    assert_eq!(Msg::decode(&good), Ok(Msg::Telemetry(t)));
+    let body = HEADER_LEN;
+    let bad = |at: usize, bytes: &[u8]| {
+        let mut f = good.clone();
+        f[at..at + bytes.len()].copy_from_slice(bytes);
+        Msg::decode(&f).map(|_| ())
+    };
+    let inconsistent: Result<(), DecodeError> = Err(DecodeError::Inconsistent {
+        kind: Kind::Telemetry,
+    });
+    // first_out without FIRST_OUT
+    assert_eq!(bad(body + 144, &[1]), inconsistent);
+    // TCP_INFO cleared while its fields are set
+    assert_eq!(bad(body + 14, &[flags::FIRST_IN as u8, 0]), inconsistent);
+    // unknown flag bit, cause, protocol
+    assert!(matches!(
+        bad(body + 14, &[0x80, 0x00]),
+        Err(DecodeError::BadEnum { .. })
+    ));
+    assert!(matches!(
+        bad(body + 13, &[3]),
+        Err(DecodeError::BadEnum { .. })
+    ));
+    assert!(matches!(
+        bad(body + 12, &[1]),
+        Err(DecodeError::BadEnum { .. })
+    ));
+    // entropy above 8 bits, printable share above 1000
+    assert!(matches!(
+        bad(body + 196, &8001u16.to_le_bytes()),
+        Err(DecodeError::BadEnum { .. })
+    ));
+    assert!(matches!(
+        bad(body + 222, &1001u16.to_le_bytes()),
+        Err(DecodeError::BadEnum { .. })
+    ));
+    // a missing address
+    assert!(bad(body + 16, &[0, 0]).is_err());
+    // the Report command round-trips and keeps sock 0
+    let r = Msg::Mitigate {
+        req: 3,
+        cmd: Mitigation::Report { flow_id: 0 },
+    };
+    assert_eq!(Msg::decode(&encode(&r)), Ok(r));
 }

@@ -18,6 +18,7 @@
 //!   SetFlowOpt  flow_id u64 + level i32 + name i32, then ≤ 256 value bytes = 16+n
 //!   TcpSettings TcpSettingsWire                                           = 48
 //!   Drain, Resume                                                         =  0
+//!   Report      flow_id u64 (0 = every connection)                        =  8
 //! ```
 
 use core::net::SocketAddr;
@@ -479,6 +480,14 @@ pub enum Mitigation<'a> {
     Drain,
     /// Undo [`Drain`](Mitigation::Drain).
     Resume,
+    /// Send a [`ConnTelemetry`](super::ConnTelemetry) now (cause
+    /// `OnDemand`) for one flow, or for every open connection when
+    /// `flow_id` is 0. Not a mitigation: the instance-wide command channel
+    /// carries it; an unknown flow is `ENOENT`.
+    Report {
+        /// The flow, or 0 for all.
+        flow_id: u64,
+    },
 }
 
 /// Mitigation opcodes on the wire.
@@ -492,6 +501,7 @@ mod op {
     pub const TCP_SETTINGS: u16 = 7;
     pub const DRAIN: u16 = 8;
     pub const RESUME: u16 = 9;
+    pub const REPORT: u16 = 10;
 }
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -572,6 +582,7 @@ impl<'a> Mitigation<'a> {
             Mitigation::TcpSettings(_) => op::TCP_SETTINGS,
             Mitigation::Drain => op::DRAIN,
             Mitigation::Resume => op::RESUME,
+            Mitigation::Report { .. } => op::REPORT,
         }
     }
 
@@ -606,7 +617,7 @@ impl<'a> Mitigation<'a> {
                 }
                 .as_bytes(),
             ),
-            Mitigation::CloseFlow { flow_id } => f.push(
+            Mitigation::CloseFlow { flow_id } | Mitigation::Report { flow_id } => f.push(
                 CloseFlowBody {
                     flow_id: U64::new(flow_id),
                 }
@@ -659,6 +670,12 @@ impl<'a> Mitigation<'a> {
             op::CLOSE_FLOW => {
                 let b: CloseFlowBody = exact(M, rest)?;
                 Mitigation::CloseFlow {
+                    flow_id: b.flow_id.get(),
+                }
+            }
+            op::REPORT => {
+                let b: CloseFlowBody = exact(M, rest)?;
+                Mitigation::Report {
                     flow_id: b.flow_id.get(),
                 }
             }
