@@ -39,6 +39,16 @@ pub struct InstanceConfig {
     /// Most connections accepted from one listener per executor turn, so one
     /// busy listener cannot starve the rest. Default 64.
     pub accept_batch: usize,
+    /// Keep live telemetry for TCP connections and report it (periodic,
+    /// on demand, and once at close; see [`crate::telemetry`]). Default on.
+    pub telemetry: bool,
+    /// Interval of periodic telemetry reports for every open TCP
+    /// connection; 0 = only on demand and at close. Default 1 s.
+    pub telemetry_interval_ns: u64,
+    /// Bytes sampled each way at the start of a connection for the payload
+    /// statistics (entropy, printable share, chunk lengths); 0 = none, at
+    /// most 65,535. Default 1024.
+    pub telemetry_sample_bytes: u32,
 }
 
 impl Default for InstanceConfig {
@@ -54,6 +64,9 @@ impl Default for InstanceConfig {
             flow_record_batch: 64,
             max_mitigation_rules: 65_536,
             accept_batch: 64,
+            telemetry: true,
+            telemetry_interval_ns: NS_PER_SEC,
+            telemetry_sample_bytes: 1024,
         }
     }
 }
@@ -139,6 +152,21 @@ impl InstanceConfig {
             1 << 22,
         )?;
         range("accept_batch", self.accept_batch as u64, 1, 65_536)?;
+        if self.telemetry_interval_ns != 0 {
+            range(
+                "telemetry_interval_ns",
+                self.telemetry_interval_ns,
+                NS_PER_SEC / 100,
+                hour,
+            )?;
+        }
+        if self.telemetry_sample_bytes > 65_535 {
+            return Err(ConfigError::TooLarge {
+                field: "telemetry_sample_bytes",
+                value: self.telemetry_sample_bytes.into(),
+                max: 65_535,
+            });
+        }
         Ok(())
     }
 

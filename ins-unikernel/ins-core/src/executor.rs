@@ -69,6 +69,15 @@
 //! inbound datagrams beyond the allowance are dropped. Outbound connects and
 //! datagrams are not subject to blocks.
 //!
+//! # Telemetry
+//!
+//! With `cfg.telemetry` on, every TCP connection carries a
+//! [`ConnTel`](crate::telemetry::ConnTel) fed by the receive and send
+//! paths. Every `cfg.telemetry_interval_ns` (a timer like the heartbeat)
+//! one `Telemetry` frame goes out per open TCP connection (TCP counters
+//! read then), one more when a connection ends (cause `Final`, before its
+//! final flow record), and on `Mitigate{Report}` for one flow or all.
+//!
 //! # Close
 //!
 //! `Close` answers `Reply` then `Closed` at once. A stream whose transmit
@@ -95,8 +104,8 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use ins_protocol::msg::{
-    self, DATA_TO_PREFIX_LEN, DecodeError, Direction, FlowRecord, HEADER_LEN, INSTANCE_SOCK_BIT,
-    MAX_ERRNO, MAX_OPT_LEN, Mitigation, Msg, Stats,
+    self, ConnTelemetry, DATA_TO_PREFIX_LEN, DecodeError, Direction, FlowRecord, HEADER_LEN,
+    INSTANCE_SOCK_BIT, MAX_ERRNO, MAX_OPT_LEN, Mitigation, Msg, Stats, TelemetryCause,
 };
 
 use crate::config::{ConfigError, InstanceConfig};
@@ -108,6 +117,7 @@ use crate::hash::HashMap;
 use crate::mitigation::{Admit, LimitSpec, MitigationError, Mitigations, Prefix, Rate};
 use crate::profile::{SockOpt, TcpSettings, random_profile};
 use crate::stack::{Family, Readiness, Shutdown, SockType, Stack, opt};
+use crate::telemetry::{ConnTel, ReportInput};
 
 use sock::{Phase, Sock, TxBuf};
 
@@ -210,6 +220,7 @@ pub struct Executor<S: Stack> {
     next_inst_id: u32,
     started: Option<u64>,
     next_heartbeat: u64,
+    next_telemetry: u64,
     hb_seq: u64,
     stats: Stats,
     counters: ExecCounters,
@@ -324,6 +335,7 @@ impl<S: Stack> Executor<S> {
             next_inst_id: 1,
             started: None,
             next_heartbeat: 0,
+            next_telemetry: 0,
             hb_seq: 0,
             stats: Stats::default(),
             counters: ExecCounters::default(),
@@ -417,6 +429,9 @@ impl<S: Stack> Executor<S> {
             return Some(0);
         };
         let mut d = self.next_heartbeat;
+        if self.periodic_telemetry() {
+            d = d.min(self.next_telemetry);
+        }
         if let Some(f) = self.flows.next_deadline() {
             d = d.min(f);
         }
@@ -442,6 +457,49 @@ impl<S: Stack> Executor<S> {
         if self.started.is_none() {
             self.started = Some(now);
             self.next_heartbeat = now;
+            self.next_telemetry = now.saturating_add(self.cfg.telemetry_interval_ns);
+        }
+    }
+
+    fn periodic_telemetry(&self) -> bool {
+        self.cfg.telemetry && self.cfg.telemetry_interval_ns > 0
+    }
+
+    fn new_tel(&self, now: u64, outbound: bool) -> Option<Box<ConnTel>> {
+        self.cfg
+            .telemetry
+            .then(|| Box::new(ConnTel::new(now, outbound, self.cfg.telemetry_sample_bytes)))
+    }
+
+    /// Sends a `Telemetry` frame for every open TCP connection (including
+    /// closed ones still handing bytes to the kernel).
+    fn report_all(&mut self, cause: TelemetryCause, now: u64, out: &mut impl Outbox) {
+        let ids: Vec<u32> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| s.tel.is_some() && s.flow.is_some() && s.phase == Phase::Open)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let rep = match self.socks.get_mut(&id) {
+                Some(s) => conn_report(&mut self.stack, &mut self.flows, id, s, cause, now),
+                None => None,
+            };
+            if let Some(t) = rep {
+                self.emit(out, &Msg::Telemetry(t));
+            }
+        }
+        let hs: Vec<S::Handle> = self.lingering.keys().copied().collect();
+        for h in hs {
+            let rep = match self.lingering.get_mut(&h) {
+                Some(l) => {
+                    conn_report(&mut self.stack, &mut self.flows, 0, &mut l.sock, cause, now)
+                }
+                None => None,
+            };
+            if let Some(t) = rep {
+                self.emit(out, &Msg::Telemetry(t));
+            }
         }
     }
 
@@ -571,6 +629,10 @@ impl<S: Stack> Executor<S> {
         self.start(now);
         if now >= self.next_heartbeat {
             self.heartbeat(now, out);
+        }
+        if self.periodic_telemetry() && now >= self.next_telemetry {
+            self.report_all(TelemetryCause::Periodic, now, out);
+            self.next_telemetry = now.saturating_add(self.cfg.telemetry_interval_ns);
         }
         self.snaps.clear();
         let mut snaps = core::mem::take(&mut self.snaps);
@@ -707,6 +769,15 @@ impl<S: Stack> Executor<S> {
         let Some(s) = self.socks.get_mut(&id) else {
             return;
         };
+        let last = conn_report(
+            &mut self.stack,
+            &mut self.flows,
+            id,
+            s,
+            TelemetryCause::Final,
+            now,
+        );
+        s.tel = None;
         let mut ended: Vec<FlowId> = Vec::new();
         if let Some(f) = s.flow.take() {
             ended.push(f);
@@ -718,6 +789,9 @@ impl<S: Stack> Executor<S> {
         }
         if let Some(u) = s.udp.as_mut() {
             ended.extend(u.flows.drain());
+        }
+        if let Some(t) = last {
+            self.emit(out, &Msg::Telemetry(t));
         }
         for f in ended {
             self.flow_sock.remove(&f);
@@ -744,6 +818,17 @@ impl<S: Stack> Executor<S> {
         }
         // Reuse end_flows by parking the socket under its id briefly is not
         // possible (the id may be reused); close its flows directly.
+        if let Some(t) = conn_report(
+            &mut self.stack,
+            &mut self.flows,
+            id,
+            &mut s,
+            TelemetryCause::Final,
+            now,
+        ) {
+            self.emit(out, &Msg::Telemetry(t));
+        }
+        s.tel = None;
         let mut ended: Vec<FlowId> = Vec::new();
         if let Some(f) = s.flow.take() {
             if s.handle_open
@@ -1085,11 +1170,13 @@ impl<S: Stack> Executor<S> {
             self.flows.add_tcp_flags(f, tcp_flags::SYN | tcp_flags::ACK);
             self.flow_sock.insert(f, sock);
         }
+        let tel = flow.and_then(|_| self.new_tel(now, true));
         if let Some(s) = self.socks.get_mut(&sock) {
             s.phase = Phase::Open;
             s.local = local;
             s.peer = peer;
             s.flow = flow;
+            s.tel = tel;
             s.readable = true;
         }
         self.emit(
@@ -1206,6 +1293,9 @@ impl<S: Stack> Executor<S> {
                     tx.pending(),
                     now,
                 );
+                if let Some(t) = l.sock.tel.as_mut() {
+                    t.on_out(tx.pending().get(..n).unwrap_or(&[]), now);
+                }
                 tx.consume(n);
                 if tx.len() == 0 {
                     TxEnd::Drained
@@ -1293,6 +1383,9 @@ impl<S: Stack> Executor<S> {
                 bytes,
                 now,
             );
+            if let Some(t) = s.tel.as_mut() {
+                t.on_out(bytes.get(..written).unwrap_or(&[]), now);
+            }
             let rest = bytes.get(written..).unwrap_or(&[]);
             s.to_credit = s.to_credit.saturating_add(written as u32);
             if !rest.is_empty() {
@@ -1326,6 +1419,9 @@ impl<S: Stack> Executor<S> {
             tx.pending(),
             now,
         );
+        if let Some(t) = s.tel.as_mut() {
+            t.on_out(tx.pending().get(..n).unwrap_or(&[]), now);
+        }
         tx.consume(n);
         s.to_credit = s.to_credit.saturating_add(n as u32);
         if tx.len() > 0 {
@@ -1673,6 +1769,9 @@ impl<S: Stack> Executor<S> {
                     if let Some(f) = s.flow {
                         self.flows.account_in(f, n as u64, now);
                     }
+                    if let Some(t) = s.tel.as_mut() {
+                        t.on_in(scratch.get(..n).unwrap_or(&[]), now);
+                    }
                     let mut hdr = [0u8; HEADER_LEN];
                     if msg::encode_data_header(id, n, &mut hdr).is_err() {
                         result = Visit::Done;
@@ -1887,6 +1986,9 @@ impl<S: Stack> Executor<S> {
             ns.local = Some(a.local);
             ns.flow = flow;
             ns.readable = true;
+            if flow.is_some() {
+                ns.tel = self.new_tel(now, false);
+            }
             if let Some(f) = flow {
                 self.flows.add_tcp_flags(f, tcp_flags::SYN | tcp_flags::ACK);
                 self.flow_sock.insert(f, new_id);
@@ -2036,6 +2138,31 @@ impl<S: Stack> Executor<S> {
                 self.set_tcp_defaults(merged);
                 Ok(())
             }
+            Mitigation::Report { flow_id } => {
+                if !self.cfg.telemetry {
+                    return Err(Errno::EOPNOTSUPP);
+                }
+                if flow_id == 0 {
+                    self.report_all(TelemetryCause::OnDemand, now, out);
+                    return Ok(());
+                }
+                let sock = *self.flow_sock.get(&flow_id).ok_or(Errno::ENOENT)?;
+                let s = self.socks.get_mut(&sock).ok_or(Errno::ENOENT)?;
+                if s.flow != Some(flow_id) {
+                    return Err(Errno::ENOENT);
+                }
+                let t = conn_report(
+                    &mut self.stack,
+                    &mut self.flows,
+                    sock,
+                    s,
+                    TelemetryCause::OnDemand,
+                    now,
+                )
+                .ok_or(Errno::ENOENT)?;
+                self.emit(out, &Msg::Telemetry(t));
+                Ok(())
+            }
             Mitigation::Drain => {
                 self.mit.drain();
                 Ok(())
@@ -2108,6 +2235,48 @@ impl<S: Stack> Executor<S> {
             }
         }
     }
+}
+
+/// The telemetry report of a TCP connection (reads the stack's TCP
+/// counters and refreshes the flow's segment counts); `None` without
+/// telemetry state or an open flow.
+fn conn_report<S: Stack>(
+    stack: &mut S,
+    flows: &mut FlowTable,
+    id: u32,
+    s: &mut Sock<S::Handle>,
+    cause: TelemetryCause,
+    now: u64,
+) -> Option<ConnTelemetry> {
+    let f = s.flow?;
+    let tel = s.tel.as_mut()?;
+    let tcp = if s.handle_open {
+        stack.tcp_info(s.handle)
+    } else {
+        None
+    };
+    if let Some(c) = tcp {
+        flows.set_segments(f, c.segs_in, c.segs_out);
+    }
+    let snap = flows.snapshot(f)?;
+    tel.report(
+        cause,
+        now,
+        tcp,
+        &ReportInput {
+            flow_id: f,
+            sock: id,
+            local: Some(snap.key.local),
+            remote: Some(snap.key.remote),
+            bytes_in: snap.bytes_in,
+            bytes_out: snap.bytes_out,
+            segs_in: snap.segs_in,
+            segs_out: snap.segs_out,
+            buffered: s.tx.as_ref().map_or(0, |t| t.len()),
+            peer_fin: s.rx_done,
+            local_fin: s.wr_closed,
+        },
+    )
 }
 
 /// Writes as much of `bytes` as the rate limit and the kernel take.

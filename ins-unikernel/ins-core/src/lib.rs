@@ -13,6 +13,8 @@
 //! * [`config`]: the instance's limits and timers.
 //! * [`executor`]: the [`executor::Executor`] that glues them together over a
 //!   stack and the driver's ring.
+//! * [`telemetry`]: live per-connection telemetry (timings, TCP window,
+//!   statistics of the first bytes each way).
 //! * [`hash`]: the keyed hash maps the above use.
 //!
 //! The crate is `no_std` + `alloc`; the default `std` feature only keys the
@@ -32,6 +34,7 @@ pub mod hash;
 pub mod mitigation;
 pub mod profile;
 pub mod stack;
+pub mod telemetry;
 
 pub use errno::Errno;
 pub use executor::{Executor, Outbox, OutboxFull};

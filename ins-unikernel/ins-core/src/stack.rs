@@ -229,6 +229,16 @@ pub struct TcpCounters {
     pub rtt_us: u32,
     /// Congestion window in segments (`tcpi_snd_cwnd`), 0 if unknown.
     pub cwnd: u32,
+    /// Bytes the peer acknowledged (`tcpi_bytes_acked`), 0 if unknown.
+    pub bytes_acked: u64,
+    /// Time sending was limited by the peer's window, microseconds
+    /// (`tcpi_rwnd_limited`), 0 if unknown.
+    pub rwnd_limited_us: u64,
+    /// The peer's advertised window in bytes (`tcpi_snd_wnd`), `None` if
+    /// the stack cannot tell.
+    pub peer_window: Option<u32>,
+    /// Bytes queued in the stack and not yet sent (`tcpi_notsent_bytes`).
+    pub notsent: u32,
 }
 
 /// Linux socket option numbers: the option namespace of [`Stack::set_opt`]

@@ -80,6 +80,17 @@ pub struct Args {
     /// Most connections accepted from one listener per turn.
     #[arg(long, value_name = "N", default_value_t = InstanceConfig::default().accept_batch)]
     pub accept_batch: usize,
+    /// Interval of live per-connection telemetry reports (10 ..= 3,600,000
+    /// ms; 0: only on demand and at close).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub telemetry_ms: u64,
+    /// Bytes sampled each way at the start of a connection for the payload
+    /// statistics (0 ..= 65535).
+    #[arg(long, value_name = "BYTES", default_value_t = InstanceConfig::default().telemetry_sample_bytes)]
+    pub telemetry_sample: u32,
+    /// No connection telemetry at all (no reports, no per-connection state).
+    #[arg(long)]
+    pub no_telemetry: bool,
     /// Largest ring capacity (bytes per direction) accepted from the driver;
     /// a power of two, 256 ..= 2^31.
     #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
@@ -238,6 +249,9 @@ impl Args {
             flow_record_batch: self.flow_record_batch,
             max_mitigation_rules: self.max_mitigation_rules,
             accept_batch: self.accept_batch,
+            telemetry: !self.no_telemetry,
+            telemetry_interval_ns: times("telemetry-ms", self.telemetry_ms, NS_PER_MS)?,
+            telemetry_sample_bytes: self.telemetry_sample,
         };
         instance
             .validate()

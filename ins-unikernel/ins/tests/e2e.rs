@@ -153,6 +153,22 @@ fn tcp_half_close_both_directions() {
     let f = d.wait_closed_flow(local, saddr, T);
     assert_eq!((f.bytes_out, f.bytes_in), (7, 23));
     assert_eq!(f.reason, CloseReason::Normal);
+    // The connection's last telemetry report, from real TCP counters.
+    let t = d
+        .telemetry
+        .iter()
+        .rev()
+        .find(|t| t.flow_id == f.flow_id)
+        .expect("a final telemetry report");
+    use ins_protocol::msg::{TelemetryCause, telemetry::flags};
+    assert_eq!(t.cause, TelemetryCause::Final);
+    assert_eq!((t.bytes_out, t.bytes_in), (7, 23));
+    assert!(t.has(flags::OUTBOUND | flags::FIRST_IN | flags::FIRST_OUT | flags::TCP_INFO));
+    assert!(t.has(flags::PEER_FIN | flags::LOCAL_FIN), "{t:?}");
+    assert!(t.first_out_ns <= t.first_in_ns, "request before response");
+    assert!(t.peer_window > 0 && t.bytes_acked >= 7, "{t:?}");
+    assert_eq!((t.sample_in.sampled, t.sample_out.sampled), (23, 7));
+    assert_eq!(t.sample_in.printable_permille, 1000);
 
     // Native client half-closes first: the driver sees Eof and still sends.
     let (l, laddr) = d.tcp_listener(addr("127.0.0.1:0"), 4);

@@ -10,6 +10,7 @@ use crate::hash::HashSet;
 
 use crate::flow::FlowId;
 use crate::stack::SockType;
+use crate::telemetry::ConnTel;
 
 /// Lifecycle of a socket as the executor sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +104,8 @@ pub(super) struct Sock<H> {
     /// Rate-limit retry time, if deferred.
     pub(super) deferred: Option<u64>,
     pub(super) udp: Option<Box<UdpState>>,
+    /// Live telemetry of a TCP connection (while telemetry is on).
+    pub(super) tel: Option<Box<ConnTel>>,
 }
 
 impl<H> Sock<H> {
@@ -129,6 +132,7 @@ impl<H> Sock<H> {
                 SockType::Datagram => Some(Box::default()),
                 SockType::Stream => None,
             },
+            tel: None,
         }
     }
 

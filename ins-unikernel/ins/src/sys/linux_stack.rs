@@ -196,8 +196,23 @@ mod tcpi {
     pub const SEGS_IN: usize = 140;
     /// Bytes needed to cover every field above.
     pub const MIN_LEN: usize = 144;
+    /// `__u64 tcpi_bytes_acked` (Linux 4.1).
+    pub const BYTES_ACKED: usize = 120;
+    /// `__u32 tcpi_notsent_bytes` (Linux 4.6).
+    pub const NOTSENT: usize = 144;
+    /// `__u64 tcpi_rwnd_limited` (microseconds, Linux 4.18).
+    pub const RWND_LIMITED: usize = 176;
+    /// `__u32 tcpi_snd_wnd`: the peer's advertised window in bytes
+    /// (Linux 5.4).
+    pub const SND_WND: usize = 228;
     /// `TCP_LISTEN` in `tcpi_state`.
     pub const STATE_LISTEN: u8 = 10;
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    b.get(off..off + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_ne_bytes)
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -219,6 +234,11 @@ pub fn parse_tcp_info(b: &[u8]) -> Option<TcpCounters> {
         retrans: u32_at(b, tcpi::TOTAL_RETRANS).into(),
         rtt_us: u32_at(b, tcpi::RTT),
         cwnd: u32_at(b, tcpi::SND_CWND),
+        bytes_acked: u64_at(b, tcpi::BYTES_ACKED),
+        rwnd_limited_us: u64_at(b, tcpi::RWND_LIMITED),
+        // Older kernels return a shorter struct: no window then.
+        peer_window: (b.len() >= tcpi::SND_WND + 4).then(|| u32_at(b, tcpi::SND_WND)),
+        notsent: u32_at(b, tcpi::NOTSENT),
     })
 }
 
@@ -1129,6 +1149,27 @@ mod tests {
         assert_eq!((c.segs_in, c.segs_out, c.rtt_us), (9, 11, 250));
         b[tcpi::STATE] = tcpi::STATE_LISTEN;
         assert_eq!(parse_tcp_info(&b), None);
+    }
+
+    #[test]
+    fn tcp_info_of_a_real_connection_has_window_and_acked_bytes() {
+        use std::io::{Read as _, Write as _};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut a, _) = l.accept().unwrap();
+        c.write_all(&[7u8; 5000]).unwrap();
+        let mut got = vec![0u8; 5000];
+        a.read_exact(&mut got).unwrap();
+        a.write_all(b"ok").unwrap();
+        let mut two = [0u8; 2];
+        c.read_exact(&mut two).unwrap();
+        let mut buf = [0u8; 256];
+        let n = raw::getsockopt(c.as_fd(), opt::IPPROTO_TCP, opt::TCP_INFO, &mut buf).unwrap();
+        let t = parse_tcp_info(&buf[..n]).unwrap();
+        // Linux counts the SYN as one acknowledged byte.
+        assert!((5000..=5001).contains(&t.bytes_acked), "{t:?}");
+        assert!(t.peer_window.is_some_and(|w| w > 0), "{t:?}");
+        assert_eq!(t.notsent, 0);
     }
 
     #[test]

@@ -202,6 +202,8 @@ pub struct Driver {
     outstanding: HashSet<u32>,
     /// Every flow record received, in order.
     pub flows: Vec<FlowRecord>,
+    /// Connection telemetry received so far.
+    pub telemetry: Vec<ins_protocol::msg::ConnTelemetry>,
     /// Every heartbeat received, in order.
     pub heartbeats: Vec<Stats>,
     /// The instance's hello.
@@ -302,6 +304,7 @@ impl Driver {
             replies: HashMap::new(),
             outstanding: HashSet::new(),
             flows: Vec::new(),
+            telemetry: Vec::new(),
             heartbeats: Vec::new(),
             peer,
             req0_replies: Vec::new(),
@@ -561,6 +564,7 @@ impl Driver {
             }
             Msg::Heartbeat(st) => self.heartbeats.push(st),
             Msg::Flow(f) => self.flows.push(f),
+            Msg::Telemetry(t) => self.telemetry.push(t),
             other => panic!("instance sent a driver-only message: {other:?}"),
         }
     }
