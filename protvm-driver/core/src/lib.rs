@@ -2063,7 +2063,8 @@ impl Driver {
                 }
                 Ok(None)
             }
-            Msg::Flow(_) => Ok(None),
+            // Flow records and telemetry are for the daemon's monitor stream.
+            Msg::Flow(_) | Msg::Telemetry(_) => Ok(None),
             Msg::Reply {
                 req, errno, value, ..
             } => {

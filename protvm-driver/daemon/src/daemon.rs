@@ -979,6 +979,9 @@ impl Daemon {
                     debug!(inst, ?r, "flow record");
                     self.ctl_flow(inst, *r);
                 }
+                if let Msg::Telemetry(ref t) = m {
+                    self.ctl_telemetry(inst, t);
+                }
                 self.apply(None, None);
             }
             let Some(x) = self.insts.get_mut(&inst) else {

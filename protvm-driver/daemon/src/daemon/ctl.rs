@@ -17,7 +17,9 @@
 //! `flows` with `"follow":true` answers once, then sends one line per flow
 //! record as it arrives until the client disconnects. `subscribe` is the
 //! monitor stream: flow records, instance events and mitigation events,
-//! each a line with `"v":1` and a `"type"` (schema: `docs/monitor.md`).
+//! each a line with `"v":1` and a `"type"` (schema: `docs/monitor.md`);
+//! `conn` lines (live per-connection telemetry) only when asked for by
+//! name. `report` asks instances for telemetry now.
 //! Mitigations are kept and replayed, in order, to every instance that
 //! joins later.
 //!
@@ -46,7 +48,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Instant, SystemTime};
 
 use driver_core::{InstId, InstState, Violation};
-use ins_protocol::msg::{CloseReason, FlowRecord, FlowState, Mitigation, Prefix};
+use ins_protocol::msg::{
+    CloseReason, ConnTelemetry, FlowRecord, FlowState, Mitigation, PayloadStats, Prefix,
+    TelemetryCause, telemetry::flags,
+};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
@@ -64,6 +69,9 @@ pub(super) const SCHEMA_V: u64 = 1;
 const SUB_FLOW: u8 = 1;
 const SUB_INSTANCE: u8 = 2;
 const SUB_MITIGATION: u8 = 4;
+/// Connection telemetry: one line per connection per interval, so only
+/// for subscribers that name it (not part of "all").
+const SUB_CONN: u8 = 8;
 const SUB_ALL: u8 = SUB_FLOW | SUB_INSTANCE | SUB_MITIGATION;
 
 pub(super) struct CtlConn {
@@ -283,6 +291,59 @@ fn flow_json(f: &FlowEntry) -> Value {
         "reason": reason_str(r.reason),
         "tcp_flags": r.tcp_flags,
         "reported_at": at,
+    })
+}
+
+fn payload_json(p: &PayloadStats) -> Value {
+    json!({
+        "sampled": p.sampled,
+        "entropy": f64::from(p.entropy_milli) / 1000.0,
+        "printable": f64::from(p.printable_permille) / 1000.0,
+        "len_hist": p.hist,
+    })
+}
+
+fn conn_json(inst: InstId, t: &ConnTelemetry) -> Value {
+    let tcpi = t.has(flags::TCP_INFO);
+    let opt = |on: bool, v: u64| if on { json!(v) } else { Value::Null };
+    json!({
+        "v": SCHEMA_V,
+        "type": "conn",
+        "inst": inst,
+        "flow_id": t.flow_id,
+        "flow": format!("{inst}:{}", t.flow_id),
+        "sock": t.sock,
+        "proto": if t.proto == 6 { "tcp" } else { "udp" },
+        "cause": match t.cause {
+            TelemetryCause::Periodic => "periodic",
+            TelemetryCause::OnDemand => "on-demand",
+            TelemetryCause::Final => "final",
+        },
+        "dir": if t.has(flags::OUTBOUND) { "out" } else { "in" },
+        "local": t.local.to_string(),
+        "remote": t.remote.to_string(),
+        "age_ns": t.age_ns,
+        "bytes_in": t.bytes_in,
+        "bytes_out": t.bytes_out,
+        "segs_in": t.segs_in,
+        "segs_out": t.segs_out,
+        "idle_in_ns": t.idle_in_ns,
+        "idle_out_ns": t.idle_out_ns,
+        "first_in_ns": opt(t.has(flags::FIRST_IN), t.first_in_ns),
+        "first_out_ns": opt(t.has(flags::FIRST_OUT), t.first_out_ns),
+        "peer_fin": t.has(flags::PEER_FIN),
+        "local_fin": t.has(flags::LOCAL_FIN),
+        "bytes_acked": opt(tcpi, t.bytes_acked),
+        "peer_window": opt(tcpi, u64::from(t.peer_window)),
+        "zero_window": t.has(flags::ZERO_WINDOW),
+        "zero_window_ns": t.zero_window_ns,
+        "rwnd_limited_us": opt(tcpi, t.rwnd_limited_us),
+        "rtt_us": opt(tcpi, u64::from(t.rtt_us)),
+        "retrans": opt(tcpi, u64::from(t.retrans)),
+        "unsent": t.unsent,
+        "sample_in": payload_json(&t.sample_in),
+        "sample_out": payload_json(&t.sample_out),
+        "at": unix_now(),
     })
 }
 
@@ -569,6 +630,14 @@ impl Daemon {
         self.ctl.flows.push_back(e);
     }
 
+    /// Streams one connection's telemetry to `conn` subscribers.
+    pub(super) fn ctl_telemetry(&mut self, inst: InstId, t: &ConnTelemetry) {
+        if self.ctl.conns.values().any(|c| c.sub & SUB_CONN != 0) {
+            let v = conn_json(inst, t);
+            self.ctl_stream(SUB_CONN, &v);
+        }
+    }
+
     // ----- mitigations -----
 
     /// Sends `cmd` to `targets`; the answer goes to `conn` when all replied.
@@ -591,6 +660,7 @@ impl Daemon {
             Mitigation::Unblock(p) => json!({"action": "unblock", "prefix": prefix_str(&p)}),
             Mitigation::ClearRateLimit(p) => json!({"action": "unlimit", "prefix": prefix_str(&p)}),
             Mitigation::CloseFlow { flow_id } => json!({"action": "close", "flow_id": flow_id}),
+            Mitigation::Report { flow_id } => json!({"action": "report", "flow_id": flow_id}),
             ref m => {
                 let mut v = mitigation_json(m);
                 if let Some(o) = v.as_object_mut() {
@@ -609,7 +679,9 @@ impl Daemon {
             o.insert("by".into(), json!({"pid": c.pid, "uid": c.uid}));
         }
         if sent == 0 {
-            self.mitigation_event(what, 0, &[]);
+            if !matches!(cmd, Mitigation::Report { .. }) {
+                self.mitigation_event(what, 0, &[]);
+            }
             return Some(json!({"ok": true, "instances": 0, "failed": []}));
         }
         self.ctl.waits.insert(
@@ -663,7 +735,10 @@ impl Daemon {
                 "error": if ok { String::new() } else { format!("refused by every instance: {first}") },
                 "instances": w.sent, "failed": w.failed});
             self.ctl_send(w.conn, &v);
-            self.mitigation_event(w.what, w.sent, &w.failed);
+            // A telemetry request is not a mitigation.
+            if w.what.get("action").and_then(Value::as_str) != Some("report") {
+                self.mitigation_event(w.what, w.sent, &w.failed);
+            }
         }
     }
 
@@ -747,11 +822,12 @@ impl Daemon {
                                 Some("flow") => SUB_FLOW,
                                 Some("instance") => SUB_INSTANCE,
                                 Some("mitigation") => SUB_MITIGATION,
+                                Some("conn") => SUB_CONN,
                                 _ => {
                                     return Some(err(
                                         "bad-request",
                                         format!(
-                                            "unknown event type {t}; expected \"flow\", \"instance\" or \"mitigation\""
+                                            "unknown event type {t}; expected \"flow\", \"instance\", \"mitigation\" or \"conn\""
                                         ),
                                     ));
                                 }
@@ -773,6 +849,7 @@ impl Daemon {
                     (SUB_FLOW, "flow"),
                     (SUB_INSTANCE, "instance"),
                     (SUB_MITIGATION, "mitigation"),
+                    (SUB_CONN, "conn"),
                 ]
                 .iter()
                 .filter(|(b, _)| mask & b != 0)
@@ -861,6 +938,34 @@ impl Daemon {
                     None => self.live_ids(),
                 };
                 self.mitigate_to(conn, Mitigation::CloseFlow { flow_id }, &targets)
+            }
+            "report" => {
+                // Telemetry now: every connection, or one flow (INST:FLOW_ID).
+                let (targets, flow_id) = match req.get("flow") {
+                    None | Some(Value::Null) => (self.live_ids(), 0),
+                    Some(Value::String(s)) => {
+                        let parsed = s.split_once(':').and_then(|(i, f)| {
+                            Some((i.parse::<InstId>().ok()?, f.parse::<u64>().ok()?))
+                        });
+                        match parsed {
+                            Some((_, 0)) | None => {
+                                return Some(err(
+                                    "bad-request",
+                                    format!("bad flow {s:?}: expected INST:FLOW_ID"),
+                                ));
+                            }
+                            Some((i, f)) if self.live_ids().contains(&i) => (vec![i], f),
+                            Some((i, _)) => {
+                                return Some(err(
+                                    "unknown-instance",
+                                    format!("no live instance {i}"),
+                                ));
+                            }
+                        }
+                    }
+                    Some(_) => return Some(err("bad-request", "\"flow\" must be a string")),
+                };
+                self.mitigate_to(conn, Mitigation::Report { flow_id }, &targets)
             }
             "drain" => {
                 let id = match self.known_live(req) {
