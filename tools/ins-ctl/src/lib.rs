@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod cmds;
+pub mod detect;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;

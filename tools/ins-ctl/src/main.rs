@@ -106,12 +106,27 @@ enum Cmd {
         /// Flow.
         flow: String,
     },
+    /// The detection daemon (ins-detect).
+    Detect {
+        #[command(subcommand)]
+        cmd: DetectCmd,
+    },
     /// Recent flow records.
     Flows {
         /// Keep printing new records.
         #[arg(long)]
         follow: bool,
         /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DetectCmd {
+    /// Sources under suspicion, flags, mitigations in force and why.
+    Status {
+        /// JSON for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -159,6 +174,9 @@ fn main() {
         ),
         Cmd::Close { flow } => cmds::mitigate(&dir, json!({"cmd": "close", "flow": flow})),
         Cmd::Flows { follow, json } => cmds::flows(&dir, follow, json),
+        Cmd::Detect {
+            cmd: DetectCmd::Status { json },
+        } => ins_ctl::detect::status(&dir, json),
     };
     if let Err(e) = r {
         eprintln!("ins-ctl: {e}");

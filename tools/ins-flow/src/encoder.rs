@@ -26,6 +26,10 @@ use crate::{ipfix, netflow9};
 pub const TEMPLATE_V4: u16 = 256;
 /// Template id of the IPv6 template.
 pub const TEMPLATE_V6: u16 = 257;
+/// Template id of the IPv4 connection-telemetry template (IPFIX only).
+pub const TEMPLATE_CONN_V4: u16 = 258;
+/// Template id of the IPv6 connection-telemetry template.
+pub const TEMPLATE_CONN_V6: u16 = 259;
 
 /// Which wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +52,10 @@ pub struct Config {
     pub max_message: usize,
     /// Resend templates when they were last sent this long ago.
     pub template_refresh: Duration,
+    /// Also announce the connection-telemetry templates and encode
+    /// telemetry records (IPFIX only; ignored for v9, whose records of this
+    /// kind are dropped).
+    pub telemetry: bool,
 }
 
 /// Why encoding failed.
@@ -71,6 +79,9 @@ pub struct Encoder {
     cfg: Config,
     v4: Vec<Field>,
     v6: Vec<Field>,
+    /// Connection templates (empty unless IPFIX with telemetry).
+    conn_v4: Vec<Field>,
+    conn_v6: Vec<Field>,
     domains: HashMap<u32, Domain>,
     /// v9 sysUptime origin, Unix ms.
     boot_ms: u64,
@@ -105,14 +116,26 @@ impl Encoder {
             Format::Ipfix { pen } => (ipfix::template(true, pen), ipfix::template(false, pen)),
             Format::NetflowV9 => (netflow9::template(true), netflow9::template(false)),
         };
+        let (conn_v4, conn_v6) = match cfg.format {
+            Format::Ipfix { pen } if cfg.telemetry => (
+                ipfix::conn_template(true, pen),
+                ipfix::conn_template(false, pen),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
         let e = Encoder {
             cfg,
             v4,
             v6,
+            conn_v4,
+            conn_v6,
             domains: HashMap::new(),
             boot_ms: unix_ms(boot),
         };
-        let need = e.header_len() + e.template_set_len() + e.set_overhead() + record_len(&e.v6);
+        let need = e.header_len()
+            + e.template_set_len()
+            + e.set_overhead()
+            + record_len(&e.v6).max(record_len(&e.conn_v6));
         if cfg.max_message < need || cfg.max_message > 65535 {
             return Err(EncodeError::TooSmall(cfg.max_message));
         }
@@ -144,9 +167,35 @@ impl Encoder {
         if f.pen.is_some() { 8 } else { 4 }
     }
 
+    fn templates(&self) -> [(u16, &Vec<Field>); 4] {
+        [
+            (TEMPLATE_V4, &self.v4),
+            (TEMPLATE_V6, &self.v6),
+            (TEMPLATE_CONN_V4, &self.conn_v4),
+            (TEMPLATE_CONN_V6, &self.conn_v6),
+        ]
+    }
+
     fn template_set_len(&self) -> usize {
         let rec = |fs: &[Field]| 4 + fs.iter().map(|f| self.spec_len(f)).sum::<usize>();
-        4 + rec(&self.v4) + rec(&self.v6)
+        4 + self
+            .templates()
+            .iter()
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(_, f)| rec(f))
+            .sum::<usize>()
+    }
+
+    /// The template id and fields a record is encoded with (`None`: no
+    /// template for it, the record is skipped).
+    fn template_of(&self, r: &ExportRecord) -> Option<(u16, &[Field])> {
+        let (id, f) = match (r.conn.is_some(), r.is_v4()) {
+            (false, true) => (TEMPLATE_V4, &self.v4),
+            (false, false) => (TEMPLATE_V6, &self.v6),
+            (true, true) => (TEMPLATE_CONN_V4, &self.conn_v4),
+            (true, false) => (TEMPLATE_CONN_V6, &self.conn_v6),
+        };
+        (!f.is_empty()).then_some((id, f.as_slice()))
     }
 
     fn begin(&self) -> Msg {
@@ -182,7 +231,10 @@ impl Encoder {
     fn put_templates(&self, m: &mut Msg) {
         let set_id = if self.is_v9() { 0 } else { ipfix::SET_TEMPLATE };
         self.open_set(m, set_id);
-        for (id, fields) in [(TEMPLATE_V4, &self.v4), (TEMPLATE_V6, &self.v6)] {
+        for (id, fields) in self.templates() {
+            if fields.is_empty() {
+                continue;
+            }
             m.buf.extend_from_slice(&id.to_be_bytes());
             let n = u16::try_from(fields.len()).unwrap_or(u16::MAX);
             m.buf.extend_from_slice(&n.to_be_bytes());
@@ -260,8 +312,9 @@ impl Encoder {
                 self.domains.entry(domain).or_default().template_sent = Some(now);
             }
             for r in recs.iter().filter(|r| r.inst == domain) {
-                let tid = if r.is_v4() { TEMPLATE_V4 } else { TEMPLATE_V6 };
-                let fields = if r.is_v4() { &self.v4 } else { &self.v6 };
+                let Some((tid, fields)) = self.template_of(r) else {
+                    continue;
+                };
                 let rlen = record_len(fields);
                 let need_set = m.set.map(|(_, id)| id) != Some(tid);
                 let pad = if self.is_v9() { 3 } else { 0 };
@@ -277,7 +330,9 @@ impl Encoder {
                 if m.set.map(|(_, id)| id) != Some(tid) {
                     self.open_set(&mut m, tid);
                 }
-                let fields = if r.is_v4() { &self.v4 } else { &self.v6 };
+                let Some((_, fields)) = self.template_of(r) else {
+                    continue;
+                };
                 for f in fields {
                     put_field(&mut m.buf, f, r, self.boot_ms);
                 }
@@ -337,6 +392,7 @@ mod tests {
             end_ms: (T0 - 1) * 1000 + 500,
             tcp_flags: 0x1b,
             reason: CloseReason::Reset,
+            conn: None,
         }
     }
 
@@ -345,6 +401,7 @@ mod tests {
             format,
             max_message: max,
             template_refresh: Duration::from_secs(30),
+            telemetry: false,
         }
     }
 
@@ -554,6 +611,62 @@ mod tests {
             }
             assert_eq!(total, 40);
         }
+    }
+
+    #[test]
+    fn telemetry_records_use_the_connection_template() {
+        use crate::record::ConnExtra;
+        let mut c = cfg(Format::Ipfix { pen: DEFAULT_PEN }, 1472);
+        c.telemetry = true;
+        let mut e = Encoder::new(c, at(T0 - 100)).unwrap();
+        let mut t = rec(3, "10.0.0.2:5000", "10.0.0.1:80");
+        t.conn = Some(ConnExtra {
+            cause: 2,
+            first_in_ms: 7,
+            entropy: [7900, 5000],
+            ..ConnExtra::default()
+        });
+        let m = e
+            .encode(at(T0), &[rec(3, "10.0.0.2:5000", "10.0.0.1:80"), t])
+            .remove(0);
+        // Template set: four templates (flow v4/v6, connection v4/v6).
+        let tset = u16::from_be_bytes([m[18], m[19]]) as usize;
+        let ids: Vec<u16> = {
+            let mut pos = 20;
+            let mut v = Vec::new();
+            while pos < 16 + tset {
+                let id = u16::from_be_bytes([m[pos], m[pos + 1]]);
+                let n = u16::from_be_bytes([m[pos + 2], m[pos + 3]]) as usize;
+                let fields = if id >= 258 {
+                    ipfix::conn_template(true, DEFAULT_PEN)
+                } else {
+                    ipfix::template(true, DEFAULT_PEN)
+                };
+                assert_eq!(n, fields.len());
+                pos += 4 + fields
+                    .iter()
+                    .map(|f| if f.pen.is_some() { 8 } else { 4 })
+                    .sum::<usize>();
+                v.push(id);
+            }
+            v
+        };
+        assert_eq!(ids, vec![256, 257, 258, 259]);
+        // Then a flow data set and a connection data set.
+        let conn_len = record_len(&ipfix::conn_template(true, DEFAULT_PEN));
+        let pos = 16 + tset;
+        assert_eq!(&m[pos..pos + 2], &[0x01, 0x00]);
+        let pos = pos + 4 + 76;
+        assert_eq!(&m[pos..pos + 2], &[0x01, 0x02]);
+        assert_eq!(
+            u16::from_be_bytes([m[pos + 2], m[pos + 3]]) as usize,
+            4 + conn_len
+        );
+        assert_eq!(m.len(), pos + 4 + conn_len);
+        // NetFlow v9 has no connection template: such records are skipped.
+        let mut v9 = Encoder::new(cfg(Format::NetflowV9, 1472), at(T0 - 100)).unwrap();
+        let m = v9.encode(at(T0), &[t]).remove(0);
+        assert_eq!(&m[2..4], &[0, 2], "two templates, no record");
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Options {
     pub forget_idle: Duration,
     /// Export the backlog in the driver's subscription reply.
     pub backlog: bool,
+    /// Also export connection telemetry (IPFIX connection template).
+    pub telemetry: bool,
 }
 
 /// What an export run did.
@@ -52,6 +54,8 @@ pub struct Counters {
     pub lines: u64,
     /// Flow reports decoded.
     pub flows: u64,
+    /// Connection-telemetry reports exported.
+    pub telemetry: u64,
     /// Lines skipped because they did not decode.
     pub bad_lines: u64,
     /// Interim reports with nothing new (not exported).
@@ -99,13 +103,18 @@ pub fn resolve(s: &str) -> Result<SocketAddr, ExportError> {
         .ok_or_else(|| ExportError::Resolve(s.to_string()))
 }
 
-/// Connects to the driver's management socket and subscribes to flows.
+/// Connects to the driver's management socket and subscribes to flows
+/// (with `telemetry`, to connection telemetry too; the backlog of recent
+/// flows is then not available).
 pub fn subscribe(
     path: &Path,
     backlog: bool,
+    telemetry: bool,
 ) -> Result<std::io::BufReader<UnixStream>, ExportError> {
     let mut s = UnixStream::connect(path).map_err(io(format!("connect {}", path.display())))?;
-    let req = if backlog {
+    let req = if telemetry {
+        "{\"cmd\":\"subscribe\",\"types\":[\"flow\",\"conn\"]}\n"
+    } else if backlog {
         "{\"cmd\":\"flows\",\"follow\":true}\n"
     } else {
         schema::FOLLOW_REQUEST
@@ -127,6 +136,7 @@ pub fn run<R: BufRead + Send + 'static>(input: R, o: &Options) -> Result<Counter
         format: o.format,
         max_message: o.mtu.saturating_sub(if o.dest.is_ipv4() { 28 } else { 48 }),
         template_refresh: o.template_refresh,
+        telemetry: o.telemetry,
     };
     let mut enc = Encoder::new(cfg, start - Duration::from_secs(86_400))?;
     let bind: SocketAddr = if o.dest.is_ipv4() {
@@ -195,6 +205,15 @@ pub fn run<R: BufRead + Send + 'static>(input: R, o: &Options) -> Result<Counter
                 c.lines += 1;
                 match l {
                     Ok(Line::Flow(f)) => push(&mut deltas, &f, &mut c, &mut batch),
+                    Ok(Line::Conn(x)) => {
+                        if o.telemetry {
+                            c.telemetry += 1;
+                            let now_ms = SystemTime::now()
+                                .duration_since(SystemTime::UNIX_EPOCH)
+                                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                            batch.push(ExportRecord::from_conn(x.inst, &x.t, now_ms));
+                        }
+                    }
                     Ok(Line::Backlog(v)) => {
                         if o.backlog {
                             for f in &v {

@@ -34,8 +34,12 @@ enum Cmd {
         #[arg(long)]
         stdin: bool,
         /// Also export the driver's backlog of recent flows on subscribing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "telemetry")]
         backlog: bool,
+        /// Also export live connection telemetry (IPFIX only: the
+        /// connection templates 258/259 with the INS telemetry elements).
+        #[arg(long, conflicts_with = "netflow_v9")]
+        telemetry: bool,
         /// IPFIX enterprise number for the INS elements.
         #[arg(long, default_value_t = ipfix::DEFAULT_PEN)]
         pen: u32,
@@ -122,7 +126,7 @@ fn watch<R: std::io::BufRead + Send + 'static>(
                         return;
                     }
                 }
-                Ok(ins_flow::schema::Line::Backlog(_)) => {}
+                Ok(ins_flow::schema::Line::Backlog(_) | ins_flow::schema::Line::Conn(_)) => {}
                 Err(e) => {
                     bad += 1;
                     if bad <= ins_flow::export::WARN_LINES {
@@ -178,6 +182,7 @@ fn main() -> Result<()> {
             source,
             stdin,
             backlog,
+            telemetry,
             pen,
             mtu,
             template_refresh,
@@ -200,10 +205,11 @@ fn main() -> Result<()> {
                 flush: Duration::from_millis(flush_ms),
                 forget_idle: Duration::from_secs(forget_idle),
                 backlog,
+                telemetry,
             };
             let counters = match (source, stdin) {
                 (Some(path), false) => {
-                    let r = export::subscribe(&path, backlog)?;
+                    let r = export::subscribe(&path, backlog, telemetry)?;
                     export::run(r, &opts).context("export")?
                 }
                 (None, true) => {
@@ -236,7 +242,7 @@ fn main() -> Result<()> {
             let interval = Duration::from_secs_f64(interval);
             match (source, stdin) {
                 (Some(path), false) => {
-                    let r = export::subscribe(&path, false)?;
+                    let r = export::subscribe(&path, false, false)?;
                     watch(r, Some(path), interval, top, count)
                 }
                 (None, true) => watch(BufReader::new(std::io::stdin()), None, interval, top, count),

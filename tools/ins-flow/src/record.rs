@@ -54,6 +54,95 @@ pub struct ExportRecord {
     pub tcp_flags: u8,
     /// Close reason ([`CloseReason::None`] for interim records).
     pub reason: CloseReason,
+    /// For connection-telemetry records: the telemetry (the counters
+    /// above are then totals, not deltas, and `start_ms`/`end_ms` are the
+    /// connection's start and the report's time).
+    pub conn: Option<ConnExtra>,
+}
+
+/// The telemetry of one connection report (an IPFIX record of the
+/// connection template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnExtra {
+    /// 0 periodic, 1 on demand, 2 final.
+    pub cause: u8,
+    /// 0 accepted by INS, 1 initiated through INS.
+    pub direction: u8,
+    /// Milliseconds since the last byte received.
+    pub idle_in_ms: u32,
+    /// Milliseconds since the last byte sent.
+    pub idle_out_ms: u32,
+    /// Milliseconds from open to the first byte received, `u32::MAX` if none.
+    pub first_in_ms: u32,
+    /// Milliseconds from open to the first byte sent, `u32::MAX` if none.
+    pub first_out_ms: u32,
+    /// Peer's advertised window, bytes.
+    pub peer_window: u32,
+    /// Milliseconds the peer's window has been zero.
+    pub zero_window_ms: u32,
+    /// Bytes the peer acknowledged.
+    pub bytes_acked: u64,
+    /// Bytes accepted but not yet sent.
+    pub unsent: u32,
+    /// Bytes sampled each way.
+    pub sampled: [u32; 2],
+    /// Entropy each way, millibits per byte.
+    pub entropy: [u16; 2],
+    /// Printable share each way, per mille.
+    pub printable: [u16; 2],
+    /// Chunk-length histograms each way.
+    pub hist: [[u16; 8]; 2],
+}
+
+impl ExportRecord {
+    /// A connection-telemetry record from a report of instance `inst`,
+    /// observed at `now_ms` (Unix milliseconds).
+    pub fn from_conn(inst: u32, t: &ins_protocol::msg::ConnTelemetry, now_ms: u64) -> ExportRecord {
+        use ins_protocol::msg::telemetry::flags;
+        let ms = |ns: u64| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX);
+        let first = |on: bool, ns: u64| {
+            if on {
+                ms(ns).min(u32::MAX - 1)
+            } else {
+                u32::MAX
+            }
+        };
+        let age_ms = t.age_ns / 1_000_000;
+        ExportRecord {
+            inst,
+            flow_id: t.flow_id,
+            proto: t.proto,
+            src: t.remote,
+            dst: t.local,
+            octets: t.bytes_in,
+            packets: t.segs_in,
+            rev_octets: t.bytes_out,
+            rev_packets: t.segs_out,
+            start_ms: now_ms.saturating_sub(age_ms),
+            end_ms: now_ms,
+            tcp_flags: 0,
+            reason: CloseReason::None,
+            conn: Some(ConnExtra {
+                cause: t.cause as u8,
+                direction: u8::from(t.has(flags::OUTBOUND)),
+                idle_in_ms: ms(t.idle_in_ns),
+                idle_out_ms: ms(t.idle_out_ns),
+                first_in_ms: first(t.has(flags::FIRST_IN), t.first_in_ns),
+                first_out_ms: first(t.has(flags::FIRST_OUT), t.first_out_ns),
+                peer_window: t.peer_window,
+                zero_window_ms: ms(t.zero_window_ns),
+                bytes_acked: t.bytes_acked,
+                unsent: t.unsent,
+                sampled: [t.sample_in.sampled, t.sample_out.sampled],
+                entropy: [t.sample_in.entropy_milli, t.sample_out.entropy_milli],
+                printable: [
+                    t.sample_in.printable_permille,
+                    t.sample_out.printable_permille,
+                ],
+                hist: [t.sample_in.hist, t.sample_out.hist],
+            }),
+        }
+    }
 }
 
 impl ExportRecord {
@@ -148,6 +237,7 @@ impl DeltaTracker {
             end_ms: ns_to_ms(r.last_ns.max(start_ns)),
             tcp_flags: r.tcp_flags,
             reason: r.reason,
+            conn: None,
         };
         if r.state == FlowState::Closed {
             self.seen.remove(&key);
@@ -224,6 +314,41 @@ pub enum Content {
     InsReason,
     /// INS flow id.
     FlowId,
+    /// Telemetry: a field of [`ConnExtra`] (0 for flow records).
+    Conn(ConnField),
+}
+
+/// The telemetry fields of the connection template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnField {
+    /// Report cause.
+    Cause,
+    /// Direction.
+    Direction,
+    /// Idle in, ms.
+    IdleIn,
+    /// Idle out, ms.
+    IdleOut,
+    /// First byte in, ms.
+    FirstIn,
+    /// First byte out, ms.
+    FirstOut,
+    /// Peer window.
+    PeerWindow,
+    /// Zero-window time, ms.
+    ZeroWindow,
+    /// Bytes acknowledged.
+    BytesAcked,
+    /// Unsent bytes.
+    Unsent,
+    /// Bytes sampled (0 in, 1 out).
+    Sampled(usize),
+    /// Entropy (0 in, 1 out).
+    Entropy(usize),
+    /// Printable share (0 in, 1 out).
+    Printable(usize),
+    /// Length histogram, 8 × u16 (0 in, 1 out).
+    Hist(usize),
 }
 
 /// One template field.
@@ -273,6 +398,32 @@ pub fn put_field(out: &mut Vec<u8>, f: &Field, r: &ExportRecord, boot_ms: u64) {
         Content::InstId => put_uint(out, u64::from(r.inst), f.len),
         Content::InsReason => put_uint(out, r.reason as u64, f.len),
         Content::FlowId => put_uint(out, r.flow_id, f.len),
+        Content::Conn(c) => {
+            let x = r.conn.unwrap_or_default();
+            let pick = |a: &[u32; 2], i: usize| u64::from(a.get(i).copied().unwrap_or(0));
+            let v = match c {
+                ConnField::Cause => u64::from(x.cause),
+                ConnField::Direction => u64::from(x.direction),
+                ConnField::IdleIn => u64::from(x.idle_in_ms),
+                ConnField::IdleOut => u64::from(x.idle_out_ms),
+                ConnField::FirstIn => u64::from(x.first_in_ms),
+                ConnField::FirstOut => u64::from(x.first_out_ms),
+                ConnField::PeerWindow => u64::from(x.peer_window),
+                ConnField::ZeroWindow => u64::from(x.zero_window_ms),
+                ConnField::BytesAcked => x.bytes_acked,
+                ConnField::Unsent => u64::from(x.unsent),
+                ConnField::Sampled(i) => pick(&x.sampled, i),
+                ConnField::Entropy(i) => u64::from(x.entropy.get(i).copied().unwrap_or(0)),
+                ConnField::Printable(i) => u64::from(x.printable.get(i).copied().unwrap_or(0)),
+                ConnField::Hist(i) => {
+                    for h in x.hist.get(i).copied().unwrap_or_default() {
+                        out.extend_from_slice(&h.to_be_bytes());
+                    }
+                    return;
+                }
+            };
+            put_uint(out, v, f.len);
+        }
     }
     debug_assert_eq!(out.len() - start, usize::from(f.len));
 }
@@ -311,6 +462,72 @@ mod tests {
                 sock: 1,
             },
         }
+    }
+
+    #[test]
+    fn conn_record_fields() {
+        use ins_protocol::msg::{ConnTelemetry, PayloadStats, TelemetryCause, telemetry::flags};
+        let t = ConnTelemetry {
+            flow_id: 5,
+            sock: 1,
+            proto: 6,
+            cause: TelemetryCause::Final,
+            flags: flags::FIRST_IN | flags::TCP_INFO,
+            local: "10.0.0.1:80".parse().unwrap(),
+            remote: "10.0.0.2:4000".parse().unwrap(),
+            age_ns: 3_000_000_000,
+            bytes_in: 10,
+            bytes_out: 0,
+            segs_in: 2,
+            segs_out: 1,
+            idle_in_ns: 2_500_000_000,
+            idle_out_ns: 3_000_000_000,
+            first_in_ns: 1_000_000,
+            first_out_ns: 0,
+            bytes_acked: 1,
+            zero_window_ns: 0,
+            rwnd_limited_us: 0,
+            peer_window: 65535,
+            rtt_us: 10,
+            retrans: 0,
+            unsent: 0,
+            sample_in: PayloadStats {
+                sampled: 10,
+                entropy_milli: 3000,
+                printable_permille: 1000,
+                hist: [1, 0, 0, 0, 0, 0, 0, 2],
+            },
+            sample_out: PayloadStats::default(),
+        };
+        let r = ExportRecord::from_conn(4, &t, 1_000_000);
+        assert_eq!(
+            (r.start_ms, r.end_ms, r.octets, r.src.port()),
+            (997_000, 1_000_000, 10, 4000)
+        );
+        let x = r.conn.unwrap();
+        assert_eq!(
+            (
+                x.cause,
+                x.direction,
+                x.idle_in_ms,
+                x.first_in_ms,
+                x.first_out_ms
+            ),
+            (2, 0, 2500, 1, u32::MAX)
+        );
+        let mut out = Vec::new();
+        let f = |content, len| Field {
+            id: 0,
+            pen: None,
+            len,
+            content,
+        };
+        put_field(&mut out, &f(Content::Conn(ConnField::Hist(0)), 16), &r, 0);
+        put_field(&mut out, &f(Content::Conn(ConnField::Entropy(0)), 2), &r, 0);
+        assert_eq!(
+            out,
+            [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x0b, 0xb8]
+        );
     }
 
     #[test]

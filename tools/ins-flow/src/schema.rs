@@ -19,7 +19,10 @@
 
 use std::net::SocketAddr;
 
-use ins_protocol::msg::{CloseReason, FlowRecord, FlowState, IPPROTO_TCP, IPPROTO_UDP};
+use ins_protocol::msg::{
+    CloseReason, ConnTelemetry, FlowRecord, FlowState, IPPROTO_TCP, IPPROTO_UDP, PayloadStats,
+    TelemetryCause, telemetry::flags,
+};
 use serde_json::Value;
 
 /// JSON field names of a flow object.
@@ -74,6 +77,16 @@ pub struct InstFlow {
     pub rec: FlowRecord,
 }
 
+/// A connection-telemetry report (`"type":"conn"`, see
+/// `docs/monitor.md`) from one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstConn {
+    /// The instance that reported it.
+    pub inst: u32,
+    /// The report.
+    pub t: ConnTelemetry,
+}
+
 /// One decoded line of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
@@ -81,6 +94,127 @@ pub enum Line {
     Flow(InstFlow),
     /// The subscription reply with its backlog.
     Backlog(Vec<InstFlow>),
+    /// A connection-telemetry report.
+    Conn(InstConn),
+}
+
+fn payload(o: &Value, f: &'static str) -> Result<PayloadStats, SchemaError> {
+    let p = get(o, f)?;
+    let frac = |k: &str, scale: f64, max: f64| -> Result<u16, SchemaError> {
+        let v = p.get(k).and_then(Value::as_f64).ok_or_else(|| bad(f, p))?;
+        if !(0.0..=max).contains(&v) {
+            return Err(bad(f, p));
+        }
+        Ok((v * scale).round() as u16)
+    };
+    let mut hist = [0u16; 8];
+    let h = p
+        .get("len_hist")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(f, p))?;
+    if h.len() != 8 {
+        return Err(bad(f, p));
+    }
+    for (d, v) in hist.iter_mut().zip(h) {
+        *d = v
+            .as_u64()
+            .and_then(|x| u16::try_from(x).ok())
+            .ok_or_else(|| bad(f, p))?;
+    }
+    Ok(PayloadStats {
+        sampled: p
+            .get("sampled")
+            .and_then(Value::as_u64)
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or_else(|| bad(f, p))?,
+        entropy_milli: frac("entropy", 1000.0, 8.0)?,
+        printable_permille: frac("printable", 1000.0, 1.0)?,
+        hist,
+    })
+}
+
+fn u32_of(o: &Value, f: &'static str) -> Result<u32, SchemaError> {
+    let n = opt_num(o, f)?;
+    u32::try_from(n).map_err(|_| bad(f, &Value::from(n)))
+}
+
+/// Decodes one `conn` object.
+pub fn conn_from_value(o: &Value) -> Result<InstConn, SchemaError> {
+    let inst_v = get(o, field::INST)?;
+    let inst = inst_v
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| bad(field::INST, inst_v))?;
+    let cv = get(o, "cause")?;
+    let cause = match cv.as_str() {
+        Some("periodic") => TelemetryCause::Periodic,
+        Some("on-demand") => TelemetryCause::OnDemand,
+        Some("final") => TelemetryCause::Final,
+        _ => return Err(bad("cause", cv)),
+    };
+    let mut fl = 0u16;
+    let mut set = |bit: u16, on: bool| {
+        if on {
+            fl |= bit;
+        }
+    };
+    let dv = get(o, "dir")?;
+    set(
+        flags::OUTBOUND,
+        match dv.as_str() {
+            Some("out") => true,
+            Some("in") => false,
+            _ => return Err(bad("dir", dv)),
+        },
+    );
+    let present = |k: &str| o.get(k).is_some_and(|v| !v.is_null());
+    set(flags::FIRST_IN, present("first_in_ns"));
+    set(flags::FIRST_OUT, present("first_out_ns"));
+    set(flags::TCP_INFO, present("bytes_acked"));
+    set(
+        flags::PEER_FIN,
+        o.get("peer_fin") == Some(&Value::Bool(true)),
+    );
+    set(
+        flags::LOCAL_FIN,
+        o.get("local_fin") == Some(&Value::Bool(true)),
+    );
+    set(
+        flags::ZERO_WINDOW,
+        o.get("zero_window") == Some(&Value::Bool(true)),
+    );
+    let local = addr(o, field::LOCAL)?;
+    let remote = addr(o, field::REMOTE)?;
+    Ok(InstConn {
+        inst,
+        t: ConnTelemetry {
+            flow_id: num(o, field::FLOW_ID)?,
+            sock: u32_of(o, field::SOCK)?,
+            proto: IPPROTO_TCP,
+            cause,
+            flags: fl,
+            local,
+            remote,
+            age_ns: num(o, "age_ns")?,
+            bytes_in: num(o, field::BYTES_IN)?,
+            bytes_out: num(o, field::BYTES_OUT)?,
+            segs_in: opt_num(o, field::SEGS_IN)?,
+            segs_out: opt_num(o, field::SEGS_OUT)?,
+            idle_in_ns: num(o, "idle_in_ns")?,
+            idle_out_ns: num(o, "idle_out_ns")?,
+            first_in_ns: opt_num(o, "first_in_ns")?,
+            first_out_ns: opt_num(o, "first_out_ns")?,
+            bytes_acked: opt_num(o, "bytes_acked")?,
+            zero_window_ns: opt_num(o, "zero_window_ns")?,
+            rwnd_limited_us: opt_num(o, "rwnd_limited_us")?,
+            peer_window: u32_of(o, "peer_window")?,
+            rtt_us: u32_of(o, "rtt_us")?,
+            retrans: u32_of(o, "retrans")?,
+            unsent: u32_of(o, "unsent")?,
+            sample_in: payload(o, "sample_in")?,
+            sample_out: payload(o, "sample_out")?,
+        },
+    })
 }
 
 /// Why a line could not be decoded.
@@ -233,6 +367,9 @@ pub fn parse_line(line: &str) -> Result<Line, SchemaError> {
             .collect::<Result<_, _>>()
             .map(Line::Backlog);
     }
+    if v.get("type").and_then(Value::as_str) == Some("conn") {
+        return conn_from_value(&v).map(Line::Conn);
+    }
     flow_from_value(&v).map(Line::Flow)
 }
 
@@ -292,6 +429,34 @@ mod tests {
             parse_line(r#"{"ok":false,"error":"nope"}"#),
             Err(SchemaError::Driver("nope".into()))
         );
+    }
+
+    #[test]
+    fn parses_conn_lines() {
+        let l = r#"{"v":1,"type":"conn","inst":2,"flow_id":9,"flow":"2:9","sock":5,"proto":"tcp","cause":"final","dir":"out","local":"10.0.0.1:40000","remote":"10.0.0.9:443","age_ns":3000000000,"bytes_in":10,"bytes_out":20,"segs_in":2,"segs_out":3,"idle_in_ns":5,"idle_out_ns":6,"first_in_ns":null,"first_out_ns":7,"peer_fin":true,"local_fin":false,"bytes_acked":21,"peer_window":0,"zero_window":true,"zero_window_ns":100,"rwnd_limited_us":4,"rtt_us":30,"retrans":1,"unsent":0,"sample_in":{"sampled":10,"entropy":3.25,"printable":1.0,"len_hist":[1,0,0,0,0,0,0,0]},"sample_out":{"sampled":20,"entropy":7.9,"printable":0.375,"len_hist":[0,1,0,0,0,0,0,0]},"at":1.0}"#;
+        let Line::Conn(c) = parse_line(l).unwrap() else {
+            panic!("not a conn line")
+        };
+        assert_eq!(c.inst, 2);
+        let t = c.t;
+        assert_eq!(
+            (t.flow_id, t.cause, t.age_ns),
+            (9, TelemetryCause::Final, 3_000_000_000)
+        );
+        assert!(t.has(
+            flags::OUTBOUND
+                | flags::FIRST_OUT
+                | flags::TCP_INFO
+                | flags::ZERO_WINDOW
+                | flags::PEER_FIN
+        ));
+        assert!(!t.has(flags::FIRST_IN));
+        assert_eq!(
+            (t.sample_in.entropy_milli, t.sample_out.printable_permille),
+            (3250, 375)
+        );
+        assert!(parse_line(&l.replace("\"final\"", "\"later\"")).is_err());
+        assert!(parse_line(&l.replace("\"entropy\":3.25", "\"entropy\":9.5")).is_err());
     }
 
     #[test]
