@@ -94,8 +94,9 @@ pub enum Line {
     Flow(InstFlow),
     /// The subscription reply with its backlog.
     Backlog(Vec<InstFlow>),
-    /// A connection-telemetry report.
-    Conn(InstConn),
+    /// A connection-telemetry report (boxed: it is much larger than the
+    /// other lines).
+    Conn(Box<InstConn>),
 }
 
 fn payload(o: &Value, f: &'static str) -> Result<PayloadStats, SchemaError> {
@@ -368,7 +369,7 @@ pub fn parse_line(line: &str) -> Result<Line, SchemaError> {
             .map(Line::Backlog);
     }
     if v.get("type").and_then(Value::as_str) == Some("conn") {
-        return conn_from_value(&v).map(Line::Conn);
+        return conn_from_value(&v).map(|c| Line::Conn(Box::new(c)));
     }
     flow_from_value(&v).map(Line::Flow)
 }
