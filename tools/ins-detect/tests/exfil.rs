@@ -65,10 +65,23 @@ fn exfiltration_to_a_new_destination_is_alerted_and_benign_traffic_is_not() {
         c.stderr(Stdio::null());
         c.status().ok().filter(|s| s.success()).map(|_| ())
     });
-    assert!(up.is_some(), "the service answers:\n{}", ins_e2e::read_lossy(&dir.join("app.stderr")));
+    assert!(
+        up.is_some(),
+        "the service answers:\n{}",
+        ins_e2e::read_lossy(&dir.join("app.stderr"))
+    );
     let _detect = ins.detect();
     let t_detect = now();
-    let mut g = clients(&cli, "10.88.2.1", PORT, "/", &["10.88.2.2".into()], total - 5.0, 0.2, &dir.join("c.jsonl"));
+    let mut g = clients(
+        &cli,
+        "10.88.2.1",
+        PORT,
+        "/",
+        &["10.88.2.2".into()],
+        total - 5.0,
+        0.2,
+        &dir.join("c.jsonl"),
+    );
     std::thread::sleep(Duration::from_secs_f64(learn + benign));
     let t_exfil = now();
     std::fs::write(&trigger, "go").unwrap();
@@ -116,8 +129,13 @@ fn exfiltration_to_a_new_destination_is_alerted_and_benign_traffic_is_not() {
     let t = new_dest.expect("the new destination was alerted");
     assert!(t - t_exfil <= 5.0, "alerted within one interval");
     assert!(
-        alerts.iter().any(|a| a["evidence"].to_string().contains("10.88.5.2")),
+        alerts
+            .iter()
+            .any(|a| a["evidence"].to_string().contains("10.88.5.2")),
         "the alert names the destination"
     );
-    assert!(reqs.iter().filter(|r| r.ok).count() > 50, "the service worked");
+    assert!(
+        reqs.iter().filter(|r| r.ok).count() > 50,
+        "the service worked"
+    );
 }

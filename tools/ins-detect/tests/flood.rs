@@ -30,7 +30,11 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
     let ins = Ins::start(&lab.srv, &[]);
     let _detect = ins.detect();
     let www = TempDir::new("www");
-    std::fs::write(www.path().join("index.html"), "flood test page\n".repeat(50)).unwrap();
+    std::fs::write(
+        www.path().join("index.html"),
+        "flood test page\n".repeat(50),
+    )
+    .unwrap();
     assert!(sh("chmod", &["0755", &www.path().display().to_string()]));
     let pfx = TempDir::new("ngx");
     let conf = nginx_conf(pfx.path(), PORT, www.path());
@@ -46,8 +50,26 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
     });
     assert!(up.is_some(), "nginx serves");
 
-    let g1 = clients(&good, "10.88.2.1", PORT, "/index.html", &["10.88.2.2".into()], 16.0, 0.2, &dir.join("g1.jsonl"));
-    let g2 = clients(&other, "10.88.3.1", PORT, "/index.html", &["10.88.3.2".into()], 16.0, 0.2, &dir.join("g2.jsonl"));
+    let g1 = clients(
+        &good,
+        "10.88.2.1",
+        PORT,
+        "/index.html",
+        &["10.88.2.2".into()],
+        16.0,
+        0.2,
+        &dir.join("g1.jsonl"),
+    );
+    let g2 = clients(
+        &other,
+        "10.88.3.1",
+        PORT,
+        "/index.html",
+        &["10.88.3.2".into()],
+        16.0,
+        0.2,
+        &dir.join("g2.jsonl"),
+    );
     std::thread::sleep(Duration::from_secs(4));
     let srcs: Vec<String> = (10..=49).map(|h| format!("10.88.1.{h}")).collect();
     let mut c = in_ns(&fl, require("python3"));
@@ -58,7 +80,8 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
     let mut f = Proc::spawn("flood", c);
     f.wait_timeout(Duration::from_secs(40)).expect("flood ends");
     for mut g in [g1, g2] {
-        g.wait_timeout(Duration::from_secs(30)).expect("clients end");
+        g.wait_timeout(Duration::from_secs(30))
+            .expect("clients end");
     }
     std::thread::sleep(Duration::from_secs(1));
 
@@ -70,8 +93,14 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
         .iter()
         .flat_map(|p| parse_reqs(&ins_e2e::read_lossy(p)))
         .collect();
-    let t_start = flood.iter().filter_map(|v| v["t"].as_f64()).fold(f64::INFINITY, f64::min);
-    let t_end = flood.iter().filter_map(|v| v["t"].as_f64()).fold(0.0, f64::max);
+    let t_start = flood
+        .iter()
+        .filter_map(|v| v["t"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let t_end = flood
+        .iter()
+        .filter_map(|v| v["t"].as_f64())
+        .fold(0.0, f64::max);
     let ev = ins.mitigation_events();
     let blocked = ev
         .iter()
@@ -102,8 +131,15 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
         goods.iter().filter(|r| r.ok).count(),
         goods.len()
     );
-    for d in ins.decisions().iter().filter(|d| d["decision"] == "mitigate") {
-        println!("  decision: {} {} {}", d["detector"], d["action"], d["subject"]);
+    for d in ins
+        .decisions()
+        .iter()
+        .filter(|d| d["decision"] == "mitigate")
+    {
+        println!(
+            "  decision: {} {} {}",
+            d["detector"], d["action"], d["subject"]
+        );
     }
     assert!(blocked.is_finite(), "the flooding /24 was blocked: {ev:?}");
     assert!(blocked - t_start < 6.0, "blocked within the flood");
@@ -111,14 +147,28 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
     let touched: Vec<&Value> = ev
         .iter()
         .filter(|e| {
-            e["prefix"].as_str().is_some_and(|p| p.starts_with("10.88.2.") || p.starts_with("10.88.3."))
+            e["prefix"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("10.88.2.") || p.starts_with("10.88.3."))
         })
         .collect();
-    assert!(touched.is_empty(), "other prefixes were mitigated: {touched:?}");
     assert!(
-        !ev.iter().any(|e| e["prefix"].as_str().is_some_and(|p| p.starts_with("10.88.1.") && p.ends_with("/32"))),
+        touched.is_empty(),
+        "other prefixes were mitigated: {touched:?}"
+    );
+    assert!(
+        !ev.iter().any(|e| e["prefix"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("10.88.1.") && p.ends_with("/32"))),
         "the flood is one prefix: no per-address blocks needed"
     );
-    assert!(goods.len() >= 100, "only {} requests from the other prefixes", goods.len());
-    assert!(goods.iter().all(|r| r.ok), "the other prefixes are always served");
+    assert!(
+        goods.len() >= 100,
+        "only {} requests from the other prefixes",
+        goods.len()
+    );
+    assert!(
+        goods.iter().all(|r| r.ok),
+        "the other prefixes are always served"
+    );
 }
