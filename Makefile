@@ -8,6 +8,10 @@
 #   make demo        driver + 2 instances, a web server under the shim, a fetch
 #                    through INS, `ins-ctl list` and the fetch's flow (tools/demo.sh)
 #   make fuzz        each fuzz target for FUZZ_SECONDS (default 300) seconds
+#   make demo-attack a short slowloris against nginx through INS with ins-detect on:
+#                    its decisions, the mitigation and the client's success (tools/demo-attack.sh)
+#   make bench-detect nginx req/s through INS with ins-detect on and off (tools/scripts/bench-detect.sh)
+#   make detect-benign the graph test with a 300 s benign period (no decision expected)
 #
 # Every target works on a fresh machine after `.ci/run`'s install step (or
 # `make deps`).
@@ -19,7 +23,7 @@ SMOKE_SECONDS ?= 20
 FUZZ_TARGETS := decode ring_consumer ring_producer
 
 .PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
-        bench-ring bench-ins bench-nginx deps clean demo
+        bench-ring bench-ins bench-nginx deps clean demo demo-attack bench-detect detect-benign
 
 all: build
 
@@ -81,6 +85,16 @@ bench-nginx:
 
 demo:
 	CARGO="$(CARGO)" ./tools/demo.sh
+
+demo-attack:
+	CARGO="$(CARGO)" ./tools/demo-attack.sh
+
+bench-detect:
+	CARGO="$(CARGO)" ./tools/scripts/bench-detect.sh
+
+detect-benign:
+	$(CARGO) build --workspace --release
+	INS_DETECT_BENIGN_S=300 $(CARGO) test --release -p ins-detect --test exfil -- --nocapture
 
 deps:
 	./.ci/install-deps

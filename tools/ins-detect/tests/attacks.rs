@@ -63,7 +63,7 @@ const ATTACKS: [Attack; 3] = [
 fn slowhttptest(ns: &str, a: &Attack, host: &str, port: u16) -> ins_e2e::Output {
     let mut c = in_ns(ns, require("bash"));
     c.arg("-c").arg(format!(
-        "ulimit -n 65536; exec slowhttptest {} -c 1500 -r 150 -l {} -p 3 -u http://{host}:{port}{}",
+        "ulimit -n $(ulimit -Hn); exec slowhttptest {} -c 1500 -r 150 -l {} -p 3 -u http://{host}:{port}{}",
         a.args.join(" "),
         ATTACK_S as u64,
         a.path
