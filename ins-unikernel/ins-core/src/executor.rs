@@ -72,7 +72,7 @@
 //! # Telemetry
 //!
 //! With `cfg.telemetry` on, every TCP connection carries a
-//! [`ConnTel`](crate::telemetry::ConnTel) fed by the receive and send
+//! [`ConnTel`] fed by the receive and send
 //! paths. Every `cfg.telemetry_interval_ns` (a timer like the heartbeat)
 //! one `Telemetry` frame goes out per open TCP connection (TCP counters
 //! read then), one more when a connection ends (cause `Final`, before its

@@ -75,8 +75,7 @@ fn slowhttptest(ns: &str, a: &Attack, host: &str, port: u16) -> ins_e2e::Output 
 /// returns (requests, attack start, attack end).
 fn phase(
     good: &str,
-    host: &str,
-    port: u16,
+    (host, port): (&str, u16),
     srcs: &[String],
     atk: Option<(&str, &Attack)>,
     secs: f64,
@@ -84,7 +83,7 @@ fn phase(
     name: &str,
 ) -> (Vec<Req>, f64, f64) {
     let out = dir.join(format!("{name}.jsonl"));
-    let mut c = clients(good, host, port, "/index.html", srcs, secs, 0.3, &out);
+    let mut c = clients(good, (host, port, "/index.html"), srcs, secs, 0.3, &out);
     let (mut t0, mut t1) = (now(), now() + secs);
     if let Some((ns, a)) = atk {
         std::thread::sleep(Duration::from_secs(2));
@@ -180,9 +179,7 @@ fn slow_attacks_are_detected_and_mitigated_while_clients_are_served() {
     let slow_out = dir.join("slow.jsonl");
     let mut slow_dl = clients(
         &slow,
-        "10.88.3.1",
-        PORT_INS,
-        "/index.html",
+        ("10.88.3.1", PORT_INS, "/index.html"),
         &["10.88.3.2".into()],
         ins_total,
         0.5,
@@ -205,8 +202,7 @@ fn slow_attacks_are_detected_and_mitigated_while_clients_are_served() {
     // Baseline: no attack (ins-detect trains its model meanwhile).
     let (base, _, _) = phase(
         &good,
-        "10.88.2.1",
-        PORT_INS,
+        ("10.88.2.1", PORT_INS),
         &srcs,
         None,
         15.0,
@@ -233,8 +229,7 @@ fn slow_attacks_are_detected_and_mitigated_while_clients_are_served() {
         let attacker = format!("10.88.1.{host}");
         let (r, t0, t1) = phase(
             &good,
-            "10.88.2.1",
-            PORT_INS,
+            ("10.88.2.1", PORT_INS),
             &srcs,
             Some((&atk, a)),
             ATTACK_S + 4.0,
@@ -293,8 +288,7 @@ fn slow_attacks_are_detected_and_mitigated_while_clients_are_served() {
     // Native nginx, same attacks (new attacker addresses; INS is not involved).
     let (nbase, _, _) = phase(
         &good,
-        "10.88.2.1",
-        PORT_NATIVE,
+        ("10.88.2.1", PORT_NATIVE),
         &srcs,
         None,
         6.0,
@@ -306,8 +300,7 @@ fn slow_attacks_are_detected_and_mitigated_while_clients_are_served() {
         lab.set_addr(&atk, 1, 20 + k as u8);
         let (r, t0, t1) = phase(
             &good,
-            "10.88.2.1",
-            PORT_NATIVE,
+            ("10.88.2.1", PORT_NATIVE),
             &srcs,
             Some((&atk, a)),
             ATTACK_S + 4.0,

@@ -74,9 +74,7 @@ fn exfiltration_to_a_new_destination_is_alerted_and_benign_traffic_is_not() {
     let t_detect = now();
     let mut g = clients(
         &cli,
-        "10.88.2.1",
-        PORT,
-        "/",
+        ("10.88.2.1", PORT, "/"),
         &["10.88.2.2".into()],
         total - 5.0,
         0.2,

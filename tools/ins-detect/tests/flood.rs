@@ -52,9 +52,7 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
 
     let g1 = clients(
         &good,
-        "10.88.2.1",
-        PORT,
-        "/index.html",
+        ("10.88.2.1", PORT, "/index.html"),
         &["10.88.2.2".into()],
         16.0,
         0.2,
@@ -62,9 +60,7 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
     );
     let g2 = clients(
         &other,
-        "10.88.3.1",
-        PORT,
-        "/index.html",
+        ("10.88.3.1", PORT, "/index.html"),
         &["10.88.3.2".into()],
         16.0,
         0.2,

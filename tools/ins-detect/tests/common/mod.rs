@@ -465,18 +465,18 @@ pub fn quantile(v: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Starts `clients.py` in `ns` against `host:port/path` from `sources`
-/// for `secs` seconds; its stdout goes to `out`.
+/// Starts `clients.py` in `ns` against `http://HOST:PORT/PATH`
+/// (`target`) from `sources` for `secs` seconds, pausing `pause` s between
+/// requests; its stdout goes to `out`.
 pub fn clients(
     ns: &str,
-    host: &str,
-    port: u16,
-    path: &str,
+    target: (&str, u16, &str),
     sources: &[String],
     secs: f64,
     pause: f64,
     out: &Path,
 ) -> Proc {
+    let (host, port, path) = target;
     let mut c = in_ns(ns, require("python3"));
     c.arg(helper("clients.py"))
         .args([
