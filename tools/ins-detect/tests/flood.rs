@@ -75,6 +75,18 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
         .stderr(Stdio::null());
     let mut f = Proc::spawn("flood", c);
     f.wait_timeout(Duration::from_secs(40)).expect("flood ends");
+    // What an operator sees while the block is in force.
+    let mut st = std::process::Command::new(bin("ins-ctl"));
+    st.arg("--run-dir")
+        .arg(&dir)
+        .args(["detect", "status", "--json"]);
+    let st = ins_e2e::run(st, Duration::from_secs(10));
+    assert!(st.ok(), "ins-ctl detect status: {st}");
+    let status: Value = serde_json::from_str(st.stdout.trim()).expect("status JSON");
+    let mut table = std::process::Command::new(bin("ins-ctl"));
+    table.arg("--run-dir").arg(&dir).args(["detect", "status"]);
+    let table = ins_e2e::run(table, Duration::from_secs(10));
+    println!("ins-ctl detect status:\n{}", table.stdout);
     for mut g in [g1, g2] {
         g.wait_timeout(Duration::from_secs(30))
             .expect("clients end");
@@ -138,6 +150,18 @@ fn a_many_address_flood_gets_its_prefix_blocked_and_nothing_else() {
         );
     }
     assert!(blocked.is_finite(), "the flooding /24 was blocked: {ev:?}");
+    let in_force = status["mitigations"].as_array().expect("mitigations");
+    assert!(
+        in_force.iter().any(|m| m["subject"] == "10.88.1.0/24"
+            && m["action"] == "block"
+            && m["detector"] == "threshold"),
+        "ins-ctl detect status shows the block and why: {status}"
+    );
+    assert!(
+        table.stdout.contains("10.88.1.0/24") && table.stdout.contains("over: conn_rate"),
+        "{}",
+        table.stdout
+    );
     assert!(blocked - t_start < 6.0, "blocked within the flood");
     assert!(refused_after > 0, "the block refuses the flood");
     let touched: Vec<&Value> = ev
