@@ -1,7 +1,8 @@
 //! Unit tests: the decisions, and hostile instances.
 
 use super::*;
-use ins_protocol::control::Control;
+use ins_protocol::control::{Control, Op};
+use ins_protocol::msg::{Family, INSTANCE_SOCK_BIT, Msg, OwnedMitigation, OwnedMsg, SockType};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 
@@ -22,7 +23,7 @@ fn req(op: Op, args: [i32; 4], addr: Option<SocketAddr>) -> Control<'static> {
 }
 
 /// Frames sent to `inst`, in order.
-fn sent(out: &[Action], inst: InstId) -> Vec<Frame> {
+fn sent(out: &[Action], inst: InstId) -> Vec<OwnedMsg> {
     out.iter()
         .filter_map(|x| match x {
             Action::Send { inst: i, frame } if *i == inst => Some(*frame),
@@ -43,36 +44,42 @@ fn replies(out: &[Action]) -> Vec<ShimReply> {
         .collect()
 }
 
-fn req_of(f: &Frame) -> u32 {
+fn req_of(f: &OwnedMsg) -> u32 {
     match *f {
-        Frame::Open { req, .. }
-        | Frame::Bind { req, .. }
-        | Frame::Listen { req, .. }
-        | Frame::Connect { req, .. }
-        | Frame::Shutdown { req, .. }
-        | Frame::Close { req, .. }
-        | Frame::SetOpt { req, .. }
-        | Frame::GetOpt { req, .. }
-        | Frame::GetSockName { req, .. }
-        | Frame::GetPeerName { req, .. } => req,
+        OwnedMsg::Open { req, .. }
+        | OwnedMsg::Bind { req, .. }
+        | OwnedMsg::Listen { req, .. }
+        | OwnedMsg::Connect { req, .. }
+        | OwnedMsg::Shutdown { req, .. }
+        | OwnedMsg::Close { req, .. }
+        | OwnedMsg::SetOpt { req, .. }
+        | OwnedMsg::GetOpt { req, .. }
+        | OwnedMsg::GetSockName { req, .. }
+        | OwnedMsg::GetPeerName { req, .. } => req,
         _ => 0,
     }
 }
 
 /// Answers every request in `frames` with success (GetSockName with `name`).
-fn ok_all(d: &mut Driver, inst: InstId, frames: &[Frame], name: SocketAddr, out: &mut Vec<Action>) {
+fn ok_all(
+    d: &mut Driver,
+    inst: InstId,
+    frames: &[OwnedMsg],
+    name: SocketAddr,
+    out: &mut Vec<Action>,
+) {
     for f in frames {
         let r = req_of(f);
         if r == 0 {
             continue;
         }
         let wa = ins_protocol::msg::WireAddr::from(Some(name));
-        let value: &[u8] = if matches!(f, Frame::GetSockName { .. }) {
+        let value: &[u8] = if matches!(f, OwnedMsg::GetSockName { .. }) {
             zerocopy_bytes(&wa)
         } else {
             &[]
         };
-        let sock = f.msg().sock();
+        let sock = f.sock();
         d.instance_frame(
             inst,
             &Msg::Reply {
@@ -128,12 +135,12 @@ fn listener(d: &mut Driver, insts: &[InstId]) -> Handle {
     for &o in &insts[1..] {
         let f = sent(&out2, o);
         assert!(
-            matches!(f.last(), Some(Frame::Listen { backlog: 16, .. })),
+            matches!(f.last(), Some(OwnedMsg::Listen { backlog: 16, .. })),
             "{f:?}"
         );
         assert!(f.iter().any(|x| matches!(
             x,
-            Frame::SetOpt {
+            OwnedMsg::SetOpt {
                 name: opt::SO_REUSEPORT,
                 ..
             }
@@ -164,10 +171,10 @@ fn listener_replicated_and_replayed_on_join() {
     out.clear();
     let i3 = d.instance_joined(0, 4096, &mut out);
     let f = sent(&out, i3);
-    assert!(matches!(f[0], Frame::Open { sock, .. } if sock == l));
+    assert!(matches!(f[0], OwnedMsg::Open { sock, .. } if sock == l));
     assert!(matches!(
         f.last(),
-        Some(Frame::Bind { .. }) | Some(Frame::Listen { .. })
+        Some(OwnedMsg::Bind { .. }) | Some(OwnedMsg::Listen { .. })
     ));
     assert_eq!(d.socket(l).unwrap().replicas, vec![i1, i2, i3]);
 }
@@ -209,7 +216,7 @@ fn accept_queue_fed_by_all_instances_and_credit_returned() {
         (r.status, r.fd, r.addr),
         (0, ReplyFd::AppEnd(news[0]), Some(a("10.0.0.1:5555")))
     );
-    assert_eq!(sent(&out, i1), vec![Frame::Credit { sock: l, bytes: 1 }]);
+    assert_eq!(sent(&out, i1), vec![OwnedMsg::Credit { sock: l, bytes: 1 }]);
     // Connection data from i2's id 5 reaches the second connection only.
     out.clear();
     let got = d
@@ -345,7 +352,7 @@ fn connect_flow_credit_and_window() {
     d.delivered(h, 100, false, &mut out);
     assert_eq!(
         sent(&out, i1),
-        vec![Frame::Credit {
+        vec![OwnedMsg::Credit {
             sock: h,
             bytes: 300
         }]
@@ -519,7 +526,7 @@ fn heartbeat_timeout_and_close_lifecycle() {
     );
     d.app_eof(h, true, &mut out);
     let f = sent(&out, i1);
-    assert!(matches!(f.last(), Some(Frame::Close { .. })));
+    assert!(matches!(f.last(), Some(OwnedMsg::Close { .. })));
     out.clear();
     d.instance_frame(i1, &Msg::Closed { sock: h }, 50, &mut out)
         .unwrap();
@@ -568,20 +575,20 @@ fn options_remembered_and_replayed_and_driver_answers() {
     let f = sent(&out, i1);
     assert!(matches!(
         f[0],
-        Frame::Open {
+        OwnedMsg::Open {
             family: Family::Inet6,
             ..
         }
     ));
     assert!(matches!(
         f[1],
-        Frame::SetOpt {
+        OwnedMsg::SetOpt {
             level: 6,
             name: 1,
             ..
         }
     ));
-    assert!(matches!(f[2], Frame::Connect { .. }));
+    assert!(matches!(f[2], OwnedMsg::Connect { .. }));
     // Wrong family for an IPv6 socket.
     let h4 = d.new_socket(2, 10, 1, 0).unwrap();
     out.clear();
@@ -639,13 +646,13 @@ fn mitigate_reply_becomes_a_note_and_death_answers_it() {
     let i2 = d.instance_joined(0, 4096, &mut out);
     out.clear();
     let p = ins_protocol::msg::Prefix::new("10.0.0.0".parse().unwrap(), 8).unwrap();
-    assert!(d.mitigate(i1, Mitigation::Block(p), 42, &mut out));
-    assert!(d.mitigate(i2, Mitigation::Block(p), 42, &mut out));
+    assert!(d.mitigate(i1, OwnedMitigation::Block(p), 42, &mut out));
+    assert!(d.mitigate(i2, OwnedMitigation::Block(p), 42, &mut out));
     let f = sent(&out, i1);
-    let Some(&Frame::Mitigate { req, cmd }) = f.first() else {
+    let Some(&OwnedMsg::Mitigate { req, cmd }) = f.first() else {
         panic!("{f:?}");
     };
-    assert_eq!(cmd, Mitigation::Block(p));
+    assert_eq!(cmd, OwnedMitigation::Block(p));
     d.instance_frame(
         i1,
         &Msg::Reply {
@@ -672,7 +679,7 @@ fn mitigate_reply_becomes_a_note_and_death_answers_it() {
         errno: errno::ECONNRESET
     }));
     // A dead instance takes no more.
-    assert!(!d.mitigate(i2, Mitigation::Drain, 1, &mut out));
+    assert!(!d.mitigate(i2, OwnedMitigation::Drain, 1, &mut out));
 }
 
 #[test]
@@ -686,7 +693,7 @@ fn drop_replicas_closes_only_that_replica_and_takes_its_last_connections() {
     assert_eq!(d.drop_replicas(i2, &mut out), 1);
     let f = sent(&out, i2);
     assert!(
-        matches!(f[..], [Frame::Close { sock, .. }] if sock == l),
+        matches!(f[..], [OwnedMsg::Close { sock, .. }] if sock == l),
         "{f:?}"
     );
     assert_eq!(d.socket(l).unwrap().replicas, vec![i1]);

@@ -852,7 +852,7 @@ impl Daemon {
         }
     }
 
-    fn send_frame(&mut self, inst: InstId, frame: &driver_core::Frame) {
+    fn send_frame(&mut self, inst: InstId, frame: &ins_protocol::msg::OwnedMsg) {
         let Some(x) = self.insts.get_mut(&inst) else {
             return;
         };

@@ -46,7 +46,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Instant, SystemTime};
 
 use driver_core::{InstId, InstState, Violation};
-use ins_protocol::msg::{CloseReason, FlowRecord, FlowState, Mitigation, Prefix};
+use ins_protocol::msg::{
+    CloseReason, FlowRecord, FlowState, MitigationOf, OwnedMitigation, Prefix,
+};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
@@ -126,7 +128,7 @@ pub(super) struct Ctl {
     flows: VecDeque<FlowEntry>,
     flow_cap: usize,
     /// Standing mitigations, replayed to joining instances.
-    standing: Vec<Mitigation<'static>>,
+    standing: Vec<OwnedMitigation>,
     pub(super) shutdown: bool,
 }
 
@@ -227,10 +229,10 @@ fn prefix_str(p: &Prefix) -> String {
     format!("{}/{}", p.addr, p.len)
 }
 
-fn mitigation_json(m: &Mitigation<'_>) -> Value {
+fn mitigation_json(m: &OwnedMitigation) -> Value {
     match m {
-        Mitigation::Block(p) => json!({"block": prefix_str(p)}),
-        Mitigation::RateLimit {
+        MitigationOf::Block(p) => json!({"block": prefix_str(p)}),
+        MitigationOf::RateLimit {
             prefix,
             conn_per_sec,
             bytes_per_sec,
@@ -575,7 +577,7 @@ impl Daemon {
     fn mitigate_to(
         &mut self,
         conn: u64,
-        cmd: Mitigation<'static>,
+        cmd: OwnedMitigation,
         targets: &[InstId],
     ) -> Option<Value> {
         let tag = self.ctl.next_tag;
@@ -588,9 +590,11 @@ impl Daemon {
         }
         self.apply(None, None);
         let mut what = match cmd {
-            Mitigation::Unblock(p) => json!({"action": "unblock", "prefix": prefix_str(&p)}),
-            Mitigation::ClearRateLimit(p) => json!({"action": "unlimit", "prefix": prefix_str(&p)}),
-            Mitigation::CloseFlow { flow_id } => json!({"action": "close", "flow_id": flow_id}),
+            MitigationOf::Unblock(p) => json!({"action": "unblock", "prefix": prefix_str(&p)}),
+            MitigationOf::ClearRateLimit(p) => {
+                json!({"action": "unlimit", "prefix": prefix_str(&p)})
+            }
+            MitigationOf::CloseFlow { flow_id } => json!({"action": "close", "flow_id": flow_id}),
             ref m => {
                 let mut v = mitigation_json(m);
                 if let Some(o) = v.as_object_mut() {
@@ -786,13 +790,13 @@ impl Daemon {
                     Err(e) => return Some(e),
                 };
                 let m = if cmd == "block" {
-                    if !self.ctl.standing.contains(&Mitigation::Block(p)) {
-                        self.ctl.standing.push(Mitigation::Block(p));
+                    if !self.ctl.standing.contains(&MitigationOf::Block(p)) {
+                        self.ctl.standing.push(MitigationOf::Block(p));
                     }
-                    Mitigation::Block(p)
+                    MitigationOf::Block(p)
                 } else {
-                    self.ctl.standing.retain(|x| *x != Mitigation::Block(p));
-                    Mitigation::Unblock(p)
+                    self.ctl.standing.retain(|x| *x != MitigationOf::Block(p));
+                    MitigationOf::Unblock(p)
                 };
                 info!(cmd, prefix = %prefix_str(&p), "mitigation");
                 let ids = self.live_ids();
@@ -821,13 +825,13 @@ impl Daemon {
                 let Ok(cr32) = u32::try_from(cr) else {
                     return Some(err("bad-request", "conn_rate too large"));
                 };
-                self.ctl
-                    .standing
-                    .retain(|x| !matches!(x, Mitigation::RateLimit { prefix, .. } if *prefix == p));
+                self.ctl.standing.retain(
+                    |x| !matches!(x, MitigationOf::RateLimit { prefix, .. } if *prefix == p),
+                );
                 let m = if cr == 0 && br == 0 {
-                    Mitigation::ClearRateLimit(p)
+                    MitigationOf::ClearRateLimit(p)
                 } else {
-                    let m = Mitigation::RateLimit {
+                    let m = MitigationOf::RateLimit {
                         prefix: p,
                         conn_per_sec: cr32,
                         conn_burst: cr32,
@@ -860,7 +864,7 @@ impl Daemon {
                     }
                     None => self.live_ids(),
                 };
-                self.mitigate_to(conn, Mitigation::CloseFlow { flow_id }, &targets)
+                self.mitigate_to(conn, MitigationOf::CloseFlow { flow_id }, &targets)
             }
             "drain" => {
                 let id = match self.known_live(req) {
