@@ -20,13 +20,11 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use ins_protocol::control::Control;
 use ins_protocol::msg::MsgOf;
 
+use crate::shim::Call;
 use crate::socket::Sock;
-use crate::{
-    Action, ConnId, Driver, Handle, InstId, ReplyFd, ShimReply, SockState, Violation, errno,
-};
+use crate::{Action, Driver, Handle, InstId, ReplyFd, SockState, Violation, errno};
 
 impl Driver {
     /// `Accepted` from `inst`: a connection on one of its listener replicas.
@@ -105,35 +103,29 @@ impl Driver {
 
     /// `accept()` after the shim consumed one token: the oldest queued
     /// connection, and its announcement credit back to its instance.
-    pub(crate) fn op_accept(
-        &mut self,
-        conn: ConnId,
-        req: &Control<'_>,
-        h: Handle,
-        out: &mut Vec<Action>,
-    ) {
-        let reply = |st| ShimReply::new(conn, req.op, req.seq, st);
+    pub(crate) fn op_accept(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let Call { h, .. } = c;
         let s = self.socks.get_mut(&h).expect("checked");
         let Some(li) = s.listener.as_mut() else {
-            out.push(Action::Reply(reply(errno::EINVAL)));
+            out.push(c.reply(errno::EINVAL));
             return;
         };
-        let Some(c) = li.queue.pop_front() else {
+        let Some(next) = li.queue.pop_front() else {
             // A token was read but nothing is queued (a connection of a
             // dead instance was dropped): the shim retries like EAGAIN.
-            out.push(Action::Reply(reply(errno::EAGAIN)));
+            out.push(c.reply(errno::EAGAIN));
             return;
         };
-        let Some(cs) = self.socks.get_mut(&c) else {
-            out.push(Action::Reply(reply(errno::EAGAIN)));
+        let Some(cs) = self.socks.get_mut(&next) else {
+            out.push(c.reply(errno::EAGAIN));
             return;
         };
         cs.accepted_on = None;
         let from = cs.inst;
-        let mut r = reply(0);
-        r.addr = cs.peer;
-        r.addr2 = cs.local;
-        r.fd = ReplyFd::AppEnd(c);
+        let mut r = c.answer(0);
+        r.ctl.addr = cs.peer;
+        r.ctl.addr2 = cs.local;
+        r.fd = ReplyFd::AppEnd(next);
         out.push(Action::Reply(r));
         // Give the producing instance its announcement back.
         if let Some(inst) = from

@@ -8,9 +8,7 @@
 //! ([`OwnedMsg`]): the host keeps one reused `Vec<Action>`, so producing an
 //! action never allocates.
 
-use core::net::SocketAddr;
-
-use ins_protocol::control::{Control, Op};
+use ins_protocol::control::{ControlOf, Op, OwnedControl};
 use ins_protocol::msg::{OptValue, OwnedMsg};
 
 use crate::{ConnId, Handle, InstId};
@@ -30,20 +28,9 @@ pub enum ReplyFd {
 pub struct ShimReply {
     /// The shim connection.
     pub conn: ConnId,
-    /// The request's op.
-    pub op: Op,
-    /// The request's sequence number.
-    pub seq: u32,
-    /// 0 or a positive errno.
-    pub status: i32,
-    /// Integer results.
-    pub args: [i32; 4],
-    /// First address.
-    pub addr: Option<SocketAddr>,
-    /// Second address.
-    pub addr2: Option<SocketAddr>,
-    /// Value (getsockopt).
-    pub value: OptValue,
+    /// The control message: the request's op and sequence number, the
+    /// status (0 or a positive errno) and the results.
+    pub ctl: OwnedControl,
     /// Fd to pass.
     pub fd: ReplyFd,
 }
@@ -52,27 +39,16 @@ impl ShimReply {
     pub(crate) fn new(conn: ConnId, op: Op, seq: u32, status: i32) -> ShimReply {
         ShimReply {
             conn,
-            op,
-            seq,
-            status,
-            args: [0; 4],
-            addr: None,
-            addr2: None,
-            value: OptValue::EMPTY,
+            ctl: ControlOf {
+                op,
+                seq,
+                status,
+                args: [0; 4],
+                addr: None,
+                addr2: None,
+                value: OptValue::EMPTY,
+            },
             fd: ReplyFd::None,
-        }
-    }
-
-    /// The control message to send.
-    pub fn control(&self) -> Control<'_> {
-        Control {
-            op: self.op,
-            seq: self.seq,
-            status: self.status,
-            args: self.args,
-            addr: self.addr,
-            addr2: self.addr2,
-            value: self.value.as_slice(),
         }
     }
 }

@@ -14,10 +14,11 @@
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use ins_protocol::control::{Control, Op};
+use ins_protocol::control::Op;
 use ins_protocol::msg::{Family, MsgOf, SockType};
 
 use crate::pending::{Pending, reply_addr};
+use crate::shim::Call;
 use crate::socket::addr_fits;
 use crate::{Action, ConnId, Driver, Handle, InstId, Note, ShimReply, errno};
 
@@ -26,32 +27,26 @@ impl Driver {
     /// socket before its first send (Linux binds an unbound socket to an
     /// ephemeral port then, see `inet_send_prepare`): `addr` is the
     /// wildcard address with port 0, and an already bound socket is fine.
-    pub(crate) fn op_bind(
-        &mut self,
-        conn: ConnId,
-        req: &Control<'_>,
-        h: Handle,
-        out: &mut Vec<Action>,
-    ) {
-        let reply = |st| Action::Reply(ShimReply::new(conn, req.op, req.seq, st));
+    pub(crate) fn op_bind(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let Call { conn, req, h } = c;
         let s = &self.socks[&h];
         let Some(addr) = req.addr else {
-            out.push(reply(errno::EINVAL));
+            out.push(c.reply(errno::EINVAL));
             return;
         };
         let auto = req.args[0] == 1;
         if auto {
             if s.ty != SockType::Dgram || addr.port() != 0 || !addr.ip().is_unspecified() {
-                out.push(reply(errno::EINVAL));
+                out.push(c.reply(errno::EINVAL));
                 return;
             }
             if s.bound.is_some() || s.bind_pending || s.dgram_connected {
-                out.push(reply(0));
+                out.push(c.reply(0));
                 return;
             }
         }
         if !addr_fits(s.family, &addr) {
-            out.push(reply(if s.family == Family::Inet {
+            out.push(c.reply(if s.family == Family::Inet {
                 errno::EAFNOSUPPORT
             } else {
                 errno::EINVAL
@@ -59,19 +54,15 @@ impl Driver {
             return;
         }
         if s.bound.is_some() || s.bind_pending || s.listener.is_some() {
-            out.push(reply(errno::EINVAL));
+            out.push(c.reply(errno::EINVAL));
             return;
         }
         if addr.port() != 0 && self.port_in_use(h, addr) {
-            out.push(reply(errno::EADDRINUSE));
+            out.push(c.reply(errno::EADDRINUSE));
             return;
         }
-        let inst = match self.ensure_placed(h, true, out) {
-            Ok(i) => i,
-            Err(e) => {
-                out.push(reply(e));
-                return;
-            }
+        let Some(inst) = self.placed_or_answer(c, true, out) else {
+            return;
         };
         self.socks.get_mut(&h).expect("present").bind_pending = true;
         self.request(

@@ -14,30 +14,25 @@
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use ins_protocol::control::{Control, Op};
+use ins_protocol::control::Op;
 use ins_protocol::msg::{MsgOf, SockType};
 
 use crate::pending::Pending;
+use crate::shim::Call;
 use crate::socket::addr_fits;
 use crate::{Action, ConnId, Driver, Handle, InstId, ShimReply, SockState, Violation, errno};
 
 impl Driver {
     /// `connect()`, stream or datagram.
-    pub(crate) fn op_connect(
-        &mut self,
-        conn: ConnId,
-        req: &Control<'_>,
-        h: Handle,
-        out: &mut Vec<Action>,
-    ) {
-        let reply = |st| Action::Reply(ShimReply::new(conn, req.op, req.seq, st));
+    pub(crate) fn op_connect(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let Call { conn, req, h } = c;
         let s = &self.socks[&h];
         let Some(addr) = req.addr else {
             // connect(AF_UNSPEC) dissolves a UDP association: nothing to do
             // on an unconnected socket. A connected one would need the
             // instance to disconnect its socket, which the ring protocol
             // cannot say yet (`Connect` carries an address): EOPNOTSUPP.
-            out.push(reply(match s.ty {
+            out.push(c.reply(match s.ty {
                 SockType::Dgram if !s.dgram_connected => 0,
                 SockType::Dgram => errno::EOPNOTSUPP,
                 SockType::Stream => errno::EAFNOSUPPORT,
@@ -45,42 +40,28 @@ impl Driver {
             return;
         };
         if !addr_fits(s.family, &addr) {
-            out.push(reply(errno::EAFNOSUPPORT));
+            out.push(c.reply(errno::EAFNOSUPPORT));
             return;
         }
         let nonblocking = req.args[0] != 0;
         if s.ty == SockType::Dgram {
-            let inst = match self.ensure_placed(h, false, out) {
-                Ok(i) => i,
-                Err(e) => {
-                    out.push(reply(e));
-                    return;
-                }
+            let Some(inst) = self.placed_or_answer(c, false, out) else {
+                return;
             };
-            self.request(
-                inst,
-                Pending::Shim {
-                    sock: h,
-                    conn,
-                    op: req.op,
-                    seq: req.seq,
-                },
-                out,
-                |r| MsgOf::Connect {
-                    sock: h,
-                    req: r,
-                    addr,
-                },
-            );
+            self.forward(inst, c, out, |r| MsgOf::Connect {
+                sock: h,
+                req: r,
+                addr,
+            });
             return;
         }
         match s.state {
             SockState::Connecting => {
-                out.push(reply(errno::EALREADY));
+                out.push(c.reply(errno::EALREADY));
                 return;
             }
             SockState::Connected => {
-                out.push(reply(errno::EISCONN));
+                out.push(c.reply(errno::EISCONN));
                 return;
             }
             SockState::Dead => {
@@ -98,21 +79,17 @@ impl Driver {
                 if let Some(s) = self.socks.get_mut(&h) {
                     s.err = 0;
                 }
-                out.push(reply(e));
+                out.push(c.reply(e));
                 return;
             }
             _ if s.listener.is_some() => {
-                out.push(reply(errno::EISCONN));
+                out.push(c.reply(errno::EISCONN));
                 return;
             }
             _ => {}
         }
-        let inst = match self.ensure_placed(h, false, out) {
-            Ok(i) => i,
-            Err(e) => {
-                out.push(reply(e));
-                return;
-            }
+        let Some(inst) = self.placed_or_answer(c, false, out) else {
+            return;
         };
         let s = self.socks.get_mut(&h).expect("present");
         s.state = SockState::Connecting;
@@ -132,7 +109,7 @@ impl Driver {
             }
         });
         if nonblocking {
-            out.push(reply(errno::EINPROGRESS));
+            out.push(c.reply(errno::EINPROGRESS));
         }
     }
 

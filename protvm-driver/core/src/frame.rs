@@ -22,6 +22,7 @@ use alloc::vec::Vec;
 
 use ins_protocol::msg::{INSTANCE_SOCK_BIT, Msg, SockType};
 
+use crate::socket::Sock;
 use crate::{Action, Driver, Handle, InstId, SockState, Violation};
 
 impl Driver {
@@ -122,12 +123,26 @@ impl Driver {
         }
     }
 
+    /// [`resolve`](Self::resolve) for the kinds about a connection's data
+    /// or life (`Data`, `Credit`, `Eof`, `Reset`), which no listener takes.
+    pub(crate) fn resolve_conn(
+        &mut self,
+        inst: InstId,
+        sock: u32,
+    ) -> Result<(Handle, &mut Sock), Violation> {
+        let h = self.resolve(inst, sock)?;
+        let s = self.socks.get_mut(&h).expect("resolved");
+        if s.listener.is_some() {
+            return Err(Violation::BadState(sock));
+        }
+        Ok((h, s))
+    }
+
     /// `Eof`: the peer will send no more; the host shuts the app side's
     /// read direction once the bytes before it are delivered.
     fn eof_in(&mut self, inst: InstId, sock: u32, out: &mut Vec<Action>) -> Result<(), Violation> {
-        let h = self.resolve(inst, sock)?;
-        let s = self.socks.get_mut(&h).expect("resolved");
-        if s.listener.is_some() || s.ty != SockType::Stream {
+        let (h, s) = self.resolve_conn(inst, sock)?;
+        if s.ty != SockType::Stream {
             return Err(Violation::BadState(sock));
         }
         if !s.peer_eof && s.state != SockState::Closing {
@@ -145,11 +160,7 @@ impl Driver {
         errno: i32,
         out: &mut Vec<Action>,
     ) -> Result<(), Violation> {
-        let h = self.resolve(inst, sock)?;
-        let s = self.socks.get_mut(&h).expect("resolved");
-        if s.listener.is_some() {
-            return Err(Violation::BadState(sock));
-        }
+        let (h, s) = self.resolve_conn(inst, sock)?;
         if matches!(s.state, SockState::Closing | SockState::Dead) {
             return Ok(());
         }

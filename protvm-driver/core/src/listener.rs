@@ -19,10 +19,11 @@
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
-use ins_protocol::control::{Control, Op};
+use ins_protocol::control::Op;
 use ins_protocol::msg::{MsgOf, SockType};
 
 use crate::pending::{Pending, reply_addr};
+use crate::shim::Call;
 use crate::{Action, ConnId, Driver, Handle, InstId, InstState, Note, ShimReply, SockState, errno};
 
 /// The listener part of a socket.
@@ -39,38 +40,28 @@ pub(crate) struct Listener {
 impl Driver {
     /// `listen()`: on the socket's instance first; the replicas follow
     /// once its address is known.
-    pub(crate) fn op_listen(
-        &mut self,
-        conn: ConnId,
-        req: &Control<'_>,
-        h: Handle,
-        out: &mut Vec<Action>,
-    ) {
-        let reply = |st| Action::Reply(ShimReply::new(conn, req.op, req.seq, st));
+    pub(crate) fn op_listen(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let Call { conn, req, h } = c;
         let s = &self.socks[&h];
         if s.ty != SockType::Stream {
-            out.push(reply(errno::EOPNOTSUPP));
+            out.push(c.reply(errno::EOPNOTSUPP));
             return;
         }
         let backlog = u32::try_from(req.args[0].clamp(1, 4096)).unwrap_or(128);
         if s.listener.is_some() {
             // Linux lets listen() change the backlog; the replicas keep theirs.
-            out.push(reply(0));
+            out.push(c.reply(0));
             return;
         }
         if matches!(
             s.state,
             SockState::Connecting | SockState::Connected | SockState::Dead
         ) {
-            out.push(reply(errno::EINVAL));
+            out.push(c.reply(errno::EINVAL));
             return;
         }
-        let inst = match self.ensure_placed(h, true, out) {
-            Ok(i) => i,
-            Err(e) => {
-                out.push(reply(e));
-                return;
-            }
+        let Some(inst) = self.placed_or_answer(c, true, out) else {
+            return;
         };
         self.request(
             inst,

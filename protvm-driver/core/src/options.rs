@@ -11,22 +11,17 @@
 
 use alloc::vec::Vec;
 
-use ins_protocol::control::{Control, Op};
+use ins_protocol::control::Op;
 use ins_protocol::msg::{MAX_OPT_LEN, MsgOf, OptValue};
 
 use crate::pending::Pending;
+use crate::shim::Call;
 use crate::{Action, ConnId, Driver, Handle, InstId, ShimReply, errno, opt};
 
 impl Driver {
     /// `setsockopt()`.
-    pub(crate) fn op_setopt(
-        &mut self,
-        conn: ConnId,
-        req: &Control<'_>,
-        h: Handle,
-        out: &mut Vec<Action>,
-    ) {
-        let reply = |st| Action::Reply(ShimReply::new(conn, req.op, req.seq, st));
+    pub(crate) fn op_setopt(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let Call { conn, req, h } = c;
         let (level, name) = (req.args[0], req.args[1]);
         let value = OptValue::new(req.value);
         let max_opts = self.cfg.max_opts;
@@ -41,11 +36,11 @@ impl Driver {
                     | opt::SO_DOMAIN
             )
         {
-            out.push(reply(errno::ENOPROTOOPT));
+            out.push(c.reply(errno::ENOPROTOOPT));
             return;
         }
         if s.opts.len() >= max_opts && !s.opts.iter().any(|(l, n, _)| *l == level && *n == name) {
-            out.push(reply(errno::ENOMEM));
+            out.push(c.reply(errno::ENOMEM));
             return;
         }
         // Linux checks level, name, length and value in the kernel, so the
@@ -61,7 +56,7 @@ impl Driver {
                     // that comes with the next op, as Linux would accept it.
                     let s = self.socks.get_mut(&h).expect("checked");
                     s.remember(level, name, value, max_opts);
-                    out.push(reply(0));
+                    out.push(c.reply(0));
                     return;
                 }
             },
@@ -76,11 +71,11 @@ impl Driver {
             // app's value lives in the driver. The length is checked as
             // Linux does for an int option.
             if req.value.len() < 4 {
-                out.push(reply(errno::EINVAL));
+                out.push(c.reply(errno::EINVAL));
                 return;
             }
             s.remember(level, name, value, max_opts);
-            out.push(reply(0));
+            out.push(c.reply(0));
             return;
         }
         let p = Pending::SetOpt {
@@ -105,13 +100,8 @@ impl Driver {
 
     /// `getsockopt()`: answered here for the options only the driver
     /// knows, else by the socket's instance.
-    pub(crate) fn op_getopt(
-        &mut self,
-        conn: ConnId,
-        req: &Control<'_>,
-        h: Handle,
-        out: &mut Vec<Action>,
-    ) {
+    pub(crate) fn op_getopt(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let Call { conn, req, h } = c;
         let (level, name) = (req.args[0], req.args[1]);
         let mut r = ShimReply::new(conn, req.op, req.seq, 0);
         let s = self.socks.get_mut(&h).expect("checked");
@@ -126,37 +116,22 @@ impl Driver {
                 _ => None,
             };
             if let Some(v) = local {
-                r.value = OptValue::int(v);
+                r.ctl.value = OptValue::int(v);
                 out.push(Action::Reply(r));
                 return;
             }
         }
         let max_len = u32::try_from(req.args[2].clamp(0, MAX_OPT_LEN as i32)).unwrap_or(0);
-        let inst = match self.ensure_placed(h, false, out) {
-            Ok(i) => i,
-            Err(e) => {
-                r.status = e;
-                out.push(Action::Reply(r));
-                return;
-            }
+        let Some(inst) = self.placed_or_answer(c, false, out) else {
+            return;
         };
-        self.request(
-            inst,
-            Pending::Shim {
-                sock: h,
-                conn,
-                op: req.op,
-                seq: req.seq,
-            },
-            out,
-            |rq| MsgOf::GetOpt {
-                sock: h,
-                req: rq,
-                level,
-                name,
-                max_len,
-            },
-        );
+        self.forward(inst, c, out, |rq| MsgOf::GetOpt {
+            sock: h,
+            req: rq,
+            level,
+            name,
+            max_len,
+        });
     }
 
     /// The instance answered the app's `setsockopt`: remembered on

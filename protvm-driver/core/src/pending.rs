@@ -247,11 +247,11 @@ impl Driver {
         let mut r = ShimReply::new(conn, op, seq, errno);
         if errno == 0 {
             match op {
-                Op::GetOpt => r.value = OptValue::new(value),
+                Op::GetOpt => r.ctl.value = OptValue::new(value),
                 Op::GetSockName | Op::GetPeerName => {
-                    r.addr = WireAddr::parse(value).ok().flatten();
-                    if r.addr.is_none() {
-                        r.status = errno::EPROTO;
+                    r.ctl.addr = WireAddr::parse(value).ok().flatten();
+                    if r.ctl.addr.is_none() {
+                        r.ctl.status = errno::EPROTO;
                     }
                 }
                 Op::Connect => {

@@ -161,9 +161,9 @@ impl Driver {
         len: usize,
         is_to: bool,
     ) -> Result<Option<Handle>, Violation> {
-        let h = self.resolve(inst, sock)?;
-        let s = self.socks.get_mut(&h).expect("resolved");
-        if s.listener.is_some() || is_to != (s.ty == SockType::Dgram) {
+        let window = self.cfg.window;
+        let (h, s) = self.resolve_conn(inst, sock)?;
+        if is_to != (s.ty == SockType::Dgram) {
             return Err(Violation::BadState(sock));
         }
         let n = u32::try_from(len).map_err(|_| Violation::BeyondWindow(sock))?;
@@ -171,7 +171,7 @@ impl Driver {
             .recv_inflight
             .checked_add(n)
             .ok_or(Violation::BeyondWindow(sock))?;
-        if inflight > self.cfg.window {
+        if inflight > window {
             return Err(Violation::BeyondWindow(sock));
         }
         s.recv_inflight = inflight;
@@ -191,12 +191,8 @@ impl Driver {
         bytes: u32,
         out: &mut Vec<Action>,
     ) -> Result<(), Violation> {
-        let h = self.resolve(inst, sock)?;
         let window = self.instances.get(&inst).map_or(0, |i| i.window);
-        let s = self.socks.get_mut(&h).expect("resolved");
-        if s.listener.is_some() {
-            return Err(Violation::BadState(sock));
-        }
+        let (h, s) = self.resolve_conn(inst, sock)?;
         s.send_credit = s
             .send_credit
             .saturating_add(bytes)

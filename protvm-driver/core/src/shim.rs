@@ -23,11 +23,32 @@
 use alloc::vec::Vec;
 
 use ins_protocol::control::{Control, Op};
-use ins_protocol::msg::{MsgOf, Shutdown, SockType};
+use ins_protocol::msg::{MsgOf, OwnedMsg, Shutdown, SockType};
 
 use crate::pending::Pending;
 use crate::socket::unspecified;
 use crate::{Action, ConnId, Driver, Handle, InstId, ShimReply, SockState, errno};
+
+/// A shim request being handled: who asked (`conn`), what (`req`), about
+/// which socket (`h`, checked to exist).
+#[derive(Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub(crate) conn: ConnId,
+    pub(crate) req: &'a Control<'a>,
+    pub(crate) h: Handle,
+}
+
+impl Call<'_> {
+    /// The answer to this request with `status` (0 or an errno).
+    pub(crate) fn answer(&self, status: i32) -> ShimReply {
+        ShimReply::new(self.conn, self.req.op, self.req.seq, status)
+    }
+
+    /// The same, as an action.
+    pub(crate) fn reply(&self, status: i32) -> Action {
+        Action::Reply(self.answer(status))
+    }
+}
 
 impl Driver {
     /// A shim request about an existing socket (every op but `Socket`,
@@ -40,33 +61,38 @@ impl Driver {
         sock: Option<Handle>,
         out: &mut Vec<Action>,
     ) {
-        let reply = |status| ShimReply::new(conn, req.op, req.seq, status);
         let Some(h) = sock.filter(|h| self.socks.contains_key(h)) else {
-            out.push(Action::Reply(reply(errno::ENOTSOCK)));
+            out.push(Action::Reply(ShimReply::new(
+                conn,
+                req.op,
+                req.seq,
+                errno::ENOTSOCK,
+            )));
             return;
         };
+        let c = Call { conn, req, h };
         match req.op {
-            Op::Socket => out.push(Action::Reply(reply(errno::EINVAL))),
-            Op::Identify => self.op_identify(conn, req, h, out),
-            Op::TakeError => self.op_take_error(conn, req, h, out),
-            Op::Close => self.op_close(conn, req, out),
-            Op::Bind => self.op_bind(conn, req, h, out),
-            Op::Listen => self.op_listen(conn, req, h, out),
-            Op::Connect => self.op_connect(conn, req, h, out),
-            Op::Accept => self.op_accept(conn, req, h, out),
-            Op::Shutdown => self.op_shutdown(conn, req, h, out),
-            Op::GetOpt => self.op_getopt(conn, req, h, out),
-            Op::SetOpt => self.op_setopt(conn, req, h, out),
-            Op::GetSockName | Op::GetPeerName => self.op_name(conn, req, h, out),
+            Op::Socket => out.push(c.reply(errno::EINVAL)),
+            Op::Identify => self.op_identify(c, out),
+            Op::TakeError => self.op_take_error(c, out),
+            Op::Close => op_close(c, out),
+            Op::Bind => self.op_bind(c, out),
+            Op::Listen => self.op_listen(c, out),
+            Op::Connect => self.op_connect(c, out),
+            Op::Accept => self.op_accept(c, out),
+            Op::Shutdown => self.op_shutdown(c, out),
+            Op::GetOpt => self.op_getopt(c, out),
+            Op::SetOpt => self.op_setopt(c, out),
+            Op::GetSockName | Op::GetPeerName => self.op_name(c, out),
         }
     }
 
     /// Is this fd an INS socket (asked after `exec`)? Its family, type
     /// and whether it listens.
-    fn op_identify(&mut self, conn: ConnId, req: &Control<'_>, h: Handle, out: &mut Vec<Action>) {
-        let s = &self.socks[&h];
-        let mut r = ShimReply::new(conn, req.op, req.seq, 0);
-        r.args = [
+    fn op_identify(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let s = &self.socks[&c.h];
+        let mut r = c.answer(0);
+        r.ctl.args = [
             s.family as i32,
             s.ty as i32,
             i32::from(s.listener.is_some()),
@@ -76,19 +102,45 @@ impl Driver {
     }
 
     /// The pending error (`SO_ERROR`), cleared by reading.
-    fn op_take_error(&mut self, conn: ConnId, req: &Control<'_>, h: Handle, out: &mut Vec<Action>) {
-        let s = self.socks.get_mut(&h).expect("checked");
-        let mut r = ShimReply::new(conn, req.op, req.seq, 0);
-        r.args[0] = core::mem::take(&mut s.err);
+    fn op_take_error(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let s = self.socks.get_mut(&c.h).expect("checked");
+        let mut r = c.answer(0);
+        r.ctl.args[0] = core::mem::take(&mut s.err);
         out.push(Action::Reply(r));
     }
 
-    /// An explicit close from one process.
-    fn op_close(&mut self, conn: ConnId, req: &Control<'_>, out: &mut Vec<Action>) {
-        // The last-reference signal is the hang-up on the driver
-        // end; an explicit close from one process may not be the
-        // last reference (fork, dup, SCM_RIGHTS), so only ack.
-        out.push(Action::Reply(ShimReply::new(conn, req.op, req.seq, 0)));
+    /// [`Driver::ensure_placed`], or the error answered to the shim.
+    pub(crate) fn placed_or_answer(
+        &mut self,
+        c: Call<'_>,
+        reuseport: bool,
+        out: &mut Vec<Action>,
+    ) -> Option<InstId> {
+        match self.ensure_placed(c.h, reuseport, out) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                out.push(c.reply(e));
+                None
+            }
+        }
+    }
+
+    /// Sends the request `f(req id)` to `inst`; the instance's answer goes
+    /// to the shim as it is (`Pending::Shim`).
+    pub(crate) fn forward(
+        &mut self,
+        inst: InstId,
+        c: Call<'_>,
+        out: &mut Vec<Action>,
+        f: impl Fn(u32) -> OwnedMsg,
+    ) {
+        let p = Pending::Shim {
+            sock: c.h,
+            conn: c.conn,
+            op: c.req.op,
+            seq: c.req.seq,
+        };
+        self.request(inst, p, out, f);
     }
 
     /// Places the socket on an instance if it is not yet, sending `Open`
@@ -164,14 +216,14 @@ impl Driver {
     /// `shutdown()`: the write side is the app side's own (the host shuts
     /// it, the relay then sends `Eof` in order); the read side is the
     /// instance's.
-    fn op_shutdown(&mut self, conn: ConnId, req: &Control<'_>, h: Handle, out: &mut Vec<Action>) {
-        let reply = |st| Action::Reply(ShimReply::new(conn, req.op, req.seq, st));
+    fn op_shutdown(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let Call { conn, req, h } = c;
         let how = match req.args[0] {
             0 => Shutdown::Read,
             1 => Shutdown::Write,
             2 => Shutdown::Both,
             _ => {
-                out.push(reply(errno::EINVAL));
+                out.push(c.reply(errno::EINVAL));
                 return;
             }
         };
@@ -181,7 +233,7 @@ impl Driver {
         if !connected {
             // Dead (reset) sockets: Linux allows shutdown after a reset too,
             // but the ENOTCONN answer is what an unconnected socket gives.
-            out.push(reply(if s.state == SockState::Dead {
+            out.push(c.reply(if s.state == SockState::Dead {
                 0
             } else {
                 errno::ENOTCONN
@@ -195,7 +247,7 @@ impl Driver {
         }
         if matches!(how, Shutdown::Read | Shutdown::Both) {
             let Some(inst) = s.inst else {
-                out.push(reply(errno::ENOTCONN));
+                out.push(c.reply(errno::ENOTCONN));
                 return;
             };
             self.request(
@@ -213,13 +265,14 @@ impl Driver {
                 },
             );
         } else {
-            out.push(reply(0));
+            out.push(c.reply(0));
         }
     }
 
     /// `getsockname()` / `getpeername()`: from what the driver knows, else
     /// from the instance.
-    fn op_name(&mut self, conn: ConnId, req: &Control<'_>, h: Handle, out: &mut Vec<Action>) {
+    fn op_name(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        let Call { conn, req, h } = c;
         let mut r = ShimReply::new(conn, req.op, req.seq, 0);
         let s = &self.socks[&h];
         let cached = if req.op == Op::GetSockName {
@@ -228,38 +281,36 @@ impl Driver {
             s.peer_known()
         };
         if let Some(a) = cached {
-            r.addr = Some(a);
+            r.ctl.addr = Some(a);
             out.push(Action::Reply(r));
             return;
         }
         match (s.inst, req.op) {
             (None, Op::GetSockName) => {
-                r.addr = Some(s.bound.unwrap_or(unspecified(s.family)));
+                r.ctl.addr = Some(s.bound.unwrap_or(unspecified(s.family)));
                 out.push(Action::Reply(r));
             }
             (None, _) => {
-                r.status = errno::ENOTCONN;
+                r.ctl.status = errno::ENOTCONN;
                 out.push(Action::Reply(r));
             }
             (Some(inst), op) => {
-                self.request(
-                    inst,
-                    Pending::Shim {
-                        sock: h,
-                        conn,
-                        op,
-                        seq: req.seq,
-                    },
-                    out,
-                    |rq| {
-                        if op == Op::GetSockName {
-                            MsgOf::GetSockName { sock: h, req: rq }
-                        } else {
-                            MsgOf::GetPeerName { sock: h, req: rq }
-                        }
-                    },
-                );
+                self.forward(inst, c, out, |rq| {
+                    if op == Op::GetSockName {
+                        MsgOf::GetSockName { sock: h, req: rq }
+                    } else {
+                        MsgOf::GetPeerName { sock: h, req: rq }
+                    }
+                });
             }
         }
     }
+}
+
+/// An explicit close from one process.
+fn op_close(c: Call<'_>, out: &mut Vec<Action>) {
+    // The last-reference signal is the hang-up on the driver
+    // end; an explicit close from one process may not be the
+    // last reference (fork, dup, SCM_RIGHTS), so only ack.
+    out.push(c.reply(0));
 }

@@ -45,19 +45,7 @@ fn replies(out: &[Action]) -> Vec<ShimReply> {
 }
 
 fn req_of(f: &OwnedMsg) -> u32 {
-    match *f {
-        OwnedMsg::Open { req, .. }
-        | OwnedMsg::Bind { req, .. }
-        | OwnedMsg::Listen { req, .. }
-        | OwnedMsg::Connect { req, .. }
-        | OwnedMsg::Shutdown { req, .. }
-        | OwnedMsg::Close { req, .. }
-        | OwnedMsg::SetOpt { req, .. }
-        | OwnedMsg::GetOpt { req, .. }
-        | OwnedMsg::GetSockName { req, .. }
-        | OwnedMsg::GetPeerName { req, .. } => req,
-        _ => 0,
-    }
+    f.req()
 }
 
 /// Answers every request in `frames` with success (GetSockName with `name`).
@@ -121,13 +109,13 @@ fn listener(d: &mut Driver, insts: &[InstId]) -> Handle {
     let f = sent(&out, first);
     out.clear();
     ok_all(d, first, &f, a("127.0.0.1:8080"), &mut out);
-    assert_eq!(replies(&out)[0].status, 0);
+    assert_eq!(replies(&out)[0].ctl.status, 0);
     out.clear();
     d.shim_request(1, &req(Op::Listen, [16, 0, 0, 0], None), Some(h), &mut out);
     let f = sent(&out, first);
     out.clear();
     ok_all(d, first, &f, a("127.0.0.1:8080"), &mut out);
-    assert_eq!(replies(&out)[0].status, 0);
+    assert_eq!(replies(&out)[0].ctl.status, 0);
     // The GetSockName for replication.
     let f = sent(&out, first);
     let mut out2 = Vec::new();
@@ -213,7 +201,7 @@ fn accept_queue_fed_by_all_instances_and_credit_returned() {
     d.shim_request(1, &req(Op::Accept, [0; 4], None), Some(l), &mut out);
     let r = replies(&out)[0];
     assert_eq!(
-        (r.status, r.fd, r.addr),
+        (r.ctl.status, r.fd, r.ctl.addr),
         (0, ReplyFd::AppEnd(news[0]), Some(a("10.0.0.1:5555")))
     );
     assert_eq!(sent(&out, i1), vec![OwnedMsg::Credit { sock: l, bytes: 1 }]);
@@ -249,7 +237,7 @@ fn placement_least_busy_and_round_robin() {
             Some(h),
             &mut out,
         );
-        assert_eq!(replies(&out)[0].status, errno::EINPROGRESS);
+        assert_eq!(replies(&out)[0].ctl.status, errno::EINPROGRESS);
         placed.push(d.socket(h).unwrap().inst.unwrap());
     }
     assert_eq!(placed, vec![i1, i2, i1, i2]);
@@ -314,7 +302,7 @@ fn connect_flow_credit_and_window() {
         &mut out,
     )
     .unwrap();
-    assert_eq!(replies(&out)[0].status, 0);
+    assert_eq!(replies(&out)[0].ctl.status, 0);
     assert_eq!(d.send_credit(h, &mut out), Some((i1, h, 4096)));
     d.consume_credit(h, 4000);
     assert_eq!(d.send_credit(h, &mut out).unwrap().2, 96);
@@ -375,7 +363,7 @@ fn connect_flow_credit_and_window() {
         errno: errno::ECONNRESET
     }));
     d.shim_request(9, &req(Op::TakeError, [0; 4], None), Some(h), &mut out);
-    assert_eq!(replies(&out).last().unwrap().args[0], errno::ECONNRESET);
+    assert_eq!(replies(&out).last().unwrap().ctl.args[0], errno::ECONNRESET);
 }
 
 #[test]
@@ -554,7 +542,7 @@ fn options_remembered_and_replayed_and_driver_answers() {
         value: &v,
     };
     d.shim_request(1, &set, Some(h), &mut out);
-    assert_eq!(replies(&out)[0].status, 0);
+    assert_eq!(replies(&out)[0].ctl.status, 0);
     let i1 = d.instance_joined(0, 4096, &mut out);
     assert!(sent(&out, i1).is_empty(), "not placed yet");
     out.clear();
@@ -564,7 +552,7 @@ fn options_remembered_and_replayed_and_driver_answers() {
         Some(h),
         &mut out,
     );
-    assert_eq!(replies(&out)[0].value.as_slice(), &6i32.to_ne_bytes());
+    assert_eq!(replies(&out)[0].ctl.value.as_slice(), &6i32.to_ne_bytes());
     out.clear();
     d.shim_request(
         1,
@@ -598,7 +586,7 @@ fn options_remembered_and_replayed_and_driver_answers() {
         Some(h4),
         &mut out,
     );
-    assert_eq!(replies(&out)[0].status, errno::EAFNOSUPPORT);
+    assert_eq!(replies(&out)[0].ctl.status, errno::EAFNOSUPPORT);
     // Unknown socket.
     out.clear();
     d.shim_request(
@@ -607,7 +595,7 @@ fn options_remembered_and_replayed_and_driver_answers() {
         None,
         &mut out,
     );
-    assert_eq!(replies(&out)[0].status, errno::ENOTSOCK);
+    assert_eq!(replies(&out)[0].ctl.status, errno::ENOTSOCK);
 }
 
 proptest! {

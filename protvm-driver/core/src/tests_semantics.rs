@@ -69,7 +69,7 @@ fn frames(out: &[Action]) -> Vec<OwnedMsg> {
 fn statuses(out: &[Action]) -> Vec<i32> {
     out.iter()
         .filter_map(|x| match x {
-            Action::Reply(r) => Some(r.status),
+            Action::Reply(r) => Some(r.ctl.status),
             _ => None,
         })
         .collect()
@@ -221,7 +221,7 @@ fn refused_nonblocking_connect_then_connect_again() {
     assert!(reset.is_some() && reset < done, "{out:?}");
     out.clear();
     d.shim_request(1, &req0(Op::TakeError), Some(h), &mut out);
-    assert!(matches!(&out[..], [Action::Reply(r)] if r.args[0] == errno::ECONNREFUSED));
+    assert!(matches!(&out[..], [Action::Reply(r)] if r.ctl.args[0] == errno::ECONNREFUSED));
     out.clear();
     d.shim_request(1, &conn_req(1), Some(h), &mut out);
     assert_eq!(statuses(&out), vec![errno::ECONNABORTED]);

@@ -724,24 +724,24 @@ impl Daemon {
             match a {
                 Action::Send { inst, frame } => self.send_frame(inst, &frame),
                 Action::Reply(r) => {
-                    if r.op == Op::Connect
-                        && r.status == driver_core::errno::EINPROGRESS
+                    if r.ctl.op == Op::Connect
+                        && r.ctl.status == driver_core::errno::EINPROGRESS
                         && let (Some(fd), Some(h)) = (req_fd, req_sock)
                     {
                         self.start_filler(h, fd);
                     }
                     match r.fd {
-                        ReplyFd::None => self.send_reply(r.conn, &r.control(), None),
+                        ReplyFd::None => self.send_reply(r.conn, &r.ctl.borrowed(), None),
                         ReplyFd::AppEnd(c) => {
                             let app = self.socks.get_mut(&c).and_then(|s| s.app.take());
                             match app {
                                 Some(app) => {
-                                    self.send_reply(r.conn, &r.control(), Some(app.as_fd()))
+                                    self.send_reply(r.conn, &r.ctl.borrowed(), Some(app.as_fd()))
                                 }
                                 None => {
-                                    let mut c2 = r;
+                                    let mut c2 = r.ctl;
                                     c2.status = driver_core::errno::EAGAIN;
-                                    self.send_reply(r.conn, &c2.control(), None);
+                                    self.send_reply(r.conn, &c2.borrowed(), None);
                                 }
                             }
                         }
