@@ -96,6 +96,7 @@ impl Driver {
         out.push(Action::NewConnection {
             sock: h,
             listener: l,
+            inst,
         });
         out.push(Action::Token { listener: l });
         Ok(())

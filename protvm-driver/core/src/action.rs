@@ -74,6 +74,8 @@ pub enum Action {
         sock: Handle,
         /// Its listener.
         listener: Handle,
+        /// The instance that announced it (and holds it).
+        inst: InstId,
     },
     /// Write one accept token byte into the listener's driver end.
     Token {

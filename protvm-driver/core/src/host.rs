@@ -99,11 +99,16 @@ pub trait InstanceLinks {
 /// socket pair, whose other end the host reads and writes; the kernel
 /// module: a file) and what the core asks of it.
 pub trait AppSockets {
-    /// An instance announced a connection on `listener`: create its app
+    /// Instance `inst` announced a connection on `listener`: create its app
     /// side now (data may arrive before the app accepts) and keep it until
     /// a reply hands it over ([`ReplyFd::AppEnd`](crate::ReplyFd::AppEnd)).
     /// Returns the identity the host will resolve it by later (its inode).
-    fn new_connection(&mut self, sock: Handle, listener: Handle) -> Result<u64, NoAppSide>;
+    fn new_connection(
+        &mut self,
+        sock: Handle,
+        listener: Handle,
+        inst: InstId,
+    ) -> Result<u64, NoAppSide>;
 
     /// One more connection waits in `listener`'s queue: make the listener
     /// readable by one more accept token.
@@ -172,12 +177,14 @@ impl Driver {
                     }
                 }
                 Action::Reply(r) => host.reply(&r),
-                Action::NewConnection { sock, listener } => {
-                    match host.new_connection(sock, listener) {
-                        Ok(inode) => self.attach_inode(sock, inode),
-                        Err(NoAppSide) => self.connection_failed(sock, actions),
-                    }
-                }
+                Action::NewConnection {
+                    sock,
+                    listener,
+                    inst,
+                } => match host.new_connection(sock, listener, inst) {
+                    Ok(inode) => self.attach_inode(sock, inode),
+                    Err(NoAppSide) => self.connection_failed(sock, actions),
+                },
                 Action::Token { listener } => host.token(listener),
                 Action::ConnectDone { sock, errno } => host.connect_done(sock, errno),
                 Action::PeerEof { sock } => host.peer_eof(sock),
