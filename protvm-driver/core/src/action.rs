@@ -66,9 +66,10 @@ pub enum Action {
     },
     /// Answer a shim.
     Reply(ShimReply),
-    /// An instance announced a connection: create its pair now (instance
-    /// data may arrive before the app accepts) and keep the app end until
-    /// an `Accept` reply passes it on.
+    /// An instance announced a connection: create its app side now
+    /// (instance data may arrive before the app accepts) and keep it until
+    /// an `Accept` reply passes it on. [`Driver::execute`](crate::Driver::execute)
+    /// reports the result back to the core.
     NewConnection {
         /// The new connection.
         sock: Handle,
@@ -77,48 +78,49 @@ pub enum Action {
         /// The instance that announced it (and holds it).
         inst: InstId,
     },
-    /// Write one accept token byte into the listener's driver end.
+    /// One more accept token for the listener (the daemon: one byte
+    /// written into the listener's pair).
     Token {
         /// Listener.
         listener: Handle,
     },
-    /// A non-blocking connect finished (errno 0 or the error): drain the
-    /// filler bytes, restore the app end's send buffer. On error also shut
-    /// the driver end's write side so the app reads EOF.
+    /// A non-blocking connect finished (errno 0 or the error): the app
+    /// side becomes writable (the daemon: the filler bytes are drained and
+    /// the send buffer restored). On error the app also reads EOF.
     ConnectDone {
         /// Socket.
         sock: Handle,
         /// Result.
         errno: i32,
     },
-    /// The instance sent `Eof`: shut the driver end's write side once the
-    /// bytes buffered for the app are written.
+    /// The instance sent `Eof`: the app reads EOF once the bytes
+    /// buffered for it are delivered.
     PeerEof {
         /// Socket.
         sock: Handle,
     },
-    /// The connection was reset (or its instance died): drop buffered
-    /// bytes, shut the driver end's write side; the error is recorded.
+    /// The connection was reset (or its instance died): buffered bytes
+    /// are dropped and the app reads EOF; the error is in the core's table.
     PeerReset {
         /// Socket.
         sock: Handle,
         /// Error.
         errno: i32,
     },
-    /// Shut the write side of the app end (shutdown(SHUT_WR) by the app),
-    /// using the fd received with the request.
+    /// Shut the write side of the app side (`shutdown(SHUT_WR)` by the
+    /// app), through the object that came with the request being handled.
     AppShutdownWrite {
         /// Socket.
         sock: Handle,
     },
-    /// Credit arrived or the socket became connected: read the driver end
-    /// again.
+    /// Credit arrived or the socket became connected: relay from the app
+    /// side again.
     Resume {
         /// Socket.
         sock: Handle,
     },
-    /// The socket is gone: close the driver end (and any kept app end),
-    /// drop buffers.
+    /// The socket is gone: release its app side (and any object kept for
+    /// it) and its buffers.
     Forget {
         /// Socket.
         sock: Handle,
