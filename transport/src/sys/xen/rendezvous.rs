@@ -90,8 +90,26 @@ pub struct Teardown {
 impl XenChannel {
     /// Drops the endpoint and waits for the link to finish the teardown.
     pub fn close(self) -> Result<Teardown, Error> {
-        drop(self.endpoint);
-        self.link.join().map_err(|_| Error::Io {
+        let (endpoint, link) = self.into_parts();
+        drop(endpoint);
+        link.join()
+    }
+
+    /// The endpoint, and the link to join once the endpoint is dropped.
+    pub fn into_parts(self) -> (Endpoint<Xen>, XenLink) {
+        (self.endpoint, XenLink(self.link))
+    }
+}
+
+/// The link thread of a channel whose endpoint was taken out.
+#[derive(Debug)]
+pub struct XenLink(JoinHandle<Result<Teardown, Error>>);
+
+impl XenLink {
+    /// Waits for the teardown; call after dropping the endpoint (until
+    /// then it waits for the peer to leave).
+    pub fn join(self) -> Result<Teardown, Error> {
+        self.0.join().map_err(|_| Error::Io {
             op: "xen link thread",
             source: io::Error::other("panicked"),
         })?
