@@ -7,6 +7,8 @@
 //! xenchan snoop    --driver D --instance I --name NAME  every read/write of the pair's keys must be refused
 //! xenchan tcp-server --listen ADDR:PORT                  the same figures over plain TCP
 //! xenchan tcp-client --connect ADDR:PORT [options]
+//! xenchan serve-ins --peer DOMID --name NAME --seconds S  driver side for a real `ins --xen-driver`:
+//!                                                        offer, hello, count its heartbeats, close
 //! xenchan local [options]                               both ends in one process over memfd (self-check)
 //! ```
 //!
@@ -48,6 +50,7 @@ struct Opts {
     spin_us: u64,
     hold: Option<String>,
     addr: String,
+    seconds: u64,
 }
 
 fn parse(args: &[String]) -> Res<Opts> {
@@ -65,6 +68,7 @@ fn parse(args: &[String]) -> Res<Opts> {
         spin_us: 50,
         hold: None,
         addr: String::new(),
+        seconds: 5,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -87,6 +91,7 @@ fn parse(args: &[String]) -> Res<Opts> {
             "--spin-us" => o.spin_us = v()?.parse()?,
             "--hold-until" => o.hold = Some(v()?),
             "--listen" | "--connect" => o.addr = v()?,
+            "--seconds" => o.seconds = v()?.parse()?,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -370,6 +375,62 @@ fn xen_side(o: &Opts, role: Role) -> Res<()> {
     Ok(())
 }
 
+/// The driver side for a real instance (`ins --xen-driver`): offers the
+/// channel, checks the instance's hello, counts the heartbeats it sends
+/// for `--seconds`, then closes (the instance exits on the hang-up).
+fn serve_ins(o: &Opts) -> Res<()> {
+    use ins_protocol::msg::Msg;
+    let xcfg = XenConfig::default();
+    let cfg = channel_config(o);
+    let mut xs = XenbusStream::client(&xcfg.xenbus, 16)?;
+    let me = DomId::parse(&xs.read(ins_xen::xenstore::TxId::NONE, "domid")?).ok_or("bad domid")?;
+    drop(xs);
+    let id = ChannelId::new(me, DomId(o.peer), &o.name)?;
+    let mut hello = Hello::new(Role::Driver);
+    hello.window = 256 * 1024;
+    let t = Instant::now();
+    let mut ch = offer_xen(&id, hello, &cfg, &xcfg)?;
+    let peer = ch.endpoint.peer;
+    println!(
+        "XENCHAN_INS_JOINED dom{} in {:.2} s: hello from instance id {}, max_sockets {}, window {}, version {}",
+        id.instance,
+        t.elapsed().as_secs_f64(),
+        peer.instance_id,
+        peer.max_sockets,
+        peer.window,
+        ch.endpoint.version
+    );
+    let mut buf = vec![0u8; ch.endpoint.max_frame];
+    let (mut frames, mut heartbeats) = (0u64, 0u64);
+    let end = Instant::now() + Duration::from_secs(o.seconds);
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let Some(n) = ch.endpoint.recv(&mut buf, Some(left))? else {
+            break;
+        };
+        frames += 1;
+        match Msg::decode(&buf[..n]) {
+            Ok(Msg::Heartbeat(_)) => heartbeats += 1,
+            Ok(_) => {}
+            Err(e) => return Err(format!("undecodable frame from the instance: {e:?}").into()),
+        }
+    }
+    if heartbeats == 0 {
+        return Err(format!(
+            "no heartbeat from the instance in {} s ({frames} frames)",
+            o.seconds
+        )
+        .into());
+    }
+    let td = ch.close()?;
+    println!(
+        "XENCHAN_INS_SERVED {frames} frames ({heartbeats} heartbeats) in {} s; closed: unmapped_before_revoke={} waited={:.3} s",
+        o.seconds,
+        td.unmapped_before_revoke,
+        td.waited.as_secs_f64()
+    );
+    Ok(())
+}
+
 fn snoop(o: &Opts) -> Res<()> {
     let xcfg = XenConfig::default();
     let id = ChannelId::new(DomId(o.driver), DomId(o.instance), &o.name)?;
@@ -485,6 +546,7 @@ fn main() {
         (Some("driver"), Ok(o)) => xen_side(&o, Role::Driver),
         (Some("instance"), Ok(o)) => xen_side(&o, Role::Instance),
         (Some("snoop"), Ok(o)) => snoop(&o),
+        (Some("serve-ins"), Ok(o)) => serve_ins(&o),
         (Some("tcp-server"), Ok(o)) => tcp_server(&o),
         (Some("tcp-client"), Ok(o)) => TcpStream::connect(&o.addr).map_err(Into::into).and_then(|mut s| tcp_rtt_bulk(&mut s, &o)),
         (Some("local"), Ok(o)) => local(&o),
