@@ -15,19 +15,17 @@
 //!   before dropping, so that revocation normally succeeds at once.
 #![allow(unsafe_code)]
 
-use std::ffi::c_void;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
 
 use ins_protocol::region::SharedRegion;
 use ins_xen::gnttab::PAGE_SIZE;
 use ins_xen::{DomId, GrantRef, Port};
-use rustix::mm::{MapFlags, ProtFlags};
 
 use super::ioctl;
+use super::pages::{self, Mapping};
 
 /// Pages granted to one peer domain.
 #[derive(Debug)]
@@ -35,8 +33,8 @@ pub struct GrantedPages {
     dev: File,
     index: u64,
     grefs: Vec<GrantRef>,
-    base: NonNull<u8>,
-    len: usize,
+    /// `None` only while dropping.
+    map: Option<Mapping>,
 }
 
 // SAFETY: plain shared memory reached only through volatile and atomic
@@ -58,12 +56,9 @@ impl GrantedPages {
         let len = pages
             .checked_mul(PAGE_SIZE)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "region too large"))?;
-        let dev = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
-        // {u16 domid, u16 flags, u32 count, u64 index, u32 gref_ids[count]}
+        let dev = pages::open(path)?;
+        // {u16 domid, u16 flags, u32 count, u64 index, u32 gref_ids[count]},
+        // at least the 24 bytes of the C struct.
         let mut arg = vec![0u32; 4 + pages.max(2)];
         arg[0] = u32::from(peer.0) | (u32::from(ioctl::GNTALLOC_FLAG_WRITABLE) << 16);
         arg[1] = count;
@@ -74,26 +69,10 @@ impl GrantedPages {
             dev,
             index,
             grefs,
-            base: NonNull::dangling(),
-            len: 0,
+            map: None,
         };
-        // SAFETY: a fresh shared mapping chosen by the kernel (null hint),
-        // so it overlaps nothing Rust owns; the offset is the one the
-        // kernel returned for exactly `len` bytes of granted pages.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &granted.dev,
-                index,
-            )
-        }?;
-        // From here on, drop unmaps and deallocates.
-        granted.base = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
-        granted.len = len;
+        // On error, drop deallocates the grants.
+        granted.map = Some(Mapping::new(&granted.dev, index, len)?);
         Ok(granted)
     }
 
@@ -106,34 +85,22 @@ impl GrantedPages {
     /// process dying), to zero the byte at `offset` and send an event on
     /// `port`: the peer learns that we are gone.
     pub fn set_unmap_notify(&self, offset: usize, port: Port) -> io::Result<()> {
-        if offset >= self.len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "offset outside the pages",
-            ));
-        }
-        let at = ioctl::u64_words(self.index + offset as u64);
-        let mut arg = [
-            at[0],
-            at[1],
-            ioctl::UNMAP_NOTIFY_CLEAR_BYTE | ioctl::UNMAP_NOTIFY_SEND_EVENT,
-            port.0,
-        ];
-        ioctl::call(self.dev.as_fd(), ioctl::GNTALLOC_SET_UNMAP_NOTIFY, &mut arg).map(drop)
+        let len = self.map.as_ref().map_or(0, Mapping::len);
+        pages::set_unmap_notify(
+            &self.dev,
+            ioctl::GNTALLOC_SET_UNMAP_NOTIFY,
+            self.index,
+            len,
+            offset,
+            port,
+        )
     }
 }
 
 impl Drop for GrantedPages {
     fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: exactly the mapping made in `alloc`, unmapped only
-            // here; no references into it exist (only volatile/atomic
-            // accesses through views that are gone when this drops).
-            let r = unsafe { rustix::mm::munmap(self.base.as_ptr().cast::<c_void>(), self.len) };
-            if let Err(e) = r {
-                tracing::error!("munmap of granted pages failed: {e}");
-            }
-        }
+        // Unmap first, then end the grants.
+        drop(self.map.take());
         let at = ioctl::u64_words(self.index);
         let mut arg = [at[0], at[1], self.grefs.len() as u32, 0];
         if let Err(e) = ioctl::call(self.dev.as_fd(), ioctl::GNTALLOC_DEALLOC_GREF, &mut arg) {
@@ -142,15 +109,15 @@ impl Drop for GrantedPages {
     }
 }
 
-// SAFETY: `base` is a live shared mapping of `len` bytes, readable and
-// writable until drop (granted pages cannot be shrunk under us); mmap
-// returns page-aligned addresses (64-byte aligned). Only reached through
+// SAFETY: the mapping is a live shared mapping of `len` bytes, readable
+// and writable until drop (granted pages cannot shrink under us);
+// page-aligned. It exists from construction to drop. Only reached through
 // RegionView.
 unsafe impl SharedRegion for GrantedPages {
     fn base(&self) -> NonNull<u8> {
-        self.base
+        self.map.as_ref().map_or(NonNull::dangling(), Mapping::base)
     }
     fn len(&self) -> usize {
-        self.len
+        self.map.as_ref().map_or(0, Mapping::len)
     }
 }

@@ -13,19 +13,17 @@
 //!   dies, telling the granting side it may revoke.
 #![allow(unsafe_code)]
 
-use std::ffi::c_void;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
 
 use ins_protocol::region::SharedRegion;
 use ins_xen::gnttab::PAGE_SIZE;
 use ins_xen::{DomId, GrantRef, Port};
-use rustix::mm::{MapFlags, ProtFlags};
 
 use super::ioctl;
+use super::pages::{self, Mapping};
 
 /// Pages granted by a peer, mapped read-write.
 #[derive(Debug)]
@@ -33,8 +31,8 @@ pub struct MappedPages {
     dev: File,
     index: u64,
     count: u32,
-    base: NonNull<u8>,
-    len: usize,
+    /// `None` only while dropping.
+    map: Option<Mapping>,
 }
 
 // SAFETY: plain shared memory reached only through volatile and atomic
@@ -54,11 +52,7 @@ impl MappedPages {
             .len()
             .checked_mul(PAGE_SIZE)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "region too large"))?;
-        let dev = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)?;
+        let dev = pages::open(path)?;
         // {u32 count, u32 pad, u64 index, {u32 domid, u32 ref} refs[count]}
         let mut arg = vec![0u32; 4 + 2 * grefs.len()];
         arg[0] = count;
@@ -72,25 +66,10 @@ impl MappedPages {
             dev,
             index,
             count,
-            base: NonNull::dangling(),
-            len: 0,
+            map: None,
         };
-        // SAFETY: a fresh shared mapping chosen by the kernel (null hint);
-        // the offset is the one the kernel returned for these `count`
-        // grants, `len` bytes.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &mapped.dev,
-                index,
-            )
-        }?;
-        mapped.base = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
-        mapped.len = len;
+        // On error, drop releases the grant references.
+        mapped.map = Some(Mapping::new(&mapped.dev, index, len)?);
         Ok(mapped)
     }
 
@@ -98,33 +77,22 @@ impl MappedPages {
     /// dying), to zero the byte at `offset` (in the peer's page) and send
     /// an event on `port`: the granting side learns it may revoke.
     pub fn set_unmap_notify(&self, offset: usize, port: Port) -> io::Result<()> {
-        if offset >= self.len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "offset outside the pages",
-            ));
-        }
-        let at = ioctl::u64_words(self.index + offset as u64);
-        let mut arg = [
-            at[0],
-            at[1],
-            ioctl::UNMAP_NOTIFY_CLEAR_BYTE | ioctl::UNMAP_NOTIFY_SEND_EVENT,
-            port.0,
-        ];
-        ioctl::call(self.dev.as_fd(), ioctl::GNTDEV_SET_UNMAP_NOTIFY, &mut arg).map(drop)
+        let len = self.map.as_ref().map_or(0, Mapping::len);
+        pages::set_unmap_notify(
+            &self.dev,
+            ioctl::GNTDEV_SET_UNMAP_NOTIFY,
+            self.index,
+            len,
+            offset,
+            port,
+        )
     }
 }
 
 impl Drop for MappedPages {
     fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: exactly the mapping made in `map`, unmapped only here;
-            // no references into it exist.
-            let r = unsafe { rustix::mm::munmap(self.base.as_ptr().cast::<c_void>(), self.len) };
-            if let Err(e) = r {
-                tracing::error!("munmap of mapped grants failed: {e}");
-            }
-        }
+        // munmap first: the kernel refuses UNMAP_GRANT_REF while mapped.
+        drop(self.map.take());
         let at = ioctl::u64_words(self.index);
         let mut arg = [at[0], at[1], self.count, 0];
         if let Err(e) = ioctl::call(self.dev.as_fd(), ioctl::GNTDEV_UNMAP_GRANT_REF, &mut arg) {
@@ -133,14 +101,14 @@ impl Drop for MappedPages {
     }
 }
 
-// SAFETY: `base` is a live shared mapping of `len` bytes of granted
-// pages, readable and writable until drop; page-aligned. Only reached
-// through RegionView.
+// SAFETY: the mapping is a live shared mapping of `len` bytes of granted
+// pages, readable and writable until drop; page-aligned. It exists from
+// construction to drop. Only reached through RegionView.
 unsafe impl SharedRegion for MappedPages {
     fn base(&self) -> NonNull<u8> {
-        self.base
+        self.map.as_ref().map_or(NonNull::dangling(), Mapping::base)
     }
     fn len(&self) -> usize {
-        self.len
+        self.map.as_ref().map_or(0, Mapping::len)
     }
 }

@@ -42,6 +42,7 @@ pub mod evtchn;
 pub mod gntalloc;
 pub mod gntdev;
 pub mod ioctl;
+mod pages;
 pub mod rendezvous;
 pub mod xenbus;
 

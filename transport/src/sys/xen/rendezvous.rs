@@ -307,28 +307,20 @@ pub fn offer_xen(
         }
     };
     tracing::info!(instance = %id.instance, name = %id.name, version, "xen channel connected");
-    let (ep_end, link_end) = UnixStream::pair().map_err(io_err("socketpair"))?;
-    let raw = RawChannel::<Xen> {
+    let tx = Producer::new(region.clone(), 0, layout.to_instance)?;
+    let rx = Consumer::new(region.clone(), layout.to_driver_offset, layout.to_driver)?;
+    let parts = Parts {
         role: Role::Driver,
-        tx: Producer::new(region.clone(), 0, layout.to_instance)?,
-        rx: Consumer::new(region.clone(), layout.to_driver_offset, layout.to_driver)?,
-        tx_bell: XenBell::new(ring.clone()),
-        rx_bell: XenBell::new(ring),
-        control: ep_end,
-        layout,
-        region: region.clone(),
-        spin: cfg.spin,
-    };
-    let link = Link {
-        xs,
-        id: id.clone(),
+        tx,
+        rx,
+        ring,
         live,
         region,
+        layout,
         status,
-        role: Role::Driver,
-        teardown_timeout: xcfg.teardown_timeout,
+        xs,
     };
-    finish(raw, hello, cfg, link, link_end)
+    finish(parts, id, hello, cfg, xcfg)
 }
 
 fn driver_wait_connected(xs: &mut Xs, id: &ChannelId, xcfg: &XenConfig) -> Result<u32, Error> {
@@ -452,39 +444,63 @@ pub fn connect_xen(
             return Err(Error::Timeout("waiting for the driver to confirm"));
         }
     }
-    let (ep_end, link_end) = UnixStream::pair().map_err(io_err("socketpair"))?;
-    let raw = RawChannel::<Xen> {
+    let parts = Parts {
         role: Role::Instance,
         tx,
         rx,
-        tx_bell: XenBell::new(ring.clone()),
-        rx_bell: XenBell::new(ring),
-        control: ep_end,
+        ring,
+        live,
+        region,
         layout,
-        region: region.clone(),
+        status,
+        xs,
+    };
+    finish(parts, id, hello, cfg, xcfg)
+}
+
+/// Everything either side has set up before the hello.
+struct Parts {
+    role: Role,
+    tx: Producer<Arc<XenRegion>>,
+    rx: Consumer<Arc<XenRegion>>,
+    ring: Arc<Evtchn>,
+    live: Evtchn,
+    region: Arc<XenRegion>,
+    layout: Layout,
+    status: usize,
+    xs: Xs,
+}
+
+/// Builds the endpoint's raw channel, starts the link thread on the other
+/// end of its control socket and runs the hello exchange.
+fn finish(
+    p: Parts,
+    id: &ChannelId,
+    hello: Hello,
+    cfg: &ChannelConfig,
+    xcfg: &XenConfig,
+) -> Result<XenChannel, Error> {
+    let (ep_end, link_end) = UnixStream::pair().map_err(io_err("socketpair"))?;
+    let raw = RawChannel::<Xen> {
+        role: p.role,
+        tx: p.tx,
+        rx: p.rx,
+        tx_bell: XenBell::new(p.ring.clone()),
+        rx_bell: XenBell::new(p.ring),
+        control: ep_end,
+        layout: p.layout,
+        region: p.region.clone(),
         spin: cfg.spin,
     };
     let link = Link {
-        xs,
+        xs: p.xs,
         id: id.clone(),
-        live,
-        region,
-        status,
-        role: Role::Instance,
+        live: p.live,
+        region: p.region,
+        status: p.status,
+        role: p.role,
         teardown_timeout: xcfg.teardown_timeout,
     };
-    finish(raw, hello, cfg, link, link_end)
-}
-
-/// Starts the link thread on the other end of the endpoint's control
-/// socket and runs the hello exchange.
-fn finish(
-    raw: RawChannel<Xen>,
-    hello: Hello,
-    cfg: &ChannelConfig,
-    link: Link,
-    link_end: UnixStream,
-) -> Result<XenChannel, Error> {
     let thread = std::thread::Builder::new()
         .name(format!("xen-link-{}", link.id.name))
         .spawn(move || link.run(link_end))
@@ -570,12 +586,15 @@ impl Link {
         }
     }
 
-    /// Waits until the endpoint is dropped or the peer leaves.
+    /// Waits until the endpoint is dropped or the peer leaves. xenstore is
+    /// re-read only when a watch fires, and the liveness port only makes
+    /// us look at the peer's alive word, so a peer flooding events costs
+    /// a memory read each, not a xenstore round trip.
     fn watch(&mut self, ctl: &UnixStream) -> Result<Ended, Error> {
+        if !self.alive(self.peer_alive_word()) || self.peer_leaving()? {
+            return Ok(Ended::Peer);
+        }
         loop {
-            if !self.alive(self.peer_alive_word()) || self.peer_leaving()? {
-                return Ok(Ended::Peer);
-            }
             let (xs_ready, live_ready, ctl_ready) = {
                 let mut fds = [
                     PollFd::new(self.xs.stream(), PollFlags::IN),
@@ -594,10 +613,16 @@ impl Link {
             }
             if live_ready {
                 self.live.drain().map_err(io_err("liveness port"))?;
+                if !self.alive(self.peer_alive_word()) {
+                    return Ok(Ended::Peer);
+                }
             }
             if xs_ready {
                 self.xs.read_event().map_err(Error::xs("watch event"))?;
                 while self.xs.take_event().is_some() {}
+                if self.peer_leaving()? {
+                    return Ok(Ended::Peer);
+                }
             }
         }
     }
