@@ -10,8 +10,8 @@ ROOT=$(readlink -f "$HERE/../..")
 OUT=${INS_XEN_OUT:-$ROOT/target/xen}
 LOG=${LOG:-$OUT/logs/boot-$(date +%H%M%S).log}
 mkdir -p "$(dirname "$LOG")"
-XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=${DOM0MEM:-1024M},max:${DOM0MEM:-1024M} dom0_max_vcpus=${SMP:-2} loglvl=warning guest_loglvl=warning noreboot ${XEN_EXTRA:-}"
-DOM0_ARGS="console=hvc0 earlyprintk=xen rdinit=/init loglevel=4"
+XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=${DOM0MEM:-1024M},max:${DOM0MEM:-1024M} dom0_max_vcpus=${SMP:-2} loglvl=warning guest_loglvl=warning noreboot spec-ctrl=no xpti=false ${XEN_EXTRA:-}"
+DOM0_ARGS="console=hvc0 earlyprintk=xen rdinit=/init loglevel=4 mitigations=off"
 T0=$(date +%s.%N)
 echo "== booting Xen in QEMU (TCG); log: $LOG"
 set +e
