@@ -20,7 +20,7 @@
 //! endpoint gets one end of a socket pair as its `control`; the link holds
 //! the other. Peer gone (its directory removed, `Closing`/`Closed`, its
 //! alive word cleared by its kernel's unmap notification, or its domain
-//! destroyed) → the link shuts its end down, so the endpoint sees a
+//! destroyed) → the link shuts down its sending side, so the endpoint sees a
 //! hang-up exactly as with a local peer. Endpoint dropped → the link sees
 //! end-of-file. Either way the link then tears down:
 //!
@@ -571,8 +571,12 @@ impl Link {
         let ended = self.watch(&ctl);
         let peer_left = matches!(ended, Ok(Ended::Peer));
         if peer_left {
-            // Tell the endpoint, then wait for its owner to drop it.
-            let _ = ctl.shutdown(std::net::Shutdown::Both);
+            // Tell the endpoint (it reads end-of-file: a hang-up, as from a
+            // local peer), then wait until its owner drops it, so that our
+            // teardown (unmap, Closed; or revoke) follows its last access.
+            // Only our sending side is shut: ours reads end-of-file only
+            // when the endpoint's end closes.
+            let _ = ctl.shutdown(std::net::Shutdown::Write);
             let mut fds = [PollFd::new(&ctl, PollFlags::IN | PollFlags::RDHUP)];
             let _ = poll_until(&mut fds, None);
         }
