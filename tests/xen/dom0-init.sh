@@ -131,7 +131,33 @@ left=$(xenstore-ls /local/domain/$P/data/ins 2>/dev/null; xenstore-ls /local/dom
 [ "$r1" = 0 ] && [ "$r2" = 0 ] && [ -z "$left" ] && result ins-joins-over-xen pass "driver side $r1, ins exit $r2, keys removed" \
   || result ins-joins-over-xen fail "driver side $r1, ins exit $r2, left: $left"
 
-for n in pvm ins1 snoop; do run $n poweroff; done
+# --- 7. the instance process dies (kill -9): its kernel unmaps the grants,
+# the unmap notification clears its alive word and fires the liveness port;
+# the driver notices, revokes and removes its keys
+state_of() { xenstore-read /local/domain/$P/data/ins/$1/state 2>/dev/null; }
+wait_connected() { i=0; until [ "$(state_of $1)" = 4 ] || [ $i -gt 1200 ]; do usleep 100000; i=$((i+1)); done; }
+run pvm "xenchan driver --peer $I --name xd1 --idle --until-peer-gone"; n1=$N
+run ins1 "xenchan instance --peer $P --name xd1 --idle --hold-until data/never & echo \$! > /tmp/xd1.pid"
+wait_cmd ins1 $N 30 >/dev/null
+wait_connected xd1
+t=$(up); run ins1 'kill -9 $(cat /tmp/xd1.pid)'
+r=$(wait_cmd pvm $n1 180)
+[ "$r" = 0 ] && [ -z "$(state_of xd1)" ] && grep -q "XENCHAN_CLOSED Driver: peer_left=true unmapped_before_revoke=true" /var/log/xen/console/guest-pvm.log \
+  && result instance-killed pass "driver revoked and removed its keys $(since $t) s after kill -9" \
+  || result instance-killed fail "driver exit $r, state '$(state_of xd1)'"
+
+# --- 8. the instance domain is destroyed (xl destroy): its xenstore home
+# vanishes, the driver's watch fires, it revokes and removes its keys
+run pvm "xenchan driver --peer $I --name xd2 --idle --until-peer-gone"; n1=$N
+run ins1 "xenchan instance --peer $P --name xd2 --idle --hold-until data/never"
+wait_connected xd2
+t=$(up); xl destroy ins1
+r=$(wait_cmd pvm $n1 180)
+[ "$r" = 0 ] && [ -z "$(state_of xd2)" ] \
+  && result domain-destroyed pass "driver revoked and removed its keys $(since $t) s after xl destroy" \
+  || result domain-destroyed fail "driver exit $r, state '$(state_of xd2)'"
+
+for n in pvm snoop; do run $n poweroff; done
 sleep 2
 echo "XENLAB_DONE failed=$FAILED elapsed=$(since $T0) s"
 sync

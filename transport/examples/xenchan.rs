@@ -12,6 +12,9 @@
 //! xenchan local [options]                               both ends in one process over memfd (self-check)
 //! ```
 //!
+//! `--idle` skips the exchange; `--until-peer-gone` then waits for the
+//! peer to leave or die (the driver's death tests).
+//!
 //! The exchange: `--messages N` random frames each way at once (sizes
 //! 1..=`--max-size`, contents derived from the seed and sequence number,
 //! each carrying an FNV-1a checksum; the receiver checks order, checksum
@@ -51,6 +54,8 @@ struct Opts {
     hold: Option<String>,
     addr: String,
     seconds: u64,
+    idle: bool,
+    until_peer_gone: bool,
 }
 
 fn parse(args: &[String]) -> Res<Opts> {
@@ -69,6 +74,8 @@ fn parse(args: &[String]) -> Res<Opts> {
         hold: None,
         addr: String::new(),
         seconds: 5,
+        idle: false,
+        until_peer_gone: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -92,6 +99,8 @@ fn parse(args: &[String]) -> Res<Opts> {
             "--hold-until" => o.hold = Some(v()?),
             "--listen" | "--connect" => o.addr = v()?,
             "--seconds" => o.seconds = v()?.parse()?,
+            "--idle" => o.idle = true,
+            "--until-peer-gone" => o.until_peer_gone = true,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -363,7 +372,27 @@ fn xen_side(o: &Opts, role: Role) -> Res<()> {
         o.ring_kib,
         ch.endpoint.version
     );
-    run_pair(&mut ch.endpoint, o, role)?;
+    if !o.idle {
+        run_pair(&mut ch.endpoint, o, role)?;
+    }
+    if o.until_peer_gone {
+        // Nothing is sent: the only way out is the peer's departure, which
+        // the link reports as a hang-up.
+        let mut buf = vec![0u8; ch.endpoint.max_frame];
+        let t = Instant::now();
+        loop {
+            match ch.endpoint.recv(&mut buf, Some(Duration::from_secs(300))) {
+                Err(Error::PeerClosed) => break,
+                Ok(None) => return Err("the peer never left".into()),
+                Ok(Some(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        println!(
+            "XENCHAN_PEER_GONE {role:?}: noticed after {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     hold(o, &xcfg)?;
     let td = ch.close()?;
     println!(
