@@ -8,6 +8,8 @@
 #   make demo        driver + 2 instances, a web server under the shim, a fetch
 #                    through INS, `ins-ctl list` and the fetch's flow (tools/demo.sh)
 #   make fuzz        each fuzz target for FUZZ_SECONDS (default 300) seconds
+#   make test-xen    the nested Xen lab (tests/xen): INS channels across Xen
+#                    domains, nginx under the shim in a PVM domU, figures
 #
 # Every target works on a fresh machine after `.ci/run`'s install step (or
 # `make deps`).
@@ -16,18 +18,22 @@ CARGO        ?= cargo
 NIGHTLY      ?= +nightly
 FUZZ_SECONDS ?= 300
 SMOKE_SECONDS ?= 20
-FUZZ_TARGETS := decode ring_consumer ring_producer
+FUZZ_TARGETS := decode ring_consumer ring_producer xenstore_reply
 
 .PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
-        bench-ring bench-ins bench-nginx deps clean demo
+        bench-ring bench-ins bench-nginx deps clean demo test-xen
 
 all: build
 
 build:
 	$(CARGO) build --workspace --release
 
-test: fmt-check clippy nostd doc unit loom fuzz-smoke
+test: fmt-check clippy nostd doc unit loom fuzz-smoke test-xen
 	@echo "make test: all checks passed"
+
+# Needs root (installs QEMU and downloads Debian's Xen packages once).
+test-xen:
+	CARGO="$(CARGO)" ./tests/xen/lab.sh
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -43,6 +49,8 @@ nostd:
 	$(CARGO) build -p ins-protocol --no-default-features
 	$(CARGO) build -p ins-protocol --no-default-features --features alloc
 	$(CARGO) build -p ins-core --no-default-features
+	$(CARGO) build -p ins-xen --no-default-features
+	$(CARGO) build -p ins-xen --no-default-features --features alloc
 
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
