@@ -41,12 +41,14 @@ clippy:
 	$(CARGO) clippy -p ins-xen-pv --features rt -- -D warnings
 
 # The protocol crate must build without std (it is shared with the kernel
-# module and the unikernel), and ins-core with alloc only (the unikernel). Building only that package keeps other members'
+# module and the unikernel), and ins-core with alloc only (the unikernel);
+# the unikernel's own crates are #![no_std] libraries. Building only that package keeps other members'
 # features out of the resolution.
 nostd:
 	$(CARGO) build -p ins-protocol --no-default-features
 	$(CARGO) build -p ins-protocol --no-default-features --features alloc
 	$(CARGO) build -p ins-core --no-default-features
+	$(CARGO) build -p ins-xen-pv -p ins-smol-stack
 
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
