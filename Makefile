@@ -18,7 +18,7 @@ CARGO        ?= cargo
 NIGHTLY      ?= +nightly
 FUZZ_SECONDS ?= 300
 SMOKE_SECONDS ?= 20
-FUZZ_TARGETS := decode ring_consumer ring_producer
+FUZZ_TARGETS := decode ring_consumer ring_producer xenstore_reply
 
 .PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
         bench-ring bench-ins bench-nginx deps clean demo unikernel unikernel-clippy
@@ -49,6 +49,8 @@ nostd:
 	$(CARGO) build -p ins-protocol --no-default-features --features alloc
 	$(CARGO) build -p ins-core --no-default-features
 	$(CARGO) build -p ins-xen-pv -p ins-smol-stack
+	$(CARGO) build -p ins-xen --no-default-features
+	$(CARGO) build -p ins-xen --no-default-features --features alloc
 
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
