@@ -18,7 +18,7 @@ CARGO        ?= cargo
 NIGHTLY      ?= +nightly
 FUZZ_SECONDS ?= 300
 SMOKE_SECONDS ?= 20
-FUZZ_TARGETS := decode ring_consumer ring_producer xenstore_reply
+FUZZ_TARGETS := decode ring_consumer ring_producer xenstore_reply netfront_responses
 
 .PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
         bench-ring bench-ins bench-nginx deps clean demo unikernel unikernel-clippy

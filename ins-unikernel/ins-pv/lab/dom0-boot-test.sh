@@ -41,8 +41,8 @@ CFG
   echo "----- console of $n"; cat /var/log/xen/console/guest-$n.log
   xl destroy $n
 }
-run ins1 "then=poweroff" s
-run ins2 "then=panic" c
+run ins1 "net=none then=poweroff" s
+run ins2 "net=none then=panic" c
 grep -q "PANIC: panicked at" /var/log/xen/console/guest-ins2.log || ok=0
 # Linux PV domU for comparison (the lab's du1: 128 MiB, busybox initramfs writes data/up at the end of /init)
 t=$(up); xl create /etc/xen/du1.cfg; t1=$(up); D1=$(xl domid du1)

@@ -15,6 +15,7 @@
 //!   `SCHEDOP_poll`, and the one-shot timer.
 //! * [`time`]: Xen system time and the wall clock.
 //! * [`gnttab`]: granting pages and mapping a peer's.
+//! * [`xenstore`]: the xenstore ring as a stream for ins-xen's client.
 //! * `rt` (feature `rt`): the entry point, Xen ELF notes, boot stack,
 //!   global allocator and panic handler.
 //!
@@ -50,3 +51,4 @@ pub mod rt;
 mod rtmem;
 pub mod start_info;
 pub mod time;
+pub mod xenstore;

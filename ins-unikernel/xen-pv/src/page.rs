@@ -84,3 +84,62 @@ unsafe impl SharedRegion for Mapped {
         self.len
     }
 }
+
+/// A zeroed, page-aligned page of this domain's heap, for memory shared
+/// with a peer (granted ring pages, packet buffers). Zeroed so that no
+/// stale heap data reaches the peer (XSA-403).
+///
+/// Dropping it frees the page: only drop it once no peer can reach it any
+/// more (its grant ended; see [`crate::gnttab::GrantTable::end`]). Owners
+/// that cannot end a grant keep the page alive (leak it) instead.
+#[derive(Debug)]
+pub struct PageBox {
+    page: Mapped,
+}
+
+// SAFETY: the page is only reached through `Mapped`'s volatile and atomic
+// operations.
+unsafe impl Send for PageBox {}
+
+const PAGE_LAYOUT: core::alloc::Layout =
+    match core::alloc::Layout::from_size_align(PAGE_SIZE, PAGE_SIZE) {
+        Ok(l) => l,
+        Err(_) => panic!("page layout"),
+    };
+
+impl PageBox {
+    /// Allocates a zeroed page; `None` when the heap is exhausted.
+    pub fn new() -> Option<PageBox> {
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc::alloc::alloc_zeroed(PAGE_LAYOUT) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a live, page-aligned, page-sized allocation owned by this
+        // value until drop; only reached through `Mapped`.
+        let page = unsafe { Mapped::new(p.addr(), 1) };
+        Some(PageBox { page })
+    }
+
+    /// The page as shared memory.
+    pub fn mapped(&self) -> Mapped {
+        self.page
+    }
+
+    /// Its virtual address.
+    pub fn va(&self) -> usize {
+        self.page.va()
+    }
+
+    /// Gives up ownership without freeing (a page a peer may still map).
+    pub fn leak(self) {
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for PageBox {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with PAGE_LAYOUT and not freed since.
+        unsafe { alloc::alloc::dealloc(self.page.va() as *mut u8, PAGE_LAYOUT) };
+    }
+}

@@ -130,6 +130,8 @@ pub struct Boot {
     pub timer: Timer,
     /// The console.
     pub console: Console,
+    /// The xenstore ring page (`None` if start_info named no frame of ours).
+    pub store: Option<Mapped>,
     /// Xen system time when the runtime first read the clock (shared_info
     /// mapped: a few hundred microseconds after entry).
     pub boot_ns: u64,
@@ -184,6 +186,14 @@ extern "C" fn rt_start(si_va: u64, entry_rsp: u64) -> ! {
             )
         }
     };
+    let store_pfn = {
+        // SAFETY: as above, for the xenstore page (a frame of this domain).
+        unsafe {
+            core::ptr::read_volatile(
+                (crate::abi::mmu::M2P_VIRT_START + si.store_mfn * 8) as *const u64,
+            )
+        }
+    };
     if console_pfn < si.nr_pages {
         // SAFETY: the console ring page is mapped by the domain builder
         // and shared with the console daemon (only reached via Mapped).
@@ -234,6 +244,13 @@ extern "C" fn rt_start(si_va: u64, entry_rsp: u64) -> ! {
         Err(e) => fatal("timer", &e),
     };
     let console = Console::global().unwrap_or_else(|| fatal("console", &"no console page"));
+    let store = (store_pfn < memory.nr_pages()
+        && memory.pfn_to_mfn(store_pfn) == Some(si.store_mfn))
+    .then(|| {
+        // SAFETY: the xenstore ring page is mapped by the domain builder
+        // at pfn << 12 and shared with xenstored (only reached via Mapped).
+        unsafe { Mapped::new((store_pfn << PAGE_SHIFT) as usize, 1) }
+    });
     let image_bytes = ((&raw const _end).addr() - (&raw const __image_start).addr()) as u64;
     let boot = Boot {
         start_info: si,
@@ -243,6 +260,7 @@ extern "C" fn rt_start(si_va: u64, entry_rsp: u64) -> ! {
         clock,
         timer,
         console,
+        store,
         boot_ns,
         image_bytes,
     };

@@ -98,3 +98,12 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: same contract as memcmp.
     unsafe { memcmp(a, b, n) }
 }
+
+/// The prebuilt `alloc` (built for panic=unwind) has landing pads that
+/// call `_Unwind_Resume`. The image is built with panic=abort and its
+/// panic handler never returns, so no unwinding ever starts and this is
+/// unreachable; should it be reached anyway, the domain crashes.
+#[unsafe(no_mangle)]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    crate::hypercall::shutdown(crate::abi::sched::CRASH)
+}
