@@ -12,6 +12,10 @@
 #                    its decisions, the mitigation and the client's success (tools/demo-attack.sh)
 #   make bench-detect nginx req/s through INS with ins-detect on and off (tools/scripts/bench-detect.sh)
 #   make detect-benign the graph test with a 300 s benign period (no decision expected)
+#   make test-xen    the nested Xen lab (tests/xen): INS channels across Xen
+#                    domains, nginx under the shim in a PVM domU, figures
+#   make unikernel   the INS Xen PV unikernel image (ins-unikernel/ins-pv):
+#                    target/unikernel/x86_64-unknown-linux-gnu/release/ins-pv
 #
 # Every target works on a fresh machine after `.ci/run`'s install step (or
 # `make deps`).
@@ -20,33 +24,44 @@ CARGO        ?= cargo
 NIGHTLY      ?= +nightly
 FUZZ_SECONDS ?= 300
 SMOKE_SECONDS ?= 20
-FUZZ_TARGETS := decode ring_consumer ring_producer
+FUZZ_TARGETS := decode ring_consumer ring_producer xenstore_reply netfront_responses
 
 .PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
-        bench-ring bench-ins bench-nginx deps clean demo demo-attack bench-detect detect-benign
+        bench-ring bench-ins bench-nginx deps clean demo demo-attack bench-detect detect-benign \
+        test-xen unikernel unikernel-clippy
 
 all: build
 
 build:
 	$(CARGO) build --workspace --release
 
-test: fmt-check clippy nostd doc unit loom fuzz-smoke
+test: fmt-check clippy unikernel-clippy nostd unikernel doc unit loom fuzz-smoke test-xen
 	@echo "make test: all checks passed"
+
+# Needs root (installs QEMU and downloads Debian's Xen packages once).
+test-xen:
+	CARGO="$(CARGO)" ./tests/xen/lab.sh
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+	cd ins-unikernel/ins-pv && $(CARGO) fmt -- --check
 	cd fuzz && $(CARGO) fmt -- --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p ins-xen-pv --features rt -- -D warnings
 
 # The protocol crate must build without std (it is shared with the kernel
-# module and the unikernel), and ins-core with alloc only (the unikernel). Building only that package keeps other members'
+# module and the unikernel), and ins-core with alloc only (the unikernel);
+# the unikernel's own crates are #![no_std] libraries. Building only that package keeps other members'
 # features out of the resolution.
 nostd:
 	$(CARGO) build -p ins-protocol --no-default-features
 	$(CARGO) build -p ins-protocol --no-default-features --features alloc
 	$(CARGO) build -p ins-core --no-default-features
+	$(CARGO) build -p ins-xen-pv -p ins-smol-stack
+	$(CARGO) build -p ins-xen --no-default-features
+	$(CARGO) build -p ins-xen --no-default-features --features alloc
 
 doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
@@ -56,6 +71,25 @@ doc:
 unit:
 	$(CARGO) build --workspace --release
 	$(CARGO) test --workspace --release
+
+# The unikernel is a static, non-PIE x86_64 ELF built with stable Rust for
+# x86_64-unknown-linux-gnu against the prebuilt core/alloc, without std.
+# Its own code is compiled without the red zone; the prebuilt core keeps it,
+# which is safe because the guest never takes an event upcall (events are
+# masked for good and waited for with SCHEDOP_poll). --target keeps the
+# flags off build scripts and proc macros. It is its own cargo workspace
+# (panic=abort, linker script).
+UNIKERNEL_RUSTFLAGS := -C no-redzone=yes -C relocation-model=static -C target-feature=+crt-static
+UNIKERNEL_CARGO = cd ins-unikernel/ins-pv && RUSTFLAGS="$(UNIKERNEL_RUSTFLAGS)" $(CARGO)
+UNIKERNEL_ARGS := --release --locked --target x86_64-unknown-linux-gnu --target-dir ../../target/unikernel
+UNIKERNEL_IMAGE := target/unikernel/x86_64-unknown-linux-gnu/release/ins-pv
+
+unikernel:
+	$(UNIKERNEL_CARGO) build $(UNIKERNEL_ARGS)
+	@ls -l $(UNIKERNEL_IMAGE)
+
+unikernel-clippy:
+	$(UNIKERNEL_CARGO) clippy $(UNIKERNEL_ARGS) -- -D warnings
 
 loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test -p ins-protocol --release --test ring_loom \

@@ -26,7 +26,7 @@ use core::net::SocketAddr;
 use zerocopy::byteorder::little_endian::{I32, U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::msg::{DecodeError, MAX_ERRNO, MAX_OPT_LEN, WireAddr};
+use crate::msg::{DecodeError, MAX_ERRNO, MAX_OPT_LEN, OptValue, WireAddr};
 
 /// Largest value carried by a control message (socket option values).
 pub const MAX_VALUE: usize = MAX_OPT_LEN;
@@ -121,9 +121,11 @@ pub struct ControlWire {
 
 const _: () = assert!(core::mem::size_of::<ControlWire>() == HEADER_LEN);
 
-/// A decoded control message (request or reply).
+/// A control message (request or reply), generic over how it holds its
+/// value like [`MsgOf`](crate::msg::MsgOf): [`Control`] borrows it from a
+/// packet, [`OwnedControl`] keeps it inline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Control<'a> {
+pub struct ControlOf<V> {
     /// The operation (a reply repeats its request's).
     pub op: Op,
     /// Request number chosen by the shim, echoed by the reply.
@@ -137,7 +139,30 @@ pub struct Control<'a> {
     /// Second address, if any.
     pub addr2: Option<SocketAddr>,
     /// Option value, at most [`MAX_VALUE`] bytes.
-    pub value: &'a [u8],
+    pub value: V,
+}
+
+/// A control message borrowing its value: what [`Control::decode`] returns
+/// and [`Control::encode`] writes.
+pub type Control<'a> = ControlOf<&'a [u8]>;
+
+/// A control message owning its value (at most [`MAX_VALUE`] bytes,
+/// inline), for a sender that queues it.
+pub type OwnedControl = ControlOf<OptValue>;
+
+impl<V: AsRef<[u8]>> ControlOf<V> {
+    /// The same message borrowing its value, to encode it.
+    pub fn borrowed(&self) -> Control<'_> {
+        ControlOf {
+            op: self.op,
+            seq: self.seq,
+            status: self.status,
+            args: self.args,
+            addr: self.addr,
+            addr2: self.addr2,
+            value: self.value.as_ref(),
+        }
+    }
 }
 
 impl<'a> Control<'a> {
@@ -273,6 +298,25 @@ mod tests {
         let n = msg.encode(&mut buf).unwrap();
         assert_eq!(n, HEADER_LEN + 4);
         assert_eq!(Control::decode(&buf[..n]).unwrap(), msg);
+    }
+
+    #[test]
+    fn owned_encodes_like_borrowed() {
+        let v = [9u8; 7];
+        let owned = OwnedControl {
+            op: Op::GetOpt,
+            seq: 5,
+            status: 0,
+            args: [1, 2, 3, 4],
+            addr: None,
+            addr2: Some("10.1.2.3:4".parse().unwrap()),
+            value: OptValue::new(&v),
+        };
+        let mut a = [0u8; MAX_PACKET];
+        let n = owned.borrowed().encode(&mut a).unwrap();
+        let back = Control::decode(&a[..n]).unwrap();
+        assert_eq!(back, owned.borrowed());
+        assert_eq!(back.value, &v);
     }
 
     #[test]

@@ -60,13 +60,15 @@ use zerocopy::byteorder::little_endian::{I32, U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub mod addr;
+pub mod owned;
 pub mod records;
 pub mod telemetry;
 
 pub use addr::{AF_INET, AF_INET6, AF_UNSPEC, Prefix, WireAddr};
+pub use owned::{OptValue, OwnedMitigation, OwnedMsg};
 pub use records::{
-    CloseReason, FlowRecord, FlowState, IPPROTO_TCP, IPPROTO_UDP, Mitigation, Stats, TOGGLE_OFF,
-    TOGGLE_ON, TOGGLE_UNCHANGED, TcpSettings,
+    CloseReason, FlowRecord, FlowState, IPPROTO_TCP, IPPROTO_UDP, Mitigation, MitigationOf, Stats,
+    TOGGLE_OFF, TOGGLE_ON, TOGGLE_UNCHANGED, TcpSettings,
 };
 pub use telemetry::{ConnTelemetry, PayloadStats, TelemetryCause};
 
@@ -521,9 +523,11 @@ impl From<DecodeError> for EncodeError {
     }
 }
 
-/// One message.
+/// One message, generic over how it holds its byte payloads (option
+/// values, stream bytes, datagrams, reply values): [`Msg`] borrows them
+/// from a frame, [`OwnedMsg`] keeps them inline (see [`owned`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Msg<'a> {
+pub enum MsgOf<P> {
     /// Create socket `sock` (driver-allocated id).
     Open {
         /// New socket id (top bit clear).
@@ -592,7 +596,7 @@ pub enum Msg<'a> {
         /// Option name.
         name: i32,
         /// Value, at most [`MAX_OPT_LEN`] bytes.
-        value: &'a [u8],
+        value: P,
     },
     /// `getsockopt()`; the value comes back in `Reply`.
     GetOpt {
@@ -626,14 +630,14 @@ pub enum Msg<'a> {
         /// Request id.
         req: u32,
         /// The command.
-        cmd: Mitigation<'a>,
+        cmd: MitigationOf<P>,
     },
     /// Stream bytes (at least one).
     Data {
         /// Socket id.
         sock: u32,
         /// The bytes.
-        bytes: &'a [u8],
+        bytes: P,
     },
     /// One datagram with its peer address: driver→instance the destination
     /// (`None` on a connected socket), instance→driver the source.
@@ -643,7 +647,7 @@ pub enum Msg<'a> {
         /// Peer address.
         addr: Option<SocketAddr>,
         /// The datagram (may be empty).
-        bytes: &'a [u8],
+        bytes: P,
     },
     /// Window update: the receiver lets the sender send `bytes` more.
     Credit {
@@ -667,7 +671,7 @@ pub enum Msg<'a> {
         errno: i32,
         /// Option bytes, a 32-byte [`WireAddr`] for get*name, or empty;
         /// always empty when `errno` ≠ 0.
-        value: &'a [u8],
+        value: P,
     },
     /// A stream connect finished (successfully if `errno` is 0).
     Connected {
@@ -710,6 +714,10 @@ pub enum Msg<'a> {
     /// Live telemetry of one connection.
     Telemetry(ConnTelemetry),
 }
+
+/// A message borrowing its payload from a frame: what [`Msg::decode`]
+/// returns and [`Msg::encode`] writes.
+pub type Msg<'a> = MsgOf<&'a [u8]>;
 
 // Fixed bodies.
 

@@ -7,7 +7,7 @@
 //! event channels.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 use std::time::Duration;
 
 use ins_protocol::region::SharedRegion;
@@ -37,11 +37,14 @@ pub trait Doorbell: Send + Sync {
 pub trait Transport {
     /// The shared memory both sides map.
     type Region: SharedRegion + Send + Sync;
-    /// The doorbell each side waits on.
-    type Bell: Doorbell;
+    /// The doorbell each side waits on (pollable).
+    type Bell: Doorbell + AsFd;
 }
 
 /// The local transport: memfd regions and eventfd doorbells.
+///
+/// The Xen transport is [`crate::sys::xen::Xen`]: granted or grant-mapped
+/// pages and an event channel.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Local;
 

@@ -13,28 +13,31 @@
 //! means the peer process is gone, reported as [`Error::PeerClosed`] once the
 //! ring holds nothing more to read.
 
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ins_protocol::hello::Hello;
+use ins_protocol::region::SharedRegion;
 use ins_protocol::ring::{Consumer, Producer, RingError};
 use rustix::event::{PollFd, PollFlags};
 
-use crate::channel::Doorbell;
+use crate::channel::{Doorbell, Local, Transport};
 use crate::error::Error;
-use crate::sys::linux::{EventFd, MemfdRegion, poll_until};
+use crate::sys::linux::poll_until;
 
-/// One side of an open channel (driver or instance) after the handshake.
-pub struct Endpoint {
+/// One side of an open channel (driver or instance) after the handshake,
+/// over transport `T` (the local memfd/eventfd one unless said otherwise).
+pub struct Endpoint<T: Transport = Local> {
     /// Our outgoing ring.
-    pub tx: Producer<Arc<MemfdRegion>>,
+    pub tx: Producer<Arc<T::Region>>,
     /// Our incoming ring.
-    pub rx: Consumer<Arc<MemfdRegion>>,
+    pub rx: Consumer<Arc<T::Region>>,
     /// The peer's doorbell: rung when we publish data or free space.
-    pub tx_bell: EventFd,
+    pub tx_bell: T::Bell,
     /// Our doorbell: we sleep on it (register it with epoll/mio if needed).
-    pub rx_bell: EventFd,
+    pub rx_bell: T::Bell,
     /// The rendezvous socket, kept open so that hang-up reports peer death.
     pub control: UnixStream,
     /// The peer's validated hello.
@@ -46,7 +49,7 @@ pub struct Endpoint {
     /// Largest frame we may receive.
     pub max_frame: usize,
     /// The shared region (both rings).
-    pub region: Arc<MemfdRegion>,
+    pub region: Arc<T::Region>,
 }
 
 /// Why a sleep ended.
@@ -61,8 +64,8 @@ pub(crate) enum Wake {
 }
 
 /// Sleeps on `bell` and watches `control` for hang-up until `deadline`.
-pub(crate) fn sleep(
-    bell: &EventFd,
+pub(crate) fn sleep<B: Doorbell + AsFd>(
+    bell: &B,
     control: &UnixStream,
     deadline: Option<Instant>,
 ) -> Result<Wake, Error> {
@@ -90,9 +93,9 @@ pub(crate) fn sleep(
 
 /// Pops one frame and publishes the freed space, ringing the producer if it
 /// waits for space.
-pub(crate) fn try_recv_parts(
-    rx: &mut Consumer<Arc<MemfdRegion>>,
-    tx_bell: &EventFd,
+pub(crate) fn try_recv_parts<R: SharedRegion, B: Doorbell>(
+    rx: &mut Consumer<Arc<R>>,
+    tx_bell: &B,
     buf: &mut [u8],
 ) -> Result<Option<usize>, Error> {
     match rx.pop(buf)? {
@@ -107,10 +110,10 @@ pub(crate) fn try_recv_parts(
 }
 
 /// Receives one frame, spinning for `spin` then sleeping until `deadline`.
-pub(crate) fn recv_parts(
-    rx: &mut Consumer<Arc<MemfdRegion>>,
-    tx_bell: &EventFd,
-    rx_bell: &EventFd,
+pub(crate) fn recv_parts<R: SharedRegion, B: Doorbell + AsFd>(
+    rx: &mut Consumer<Arc<R>>,
+    tx_bell: &B,
+    rx_bell: &B,
     control: &UnixStream,
     buf: &mut [u8],
     spin: Duration,
@@ -166,7 +169,7 @@ fn spin_until(
     }
 }
 
-impl Endpoint {
+impl<T: Transport> Endpoint<T> {
     /// Pushes one frame without publishing it; call [`Endpoint::flush`]
     /// after a batch. `Err(Error::Ring(RingError::Full))` when it does not
     /// fit now (nothing is written).
@@ -320,7 +323,7 @@ impl Endpoint {
     }
 }
 
-impl std::fmt::Debug for Endpoint {
+impl<T: Transport> std::fmt::Debug for Endpoint<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
             .field("peer", &self.peer)

@@ -69,6 +69,18 @@ pub enum Error {
     /// The peer closed the channel or died.
     #[error("peer closed the channel")]
     PeerClosed,
+    /// A xenstore request failed (Xen transport).
+    #[error("xenstore {op}: {source}")]
+    Xenstore {
+        /// What we were doing.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: ins_xen::xenstore::Error<io::Error>,
+    },
+    /// The peer's channel keys in xenstore are invalid (Xen transport).
+    #[error("xen channel: {0}")]
+    XenChannel(#[from] ins_xen::channel::ChannelError),
 }
 
 impl From<RingError> for Error {
@@ -78,6 +90,11 @@ impl From<RingError> for Error {
 }
 
 impl Error {
+    /// Wraps a xenstore error with the name of the failing operation.
+    pub fn xs(op: &'static str) -> impl FnOnce(ins_xen::xenstore::Error<io::Error>) -> Error {
+        move |source| Error::Xenstore { op, source }
+    }
+
     /// Wraps an I/O error with the name of the failing operation.
     pub fn io(op: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { op, source }

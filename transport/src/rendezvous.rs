@@ -33,7 +33,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use crate::channel::Doorbell;
+use crate::channel::{Doorbell, Local, Transport};
 use crate::config::ChannelConfig;
 use crate::endpoint::{Endpoint, recv_parts};
 use crate::error::Error;
@@ -227,28 +227,28 @@ impl Header {
 /// A channel whose region and doorbells are set up but whose hello has not
 /// been exchanged yet. Its fields are public so that tests and tools can
 /// speak to a peer directly; [`RawChannel::handshake`] is the normal path.
-pub struct RawChannel {
+pub struct RawChannel<T: Transport = Local> {
     /// Which side we are.
     pub role: Role,
     /// Our outgoing ring.
-    pub tx: Producer<Arc<MemfdRegion>>,
+    pub tx: Producer<Arc<T::Region>>,
     /// Our incoming ring.
-    pub rx: Consumer<Arc<MemfdRegion>>,
+    pub rx: Consumer<Arc<T::Region>>,
     /// The peer's doorbell.
-    pub tx_bell: EventFd,
+    pub tx_bell: T::Bell,
     /// Our doorbell.
-    pub rx_bell: EventFd,
+    pub rx_bell: T::Bell,
     /// The rendezvous socket.
     pub control: UnixStream,
     /// The region and ring layout.
     pub layout: Layout,
     /// The shared region.
-    pub region: Arc<MemfdRegion>,
+    pub region: Arc<T::Region>,
     /// Spin before sleeping, for the endpoint.
     pub spin: Duration,
 }
 
-impl RawChannel {
+impl<T: Transport> RawChannel<T> {
     fn rings(&self) -> (RingConfig, RingConfig) {
         match self.role {
             Role::Driver => (self.layout.to_instance, self.layout.to_driver),
@@ -260,7 +260,7 @@ impl RawChannel {
     /// zero, are filled in) as the first frame, then waits up to `timeout`
     /// for the peer's, which must decode, be of the other role, share a
     /// version, and describe the same rings.
-    pub fn handshake(mut self, mut hello: Hello, timeout: Duration) -> Result<Endpoint, Error> {
+    pub fn handshake(mut self, mut hello: Hello, timeout: Duration) -> Result<Endpoint<T>, Error> {
         if hello.role != self.role {
             return Err(Error::Config(
                 "hello role differs from our side of the channel",
@@ -324,7 +324,7 @@ impl RawChannel {
     }
 }
 
-impl std::fmt::Debug for RawChannel {
+impl<T: Transport> std::fmt::Debug for RawChannel<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawChannel")
             .field("role", &self.role)

@@ -13,6 +13,8 @@ use clap::Parser;
 use ins_core::config::InstanceConfig;
 use ins_protocol::ring::{MAX_CAPACITY, MIN_CAPACITY, RING_HEADER_LEN};
 use ins_transport::ChannelConfig;
+use ins_transport::sys::xen::XenConfig;
+use ins_xen::DomId;
 
 /// Exit codes of the `ins` binary.
 pub mod exit {
@@ -45,8 +47,28 @@ Logging: RUST_LOG (default `info`), to stderr.";
 #[command(name = "ins", version, after_help = AFTER_HELP, args_override_self = true)]
 pub struct Args {
     /// The driver's rendezvous Unix socket.
-    #[arg(long, value_name = "PATH")]
-    pub driver: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "xen_driver",
+        conflicts_with = "xen_driver"
+    )]
+    pub driver: Option<PathBuf>,
+    /// Join a driver in another Xen domain instead: its domain id. The
+    /// driver grants the ring pages; we map them (`/dev/xen/gntdev`) and
+    /// bind its event channel, after a rendezvous in xenstore.
+    #[arg(long, value_name = "DOMID", requires = "xen_channel")]
+    pub xen_driver: Option<u16>,
+    /// The channel's name under the driver's
+    /// `/local/domain/<driver>/data/ins/` (a xenstore path element).
+    #[arg(long, value_name = "NAME")]
+    pub xen_channel: Option<String>,
+    /// How long to wait for the driver's offer in xenstore (1 ..= 3600 s).
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub xen_rendezvous_s: u64,
+    /// Most pages accepted in a Xen channel offer.
+    #[arg(long, value_name = "N", default_value_t = XenConfig::default().max_pages)]
+    pub xen_max_pages: u32,
     /// Instance id assigned by the controller (announced in the hello).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub instance_id: u32,
@@ -117,11 +139,24 @@ pub struct Args {
     pub config: Option<PathBuf>,
 }
 
+/// Where a driver in another Xen domain offers our channel.
+#[derive(Debug, Clone)]
+pub struct XenTarget {
+    /// The driver's domain.
+    pub driver: u16,
+    /// The channel's name.
+    pub channel: String,
+    /// Devices, limits and timeouts of the Xen transport.
+    pub config: XenConfig,
+}
+
 /// Validated settings of one instance.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The driver's socket.
+    /// The driver's socket (empty with `--xen-driver`).
     pub driver: PathBuf,
+    /// The Xen driver to join instead, if any.
+    pub xen: Option<XenTarget>,
     /// Our instance id.
     pub instance_id: u32,
     /// Executor limits and timers (validated).
@@ -299,8 +334,39 @@ impl Args {
         let random_profile = self
             .random_profile
             .map(|seed| seed.unwrap_or_else(clock_seed));
+        let xen = match (self.xen_driver, &self.xen_channel) {
+            (None, _) => None,
+            (Some(driver), Some(channel)) => {
+                if !(1..=3600).contains(&self.xen_rendezvous_s) {
+                    return Err(UsageError::Invalid(format!(
+                        "xen-rendezvous-s = {} must be in 1 ..= 3600",
+                        self.xen_rendezvous_s
+                    )));
+                }
+                if !DomId(driver).is_real()
+                    || ins_xen::xenstore::path::check_element(channel.as_bytes()).is_err()
+                {
+                    return Err(UsageError::Invalid(format!(
+                        "xen-driver = {driver} / xen-channel = {channel:?}: need a real domain id and a xenstore path element"
+                    )));
+                }
+                Some(XenTarget {
+                    driver,
+                    channel: channel.clone(),
+                    config: XenConfig {
+                        rendezvous_timeout: Duration::from_secs(self.xen_rendezvous_s),
+                        max_pages: self.xen_max_pages,
+                        ..XenConfig::default()
+                    },
+                })
+            }
+            (Some(_), None) => {
+                return Err(UsageError::Invalid("xen-driver needs xen-channel".into()));
+            }
+        };
         Ok(Settings {
-            driver: self.driver.clone(),
+            driver: self.driver.clone().unwrap_or_default(),
+            xen,
             instance_id: self.instance_id,
             instance,
             channel,
@@ -327,6 +393,22 @@ mod tests {
         let mut v = vec!["ins"];
         v.extend_from_slice(args);
         parse_args(v)?.settings()
+    }
+
+    #[test]
+    fn xen_target_is_validated() {
+        let s = parse(&["--xen-driver", "3", "--xen-channel", "ins0"]).unwrap();
+        let xen = s.xen.expect("a xen target");
+        assert_eq!((xen.driver, xen.channel.as_str()), (3, "ins0"));
+        assert_eq!(xen.config.rendezvous_timeout, Duration::from_secs(60));
+        assert!(parse(&["--driver", "/tmp/d.sock"]).unwrap().xen.is_none());
+        // A channel name is required, a socket and a Xen driver exclude each
+        // other, and the name must be a xenstore path element.
+        assert!(parse(&["--xen-driver", "3"]).is_err());
+        assert!(parse(&["--driver", "/x", "--xen-driver", "3", "--xen-channel", "a"]).is_err());
+        assert!(parse(&["--xen-driver", "3", "--xen-channel", "a/b"]).is_err());
+        assert!(parse(&["--xen-driver", "32752", "--xen-channel", "a"]).is_err());
+        assert!(parse(&[]).is_err());
     }
 
     #[test]

@@ -33,10 +33,14 @@ use ins_core::config::ConfigError;
 use ins_core::executor::{Executor, Outbox, OutboxFull};
 use ins_protocol::hello::{Hello, Role};
 use ins_protocol::msg::HEADER_LEN;
+use ins_protocol::region::SharedRegion;
 use ins_protocol::ring::{Consumer, Producer, RingError};
-use ins_transport::{Doorbell, Endpoint, EventFd, MemfdRegion};
+use ins_transport::channel::Transport;
+use ins_transport::sys::xen::connect_xen;
+use ins_transport::{Doorbell, Endpoint, MemfdRegion};
+use ins_xen::{DomId, channel::ChannelId};
 
-use crate::cli::{Settings, exit};
+use crate::cli::{Settings, XenTarget, exit};
 use crate::sys::{LinuxStack, Watch, raw};
 
 /// Frames taken from the driver's ring before other work gets a turn.
@@ -125,16 +129,16 @@ fn wall_ns() -> u64 {
 
 /// The executor's [`Outbox`]: the ring producer toward the driver. Frames
 /// become visible at [`RingOutbox::flush`], after each batch.
-pub struct RingOutbox {
-    tx: Producer<Arc<MemfdRegion>>,
+pub struct RingOutbox<R: SharedRegion = MemfdRegion> {
+    tx: Producer<Arc<R>>,
     max_payload: usize,
     /// The first non-`Full` ring error; the loop stops on it.
     error: Option<RingError>,
 }
 
-impl RingOutbox {
+impl<R: SharedRegion> RingOutbox<R> {
     /// Wraps the transport's producer.
-    pub fn new(tx: Producer<Arc<MemfdRegion>>) -> Self {
+    pub fn new(tx: Producer<Arc<R>>) -> Self {
         let max_payload = (tx.config().max_frame as usize).saturating_sub(HEADER_LEN);
         RingOutbox {
             tx,
@@ -144,7 +148,7 @@ impl RingOutbox {
     }
 
     /// Publishes pushed frames, ringing `bell` if the driver waits for them.
-    pub fn flush(&mut self, bell: &EventFd) -> Result<(), InstanceError> {
+    pub fn flush<B: Doorbell>(&mut self, bell: &B) -> Result<(), InstanceError> {
         self.check()?;
         if self.tx.flush().map_err(ring_err)? {
             bell.notify()
@@ -166,7 +170,7 @@ impl RingOutbox {
     }
 }
 
-impl Outbox for RingOutbox {
+impl<R: SharedRegion> Outbox for RingOutbox<R> {
     fn try_push(&mut self, parts: &[&[u8]]) -> Result<(), OutboxFull> {
         if self.error.is_some() {
             return Err(OutboxFull);
@@ -244,6 +248,9 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
     raw::block_signals(&signals).map_err(io_err("block SIGTERM/SIGINT"))?;
     let sigfd = raw::signalfd(&signals).map_err(io_err("signalfd"))?;
     raise_nofile(settings.instance.max_sockets);
+    if let Some(xen) = &settings.xen {
+        return run_xen(settings, xen, sigfd);
+    }
     let ep = connect(settings)?;
     tracing::info!(
         driver = %settings.driver.display(),
@@ -257,11 +264,53 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
     serve(ep, settings, Some(sigfd))
 }
 
+/// Joins a driver domain over the Xen transport (`--xen-driver`), serves
+/// the channel, then waits for the teardown (unmap, `state=Closed`, keys
+/// removed) before returning.
+fn run_xen(settings: &Settings, xen: &XenTarget, sigfd: OwnedFd) -> Result<Exit, InstanceError> {
+    let what = || std::path::PathBuf::from(format!("xen:dom{}/{}", xen.driver, xen.channel));
+    let connect_err = |source| InstanceError::Connect {
+        path: what(),
+        source,
+    };
+    let mut xs = ins_transport::sys::xen::XenbusStream::client(&xen.config.xenbus, 16)
+        .map_err(|e| connect_err(ins_transport::Error::io("open xenstore")(e)))?;
+    let me = xs
+        .read(ins_xen::xenstore::TxId::NONE, "domid")
+        .ok()
+        .and_then(|v| DomId::parse(&v))
+        .ok_or_else(|| {
+            connect_err(ins_transport::Error::BadHeader(
+                "cannot read our domid from xenstore",
+            ))
+        })?;
+    drop(xs);
+    let id =
+        ChannelId::new(DomId(xen.driver), me, &xen.channel).map_err(|e| connect_err(e.into()))?;
+    let ch =
+        connect_xen(&id, hello(settings), &settings.channel, &xen.config).map_err(connect_err)?;
+    let (ep, link) = ch.into_parts();
+    tracing::info!(
+        driver = %id.driver,
+        channel = %id.name,
+        instance_id = settings.instance_id,
+        version = ep.version,
+        max_frame = ep.max_frame,
+        "xen channel open"
+    );
+    let exit = serve(ep, settings, Some(sigfd));
+    match link.join() {
+        Ok(t) => tracing::info!(peer_left = t.peer_left, "xen channel closed"),
+        Err(e) => tracing::warn!("xen channel teardown: {e}"),
+    }
+    exit
+}
+
 /// Runs the executor over a [`LinuxStack`] on an open channel until the
 /// driver closes it (`Ok(Exit::DriverClosed)`), `signals` (a signalfd)
 /// becomes readable (graceful shutdown, `Ok(Exit::Signal)`), or an error.
-pub fn serve(
-    ep: Endpoint,
+pub fn serve<T: Transport>(
+    ep: Endpoint<T>,
     settings: &Settings,
     signals: Option<OwnedFd>,
 ) -> Result<Exit, InstanceError> {
@@ -383,7 +432,10 @@ pub fn serve(
 }
 
 /// Spins on the ring for up to `spin`; returns whether a frame arrived.
-fn spin_on(rx: &mut Consumer<Arc<MemfdRegion>>, spin: Duration) -> Result<bool, InstanceError> {
+fn spin_on<R: SharedRegion>(
+    rx: &mut Consumer<Arc<R>>,
+    spin: Duration,
+) -> Result<bool, InstanceError> {
     let start = Instant::now();
     loop {
         for _ in 0..32 {
@@ -400,11 +452,11 @@ fn spin_on(rx: &mut Consumer<Arc<MemfdRegion>>, spin: Duration) -> Result<bool, 
 
 /// Closes every socket through the executor (final flow records) and waits
 /// up to [`SHUTDOWN_GRACE`] for ring space to hand them all to the driver.
-fn graceful_shutdown(
+fn graceful_shutdown<R: SharedRegion, B: Doorbell>(
     exec: &mut Executor<LinuxStack>,
-    ob: &mut RingOutbox,
-    tx_bell: &EventFd,
-    rx_bell: &EventFd,
+    ob: &mut RingOutbox<R>,
+    tx_bell: &B,
+    rx_bell: &B,
 ) -> Result<(), InstanceError> {
     exec.shutdown(mono_ns(), wall_ns(), ob);
     ob.flush(tx_bell)?;

@@ -435,9 +435,10 @@ impl TcpSettings {
 }
 
 /// A command to an instance's mitigation engine, the body of
-/// [`Msg::Mitigate`](super::Msg::Mitigate).
+/// [`Msg::Mitigate`](super::MsgOf::Mitigate), generic over how it holds
+/// the `SetFlowOpt` value like [`MsgOf`](super::MsgOf).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mitigation<'a> {
+pub enum MitigationOf<P> {
     /// Refuse new connections and datagrams from the prefix and reset
     /// existing ones.
     Block(Prefix),
@@ -472,13 +473,13 @@ pub enum Mitigation<'a> {
         /// `setsockopt` option name.
         name: i32,
         /// Option value, at most [`MAX_OPT_LEN`] bytes.
-        value: &'a [u8],
+        value: P,
     },
     /// Change TCP defaults for new connections.
     TcpSettings(TcpSettings),
     /// Stop accepting new connections (keep serving existing ones).
     Drain,
-    /// Undo [`Drain`](Mitigation::Drain).
+    /// Undo [`Drain`](MitigationOf::Drain).
     Resume,
     /// Send a [`ConnTelemetry`](super::ConnTelemetry) now (cause
     /// `OnDemand`) for one flow, or for every open connection when
@@ -489,6 +490,9 @@ pub enum Mitigation<'a> {
         flow_id: u64,
     },
 }
+
+/// A mitigation command borrowing its `SetFlowOpt` value from a frame.
+pub type Mitigation<'a> = MitigationOf<&'a [u8]>;
 
 /// Mitigation opcodes on the wire.
 mod op {

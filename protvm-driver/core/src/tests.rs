@@ -1,7 +1,8 @@
 //! Unit tests: the decisions, and hostile instances.
 
 use super::*;
-use ins_protocol::control::Control;
+use ins_protocol::control::{Control, Op};
+use ins_protocol::msg::{Family, INSTANCE_SOCK_BIT, Msg, OwnedMitigation, OwnedMsg, SockType};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 
@@ -22,7 +23,7 @@ fn req(op: Op, args: [i32; 4], addr: Option<SocketAddr>) -> Control<'static> {
 }
 
 /// Frames sent to `inst`, in order.
-fn sent(out: &[Action], inst: InstId) -> Vec<Frame> {
+fn sent(out: &[Action], inst: InstId) -> Vec<OwnedMsg> {
     out.iter()
         .filter_map(|x| match x {
             Action::Send { inst: i, frame } if *i == inst => Some(*frame),
@@ -43,36 +44,30 @@ fn replies(out: &[Action]) -> Vec<ShimReply> {
         .collect()
 }
 
-fn req_of(f: &Frame) -> u32 {
-    match *f {
-        Frame::Open { req, .. }
-        | Frame::Bind { req, .. }
-        | Frame::Listen { req, .. }
-        | Frame::Connect { req, .. }
-        | Frame::Shutdown { req, .. }
-        | Frame::Close { req, .. }
-        | Frame::SetOpt { req, .. }
-        | Frame::GetOpt { req, .. }
-        | Frame::GetSockName { req, .. }
-        | Frame::GetPeerName { req, .. } => req,
-        _ => 0,
-    }
+fn req_of(f: &OwnedMsg) -> u32 {
+    f.req()
 }
 
 /// Answers every request in `frames` with success (GetSockName with `name`).
-fn ok_all(d: &mut Driver, inst: InstId, frames: &[Frame], name: SocketAddr, out: &mut Vec<Action>) {
+fn ok_all(
+    d: &mut Driver,
+    inst: InstId,
+    frames: &[OwnedMsg],
+    name: SocketAddr,
+    out: &mut Vec<Action>,
+) {
     for f in frames {
         let r = req_of(f);
         if r == 0 {
             continue;
         }
         let wa = ins_protocol::msg::WireAddr::from(Some(name));
-        let value: &[u8] = if matches!(f, Frame::GetSockName { .. }) {
+        let value: &[u8] = if matches!(f, OwnedMsg::GetSockName { .. }) {
             zerocopy_bytes(&wa)
         } else {
             &[]
         };
-        let sock = f.msg().sock();
+        let sock = f.sock();
         d.instance_frame(
             inst,
             &Msg::Reply {
@@ -114,13 +109,13 @@ fn listener(d: &mut Driver, insts: &[InstId]) -> Handle {
     let f = sent(&out, first);
     out.clear();
     ok_all(d, first, &f, a("127.0.0.1:8080"), &mut out);
-    assert_eq!(replies(&out)[0].status, 0);
+    assert_eq!(replies(&out)[0].ctl.status, 0);
     out.clear();
     d.shim_request(1, &req(Op::Listen, [16, 0, 0, 0], None), Some(h), &mut out);
     let f = sent(&out, first);
     out.clear();
     ok_all(d, first, &f, a("127.0.0.1:8080"), &mut out);
-    assert_eq!(replies(&out)[0].status, 0);
+    assert_eq!(replies(&out)[0].ctl.status, 0);
     // The GetSockName for replication.
     let f = sent(&out, first);
     let mut out2 = Vec::new();
@@ -128,12 +123,12 @@ fn listener(d: &mut Driver, insts: &[InstId]) -> Handle {
     for &o in &insts[1..] {
         let f = sent(&out2, o);
         assert!(
-            matches!(f.last(), Some(Frame::Listen { backlog: 16, .. })),
+            matches!(f.last(), Some(OwnedMsg::Listen { backlog: 16, .. })),
             "{f:?}"
         );
         assert!(f.iter().any(|x| matches!(
             x,
-            Frame::SetOpt {
+            OwnedMsg::SetOpt {
                 name: opt::SO_REUSEPORT,
                 ..
             }
@@ -164,10 +159,10 @@ fn listener_replicated_and_replayed_on_join() {
     out.clear();
     let i3 = d.instance_joined(0, 4096, &mut out);
     let f = sent(&out, i3);
-    assert!(matches!(f[0], Frame::Open { sock, .. } if sock == l));
+    assert!(matches!(f[0], OwnedMsg::Open { sock, .. } if sock == l));
     assert!(matches!(
         f.last(),
-        Some(Frame::Bind { .. }) | Some(Frame::Listen { .. })
+        Some(OwnedMsg::Bind { .. }) | Some(OwnedMsg::Listen { .. })
     ));
     assert_eq!(d.socket(l).unwrap().replicas, vec![i1, i2, i3]);
 }
@@ -206,10 +201,10 @@ fn accept_queue_fed_by_all_instances_and_credit_returned() {
     d.shim_request(1, &req(Op::Accept, [0; 4], None), Some(l), &mut out);
     let r = replies(&out)[0];
     assert_eq!(
-        (r.status, r.fd, r.addr),
+        (r.ctl.status, r.fd, r.ctl.addr),
         (0, ReplyFd::AppEnd(news[0]), Some(a("10.0.0.1:5555")))
     );
-    assert_eq!(sent(&out, i1), vec![Frame::Credit { sock: l, bytes: 1 }]);
+    assert_eq!(sent(&out, i1), vec![OwnedMsg::Credit { sock: l, bytes: 1 }]);
     // Connection data from i2's id 5 reaches the second connection only.
     out.clear();
     let got = d
@@ -242,7 +237,7 @@ fn placement_least_busy_and_round_robin() {
             Some(h),
             &mut out,
         );
-        assert_eq!(replies(&out)[0].status, errno::EINPROGRESS);
+        assert_eq!(replies(&out)[0].ctl.status, errno::EINPROGRESS);
         placed.push(d.socket(h).unwrap().inst.unwrap());
     }
     assert_eq!(placed, vec![i1, i2, i1, i2]);
@@ -307,7 +302,7 @@ fn connect_flow_credit_and_window() {
         &mut out,
     )
     .unwrap();
-    assert_eq!(replies(&out)[0].status, 0);
+    assert_eq!(replies(&out)[0].ctl.status, 0);
     assert_eq!(d.send_credit(h, &mut out), Some((i1, h, 4096)));
     d.consume_credit(h, 4000);
     assert_eq!(d.send_credit(h, &mut out).unwrap().2, 96);
@@ -345,7 +340,7 @@ fn connect_flow_credit_and_window() {
     d.delivered(h, 100, false, &mut out);
     assert_eq!(
         sent(&out, i1),
-        vec![Frame::Credit {
+        vec![OwnedMsg::Credit {
             sock: h,
             bytes: 300
         }]
@@ -368,7 +363,7 @@ fn connect_flow_credit_and_window() {
         errno: errno::ECONNRESET
     }));
     d.shim_request(9, &req(Op::TakeError, [0; 4], None), Some(h), &mut out);
-    assert_eq!(replies(&out).last().unwrap().args[0], errno::ECONNRESET);
+    assert_eq!(replies(&out).last().unwrap().ctl.args[0], errno::ECONNRESET);
 }
 
 #[test]
@@ -519,7 +514,7 @@ fn heartbeat_timeout_and_close_lifecycle() {
     );
     d.app_eof(h, true, &mut out);
     let f = sent(&out, i1);
-    assert!(matches!(f.last(), Some(Frame::Close { .. })));
+    assert!(matches!(f.last(), Some(OwnedMsg::Close { .. })));
     out.clear();
     d.instance_frame(i1, &Msg::Closed { sock: h }, 50, &mut out)
         .unwrap();
@@ -547,7 +542,7 @@ fn options_remembered_and_replayed_and_driver_answers() {
         value: &v,
     };
     d.shim_request(1, &set, Some(h), &mut out);
-    assert_eq!(replies(&out)[0].status, 0);
+    assert_eq!(replies(&out)[0].ctl.status, 0);
     let i1 = d.instance_joined(0, 4096, &mut out);
     assert!(sent(&out, i1).is_empty(), "not placed yet");
     out.clear();
@@ -557,7 +552,7 @@ fn options_remembered_and_replayed_and_driver_answers() {
         Some(h),
         &mut out,
     );
-    assert_eq!(replies(&out)[0].value.as_slice(), &6i32.to_ne_bytes());
+    assert_eq!(replies(&out)[0].ctl.value.as_slice(), &6i32.to_ne_bytes());
     out.clear();
     d.shim_request(
         1,
@@ -568,20 +563,20 @@ fn options_remembered_and_replayed_and_driver_answers() {
     let f = sent(&out, i1);
     assert!(matches!(
         f[0],
-        Frame::Open {
+        OwnedMsg::Open {
             family: Family::Inet6,
             ..
         }
     ));
     assert!(matches!(
         f[1],
-        Frame::SetOpt {
+        OwnedMsg::SetOpt {
             level: 6,
             name: 1,
             ..
         }
     ));
-    assert!(matches!(f[2], Frame::Connect { .. }));
+    assert!(matches!(f[2], OwnedMsg::Connect { .. }));
     // Wrong family for an IPv6 socket.
     let h4 = d.new_socket(2, 10, 1, 0).unwrap();
     out.clear();
@@ -591,7 +586,7 @@ fn options_remembered_and_replayed_and_driver_answers() {
         Some(h4),
         &mut out,
     );
-    assert_eq!(replies(&out)[0].status, errno::EAFNOSUPPORT);
+    assert_eq!(replies(&out)[0].ctl.status, errno::EAFNOSUPPORT);
     // Unknown socket.
     out.clear();
     d.shim_request(
@@ -600,7 +595,7 @@ fn options_remembered_and_replayed_and_driver_answers() {
         None,
         &mut out,
     );
-    assert_eq!(replies(&out)[0].status, errno::ENOTSOCK);
+    assert_eq!(replies(&out)[0].ctl.status, errno::ENOTSOCK);
 }
 
 proptest! {
@@ -639,13 +634,13 @@ fn mitigate_reply_becomes_a_note_and_death_answers_it() {
     let i2 = d.instance_joined(0, 4096, &mut out);
     out.clear();
     let p = ins_protocol::msg::Prefix::new("10.0.0.0".parse().unwrap(), 8).unwrap();
-    assert!(d.mitigate(i1, Mitigation::Block(p), 42, &mut out));
-    assert!(d.mitigate(i2, Mitigation::Block(p), 42, &mut out));
+    assert!(d.mitigate(i1, OwnedMitigation::Block(p), 42, &mut out));
+    assert!(d.mitigate(i2, OwnedMitigation::Block(p), 42, &mut out));
     let f = sent(&out, i1);
-    let Some(&Frame::Mitigate { req, cmd }) = f.first() else {
+    let Some(&OwnedMsg::Mitigate { req, cmd }) = f.first() else {
         panic!("{f:?}");
     };
-    assert_eq!(cmd, Mitigation::Block(p));
+    assert_eq!(cmd, OwnedMitigation::Block(p));
     d.instance_frame(
         i1,
         &Msg::Reply {
@@ -672,7 +667,7 @@ fn mitigate_reply_becomes_a_note_and_death_answers_it() {
         errno: errno::ECONNRESET
     }));
     // A dead instance takes no more.
-    assert!(!d.mitigate(i2, Mitigation::Drain, 1, &mut out));
+    assert!(!d.mitigate(i2, OwnedMitigation::Drain, 1, &mut out));
 }
 
 #[test]
@@ -686,7 +681,7 @@ fn drop_replicas_closes_only_that_replica_and_takes_its_last_connections() {
     assert_eq!(d.drop_replicas(i2, &mut out), 1);
     let f = sent(&out, i2);
     assert!(
-        matches!(f[..], [Frame::Close { sock, .. }] if sock == l),
+        matches!(f[..], [OwnedMsg::Close { sock, .. }] if sock == l),
         "{f:?}"
     );
     assert_eq!(d.socket(l).unwrap().replicas, vec![i1]);

@@ -2,7 +2,8 @@
 //! (regressions found by the end-to-end conformance tests).
 
 use super::*;
-use ins_protocol::control::Control;
+use ins_protocol::control::{Control, Op};
+use ins_protocol::msg::{Msg, OwnedMsg};
 use std::net::SocketAddr;
 
 fn driver() -> Driver {
@@ -23,7 +24,7 @@ fn first_sendto_places_before_credit() {
     let h = d.new_socket(1, 2, 2, 0).unwrap();
     assert_eq!(d.send_credit(h, &mut out), None);
     assert!(
-        matches!(out.first(), Some(Action::Send { inst, frame: Frame::Open { .. } }) if *inst == i1),
+        matches!(out.first(), Some(Action::Send { inst, frame: OwnedMsg::Open { .. } }) if *inst == i1),
         "{out:?}"
     );
     assert!(matches!(out.last(), Some(Action::Resume { sock }) if *sock == h));
@@ -56,7 +57,7 @@ fn bind_req(addr: &str) -> Control<'static> {
     }
 }
 
-fn frames(out: &[Action]) -> Vec<Frame> {
+fn frames(out: &[Action]) -> Vec<OwnedMsg> {
     out.iter()
         .filter_map(|x| match x {
             Action::Send { frame, .. } => Some(*frame),
@@ -68,7 +69,7 @@ fn frames(out: &[Action]) -> Vec<Frame> {
 fn statuses(out: &[Action]) -> Vec<i32> {
     out.iter()
         .filter_map(|x| match x {
-            Action::Reply(r) => Some(r.status),
+            Action::Reply(r) => Some(r.ctl.status),
             _ => None,
         })
         .collect()
@@ -77,12 +78,12 @@ fn statuses(out: &[Action]) -> Vec<i32> {
 fn answer(
     d: &mut Driver,
     inst: InstId,
-    f: &Frame,
+    f: &OwnedMsg,
     errno: i32,
     value: &[u8],
     out: &mut Vec<Action>,
 ) {
-    let m = f.msg();
+    let m = f.borrowed();
     d.instance_frame(
         inst,
         &Msg::Reply {
@@ -110,8 +111,8 @@ fn setsockopt_is_checked_by_the_instance() {
     d.shim_request(1, &set_req(1, 9999, &one), Some(h), &mut out);
     assert!(statuses(&out).is_empty(), "answered by the instance");
     let f = frames(&out);
-    assert!(matches!(f[0], Frame::Open { .. }), "{f:?}");
-    assert!(matches!(f[1], Frame::SetOpt { name: 9999, .. }), "{f:?}");
+    assert!(matches!(f[0], OwnedMsg::Open { .. }), "{f:?}");
+    assert!(matches!(f[1], OwnedMsg::SetOpt { name: 9999, .. }), "{f:?}");
     out.clear();
     answer(&mut d, i1, &f[0], 0, &[], &mut out);
     answer(&mut d, i1, &f[1], errno::ENOPROTOOPT, &[], &mut out);
@@ -120,7 +121,7 @@ fn setsockopt_is_checked_by_the_instance() {
     out.clear();
     d.shim_request(1, &set_req(1, opt::SO_REUSEADDR, &one), Some(h), &mut out);
     let f = frames(&out);
-    assert!(matches!(f[..], [Frame::SetOpt { .. }]), "{f:?}");
+    assert!(matches!(f[..], [OwnedMsg::SetOpt { .. }]), "{f:?}");
     out.clear();
     answer(&mut d, i1, &f[0], 0, &[], &mut out);
     assert_eq!(statuses(&out), vec![0]);
@@ -144,7 +145,7 @@ fn bind(d: &mut Driver, inst: InstId, h: Handle, addr: &str, port: u16) -> i32 {
                 addr.parse::<SocketAddr>().unwrap().ip(),
                 port,
             )));
-            let value: &[u8] = if matches!(fr, Frame::GetSockName { .. }) {
+            let value: &[u8] = if matches!(fr, OwnedMsg::GetSockName { .. }) {
                 zerocopy::IntoBytes::as_bytes(&wa)
             } else {
                 &[]
@@ -220,7 +221,7 @@ fn refused_nonblocking_connect_then_connect_again() {
     assert!(reset.is_some() && reset < done, "{out:?}");
     out.clear();
     d.shim_request(1, &req0(Op::TakeError), Some(h), &mut out);
-    assert!(matches!(&out[..], [Action::Reply(r)] if r.args[0] == errno::ECONNREFUSED));
+    assert!(matches!(&out[..], [Action::Reply(r)] if r.ctl.args[0] == errno::ECONNREFUSED));
     out.clear();
     d.shim_request(1, &conn_req(1), Some(h), &mut out);
     assert_eq!(statuses(&out), vec![errno::ECONNABORTED]);
@@ -276,14 +277,14 @@ fn datagram_autobind_reserves_the_port() {
     d.shim_request(1, &auto, Some(u), &mut out);
     let f = frames(&out);
     assert!(
-        matches!(f[..], [Frame::Open { .. }, Frame::Bind { .. }]),
+        matches!(f[..], [OwnedMsg::Open { .. }, OwnedMsg::Bind { .. }]),
         "{f:?}"
     );
     out.clear();
     answer(&mut d, i1, &f[0], 0, &[], &mut out);
     answer(&mut d, i1, &f[1], 0, &[], &mut out);
     let f = frames(&out);
-    assert!(matches!(f[..], [Frame::GetSockName { .. }]), "{f:?}");
+    assert!(matches!(f[..], [OwnedMsg::GetSockName { .. }]), "{f:?}");
     let wa = ins_protocol::msg::WireAddr::from(Some("0.0.0.0:41000".parse().unwrap()));
     out.clear();
     answer(

@@ -1,8 +1,9 @@
 //! # ins-driver
 //!
-//! The protected-VM driver daemon for one Linux host: it hosts
-//! [`driver_core::Driver`] with the local transport (memfd rings, eventfd
-//! doorbells) and carries out its actions.
+//! The protected-VM driver daemon for one Linux host: one host of
+//! [`driver_core::Driver`] (it implements the core's host traits, see
+//! [`driver_core::host`]) with the local transport (memfd rings, eventfd
+//! doorbells) and socket pairs for the app's sockets.
 //!
 //! ```text
 //!  app ── libshim ──SEQPACKET── DIR/shim.sock ─┐            ┌─ DIR/instance.sock ── ins (1 channel each)
@@ -19,20 +20,29 @@
 //!
 //! Management: `DIR/ctl.sock` (mode `--ctl-mode`, default 0600) takes one
 //! JSON request per line (status, list, flows with follow, block, unblock,
-//! limit, close, drain, stop, spawn, scale, shutdown; see the `ctl`
-//! module). The balancer lives here too: with `--ins-bin` the driver
-//! spawns, reaps and respawns `ins` children (crash-loop back-off of 1 s),
-//! keeps `--instances` of them, drains before stopping (listener replicas
-//! on the instance are closed, its connections finish, then the channel
-//! closes), and applies the policy (`--policy FILE`, TOML, see
-//! [`Policy`]): autoscale, idle retirement, rotation. The driver owns the
-//! state, so `ins-ctl` needs no process of its own.
+//! limit, close, drain, stop, spawn, scale, shutdown; parsed in
+//! `daemon/ctl/command.rs`, carried out in `daemon/ctl/exec.rs`). The
+//! balancer lives here too: with `--ins-bin` the driver spawns, reaps and
+//! respawns `ins` children (crash-loop back-off of 1 s), keeps
+//! `--instances` of them, drains before stopping (listener replicas on the
+//! instance are closed, its connections finish, then the channel closes),
+//! and applies the policy (`--policy FILE`, TOML, see [`Policy`]):
+//! autoscale, idle retirement, rotation. The driver owns the state, so
+//! `ins-ctl` needs no process of its own.
 //!
 //! Hot path: stream bytes go from the driver end into a reusable scratch
 //! buffer and from there into the ring (`try_push_parts(&[header, bytes])`);
 //! instance `Data` is written straight from the popped frame into the pair.
 //! Nothing allocates per message; per-socket buffers are allocated only
 //! when a pair is full.
+//!
+//! Layout: `main.rs` parses arguments and calls [`run`]; `daemon.rs` owns
+//! the tables and maps its modules (event loop, host traits, shim I/O,
+//! instance channels, relay, control socket with command parsing and
+//! execution apart, monitor stream, mitigations, balancer, supervisor,
+//! policy); `shimio.rs` is the shim socket plumbing (packets with fds,
+//! socket pairs, the connect filler); `sys.rs` the signal calls rustix
+//! lacks (the only `unsafe`).
 #![deny(unsafe_code)]
 
 mod daemon;

@@ -1,3 +1,4 @@
 //! Operating-system specific code. Everything above this module is portable.
 
 pub mod linux;
+pub mod xen;

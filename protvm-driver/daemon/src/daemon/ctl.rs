@@ -1,4 +1,13 @@
-//! The management socket (`DIR/ctl.sock`) and the balancer.
+//! The management socket (`DIR/ctl.sock`) and the monitor socket
+//! (`DIR/monitor.sock`): connections, access, line framing and output.
+//!
+//! | module | owns |
+//! |---|---|
+//! | this file | [`Ctl`]: listeners, connections, their buffers; accept, read, write |
+//! | [`command`] | a request line → a [`command::Command`] (every argument checked) |
+//! | [`exec`] | carrying a command out against the daemon (status, list, spawn …) |
+//! | [`monitor`] | the versioned event stream and the flow ring |
+//! | [`mitigation`] | mitigations sent to every instance, their answers, the standing list |
 //!
 //! Protocol: a Unix stream; each request is one JSON object on one line,
 //! each answer one JSON object on one line, in order:
@@ -18,8 +27,8 @@
 //! record as it arrives until the client disconnects. `subscribe` is the
 //! monitor stream: flow records, instance events and mitigation events,
 //! each a line with `"v":1` and a `"type"` (schema: `docs/monitor.md`);
-//! `conn` lines (live per-connection telemetry) only when asked for by
-//! name. `report` asks instances for telemetry now.
+//! connection telemetry (`conn`) only when named. `report` asks the
+//! instances for telemetry now.
 //! Mitigations are kept and replayed, in order, to every instance that
 //! joins later.
 //!
@@ -42,43 +51,33 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read as _, Write as _};
-use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::{Instant, SystemTime};
 
-use driver_core::{InstId, InstState, Violation};
-use ins_protocol::msg::{
-    CloseReason, ConnTelemetry, FlowRecord, FlowState, Mitigation, PayloadStats, Prefix,
-    TelemetryCause, telemetry::flags,
-};
+use ins_protocol::msg::OwnedMitigation;
+use rustix::event::epoll::{self, EventFlags};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::policy::Policy;
-use super::{Daemon, K_CTL, add};
-use rustix::event::epoll::{self, EventFlags};
+use super::Daemon;
+use super::event_loop::{K_CTL, add};
+
+pub(super) mod command;
+mod exec;
+pub(super) mod mitigation;
+pub(super) mod monitor;
 
 /// Room for replies (the `flows` backlog) on top of `--monitor-buffer`
 /// before a client that does not read its replies is dropped.
 const REPLY_ROOM: usize = 16 << 20;
 
-/// Monitor schema version (`"v"` of every streamed line).
-pub(super) const SCHEMA_V: u64 = 1;
-/// Subscription bits.
-const SUB_FLOW: u8 = 1;
-const SUB_INSTANCE: u8 = 2;
-const SUB_MITIGATION: u8 = 4;
-/// Connection telemetry: one line per connection per interval, so only
-/// for subscribers that name it (not part of "all").
-const SUB_CONN: u8 = 8;
-const SUB_ALL: u8 = SUB_FLOW | SUB_INSTANCE | SUB_MITIGATION;
-
-pub(super) struct CtlConn {
+/// One controller connection.
+struct CtlConn {
     stream: UnixStream,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
-    /// What this connection streams (`SUB_*`); 0 = request/reply only.
+    /// What this connection streams (`monitor::SUB_*`); 0 = request/reply
+    /// only.
     sub: u8,
     /// Skipping the rest of an overlong line.
     discard: bool,
@@ -86,14 +85,6 @@ pub(super) struct CtlConn {
     closing: bool,
     pid: i32,
     uid: u32,
-}
-
-struct Wait {
-    conn: u64,
-    remaining: usize,
-    sent: usize,
-    failed: Vec<Value>,
-    what: Value,
 }
 
 /// Settings of the management and monitor sockets.
@@ -110,12 +101,7 @@ pub(super) struct CtlConfig {
     pub(super) max_line: usize,
 }
 
-struct FlowEntry {
-    inst: InstId,
-    at: SystemTime,
-    rec: FlowRecord,
-}
-
+/// The management and monitor sockets' state.
 pub(super) struct Ctl {
     pub(super) listener: UnixListener,
     /// `monitor.sock`, its mode and group.
@@ -127,14 +113,15 @@ pub(super) struct Ctl {
     max_line: usize,
     /// Streaming clients dropped because their buffer was full.
     dropped: u64,
-    /// Instances reported overloaded (above the autoscale threshold).
-    overloaded: std::collections::HashSet<InstId>,
-    waits: HashMap<u64, Wait>,
+    /// Mitigations waiting for their instances' answers, by tag.
+    waits: HashMap<u64, mitigation::Wait>,
     next_tag: u64,
-    flows: VecDeque<FlowEntry>,
+    /// The flow ring.
+    flows: VecDeque<monitor::FlowEntry>,
     flow_cap: usize,
     /// Standing mitigations, replayed to joining instances.
-    standing: Vec<Mitigation<'static>>,
+    standing: Vec<OwnedMitigation>,
+    /// A `shutdown` request was accepted.
     pub(super) shutdown: bool,
 }
 
@@ -149,7 +136,6 @@ impl Ctl {
             max_out: cfg.max_out,
             max_line: cfg.max_line,
             dropped: 0,
-            overloaded: std::collections::HashSet::new(),
             waits: HashMap::new(),
             next_tag: 1,
             flows: VecDeque::new(),
@@ -158,32 +144,18 @@ impl Ctl {
             shutdown: false,
         }
     }
-}
 
-/// Balancer state.
-pub(super) struct Balancer {
-    pub(super) policy: Policy,
-    pub(super) target: usize,
-    /// Draining instances: drain deadline, heartbeat seq when it began.
-    retiring: HashMap<InstId, (Instant, u64)>,
-    idle_since: HashMap<InstId, Instant>,
-    last_auto: Instant,
-    last_rotate: Instant,
-}
-
-impl Balancer {
-    pub(super) fn new(policy: Policy, target: usize) -> Balancer {
-        Balancer {
-            policy,
-            target,
-            retiring: HashMap::new(),
-            idle_since: HashMap::new(),
-            last_auto: Instant::now(),
-            last_rotate: Instant::now(),
+    /// Queues one answer line for connection `id`.
+    fn send(&mut self, id: u64, v: &Value) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            let _ = serde_json::to_writer(&mut c.wbuf, v);
+            c.wbuf.push(b'\n');
         }
     }
 }
 
+/// An error answer: `kind` is one of `bad-request`, `unknown-instance`,
+/// `bad-prefix`, `permission-denied`, `failed`.
 fn err(kind: &str, msg: impl Into<String>) -> Value {
     json!({"ok": false, "kind": kind, "error": msg.into()})
 }
@@ -210,146 +182,7 @@ pub(super) fn group_id(g: &str) -> io::Result<u32> {
         })
 }
 
-/// Parses `ADDR` or `ADDR/LEN`.
-pub fn parse_prefix(s: &str) -> Result<Prefix, String> {
-    let (a, l) = match s.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (s, None),
-    };
-    let ip: IpAddr = a
-        .parse()
-        .map_err(|_| format!("bad prefix {s:?}: {a:?} is not an IP address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = match l {
-        None => max,
-        Some(l) => l
-            .parse::<u8>()
-            .ok()
-            .filter(|&n| n <= max)
-            .ok_or_else(|| format!("bad prefix {s:?}: length must be 0 ..= {max}"))?,
-    };
-    Prefix::new(ip, len).map_err(|e| format!("bad prefix {s:?}: {e}"))
-}
-
-fn prefix_str(p: &Prefix) -> String {
-    format!("{}/{}", p.addr, p.len)
-}
-
-fn mitigation_json(m: &Mitigation<'_>) -> Value {
-    match m {
-        Mitigation::Block(p) => json!({"block": prefix_str(p)}),
-        Mitigation::RateLimit {
-            prefix,
-            conn_per_sec,
-            bytes_per_sec,
-            ..
-        } => {
-            json!({"limit": prefix_str(prefix), "conn_rate": conn_per_sec, "byte_rate": bytes_per_sec})
-        }
-        other => json!({"other": format!("{other:?}")}),
-    }
-}
-
-fn reason_str(r: CloseReason) -> &'static str {
-    match r {
-        CloseReason::None => "",
-        CloseReason::Normal => "normal",
-        CloseReason::Reset => "reset",
-        CloseReason::Timeout => "timeout",
-        CloseReason::Mitigated => "mitigated",
-        CloseReason::Error => "error",
-    }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn flow_json(f: &FlowEntry) -> Value {
-    let r = &f.rec;
-    let at =
-        f.at.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-    json!({
-        "v": SCHEMA_V,
-        "type": "flow",
-        "flow": format!("{}:{}", f.inst, r.flow_id),
-        "inst": f.inst,
-        "flow_id": r.flow_id,
-        "proto": if r.proto == 6 { "tcp" } else { "udp" },
-        "local": r.local.to_string(),
-        "remote": r.remote.to_string(),
-        "bytes_in": r.bytes_in,
-        "bytes_out": r.bytes_out,
-        "segs_in": r.segs_in,
-        "segs_out": r.segs_out,
-        "start_ns": r.start_ns,
-        "last_ns": r.last_ns,
-        "state": if r.state == FlowState::Active { "active" } else { "closed" },
-        "reason": reason_str(r.reason),
-        "tcp_flags": r.tcp_flags,
-        "reported_at": at,
-    })
-}
-
-fn payload_json(p: &PayloadStats) -> Value {
-    json!({
-        "sampled": p.sampled,
-        "entropy": f64::from(p.entropy_milli) / 1000.0,
-        "printable": f64::from(p.printable_permille) / 1000.0,
-        "len_hist": p.hist,
-    })
-}
-
-fn conn_json(inst: InstId, t: &ConnTelemetry) -> Value {
-    let tcpi = t.has(flags::TCP_INFO);
-    let opt = |on: bool, v: u64| if on { json!(v) } else { Value::Null };
-    json!({
-        "v": SCHEMA_V,
-        "type": "conn",
-        "inst": inst,
-        "flow_id": t.flow_id,
-        "flow": format!("{inst}:{}", t.flow_id),
-        "sock": t.sock,
-        "proto": if t.proto == 6 { "tcp" } else { "udp" },
-        "cause": match t.cause {
-            TelemetryCause::Periodic => "periodic",
-            TelemetryCause::OnDemand => "on-demand",
-            TelemetryCause::Final => "final",
-        },
-        "dir": if t.has(flags::OUTBOUND) { "out" } else { "in" },
-        "local": t.local.to_string(),
-        "remote": t.remote.to_string(),
-        "age_ns": t.age_ns,
-        "bytes_in": t.bytes_in,
-        "bytes_out": t.bytes_out,
-        "segs_in": t.segs_in,
-        "segs_out": t.segs_out,
-        "idle_in_ns": t.idle_in_ns,
-        "idle_out_ns": t.idle_out_ns,
-        "first_in_ns": opt(t.has(flags::FIRST_IN), t.first_in_ns),
-        "first_out_ns": opt(t.has(flags::FIRST_OUT), t.first_out_ns),
-        "peer_fin": t.has(flags::PEER_FIN),
-        "local_fin": t.has(flags::LOCAL_FIN),
-        "bytes_acked": opt(tcpi, t.bytes_acked),
-        "peer_window": opt(tcpi, u64::from(t.peer_window)),
-        "zero_window": t.has(flags::ZERO_WINDOW),
-        "zero_window_ns": t.zero_window_ns,
-        "rwnd_limited_us": opt(tcpi, t.rwnd_limited_us),
-        "rtt_us": opt(tcpi, u64::from(t.rtt_us)),
-        "retrans": opt(tcpi, u64::from(t.retrans)),
-        "unsent": t.unsent,
-        "sample_in": payload_json(&t.sample_in),
-        "sample_out": payload_json(&t.sample_out),
-        "at": unix_now(),
-    })
-}
-
 impl Daemon {
-    // ----- connections -----
-
     /// Accepts on `ctl.sock` (`monitor` false) or `monitor.sock`.
     pub(super) fn ctl_accept(&mut self, monitor: bool) {
         loop {
@@ -495,80 +328,10 @@ impl Daemon {
                 },
             };
             if let Some(r) = resp {
-                self.ctl_send(id, &r);
+                self.ctl.send(id, &r);
             }
         }
         self.ctl_flush();
-    }
-
-    fn ctl_send(&mut self, id: u64, v: &Value) {
-        if let Some(c) = self.ctl.conns.get_mut(&id) {
-            let _ = serde_json::to_writer(&mut c.wbuf, v);
-            c.wbuf.push(b'\n');
-        }
-    }
-
-    /// Streams `v` (one line) to every connection subscribed to `bit`.
-    /// Never blocks: what the socket does not take is buffered, and a
-    /// subscriber whose buffer would exceed `--monitor-buffer` is dropped.
-    fn ctl_stream(&mut self, bit: u8, v: &Value) {
-        if !self.ctl.conns.values().any(|c| c.sub & bit != 0) {
-            return;
-        }
-        let mut line = match serde_json::to_vec(v) {
-            Ok(l) => l,
-            Err(_) => return,
-        };
-        line.push(b'\n');
-        let max_out = self.ctl.max_out;
-        for (&id, c) in self.ctl.conns.iter_mut() {
-            if c.sub & bit == 0 || c.closing {
-                continue;
-            }
-            let mut off = 0;
-            if c.wbuf.is_empty() {
-                // Straight to the socket when nothing is queued.
-                while off < line.len() {
-                    match c.stream.write(&line[off..]) {
-                        Ok(n) => off += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => break,
-                    }
-                }
-            }
-            let rest = &line[off..];
-            if rest.is_empty() {
-                continue;
-            }
-            if c.wbuf.len() + rest.len() > max_out {
-                self.ctl.dropped += 1;
-                warn!(
-                    conn = id,
-                    pid = c.pid,
-                    uid = c.uid,
-                    buffered = c.wbuf.len(),
-                    dropped_total = self.ctl.dropped,
-                    "slow subscriber dropped (output buffer full)"
-                );
-                c.sub = 0;
-                c.closing = true;
-                c.wbuf.clear();
-                let _ = c.stream.shutdown(std::net::Shutdown::Both);
-                continue;
-            }
-            c.wbuf.extend_from_slice(rest);
-        }
-    }
-
-    /// Streams an instance event (`spawned`, `joined`, `died`, `exited`,
-    /// `overloaded`, `recovered`, `draining`) with extra fields.
-    pub(super) fn ctl_instance_event(&mut self, event: &str, inst: Option<InstId>, extra: Value) {
-        let mut v = json!({"v": SCHEMA_V, "type": "instance", "event": event,
-            "inst": inst, "at": unix_now()});
-        if let (Some(o), Value::Object(x)) = (v.as_object_mut(), extra) {
-            o.extend(x);
-        }
-        self.ctl_stream(SUB_INSTANCE, &v);
     }
 
     /// Writes pending output; drops closed or stuck clients.
@@ -610,785 +373,4 @@ impl Daemon {
     }
 
     // ----- flows -----
-
-    pub(super) fn ctl_flow(&mut self, inst: InstId, rec: FlowRecord) {
-        let e = FlowEntry {
-            inst,
-            at: SystemTime::now(),
-            rec,
-        };
-        if self.ctl.conns.values().any(|c| c.sub & SUB_FLOW != 0) {
-            let v = flow_json(&e);
-            self.ctl_stream(SUB_FLOW, &v);
-        }
-        if self.ctl.flow_cap == 0 {
-            return;
-        }
-        if self.ctl.flows.len() >= self.ctl.flow_cap {
-            self.ctl.flows.pop_front();
-        }
-        self.ctl.flows.push_back(e);
-    }
-
-    /// Streams one connection's telemetry to `conn` subscribers.
-    pub(super) fn ctl_telemetry(&mut self, inst: InstId, t: &ConnTelemetry) {
-        if self.ctl.conns.values().any(|c| c.sub & SUB_CONN != 0) {
-            let v = conn_json(inst, t);
-            self.ctl_stream(SUB_CONN, &v);
-        }
-    }
-
-    // ----- mitigations -----
-
-    /// Sends `cmd` to `targets`; the answer goes to `conn` when all replied.
-    fn mitigate_to(
-        &mut self,
-        conn: u64,
-        cmd: Mitigation<'static>,
-        targets: &[InstId],
-    ) -> Option<Value> {
-        let tag = self.ctl.next_tag;
-        self.ctl.next_tag += 1;
-        let mut sent = 0;
-        for &inst in targets {
-            if self.core.mitigate(inst, cmd, tag, &mut self.actions) {
-                sent += 1;
-            }
-        }
-        self.apply(None, None);
-        let mut what = match cmd {
-            Mitigation::Unblock(p) => json!({"action": "unblock", "prefix": prefix_str(&p)}),
-            Mitigation::ClearRateLimit(p) => json!({"action": "unlimit", "prefix": prefix_str(&p)}),
-            Mitigation::CloseFlow { flow_id } => json!({"action": "close", "flow_id": flow_id}),
-            Mitigation::Report { flow_id } => json!({"action": "report", "flow_id": flow_id}),
-            ref m => {
-                let mut v = mitigation_json(m);
-                if let Some(o) = v.as_object_mut() {
-                    if let Some(p) = o.remove("block") {
-                        o.insert("action".into(), "block".into());
-                        o.insert("prefix".into(), p);
-                    } else if let Some(p) = o.remove("limit") {
-                        o.insert("action".into(), "limit".into());
-                        o.insert("prefix".into(), p);
-                    }
-                }
-                v
-            }
-        };
-        if let (Some(o), Some(c)) = (what.as_object_mut(), self.ctl.conns.get(&conn)) {
-            o.insert("by".into(), json!({"pid": c.pid, "uid": c.uid}));
-        }
-        if sent == 0 {
-            if !matches!(cmd, Mitigation::Report { .. }) {
-                self.mitigation_event(what, 0, &[]);
-            }
-            return Some(json!({"ok": true, "instances": 0, "failed": []}));
-        }
-        self.ctl.waits.insert(
-            tag,
-            Wait {
-                conn,
-                remaining: sent,
-                sent,
-                failed: Vec::new(),
-                what,
-            },
-        );
-        None
-    }
-
-    /// Streams a mitigation event once every targeted instance answered.
-    fn mitigation_event(&mut self, what: Value, sent: usize, failed: &[Value]) {
-        let mut v = json!({"v": SCHEMA_V, "type": "mitigation",
-            "event": if sent > 0 && failed.len() == sent { "failed" } else { "applied" },
-            "instances": sent, "failed": failed, "at": unix_now()});
-        if let (Some(o), Value::Object(x)) = (v.as_object_mut(), what) {
-            o.extend(x);
-        }
-        self.ctl_stream(SUB_MITIGATION, &v);
-    }
-
-    pub(super) fn ctl_mitigate_done(&mut self, inst: InstId, tag: u64, errno: i32) {
-        if errno != 0 {
-            warn!(inst, tag, errno, "mitigation failed on instance");
-        }
-        let Some(w) = self.ctl.waits.get_mut(&tag) else {
-            return;
-        };
-        w.remaining = w.remaining.saturating_sub(1);
-        if errno != 0 {
-            w.failed.push(json!({"inst": inst, "errno": errno,
-                "error": io::Error::from_raw_os_error(errno).to_string()}));
-        }
-        if w.remaining == 0
-            && let Some(w) = self.ctl.waits.remove(&tag)
-        {
-            let ok = w.failed.len() < w.sent;
-            let first = w
-                .failed
-                .first()
-                .and_then(|f| f.get("error"))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let v = json!({"ok": ok, "kind": if ok { "" } else { "failed" },
-                "error": if ok { String::new() } else { format!("refused by every instance: {first}") },
-                "instances": w.sent, "failed": w.failed});
-            self.ctl_send(w.conn, &v);
-            // A telemetry request is not a mitigation.
-            if w.what.get("action").and_then(Value::as_str) != Some("report") {
-                self.mitigation_event(w.what, w.sent, &w.failed);
-            }
-        }
-    }
-
-    /// Replays standing mitigations to a joining instance.
-    pub(super) fn ctl_replay(&mut self, inst: InstId) {
-        let list = self.ctl.standing.clone();
-        for m in list {
-            self.core.mitigate(inst, m, 0, &mut self.actions);
-        }
-        self.apply(None, None);
-    }
-
-    fn live_ids(&self) -> Vec<InstId> {
-        self.core
-            .instances()
-            .filter(|(_, i)| i.state != InstState::Dead)
-            .map(|(id, _)| id)
-            .collect()
-    }
-
-    fn known_live(&self, v: &Value) -> Result<InstId, Value> {
-        let id = v
-            .get("id")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| err("bad-request", "missing numeric \"id\""))?;
-        let id = InstId::try_from(id)
-            .map_err(|_| err("unknown-instance", format!("no live instance {id}")))?;
-        if self.live_ids().contains(&id) {
-            Ok(id)
-        } else {
-            Err(err("unknown-instance", format!("no live instance {id}")))
-        }
-    }
-
-    // ----- requests -----
-
-    fn ctl_request(&mut self, conn: u64, req: &Value) -> Option<Value> {
-        let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("");
-        let prefix = || -> Result<Prefix, Value> {
-            let s = req
-                .get("prefix")
-                .and_then(Value::as_str)
-                .ok_or_else(|| err("bad-request", "missing \"prefix\""))?;
-            parse_prefix(s).map_err(|e| err("bad-prefix", e))
-        };
-        match cmd {
-            "status" => Some(self.ctl_status()),
-            "list" => Some(self.ctl_list()),
-            "flows" => {
-                let n = match req.get("limit") {
-                    None | Some(Value::Null) => usize::MAX,
-                    Some(v) => match v.as_u64() {
-                        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-                        None => {
-                            return Some(err(
-                                "bad-request",
-                                "\"limit\" must be a non-negative integer",
-                            ));
-                        }
-                    },
-                };
-                let follow = match req.get("follow") {
-                    None | Some(Value::Null) => false,
-                    Some(Value::Bool(b)) => *b,
-                    Some(_) => return Some(err("bad-request", "\"follow\" must be a boolean")),
-                };
-                let skip = self.ctl.flows.len().saturating_sub(n);
-                let flows: Vec<Value> = self.ctl.flows.iter().skip(skip).map(flow_json).collect();
-                if follow && let Some(c) = self.ctl.conns.get_mut(&conn) {
-                    c.sub |= SUB_FLOW;
-                }
-                Some(json!({"ok": true, "flows": flows}))
-            }
-            "subscribe" => {
-                let mask = match req.get("types") {
-                    None | Some(Value::Null) => SUB_ALL,
-                    Some(Value::Array(a)) if !a.is_empty() => {
-                        let mut m = 0;
-                        for t in a {
-                            m |= match t.as_str() {
-                                Some("flow") => SUB_FLOW,
-                                Some("instance") => SUB_INSTANCE,
-                                Some("mitigation") => SUB_MITIGATION,
-                                Some("conn") => SUB_CONN,
-                                _ => {
-                                    return Some(err(
-                                        "bad-request",
-                                        format!(
-                                            "unknown event type {t}; expected \"flow\", \"instance\", \"mitigation\" or \"conn\""
-                                        ),
-                                    ));
-                                }
-                            };
-                        }
-                        m
-                    }
-                    Some(_) => {
-                        return Some(err(
-                            "bad-request",
-                            "\"types\" must be a non-empty array of strings",
-                        ));
-                    }
-                };
-                if let Some(c) = self.ctl.conns.get_mut(&conn) {
-                    c.sub |= mask;
-                }
-                let names: Vec<&str> = [
-                    (SUB_FLOW, "flow"),
-                    (SUB_INSTANCE, "instance"),
-                    (SUB_MITIGATION, "mitigation"),
-                    (SUB_CONN, "conn"),
-                ]
-                .iter()
-                .filter(|(b, _)| mask & b != 0)
-                .map(|(_, n)| *n)
-                .collect();
-                Some(json!({"ok": true, "v": SCHEMA_V, "subscribed": names}))
-            }
-            "block" | "unblock" => {
-                let p = match prefix() {
-                    Ok(p) => p,
-                    Err(e) => return Some(e),
-                };
-                let m = if cmd == "block" {
-                    if !self.ctl.standing.contains(&Mitigation::Block(p)) {
-                        self.ctl.standing.push(Mitigation::Block(p));
-                    }
-                    Mitigation::Block(p)
-                } else {
-                    self.ctl.standing.retain(|x| *x != Mitigation::Block(p));
-                    Mitigation::Unblock(p)
-                };
-                info!(cmd, prefix = %prefix_str(&p), "mitigation");
-                let ids = self.live_ids();
-                self.mitigate_to(conn, m, &ids)
-            }
-            "limit" => {
-                let p = match prefix() {
-                    Ok(p) => p,
-                    Err(e) => return Some(e),
-                };
-                let num = |k: &str| -> Result<u64, Value> {
-                    match req.get(k) {
-                        None | Some(Value::Null) => Ok(0),
-                        Some(v) => v.as_u64().ok_or_else(|| {
-                            err(
-                                "bad-request",
-                                format!("\"{k}\" must be a non-negative integer"),
-                            )
-                        }),
-                    }
-                };
-                let (cr, br) = match (num("conn_rate"), num("byte_rate")) {
-                    (Ok(a), Ok(b)) => (a, b),
-                    (Err(e), _) | (_, Err(e)) => return Some(e),
-                };
-                let Ok(cr32) = u32::try_from(cr) else {
-                    return Some(err("bad-request", "conn_rate too large"));
-                };
-                self.ctl
-                    .standing
-                    .retain(|x| !matches!(x, Mitigation::RateLimit { prefix, .. } if *prefix == p));
-                let m = if cr == 0 && br == 0 {
-                    Mitigation::ClearRateLimit(p)
-                } else {
-                    let m = Mitigation::RateLimit {
-                        prefix: p,
-                        conn_per_sec: cr32,
-                        conn_burst: cr32,
-                        bytes_per_sec: br,
-                        bytes_burst: br,
-                    };
-                    self.ctl.standing.push(m);
-                    m
-                };
-                info!(prefix = %prefix_str(&p), conn_rate = cr, byte_rate = br, "rate limit");
-                let ids = self.live_ids();
-                self.mitigate_to(conn, m, &ids)
-            }
-            "close" => {
-                let s = req.get("flow").and_then(Value::as_str).unwrap_or("");
-                let (inst, flow) = match s.split_once(':') {
-                    Some((i, f)) => (i.parse::<InstId>().ok(), f.parse::<u64>().ok()),
-                    None => (None, s.parse::<u64>().ok()),
-                };
-                let Some(flow_id) = flow else {
-                    return Some(err(
-                        "bad-request",
-                        format!("bad flow {s:?}: expected INST:FLOW_ID or FLOW_ID"),
-                    ));
-                };
-                let targets = match inst {
-                    Some(i) if self.live_ids().contains(&i) => vec![i],
-                    Some(i) => {
-                        return Some(err("unknown-instance", format!("no live instance {i}")));
-                    }
-                    None => self.live_ids(),
-                };
-                self.mitigate_to(conn, Mitigation::CloseFlow { flow_id }, &targets)
-            }
-            "report" => {
-                // Telemetry now: every connection, or one flow (INST:FLOW_ID).
-                let (targets, flow_id) = match req.get("flow") {
-                    None | Some(Value::Null) => (self.live_ids(), 0),
-                    Some(Value::String(s)) => {
-                        let parsed = s.split_once(':').and_then(|(i, f)| {
-                            Some((i.parse::<InstId>().ok()?, f.parse::<u64>().ok()?))
-                        });
-                        match parsed {
-                            Some((_, 0)) | None => {
-                                return Some(err(
-                                    "bad-request",
-                                    format!("bad flow {s:?}: expected INST:FLOW_ID"),
-                                ));
-                            }
-                            Some((i, f)) if self.live_ids().contains(&i) => (vec![i], f),
-                            Some((i, _)) => {
-                                return Some(err(
-                                    "unknown-instance",
-                                    format!("no live instance {i}"),
-                                ));
-                            }
-                        }
-                    }
-                    Some(_) => return Some(err("bad-request", "\"flow\" must be a string")),
-                };
-                self.mitigate_to(conn, Mitigation::Report { flow_id }, &targets)
-            }
-            "drain" => {
-                let id = match self.known_live(req) {
-                    Ok(i) => i,
-                    Err(e) => return Some(e),
-                };
-                self.core.set_draining(id);
-                let closed = self.core.drop_replicas(id, &mut self.actions);
-                self.apply(None, None);
-                info!(inst = id, listeners_closed = closed, "draining");
-                Some(json!({"ok": true, "draining": id, "listeners_closed": closed}))
-            }
-            "stop" => {
-                let id = match self.known_live(req) {
-                    Ok(i) => i,
-                    Err(e) => return Some(e),
-                };
-                self.bal.target = self.bal.target.saturating_sub(1);
-                self.retire(id);
-                Some(json!({"ok": true, "stopping": id, "target": self.bal.target}))
-            }
-            "spawn" => {
-                let n = match req.get("count") {
-                    None | Some(Value::Null) => 1,
-                    Some(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
-                        Some(n) => n,
-                        None => {
-                            return Some(err(
-                                "bad-request",
-                                "\"count\" must be a positive integer",
-                            ));
-                        }
-                    },
-                };
-                if n == 0 || self.sup.bin.is_none() {
-                    return Some(err(
-                        "bad-request",
-                        if n == 0 {
-                            "count must be at least 1"
-                        } else {
-                            "the driver was started without --ins-bin"
-                        },
-                    ));
-                }
-                let max = self.bal.policy.max_instances;
-                if self.bal.target.checked_add(n).is_none_or(|t| t > max) {
-                    return Some(err(
-                        "bad-request",
-                        format!("{n} more instances would exceed max_instances = {max}"),
-                    ));
-                }
-                self.bal.target += n;
-                self.balance();
-                Some(json!({"ok": true, "target": self.bal.target}))
-            }
-            "scale" => {
-                let Some(n) = req.get("n").and_then(Value::as_u64).map(|n| n as usize) else {
-                    return Some(err("bad-request", "missing numeric \"n\""));
-                };
-                let max = self.bal.policy.max_instances;
-                if n > max || self.sup.bin.is_none() {
-                    return Some(err(
-                        "bad-request",
-                        if n > max {
-                            format!("{n} exceeds max_instances = {max}")
-                        } else {
-                            "the driver was started without --ins-bin".into()
-                        },
-                    ));
-                }
-                self.bal.target = n;
-                let retiring = self.balance();
-                Some(json!({"ok": true, "target": n, "retiring": retiring}))
-            }
-            "shutdown" => {
-                self.ctl.shutdown = true;
-                Some(json!({"ok": true}))
-            }
-            "" => Some(err("bad-request", "missing \"cmd\"")),
-            other => Some(err("bad-request", format!("unknown command {other:?}"))),
-        }
-    }
-
-    fn ctl_status(&self) -> Value {
-        let mut live = 0;
-        let mut draining = 0;
-        for (_, i) in self.core.instances() {
-            match i.state {
-                InstState::Live => live += 1,
-                InstState::Draining => draining += 1,
-                InstState::Dead => {}
-            }
-        }
-        let p = &self.bal.policy;
-        json!({
-            "ok": true,
-            "pid": std::process::id(),
-            "uptime_s": self.start.elapsed().as_secs(),
-            "run_dir": self.run_dir.display().to_string(),
-            "instances": {"live": live, "draining": draining, "target": self.bal.target,
-                          "children": self.sup.kids.len()},
-            "sockets": self.core.socket_count(),
-            "shims": self.shims.len(),
-            "controllers": self.ctl.conns.len(),
-            "monitor": {"v": SCHEMA_V,
-                        "subscribers": self.ctl.conns.values().filter(|c| c.sub != 0).count(),
-                        "dropped_subscribers": self.ctl.dropped,
-                        "buffer_bytes": self.ctl.max_out,
-                        "max_line": self.ctl.max_line,
-                        "socket": self.ctl.monitor.as_ref().map(|(_, m, g)| json!({"mode": format!("{m:o}"), "group": g}))},
-            "flows_kept": self.ctl.flows.len(),
-            "mitigations": self.ctl.standing.iter().map(mitigation_json).collect::<Vec<_>>(),
-            "policy": {"min_instances": p.min_instances, "max_instances": p.max_instances,
-                       "autoscale": p.autoscale, "scale_up_at": p.scale_up_at,
-                       "idle_retire_s": p.idle_retire_s, "rotate_s": p.rotate_s,
-                       "drain_timeout_ms": p.drain_timeout_ms},
-        })
-    }
-
-    fn ctl_list(&self) -> Value {
-        let mut out = Vec::new();
-        for (id, i) in self.core.instances() {
-            if i.state == InstState::Dead {
-                continue;
-            }
-            let x = self.insts.get(&id);
-            let st = i.stats.unwrap_or_default();
-            out.push(json!({
-                "id": id,
-                "pid": x.map_or(0, |x| x.pid),
-                "tag": x.map_or(0, |x| x.hello_id),
-                "state": match i.state { InstState::Live => "live", InstState::Draining => "draining", InstState::Dead => "dead" },
-                "sockets_used": st.sockets_used,
-                "sockets_max": st.sockets_max,
-                "connections": st.connections,
-                "listeners": st.listeners,
-                "bytes_in": st.bytes_in,
-                "bytes_out": st.bytes_out,
-                "driver_sockets": i.sockets,
-                "accepted": i.accepted,
-                "age_s": x.map_or(0, |x| x.joined.elapsed().as_secs()),
-                "heartbeat": i.stats.is_some(),
-            }));
-        }
-        json!({"ok": true, "instances": out})
-    }
-
-    // ----- balancer -----
-
-    /// Starts draining `inst`; it is stopped when idle or after the drain
-    /// timeout.
-    fn retire(&mut self, inst: InstId) {
-        if self.bal.retiring.contains_key(&inst) {
-            return;
-        }
-        let deadline =
-            Instant::now() + std::time::Duration::from_millis(self.bal.policy.drain_timeout_ms);
-        let seq = self
-            .core
-            .instances()
-            .find(|(id, _)| *id == inst)
-            .and_then(|(_, i)| i.stats)
-            .map_or(0, |s| s.seq);
-        self.bal.retiring.insert(inst, (deadline, seq));
-        if let Some(k) = self.sup.by_inst(inst) {
-            k.retiring = true;
-        }
-        self.core.set_draining(inst);
-        let closed = self.core.drop_replicas(inst, &mut self.actions);
-        self.apply(None, None);
-        info!(inst, listeners_closed = closed, "retiring: draining");
-        self.ctl_instance_event("draining", Some(inst), json!({"listeners_closed": closed}));
-    }
-
-    /// Brings the number of children to the target: spawns or retires.
-    /// Returns the instances it started retiring.
-    pub(super) fn balance(&mut self) -> Vec<InstId> {
-        let mut retired = Vec::new();
-        if self.sup.bin.is_none() {
-            return retired;
-        }
-        // Surplus: retire the newest joined children first.
-        while self.sup.active() > self.bal.target {
-            let pick = self
-                .sup
-                .kids
-                .iter()
-                .filter(|k| !k.retiring)
-                .max_by_key(|k| (k.inst.is_none(), k.tag))
-                .map(|k| (k.tag, k.inst));
-            match pick {
-                Some((_, Some(inst))) => {
-                    self.retire(inst);
-                    retired.push(inst);
-                }
-                Some((tag, None)) => {
-                    // Not joined yet: just stop it.
-                    if let Some(k) = self.sup.by_tag(tag) {
-                        k.retiring = true;
-                        let _ = k.child.kill();
-                    }
-                }
-                None => break,
-            }
-        }
-        if self.sup.hold_until.is_some_and(|t| Instant::now() < t) {
-            return retired;
-        }
-        while self.sup.active() < self.bal.target {
-            match self.sup.spawn() {
-                Ok(tag) => {
-                    let pid = self.sup.by_tag(tag).map(|k| k.child.id());
-                    self.ctl_instance_event("spawned", None, json!({"tag": tag, "pid": pid}));
-                }
-                Err(e) => {
-                    warn!(error = %e, "spawning an instance");
-                    self.sup.hold_until = Some(Instant::now() + std::time::Duration::from_secs(1));
-                    break;
-                }
-            }
-        }
-        retired
-    }
-
-    /// Runs every tick: reaping, respawning, stopping drained instances,
-    /// autoscale and rotation.
-    pub(super) fn balancer_tick(&mut self) {
-        for (tag, inst, retiring) in self.sup.reap() {
-            self.ctl_instance_event("exited", inst, json!({"tag": tag, "retiring": retiring}));
-            if let Some(inst) = inst {
-                self.bal.retiring.remove(&inst);
-                self.bal.idle_since.remove(&inst);
-                if self.insts.contains_key(&inst) {
-                    self.fail_instance(inst, Violation::ChannelFailed);
-                }
-            }
-        }
-        // Instances the core declared dead (heartbeat) whose process runs.
-        let dead: Vec<InstId> = self
-            .sup
-            .kids
-            .iter()
-            .filter_map(|k| k.inst)
-            .filter(|i| !self.insts.contains_key(i))
-            .collect();
-        for inst in dead {
-            let stopped = self
-                .sup
-                .by_inst(inst)
-                .is_some_and(|k| k.stopped_at.is_some() || k.retiring);
-            if !stopped {
-                warn!(
-                    inst,
-                    "instance declared dead while its process runs; killing it"
-                );
-                self.sup.kill_inst(inst);
-            }
-        }
-        // Drained or overdue: close the channel.
-        let now = Instant::now();
-        let ready: Vec<InstId> = self
-            .bal
-            .retiring
-            .iter()
-            .filter(|(inst, (deadline, seq))| {
-                // Idle by a heartbeat sent after the drain began.
-                let idle = self
-                    .core
-                    .instances()
-                    .find(|(id, _)| id == *inst)
-                    .is_some_and(|(_, i)| {
-                        i.stats.is_some_and(|s| s.seq > *seq && s.connections == 0)
-                    });
-                idle || now >= *deadline
-            })
-            .map(|(&i, _)| i)
-            .collect();
-        for inst in ready {
-            self.bal.retiring.remove(&inst);
-            info!(inst, "stopping (drained or drain timeout)");
-            if let Some(k) = self.sup.by_inst(inst) {
-                k.retiring = true;
-                k.stopped_at = Some(now);
-            }
-            self.fail_instance(inst, Violation::Stopped);
-        }
-        self.overload_events();
-        self.autoscale();
-        self.balance();
-    }
-
-    /// Streams `overloaded` when an instance's socket use crosses the
-    /// autoscale threshold (`scale_up_at`) and `recovered` when it falls
-    /// back under it, from the latest heartbeats.
-    fn overload_events(&mut self) {
-        let at = self.bal.policy.scale_up_at;
-        let mut changes = Vec::new();
-        for (id, i) in self.core.instances() {
-            let Some(s) = i.stats else { continue };
-            let over = i.state != InstState::Dead
-                && s.sockets_max > 0
-                && f64::from(s.sockets_used) > at * f64::from(s.sockets_max);
-            if over != self.ctl.overloaded.contains(&id) {
-                changes.push((id, over, s.sockets_used, s.sockets_max));
-            }
-        }
-        let known: Vec<InstId> = self.core.instances().map(|(id, _)| id).collect();
-        let gone: Vec<InstId> = self
-            .ctl
-            .overloaded
-            .iter()
-            .copied()
-            .filter(|id| !known.contains(id))
-            .collect();
-        for id in gone {
-            self.ctl.overloaded.remove(&id);
-        }
-        for (id, over, used, max) in changes {
-            if over {
-                self.ctl.overloaded.insert(id);
-                warn!(
-                    inst = id,
-                    sockets_used = used,
-                    sockets_max = max,
-                    "instance overloaded"
-                );
-            } else {
-                self.ctl.overloaded.remove(&id);
-            }
-            self.ctl_instance_event(
-                if over { "overloaded" } else { "recovered" },
-                Some(id),
-                json!({"sockets_used": used, "sockets_max": max, "scale_up_at": at}),
-            );
-        }
-    }
-
-    fn autoscale(&mut self) {
-        let p = self.bal.policy.clone();
-        let now = Instant::now();
-        if p.rotate_s > 0 && now.duration_since(self.bal.last_rotate).as_secs() >= p.rotate_s {
-            self.bal.last_rotate = now;
-            let oldest = self
-                .sup
-                .kids
-                .iter()
-                .filter(|k| !k.retiring && k.inst.is_some())
-                .min_by_key(|k| k.tag)
-                .and_then(|k| k.inst);
-            if let Some(inst) = oldest {
-                info!(inst, "rotation: replacing the oldest instance");
-                self.retire(inst);
-            }
-        }
-        if !p.autoscale || now.duration_since(self.bal.last_auto).as_millis() < 1000 {
-            return;
-        }
-        self.bal.last_auto = now;
-        let live: Vec<(InstId, driver_core::Instance)> = self
-            .core
-            .instances()
-            .filter(|(id, i)| i.state == InstState::Live && !self.bal.retiring.contains_key(id))
-            .map(|(id, i)| (id, i.clone()))
-            .collect();
-        if live.is_empty() {
-            return;
-        }
-        let loaded = live.iter().all(|(_, i)| {
-            i.stats.is_some_and(|s| {
-                s.sockets_max > 0
-                    && f64::from(s.sockets_used) > p.scale_up_at * f64::from(s.sockets_max)
-            })
-        });
-        if loaded && self.bal.target < p.max_instances && self.sup.active() >= self.bal.target {
-            self.bal.target += 1;
-            info!(
-                target = self.bal.target,
-                "autoscale: every instance above {}; spawning", p.scale_up_at
-            );
-            return;
-        }
-        for (id, i) in &live {
-            let idle = i.stats.is_some_and(|s| s.connections == 0);
-            if idle {
-                self.bal.idle_since.entry(*id).or_insert(now);
-            } else {
-                self.bal.idle_since.remove(id);
-            }
-        }
-        if p.idle_retire_s > 0 && self.bal.target > p.min_instances.max(1) {
-            let victim = self
-                .bal
-                .idle_since
-                .iter()
-                .filter(|(_, t)| now.duration_since(**t).as_secs() >= p.idle_retire_s)
-                .map(|(&id, _)| id)
-                .max();
-            if let Some(id) = victim {
-                self.bal.idle_since.remove(&id);
-                self.bal.target -= 1;
-                info!(
-                    inst = id,
-                    target = self.bal.target,
-                    "autoscale: retiring an idle instance"
-                );
-                self.retire(id);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_prefix;
-
-    #[test]
-    fn prefixes() {
-        assert_eq!(parse_prefix("10.0.0.0/8").unwrap().len, 8);
-        assert_eq!(parse_prefix("10.1.2.3").unwrap().len, 32);
-        assert_eq!(parse_prefix("::1").unwrap().len, 128);
-        assert!(parse_prefix("10.0.0.0/33").is_err());
-        assert!(parse_prefix("10.0.0.1/8").is_err(), "host bits set");
-        assert!(parse_prefix("nonsense").is_err());
-        assert!(parse_prefix("10.0.0.0/").is_err());
-    }
 }

@@ -1,12 +1,26 @@
-//! One socket record.
+//! The socket table: one `Sock` per socket the app holds (and per
+//! accepted connection not yet closed), found by its handle, by the inode
+//! of its app-side object ([`Driver::lookup_inode`]) or, for accepted
+//! connections, by `(instance, id)` on the wire. A socket is born in
+//! [`Driver::new_socket`] (the host made its app side first) or when an
+//! instance announces a connection ([`accept`](crate::accept)), and ends in
+//! `forget`, which unlinks it from every other table.
+//!
+//! ```text
+//!  Fresh ──place──▶ Placed ──listen──▶ Listening
+//!    │                 │ connect
+//!    │                 ▼
+//!    │             Connecting ──Connected──▶ Connected ──Reset/death──▶ Dead
+//!    └─ app's last reference gone (any state) ──▶ Closing ──Closed──▶ forgotten
+//! ```
 
-use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use ins_protocol::msg::{Family, INSTANCE_SOCK_BIT, SockType};
+use ins_protocol::msg::{Family, INSTANCE_SOCK_BIT, OptValue, SockType};
 
-use crate::{Handle, InstId, Value, opt};
+use crate::listener::Listener;
+use crate::{Action, Driver, Handle, InstId, errno, opt};
 
 /// Where a socket is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,14 +67,6 @@ pub struct SocketInfo {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Listener {
-    pub(crate) backlog: u32,
-    /// Instance → connection announcements it may still make.
-    pub(crate) replicas: BTreeMap<InstId, u32>,
-    pub(crate) queue: VecDeque<Handle>,
-}
-
-#[derive(Debug, Clone)]
 pub(crate) struct Sock {
     pub(crate) inode: u64,
     pub(crate) family: Family,
@@ -70,7 +76,7 @@ pub(crate) struct Sock {
     pub(crate) inst: Option<InstId>,
     /// Id on the wire: the handle, or the instance's id for accepted ones.
     pub(crate) wire: u32,
-    pub(crate) opts: Vec<(i32, i32, Value)>,
+    pub(crate) opts: Vec<(i32, i32, OptValue)>,
     pub(crate) bound: Option<SocketAddr>,
     pub(crate) bind_pending: bool,
     pub(crate) local: Option<SocketAddr>,
@@ -183,7 +189,7 @@ impl Sock {
     }
 
     /// Remembers an option for replay; false if the table is full.
-    pub(crate) fn remember(&mut self, level: i32, name: i32, value: Value, max: usize) -> bool {
+    pub(crate) fn remember(&mut self, level: i32, name: i32, value: OptValue, max: usize) -> bool {
         if let Some(e) = self
             .opts
             .iter_mut()
@@ -197,5 +203,124 @@ impl Sock {
         }
         self.opts.push((level, name, value));
         true
+    }
+}
+
+/// The wildcard address of a family, port 0.
+pub(crate) fn unspecified(family: Family) -> SocketAddr {
+    match family {
+        Family::Inet => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        Family::Inet6 => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    }
+}
+
+/// `AF_INET`/`AF_INET6` as a [`Family`].
+fn family_of(domain: i32) -> Option<Family> {
+    match domain {
+        2 => Some(Family::Inet),
+        10 => Some(Family::Inet6),
+        _ => None,
+    }
+}
+
+/// Whether a socket of `family` takes `addr`.
+pub(crate) fn addr_fits(family: Family, addr: &SocketAddr) -> bool {
+    match family {
+        Family::Inet => addr.is_ipv4(),
+        // An IPv6 socket takes IPv6 addresses (v4-mapped included).
+        Family::Inet6 => addr.is_ipv6(),
+    }
+}
+
+impl Driver {
+    /// `socket()`: the host created the socket's app-side object first
+    /// (the daemon: a socket pair, whose app end has inode `inode`).
+    /// Returns the new handle or an errno.
+    pub fn new_socket(
+        &mut self,
+        inode: u64,
+        domain: i32,
+        ty: i32,
+        proto: i32,
+    ) -> Result<Handle, i32> {
+        let family = family_of(domain).ok_or(errno::EAFNOSUPPORT)?;
+        let (ty, proto) = match (ty, proto) {
+            (1, 0) | (1, 6) => (SockType::Stream, opt::IPPROTO_TCP),
+            (2, 0) | (2, 17) => (SockType::Dgram, opt::IPPROTO_UDP),
+            (1 | 2, _) => return Err(errno::EPROTONOSUPPORT),
+            _ => return Err(errno::ESOCKTNOSUPPORT),
+        };
+        let h = self.alloc_handle()?;
+        self.socks.insert(h, Sock::new(inode, family, ty, proto, h));
+        self.by_inode.insert(inode, h);
+        Ok(h)
+    }
+
+    pub(crate) fn alloc_handle(&mut self) -> Result<Handle, i32> {
+        if self.socks.len() >= self.cfg.max_sockets {
+            return Err(errno::ENFILE);
+        }
+        loop {
+            let h = self.next_handle;
+            self.next_handle = (self.next_handle.wrapping_add(1)) & !INSTANCE_SOCK_BIT;
+            if self.next_handle == 0 {
+                self.next_handle = 1;
+            }
+            if !self.socks.contains_key(&h) {
+                return Ok(h);
+            }
+        }
+    }
+
+    /// Records the app end inode of a connection announced by
+    /// [`Action::NewConnection`] once the host made its app-side object
+    /// ([`Driver::execute`] does this with [`AppSockets::new_connection`](crate::AppSockets::new_connection)'s answer).
+    pub fn attach_inode(&mut self, sock: Handle, inode: u64) {
+        if let Some(s) = self.socks.get_mut(&sock) {
+            s.inode = inode;
+            self.by_inode.insert(inode, sock);
+        }
+    }
+
+    /// The host could not create the app side of an announced connection:
+    /// drop it (the instance is told to close it).
+    pub fn connection_failed(&mut self, sock: Handle, out: &mut Vec<Action>) {
+        self.remove_from_queues(sock);
+        self.app_eof(sock, true, out);
+    }
+
+    /// The end of a socket: unlinked from every table (its queued
+    /// connections, if a listener, are closed too); the host drops its side.
+    pub(crate) fn forget(&mut self, sock: Handle, out: &mut Vec<Action>) {
+        let Some(s) = self.socks.remove(&sock) else {
+            return;
+        };
+        if self.by_inode.get(&s.inode) == Some(&sock) {
+            self.by_inode.remove(&s.inode);
+        }
+        if let (Some(inst), Some(w)) = (s.inst, s.wire_if_accepted()) {
+            self.by_wire.remove(&(inst, w));
+        }
+        if let Some(port) = s.bound_key() {
+            self.ports.remove(port, sock);
+        }
+        if s.listener.is_some() {
+            self.listeners.retain(|&l| l != sock);
+        }
+        if let Some(l) = s.accepted_on
+            && let Some(li) = self.socks.get_mut(&l).and_then(|x| x.listener.as_mut())
+        {
+            li.queue.retain(|&c| c != sock);
+        }
+        // Connections still queued on a listener that goes away are closed.
+        if let Some(li) = s.listener {
+            for c in li.queue {
+                if let Some(cs) = self.socks.get_mut(&c) {
+                    cs.accepted_on = None;
+                }
+                self.app_eof(c, true, out);
+            }
+        }
+        out.push(Action::Forget { sock });
     }
 }

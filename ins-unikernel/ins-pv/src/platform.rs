@@ -1,0 +1,117 @@
+//! Glue between the PV platform and the network stack: the waiter that
+//! sleeps in `SCHEDOP_poll`, the command-line configuration and entropy.
+
+use core::net::{Ipv4Addr, Ipv6Addr};
+
+use ins_smol_stack::{StackConfig, Waiter};
+use ins_xen_pv::events::{Events, Timer};
+use ins_xen_pv::start_info::StartInfo;
+use ins_xen_pv::time::Clock;
+
+/// Sleeps until one of its ports fires or the one-shot timer expires.
+pub struct PvWaiter {
+    clock: Clock,
+    events: Events,
+    timer: Timer,
+    ports: [u32; 3],
+    n: usize,
+}
+
+impl PvWaiter {
+    /// Waits on `ports` (at most two) and the timer.
+    pub fn new(clock: Clock, events: Events, timer: Timer, ports: &[u32]) -> PvWaiter {
+        let mut p = [0u32; 3];
+        let n = ports.len().min(2);
+        p[..n].copy_from_slice(&ports[..n]);
+        p[n] = timer.port();
+        PvWaiter {
+            clock,
+            events,
+            timer,
+            ports: p,
+            n: n + 1,
+        }
+    }
+}
+
+impl Waiter for PvWaiter {
+    fn now_ns(&mut self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    fn wait(&mut self, timeout_ns: Option<u64>) {
+        if let Some(t) = timeout_ns {
+            let _ = self.timer.arm(self.clock.now_ns().saturating_add(t));
+        }
+        let ports = &self.ports[..self.n];
+        let _ = self.events.wait(ports, None);
+        for &p in ports {
+            self.events.take(p);
+        }
+    }
+}
+
+fn parse_cidr4(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, l) = s.split_once('/').unwrap_or((s, "24"));
+    Some((a.parse().ok()?, l.parse().ok().filter(|&l: &u8| l <= 32)?))
+}
+
+fn parse_cidr6(s: &str) -> Option<(Ipv6Addr, u8)> {
+    let (a, l) = s.split_once('/').unwrap_or((s, "64"));
+    Some((a.parse().ok()?, l.parse().ok().filter(|&l: &u8| l <= 128)?))
+}
+
+/// Why the command line is unusable.
+#[derive(Debug)]
+pub struct BadArg(pub &'static str);
+
+/// Addresses and limits from the command line: `ip=A.B.C.D/len`,
+/// `gw=A.B.C.D`, `ip6=addr/len`, `gw6=addr`, `tcpbuf=bytes`.
+pub fn stack_config(si: &StartInfo, mac: [u8; 6], seed: u64) -> Result<StackConfig, BadArg> {
+    let mut c = StackConfig {
+        mac,
+        random_seed: seed,
+        tcp_buf: 32 * 1024,
+        listen_pool: 4,
+        ..StackConfig::default()
+    };
+    if let Some(v) = si.arg("ip") {
+        c.ipv4 = Some(parse_cidr4(v).ok_or(BadArg("ip"))?);
+    }
+    if let Some(v) = si.arg("gw") {
+        c.gateway4 = Some(v.parse().map_err(|_| BadArg("gw"))?);
+    }
+    if let Some(v) = si.arg("ip6") {
+        c.ipv6 = Some(parse_cidr6(v).ok_or(BadArg("ip6"))?);
+    }
+    if let Some(v) = si.arg("gw6") {
+        c.gateway6 = Some(v.parse().map_err(|_| BadArg("gw6"))?);
+    }
+    if let Some(v) = si.arg("tcpbuf") {
+        c.tcp_buf = v.parse().map_err(|_| BadArg("tcpbuf"))?;
+    }
+    if c.ipv4.is_none() && c.ipv6.is_none() {
+        return Err(BadArg("ip or ip6 is required"));
+    }
+    Ok(c)
+}
+
+/// Entropy for hash keys, ISNs and ephemeral ports: the toolstack's
+/// `seed=` (the real secret: the guest has no RNG device), mixed with the
+/// TSC, Xen system time and wall clock.
+pub fn entropy(si: &StartInfo, clock: &Clock) -> [u64; 2] {
+    let seed: u64 = si.arg("seed").and_then(|s| s.parse().ok()).unwrap_or(0);
+    // SAFETY: RDTSC has no memory effects.
+    #[allow(unsafe_code)]
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+    let mix = |mut x: u64| {
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    };
+    let a = mix(seed ^ tsc.rotate_left(17));
+    let b = mix(a ^ clock.now_ns() ^ clock.wall_ns().rotate_left(29));
+    [a, b]
+}

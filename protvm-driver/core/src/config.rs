@@ -1,0 +1,64 @@
+//! Limits and policy ([`Config`], [`Placement`]) and the socket option
+//! numbers the driver looks at itself ([`opt`]). Every limit is a field;
+//! the host fills them from its command line.
+
+/// Socket option numbers the driver itself looks at (Linux values).
+pub mod opt {
+    /// `SOL_SOCKET`.
+    pub const SOL_SOCKET: i32 = 1;
+    /// `SO_REUSEADDR`.
+    pub const SO_REUSEADDR: i32 = 2;
+    /// `SO_TYPE`.
+    pub const SO_TYPE: i32 = 3;
+    /// `SO_ERROR`.
+    pub const SO_ERROR: i32 = 4;
+    /// `SO_REUSEPORT`.
+    pub const SO_REUSEPORT: i32 = 15;
+    /// `SO_ACCEPTCONN`.
+    pub const SO_ACCEPTCONN: i32 = 30;
+    /// `SO_PROTOCOL`.
+    pub const SO_PROTOCOL: i32 = 38;
+    /// `SO_DOMAIN`.
+    pub const SO_DOMAIN: i32 = 39;
+    /// `IPPROTO_TCP`.
+    pub const IPPROTO_TCP: i32 = 6;
+    /// `IPPROTO_UDP`.
+    pub const IPPROTO_UDP: i32 = 17;
+}
+
+/// How outgoing sockets pick an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Fewest sockets, then lowest instance number.
+    LeastBusy,
+    /// Live instances in turn.
+    RoundRobin,
+}
+
+/// Limits and policy; every limit is a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Per-socket receive window the driver grants instances (bytes); must
+    /// equal the driver's `Hello.window`.
+    pub window: u32,
+    /// An instance silent for this long (nanoseconds) is declared dead.
+    pub heartbeat_timeout_ns: u64,
+    /// Placement policy for sockets that are not listeners.
+    pub placement: Placement,
+    /// Most sockets in the table (app sockets and accepted connections).
+    pub max_sockets: usize,
+    /// Most remembered socket options per socket.
+    pub max_opts: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            window: 256 << 10,
+            heartbeat_timeout_ns: 3_000_000_000,
+            placement: Placement::LeastBusy,
+            max_sockets: 1 << 20,
+            max_opts: 32,
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The relay: each INS socket is a Unix socket pair whose app end the app
+//! holds as its fd and whose driver end ([`SockIo`]) the daemon reads and
+//! writes, moving bytes between it and the instance's ring.
+//!
+//! ```text
+//!  app end ══ pair ══ driver end ─read─▶ scratch ─▶ ring (Data/DataTo frames)   credit: core.send_credit
+//!                               ◀write─ popped frame (Data) or inbuf (rest)     window: core.delivered
+//! ```
+//!
+//! Streams use `SOCK_STREAM` pairs; datagrams `SOCK_SEQPACKET` pairs whose
+//! packets start with a [`WireAddr`] (the peer address, in-band). The
+//! driver end is edge-triggered: reading goes on until `EAGAIN`, the
+//! instance's credit or the ring's space runs out (a `Credit` frame or a
+//! doorbell resumes it). Bytes the pair does not take are buffered in
+//! `inbuf` (bounded by the window the core enforces). Nothing here
+//! allocates per message; `inbuf` and `held` only when a pair is full.
+//!
+//! A non-blocking `connect` keeps the app end unwritable with *filler*
+//! bytes until the instance reports the result (see `shimio::fill`).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use driver_core::{Handle, Violation};
+use ins_protocol::msg::{self, DATA_TO_PREFIX_LEN, HEADER_LEN, Msg, WireAddr};
+use ins_protocol::ring::RingError;
+use rustix::event::epoll::EventFlags;
+use rustix::net::{RecvFlags, SendFlags, Shutdown};
+use tracing::{debug, warn};
+
+use super::Daemon;
+use super::event_loop::{K_SOCK, add};
+use crate::shimio;
+
+/// The driver end of one socket's pair, and what is in flight through it.
+pub(super) struct SockIo {
+    pub(super) drv: OwnedFd,
+    pub(super) stream: bool,
+    /// App end kept by the driver: an accepted connection's until `Accept`,
+    /// or the copy received with a non-blocking connect (filler).
+    pub(super) app: Option<OwnedFd>,
+    pub(super) filler: usize,
+    old_sndbuf: usize,
+    /// Instance bytes the pair did not take yet.
+    inbuf: Vec<u8>,
+    inbuf_off: usize,
+    shut_after_drain: bool,
+    tokens_owed: u32,
+    /// A datagram waiting for credit.
+    held: Option<Vec<u8>>,
+    pub(super) hup: bool,
+}
+
+impl SockIo {
+    /// A non-blocking connect finished: the filler bytes are drained and
+    /// the app end's send buffer restored (it becomes writable); after an
+    /// error the driver end's write side is shut, so the app reads EOF.
+    pub(super) fn connect_done(&mut self, sock: Handle, errno: i32) {
+        if let Some(app) = self.app.take()
+            && let Err(e) =
+                shimio::unfill(self.drv.as_fd(), app.as_fd(), self.filler, self.old_sndbuf)
+        {
+            warn!(sock, error = %e, "undoing the connect filler");
+        }
+        self.filler = 0;
+        if errno != 0 {
+            let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
+        }
+    }
+
+    /// The peer's EOF: shut the driver end's write side once the buffered
+    /// bytes are written.
+    pub(super) fn peer_eof(&mut self) {
+        if self.inbuf.len() == self.inbuf_off {
+            let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
+        } else {
+            self.shut_after_drain = true;
+        }
+    }
+
+    /// The connection was reset: buffered bytes dropped, the driver end's
+    /// write side shut.
+    pub(super) fn peer_reset(&mut self, sock: Handle, errno: i32) {
+        debug!(sock, errno, "reset");
+        self.inbuf = Vec::new();
+        self.inbuf_off = 0;
+        self.held = None;
+        let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
+    }
+
+    /// One more accept token is owed to the listener's app end: written
+    /// now if the pair takes it, else when it becomes writable.
+    pub(super) fn add_token(&mut self) {
+        self.tokens_owed += 1;
+        self.write_tokens();
+    }
+
+    /// Writes the accept tokens owed, one byte each.
+    fn write_tokens(&mut self) {
+        while self.tokens_owed > 0 {
+            match rustix::io::write(&self.drv, &[1u8]) {
+                Ok(_) => self.tokens_owed -= 1,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// A non-blocking connect is under way: fill the app end (a copy of
+    /// the fd that came with the request) until it is not writable.
+    pub(super) fn start_filler(&mut self, sock: Handle, fd: BorrowedFd<'_>) {
+        let Ok(copy) = fd.try_clone_to_owned() else {
+            return;
+        };
+        match shimio::fill(copy.as_fd()) {
+            Ok((filler, old)) => {
+                self.filler = filler;
+                self.old_sndbuf = old;
+                self.app = Some(copy);
+            }
+            Err(e) => warn!(sock, error = %e, "connect filler"),
+        }
+    }
+}
+
+/// Registers a socket's driver end (edge-triggered) and adds it to the
+/// table; `app` is an app end the daemon keeps (an accepted connection's,
+/// until `accept` hands it over).
+pub(super) fn register(
+    epfd: &OwnedFd,
+    socks: &mut HashMap<Handle, SockIo>,
+    h: Handle,
+    drv: OwnedFd,
+    stream: bool,
+    app: Option<OwnedFd>,
+) -> io::Result<()> {
+    add(
+        epfd,
+        drv.as_fd(),
+        K_SOCK | u64::from(h),
+        EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET,
+    )?;
+    socks.insert(
+        h,
+        SockIo {
+            drv,
+            stream,
+            app,
+            filler: 0,
+            old_sndbuf: 0,
+            inbuf: Vec::new(),
+            inbuf_off: 0,
+            shut_after_drain: false,
+            tokens_owed: 0,
+            held: None,
+            hup: false,
+        },
+    );
+    Ok(())
+}
+
+impl Daemon {
+    /// [`register`] on the daemon's tables.
+    pub(super) fn register_sock(
+        &mut self,
+        h: Handle,
+        drv: OwnedFd,
+        stream: bool,
+        app: Option<OwnedFd>,
+    ) -> io::Result<()> {
+        register(&self.epfd, &mut self.socks, h, drv, stream, app)
+    }
+
+    /// Relays every socket resumed since the last call, then publishes.
+    pub(super) fn run_resumes(&mut self) {
+        while let Some(h) = self.resume.pop() {
+            self.relay_out(h);
+        }
+        self.flush_all();
+    }
+
+    // ----- instance → app -----
+
+    /// Writes instance bytes into the pair (what does not fit is buffered;
+    /// the core bounded it by the window).
+    pub(super) fn deliver(&mut self, h: Handle, m: &Msg<'_>) {
+        let Some(s) = self.socks.get_mut(&h) else {
+            return;
+        };
+        match *m {
+            Msg::Data { bytes, .. } => {
+                let mut written = 0;
+                if s.inbuf.len() == s.inbuf_off {
+                    while written < bytes.len() {
+                        match rustix::io::write(&s.drv, &bytes[written..]) {
+                            Ok(n) => written += n,
+                            Err(rustix::io::Errno::INTR) => {}
+                            Err(rustix::io::Errno::AGAIN) => break,
+                            Err(_) => {
+                                // The app is gone; the hang-up closes it.
+                                written = bytes.len();
+                                break;
+                            }
+                        }
+                    }
+                }
+                if written < bytes.len() {
+                    if s.inbuf_off > 0 && s.inbuf_off == s.inbuf.len() {
+                        s.inbuf.clear();
+                        s.inbuf_off = 0;
+                    }
+                    s.inbuf.extend_from_slice(&bytes[written..]);
+                }
+                let drained = s.inbuf.len() == s.inbuf_off;
+                self.core
+                    .delivered(h, written as u32, drained, &mut self.actions);
+            }
+            Msg::DataTo { addr, bytes, .. } => {
+                let wa = WireAddr::from(addr);
+                let r = rustix::net::sendmsg(
+                    &s.drv,
+                    &[
+                        io::IoSlice::new(zerocopy_bytes(&wa)),
+                        io::IoSlice::new(bytes),
+                    ],
+                    &mut rustix::net::SendAncillaryBuffer::default(),
+                    SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+                );
+                if let Err(e) = r {
+                    debug!(sock = h, error = %e, "datagram dropped (app queue full)");
+                }
+                self.core
+                    .delivered(h, bytes.len() as u32, true, &mut self.actions);
+            }
+            _ => {}
+        }
+    }
+
+    /// The driver end is writable again: owed tokens, then buffered
+    /// instance bytes (crediting the instance for what went through).
+    pub(super) fn sock_writable(&mut self, h: Handle) {
+        let Some(s) = self.socks.get_mut(&h) else {
+            return;
+        };
+        s.write_tokens();
+        let mut written = 0usize;
+        while s.inbuf_off < s.inbuf.len() {
+            match rustix::io::write(&s.drv, &s.inbuf[s.inbuf_off..]) {
+                Ok(n) => {
+                    s.inbuf_off += n;
+                    written += n;
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    written += s.inbuf.len() - s.inbuf_off;
+                    s.inbuf_off = s.inbuf.len();
+                }
+            }
+        }
+        let drained = s.inbuf_off == s.inbuf.len();
+        if drained && !s.inbuf.is_empty() {
+            s.inbuf = Vec::new();
+            s.inbuf_off = 0;
+        }
+        if drained && s.shut_after_drain {
+            s.shut_after_drain = false;
+            let _ = rustix::net::shutdown(&s.drv, Shutdown::Write);
+        }
+        if written > 0 {
+            self.core
+                .delivered(h, written as u32, drained, &mut self.actions);
+            self.apply(None, None);
+        }
+    }
+
+    // ----- app → instance -----
+
+    /// Reads the app's bytes from the driver end into the ring while the
+    /// core grants credit and the ring has space.
+    pub(super) fn relay_out(&mut self, h: Handle) {
+        let Some(stream) = self.socks.get(&h).map(|s| s.stream) else {
+            return;
+        };
+        if stream {
+            self.relay_stream(h);
+        } else {
+            self.relay_dgram(h);
+        }
+        if !self.actions.is_empty() {
+            self.apply(None, None);
+        }
+    }
+
+    /// Stream bytes: `Data` frames of what the credit, the frame size and
+    /// the ring space allow; EOF and hang-up go to the core.
+    fn relay_stream(&mut self, h: Handle) {
+        loop {
+            let credit = self.core.send_credit(h, &mut self.actions);
+            let Some(s) = self.socks.get_mut(&h) else {
+                return;
+            };
+            let Some((inst, wire, credit)) = credit else {
+                // Not connected: read only to discard after a reset and to
+                // notice the app's close.
+                if self
+                    .core
+                    .socket(h)
+                    .is_some_and(|i| i.state == driver_core::SockState::Dead)
+                {
+                    loop {
+                        match rustix::io::read(&s.drv, &mut self.scratch[..]) {
+                            Ok(0) => {
+                                let hup = s.hup || shimio::hung_up(s.drv.as_fd());
+                                if hup {
+                                    self.core.app_eof(h, true, &mut self.actions);
+                                }
+                                return;
+                            }
+                            Ok(_) => {}
+                            Err(rustix::io::Errno::INTR) => {}
+                            Err(_) => return,
+                        }
+                    }
+                }
+                // A listener or a socket never connected: the app's close
+                // shows as hang-up (a listener's end carries only tokens).
+                if (s.hup || shimio::hung_up(s.drv.as_fd())) && s.filler == 0 {
+                    self.core.app_eof(h, true, &mut self.actions);
+                }
+                return;
+            };
+            if credit == 0 {
+                return;
+            }
+            let Some(x) = self.insts.get_mut(&inst) else {
+                return;
+            };
+            if x.queued() {
+                if !x.blocked.contains(&h) {
+                    x.blocked.push(h);
+                }
+                return;
+            }
+            let space = match x.ep.tx.free_frame_space() {
+                Ok(sp) => sp,
+                Err(_) => return,
+            };
+            let max = (credit as usize)
+                .min(x.max_payload)
+                .min(space.saturating_sub(HEADER_LEN));
+            if max == 0 {
+                let _ = x.ep.tx.flush();
+                x.dirty = true;
+                match x.ep.tx.prepare_wait_space(HEADER_LEN + 1) {
+                    Ok(true) => continue,
+                    _ => {
+                        if !x.blocked.contains(&h) {
+                            x.blocked.push(h);
+                        }
+                        return;
+                    }
+                }
+            }
+            let n = match rustix::io::read(&s.drv, &mut self.scratch[..max]) {
+                Ok(0) => {
+                    let hup = s.hup || shimio::hung_up(s.drv.as_fd());
+                    self.core.app_eof(h, hup, &mut self.actions);
+                    return;
+                }
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return,
+            };
+            let mut hdr = [0u8; HEADER_LEN];
+            if msg::encode_data_header(wire, n, &mut hdr).is_err() {
+                return;
+            }
+            match x.ep.tx.try_push_parts(&[&hdr, &self.scratch[..n]]) {
+                Ok(()) => {
+                    x.dirty = true;
+                    self.core.consume_credit(h, n as u32);
+                }
+                Err(e) => {
+                    // Space was checked; only a corrupt ring gets here.
+                    warn!(inst, error = %e, "ring push");
+                    self.fail_instance(inst, Violation::ChannelFailed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Datagrams: one `DataTo` frame each (address in-band); a datagram
+    /// that does not fit the credit or the ring waits in `held`.
+    fn relay_dgram(&mut self, h: Handle) {
+        loop {
+            let Some(s) = self.socks.get_mut(&h) else {
+                return;
+            };
+            // A held datagram first, else the next one from the pair.
+            let len = if let Some(held) = s.held.take() {
+                let n = held.len();
+                self.scratch[..n].copy_from_slice(&held);
+                n
+            } else {
+                match rustix::net::recv(
+                    &s.drv,
+                    &mut self.scratch[..],
+                    RecvFlags::DONTWAIT | RecvFlags::TRUNC,
+                ) {
+                    Ok((_, 0)) => {
+                        let hup = s.hup || shimio::hung_up(s.drv.as_fd());
+                        if hup {
+                            self.core.app_eof(h, true, &mut self.actions);
+                        }
+                        return;
+                    }
+                    Ok((_, full)) if full > self.scratch.len() => continue, // too big: dropped
+                    Ok((n, _)) => n,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => return,
+                }
+            };
+            if len < WireAddr::LEN {
+                continue; // malformed from the app: dropped
+            }
+            let Ok(addr) = WireAddr::parse(&self.scratch[..WireAddr::LEN]) else {
+                continue;
+            };
+            let payload = len - WireAddr::LEN;
+            let credit = self.core.send_credit(h, &mut self.actions);
+            let Some(s) = self.socks.get_mut(&h) else {
+                return;
+            };
+            let Some((inst, wire, credit)) = credit else {
+                if self.core.socket(h).is_some() {
+                    // Not placed (no instance): keep it until one is.
+                    s.held = Some(self.scratch[..len].to_vec());
+                }
+                return;
+            };
+            let Some(x) = self.insts.get_mut(&inst) else {
+                s.held = Some(self.scratch[..len].to_vec());
+                return;
+            };
+            // Frames queued for ring space (e.g. the Open) go first.
+            if x.queued() || (payload as u32) > credit {
+                s.held = Some(self.scratch[..len].to_vec());
+                if x.queued() && !x.blocked.contains(&h) {
+                    x.blocked.push(h);
+                }
+                return;
+            }
+            if payload + DATA_TO_PREFIX_LEN > x.max_payload + HEADER_LEN {
+                continue; // larger than a frame: dropped
+            }
+            let mut pre = [0u8; DATA_TO_PREFIX_LEN];
+            if msg::encode_data_to_header(wire, addr, payload, &mut pre).is_err() {
+                continue;
+            }
+            match x
+                .ep
+                .tx
+                .try_push_parts(&[&pre, &self.scratch[WireAddr::LEN..len]])
+            {
+                Ok(()) => {
+                    x.dirty = true;
+                    self.core.consume_credit(h, payload as u32);
+                }
+                Err(RingError::Full) => {
+                    s.held = Some(self.scratch[..len].to_vec());
+                    let _ = x.ep.tx.flush();
+                    x.dirty = true;
+                    if !matches!(
+                        x.ep.tx.prepare_wait_space(payload + DATA_TO_PREFIX_LEN),
+                        Ok(true)
+                    ) {
+                        if !x.blocked.contains(&h) {
+                            x.blocked.push(h);
+                        }
+                        return;
+                    }
+                }
+                Err(_) => {
+                    self.fail_instance(inst, Violation::ChannelFailed);
+                    return;
+                }
+            }
+            if !self.actions.is_empty() {
+                self.apply(None, None);
+            }
+        }
+    }
+}
+
+/// The wire bytes of an address.
+fn zerocopy_bytes(wa: &WireAddr) -> &[u8] {
+    zerocopy::IntoBytes::as_bytes(wa)
+}

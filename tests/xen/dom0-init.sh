@@ -1,0 +1,164 @@
+#!/bin/sh
+# PV dom0 /init for the INS Xen lab: toolstack, a bridge with vifs, three
+# PV domUs (pvm: the protected VM running the driver side; ins1: an
+# instance domain; snoop: a third domain), then the tests. Every test
+# prints "XENTEST <name> PASS|FAIL ..."; domU consoles are copied into
+# this log with a [name] prefix. Ends with XENLAB_DONE and powers off.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/xen-4.17/bin:/opt/ins/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run; mkdir -p /var /tmp; ln -sfn /run /var/run; mount -t tmpfs tmpfs /tmp
+up() { cut -d' ' -f1 /proc/uptime; }
+since() { awk "BEGIN{printf \"%.1f\", $(up)-$1}"; }
+for m in xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc xen-netback llc stp bridge; do
+  insmod /lib/modules/$m.ko || echo "insmod $m failed"
+done
+mount -t xenfs xenfs /proc/xen
+sed -i 's/^#*autoballoon=.*/autoballoon="off"/' /etc/xen/xl.conf; grep -q '^autoballoon=' /etc/xen/xl.conf || echo 'autoballoon="off"' >> /etc/xen/xl.conf
+mkdir -p /run/xenstored /var/lib/xenstored /var/log/xen/console /var/lib/xen /run/xen /var/lock/subsys
+xenstored --pid-file /run/xenstored.pid || echo "xenstored failed"
+xen-init-dom0 || echo "xen-init-dom0 failed"
+xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console || echo "xenconsoled failed"
+ip link set lo up
+brctl addbr xenbr0
+ip addr add 169.254.100.1/24 dev xenbr0 && ip link set xenbr0 up
+echo "DOM0_READY uptime=$(up)"
+
+FAILED=0
+result() { # name pass|fail detail
+  if [ "$2" = pass ]; then echo "XENTEST $1 PASS $3"; else echo "XENTEST $1 FAIL $3"; FAILED=$((FAILED+1)); fi
+}
+create() { # name: xl create, then copy the domain's console into this log
+  t=$(up)
+  if xl create /etc/xen/$1.cfg >/tmp/xl-$1.log 2>&1; then
+    echo "XL_CREATE $1 took $(since $t) s"
+  else
+    cat /tmp/xl-$1.log; echo "XENTEST create-$1 FAIL xl create failed"; return 1
+  fi
+}
+console() {
+  (tail -F /var/log/xen/console/guest-$1.log 2>/dev/null | while IFS= read -r l; do echo "[$1] $l"; done) &
+}
+domid() { xl domid $1 2>/dev/null; }
+wait_up() { # name timeout
+  d=$(domid $1); i=0
+  until [ "$(xenstore-read /local/domain/$d/data/up 2>/dev/null)" = 1 ]; do
+    i=$((i+1)); [ $i -gt $(($2*10)) ] && { result boot-$1 fail "no data/up after $2 s"; return 1; }
+    usleep 100000
+  done
+  echo "DOMU $1 (dom$d) up at $(up) s"
+}
+# run NAME CMD: start the domain's next command; its number is left in $N.
+# wait_cmd NAME N TIMEOUT: prints its exit status (or "timeout").
+run() {
+  eval "N=\${next_$1:-1}"; eval "next_$1=$((N + 1))"
+  xenstore-write /local/domain/$(domid $1)/data/cmd$N "$2"
+}
+wait_cmd() {
+  d=$(domid $1); i=0
+  while :; do
+    r=$(xenstore-read /local/domain/$d/data/result$2 2>/dev/null) && { echo "$r"; return 0; }
+    i=$((i+1)); [ $i -gt $(($3*10)) ] && { echo timeout; return 0; }
+    usleep 100000
+  done
+}
+
+T0=$(up)
+# The three domains are built at once (dom0's memory is fixed: no ballooning).
+create pvm & c1=$!; create ins1 & c2=$!; create snoop & c3=$!
+wait $c1 || result create-pvm fail ""; wait $c2 || result create-ins1 fail ""; wait $c3 || result create-snoop fail ""
+for n in pvm ins1 snoop; do console $n; done
+for n in pvm ins1 snoop; do wait_up $n 300; done
+P=$(domid pvm); I=$(domid ins1); S=$(domid snoop)
+echo "DOMAINS pvm=dom$P ins1=dom$I snoop=dom$S, all up $(since $T0) s after the first xl create"
+xl list
+brctl showmacs xenbr0 2>/dev/null | head -5
+
+# --- 1. nginx under the shim in the PVM, fetched from dom0 over the bridge
+run pvm "sh /opt/ins/pvm-web.sh"
+r=$(wait_cmd pvm $N 180)
+if [ "$r" = 0 ]; then
+  ok=1; URL=http://169.254.100.2:8080
+  for f in small.html big.bin; do
+    got=$(curl -sS -m 60 $URL/$f | sha256sum | cut -d' ' -f1)
+    want=$(cut -d' ' -f1 /srv/www/$f.sha256)
+    if [ "$got" = "$want" ]; then echo "fetch $f: sha256 ok ($(wc -c < /srv/www/$f) bytes)"; else echo "fetch $f: sha256 $got, want $want"; ok=0; fi
+  done
+  args=""; for i in $(seq 50); do args="$args $URL/small.html -o /dev/null"; done
+  conns=$(curl -sS -m 120 -w '%{num_connects} %{http_code}\n' $args | awk '$2 == 200 {s+=$1; n++} END {print s" connections for "n" requests"}')
+  echo "keep-alive: $conns"
+  case "$conns" in "1 connections for 50 requests") ;; *) ok=0 ;; esac
+  [ $ok = 1 ] && result nginx-under-shim pass "byte-exact small and 1 MiB, 50 requests on one connection" || result nginx-under-shim fail "see above"
+else
+  result nginx-under-shim fail "pvm-web.sh exited $r"
+fi
+run pvm "ins-ctl --run-dir /run/ins list; ins-ctl --run-dir /run/ins flows | tail -n 5; tail -n 15 /run/ins/*.log /tmp/nginx.log"
+wait_cmd pvm $N 60 >/dev/null
+
+# --- 2. plain TCP between the two domains over the bridge (baseline)
+run ins1 "xenchan tcp-server --listen 169.254.100.3:7001 --rtt 200 --bulk-mib 16"; n2=$N
+sleep 2
+run pvm "xenchan tcp-client --connect 169.254.100.3:7001 --rtt 200 --bulk-mib 16"; n1=$N
+r1=$(wait_cmd pvm $n1 240); r2=$(wait_cmd ins1 $n2 60)
+[ "$r1" = 0 ] && [ "$r2" = 0 ] && result tcp-baseline pass "" || result tcp-baseline fail "client $r1 server $r2"
+
+# --- 3. an INS channel over grant pages + event channels, rendezvous in xenstore
+run pvm "xenchan driver --peer $I --name xch0 --messages 2000 --rtt 200 --bulk-mib 16 --hold-until data/release"; n1=$N
+run ins1 "xenchan instance --peer $P --name xch0 --messages 2000 --rtt 200 --bulk-mib 16 --hold-until data/release"; n2=$N
+# Wait until both sides finished the exchange and hold the channel open.
+i=0; until grep -q "FIGURE ring_mib_s" /var/log/xen/console/guest-pvm.log 2>/dev/null || [ $i -gt 2400 ]; do usleep 100000; i=$((i+1)); done
+echo "channel keys and permissions while connected:"
+xenstore-ls -p /local/domain/$P/data/ins 2>&1 | grep -v ring-ref/ | sed 's/^/  /'
+xenstore-ls -p /local/domain/$I/data/ins 2>&1 | sed 's/^/  /'
+# --- 4. the third domain may neither read nor write the pair's keys
+run snoop "xenchan snoop --driver $P --instance $I --name xch0"
+r=$(wait_cmd snoop $N 120)
+[ "$r" = 0 ] && result xenstore-perms pass "dom$S refused on every key of dom$P<->dom$I" || result xenstore-perms fail "snoop exited $r"
+xenstore-write /local/domain/$P/data/release 1; xenstore-write /local/domain/$I/data/release 1
+r1=$(wait_cmd pvm $n1 300); r2=$(wait_cmd ins1 $n2 60)
+[ "$r1" = 0 ] && [ "$r2" = 0 ] && result xen-channel pass "driver $r1 instance $r2" || result xen-channel fail "driver $r1 instance $r2"
+left=$(xenstore-ls /local/domain/$P/data/ins 2>/dev/null; xenstore-ls /local/domain/$I/data/ins 2>/dev/null)
+[ -z "$left" ] && result stale-keys pass "both channel directories removed" || { echo "$left"; result stale-keys fail "keys left behind"; }
+
+# --- 6. the real instance binary joins a driver over Xen (ins --xen-driver):
+# hello, heartbeats on the ring, then the driver closes and ins exits 0
+run pvm "xenchan serve-ins --peer $I --name ins0 --seconds 6"; n1=$N
+run ins1 "ins --xen-driver $P --xen-channel ins0 --instance-id 7 --heartbeat-ms 500"; n2=$N
+r1=$(wait_cmd pvm $n1 300); r2=$(wait_cmd ins1 $n2 120)
+left=$(xenstore-ls /local/domain/$P/data/ins 2>/dev/null; xenstore-ls /local/domain/$I/data/ins 2>/dev/null)
+[ "$r1" = 0 ] && [ "$r2" = 0 ] && [ -z "$left" ] && result ins-joins-over-xen pass "driver side $r1, ins exit $r2, keys removed" \
+  || result ins-joins-over-xen fail "driver side $r1, ins exit $r2, left: $left"
+
+# --- 7. the instance process dies (kill -9): its kernel unmaps the grants,
+# the unmap notification clears its alive word and fires the liveness port;
+# the driver notices, revokes and removes its keys
+state_of() { xenstore-read /local/domain/$P/data/ins/$1/state 2>/dev/null; }
+wait_connected() { i=0; until [ "$(state_of $1)" = 4 ] || [ $i -gt 1200 ]; do usleep 100000; i=$((i+1)); done; }
+run pvm "xenchan driver --peer $I --name xd1 --idle --until-peer-gone"; n1=$N
+run ins1 "xenchan instance --peer $P --name xd1 --idle --hold-until data/never & echo \$! > /tmp/xd1.pid"
+wait_cmd ins1 $N 30 >/dev/null
+wait_connected xd1
+t=$(up); run ins1 'kill -9 $(cat /tmp/xd1.pid)'
+r=$(wait_cmd pvm $n1 180)
+[ "$r" = 0 ] && [ -z "$(state_of xd1)" ] && grep -q "XENCHAN_CLOSED Driver: peer_left=true unmapped_before_revoke=true" /var/log/xen/console/guest-pvm.log \
+  && result instance-killed pass "driver revoked and removed its keys $(since $t) s after kill -9" \
+  || result instance-killed fail "driver exit $r, state '$(state_of xd1)'"
+
+# --- 8. the instance domain is destroyed (xl destroy): its xenstore home
+# vanishes, the driver's watch fires, it revokes and removes its keys
+run pvm "xenchan driver --peer $I --name xd2 --idle --until-peer-gone"; n1=$N
+run ins1 "xenchan instance --peer $P --name xd2 --idle --hold-until data/never"
+wait_connected xd2
+t=$(up); xl destroy ins1
+r=$(wait_cmd pvm $n1 180)
+[ "$r" = 0 ] && [ -z "$(state_of xd2)" ] \
+  && result domain-destroyed pass "driver revoked and removed its keys $(since $t) s after xl destroy" \
+  || result domain-destroyed fail "driver exit $r, state '$(state_of xd2)'"
+
+for n in pvm snoop; do run $n poweroff; done
+sleep 2
+echo "XENLAB_DONE failed=$FAILED elapsed=$(since $T0) s"
+sync
+poweroff -f

@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Reads a lab boot log, prints each test's result and the figures side by
+side (ring over grant pages + event channels vs plain TCP between the same
+two domains over the bridge), and exits non-zero unless every test passed
+and the lab ran to its end."""
+import re
+import sys
+
+log = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+tests = re.findall(r"XENTEST (\S+) (PASS|FAIL) ?(.*)", log)
+figures = {}
+for name, value, unit in re.findall(r"FIGURE (\S+) ([0-9.]+) (\S+)", log):
+    figures[name] = (float(value), unit)
+done = re.search(r"XENLAB_DONE failed=(\d+) elapsed=([0-9.]+)", log)
+
+print("== Xen lab results")
+for name, verdict, detail in tests:
+    print(f"  {verdict:4}  {name:18} {detail.strip()}")
+for marker in ("XENCHAN_CONNECTED", "XENCHAN_EXCHANGE_OK", "XENCHAN_SNOOP_REFUSED", "XENCHAN_CLOSED",
+               "XENCHAN_INS_JOINED", "XENCHAN_INS_SERVED", "XENCHAN_PEER_GONE"):
+    for line in re.findall(marker + r".*", log):
+        print("        " + line.strip())
+print("== figures (QEMU TCG: only the ratios mean anything)")
+rows = [("round trip, 64 B", "ring_rtt_us", "tcp_rtt_us", "us", False),
+        ("throughput, 16 KiB frames", "ring_mib_s", "tcp_mib_s", "MiB/s", True)]
+print(f"  {'':28}{'xen ring':>12}{'tcp/bridge':>12}   ratio")
+for label, ring, tcp, unit, higher_better in rows:
+    if ring in figures and tcp in figures:
+        r, t = figures[ring][0], figures[tcp][0]
+        ratio = (r / t) if higher_better else (t / r)
+        print(f"  {label:28}{r:>10.1f} {unit:<1}{t:>10.1f} {unit:<1}   ring {ratio:.2f}x {'faster' if ratio >= 1 else 'slower'}")
+    else:
+        print(f"  {label:28} missing ({ring} / {tcp})")
+ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
+ok = ok and len(tests) >= 8
+if done:
+    print(f"== dom0 ran the tests in {done.group(2)} s; {'all passed' if ok else 'FAILURES'}")
+else:
+    print("== the lab did not finish (no XENLAB_DONE): see the log")
+sys.exit(0 if ok else 1)
