@@ -58,7 +58,16 @@ fn connection_telemetry_is_streamed_and_reported_on_demand() {
         "--ins-arg=--telemetry-ms",
         "--ins-arg=200",
     ]);
-    common::wait_for(|| d.log_text().contains("instance joined"), "instance join");
+    // Joined and heartbeating (the balancer's child must be serving).
+    common::wait_for(
+        || {
+            let l = call(&d, "{\"cmd\":\"list\"}\n");
+            l["instances"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|i| i["heartbeat"] == true))
+        },
+        "a live instance",
+    );
 
     let mut s = UnixStream::connect(d.dir.join("monitor.sock")).unwrap();
     s.write_all(b"{\"cmd\":\"subscribe\",\"types\":[\"conn\"]}\n")
@@ -100,13 +109,21 @@ fn connection_telemetry_is_streamed_and_reported_on_demand() {
         .env("LD_PRELOAD", &shim)
         .env("INS_SHIM_SOCKET", d.shim_path())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut port = String::new();
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut port)
         .unwrap();
-    let port: u16 = port.trim().parse().unwrap();
+    let Ok(port) = port.trim().parse::<u16>() else {
+        let mut e = String::new();
+        let _ = server.stderr.take().unwrap().read_to_string(&mut e);
+        panic!(
+            "the server under the shim did not start: {e}\n{}",
+            d.log_text()
+        );
+    };
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let me = c.local_addr().unwrap().to_string();
     c.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
