@@ -70,7 +70,10 @@ fi
 
 # 2. The workspace crates and their dependencies, through cargo.
 sep=$'\x1f'
+# `no_fp_fmt_parse`: the kernel's `core` is built without float formatting
+# and parsing; zerocopy honours the same cfg (as the kernel's core-cfgs).
 enc="--sysroot=/dev/null${sep}-L${sep}$KTREE/rust${sep}-L${sep}$OUT/sysroot${sep}$features"
+enc+="${sep}--cfg${sep}no_fp_fmt_parse"
 for f in "${rest[@]}"; do enc+="$sep$f"; done
 (cd "$REPO" && CARGO_TARGET_DIR="$OUT/target" CARGO_ENCODED_RUSTFLAGS="$enc" \
   CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_INCREMENTAL=false \
@@ -89,7 +92,9 @@ for line in open(sys.argv[1]):
     for f in m.get("filenames", []):
         # Target artifacts live under target/<target name>/; host ones
         # (proc macros and their rlibs, build scripts) do not.
-        if f.endswith(".rlib") and f.startswith(sys.argv[2]) and "/release/deps/" in f \
+        # (Workspace members are reported at their uplifted path,
+        # target/<target>/release/lib*.rlib; dependencies under deps/.)
+        if f.endswith(".rlib") and f.startswith(sys.argv[2]) \
                 and not f.startswith(sys.argv[2] + "release/"):
             print(f)
 EOF

@@ -42,14 +42,14 @@ fn alloc_with(size: usize, align: usize, flags: Flags) -> *mut u8 {
 /// `alloc`'s allocation entry point.
 #[no_mangle]
 #[allow(clippy::no_mangle_with_rust_abi)]
-pub extern "Rust" fn __rust_alloc(size: usize, align: usize) -> *mut u8 {
+pub(crate) extern "Rust" fn __rust_alloc(size: usize, align: usize) -> *mut u8 {
     alloc_with(size, align, GFP_KERNEL)
 }
 
 /// `alloc`'s zeroed allocation entry point.
 #[no_mangle]
 #[allow(clippy::no_mangle_with_rust_abi)]
-pub extern "Rust" fn __rust_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+pub(crate) extern "Rust" fn __rust_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     alloc_with(size, align, GFP_KERNEL | __GFP_ZERO)
 }
 
@@ -61,7 +61,7 @@ pub extern "Rust" fn __rust_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// [`__rust_realloc`] with this `size` and `align`, and is not used again.
 #[no_mangle]
 #[allow(clippy::no_mangle_with_rust_abi)]
-pub unsafe extern "Rust" fn __rust_dealloc(ptr: *mut u8, size: usize, align: usize) {
+pub(crate) unsafe extern "Rust" fn __rust_dealloc(ptr: *mut u8, size: usize, align: usize) {
     let (Some(p), Ok(layout)) = (NonNull::new(ptr), Layout::from_size_align(size, align)) else {
         return;
     };
@@ -78,7 +78,7 @@ pub unsafe extern "Rust" fn __rust_dealloc(ptr: *mut u8, size: usize, align: usi
 /// `align`; on success it must not be used again (the result replaces it).
 #[no_mangle]
 #[allow(clippy::no_mangle_with_rust_abi)]
-pub unsafe extern "Rust" fn __rust_realloc(
+pub(crate) unsafe extern "Rust" fn __rust_realloc(
     ptr: *mut u8,
     old_size: usize,
     align: usize,
@@ -101,15 +101,15 @@ pub unsafe extern "Rust" fn __rust_realloc(
 /// Called by `alloc` when an infallible allocation failed.
 #[no_mangle]
 #[allow(clippy::no_mangle_with_rust_abi)]
-pub extern "Rust" fn __rust_alloc_error_handler(size: usize, align: usize) -> ! {
+pub(crate) extern "Rust" fn __rust_alloc_error_handler(size: usize, align: usize) -> ! {
     pr_emerg!("out of memory: {} bytes aligned to {}\n", size, align);
     panic!("ins: allocation failure in an infallible collection method");
 }
 
 /// Read by `alloc`'s default OOM handler (unused here, but linked).
 #[no_mangle]
-pub static __rust_alloc_error_handler_should_panic: u8 = 0;
+pub(crate) static __rust_alloc_error_handler_should_panic: u8 = 0;
 
 /// Read by `alloc` to check that an allocator shim exists.
 #[no_mangle]
-pub static __rust_no_alloc_shim_is_unstable: u8 = 0;
+pub(crate) static __rust_no_alloc_shim_is_unstable: u8 = 0;

@@ -16,6 +16,8 @@
 //!   `bind`, asks the instance to open and bind, and answers the shim once
 //!   the instance replies (BTreeMap/VecDeque/Vec from `alloc` at work).
 
+// The `alloc` that driver-core uses; its entry points are in kalloc.rs.
+#[allow(unused_extern_crates)]
 extern crate alloc;
 
 #[path = "kalloc.rs"]
@@ -66,7 +68,10 @@ fn protocol_msg() -> Check {
     };
     let n = m.encode(&mut buf).map_err(|_| "encode Connect")?;
     let frame = buf.get(..n).ok_or("encoded length")?;
-    ensure(Msg::decode(frame) == Ok(m), "Connect did not decode to itself")?;
+    ensure(
+        Msg::decode(frame) == Ok(m),
+        "Connect did not decode to itself",
+    )?;
     pr_info!("protocol-msg: Connect encodes to {} bytes and back\n", n);
 
     let c = Control {
@@ -80,8 +85,14 @@ fn protocol_msg() -> Check {
     };
     let n = c.encode(&mut buf).map_err(|_| "encode Control")?;
     let packet = buf.get(..n).ok_or("encoded length")?;
-    ensure(Control::decode(packet) == Ok(c), "Control did not decode to itself")?;
-    pr_info!("protocol-msg: Control Bind encodes to {} bytes and back\n", n);
+    ensure(
+        Control::decode(packet) == Ok(c),
+        "Control did not decode to itself",
+    )?;
+    pr_info!(
+        "protocol-msg: Control Bind encodes to {} bytes and back\n",
+        n
+    );
 
     // The control header's last 12 bytes are reserved and must be zero.
     let last = n.checked_sub(1).ok_or("empty packet")?;
@@ -200,7 +211,14 @@ fn driver_core() -> Check {
         })
         .collect();
     let opened = frames.iter().any(|f| {
-        matches!(f.msg(), Msg::Open { family: Family::Inet, ty: SockType::Stream, .. })
+        matches!(
+            f.msg(),
+            Msg::Open {
+                family: Family::Inet,
+                ty: SockType::Stream,
+                ..
+            }
+        )
     });
     let bound = frames
         .iter()
