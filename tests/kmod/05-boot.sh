@@ -1,6 +1,6 @@
 #!/bin/bash
 # Step 05: boot the kernel in QEMU (TCG: KVM here cannot run these guests);
-# guest/init runs the tests and powers off. Then check the log: every
+# guest/init runs the tests and reboots (QEMU exits). Then check the log: every
 # expected test passed, no oops/BUG/WARNING. Prints "N passed, M failed".
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
