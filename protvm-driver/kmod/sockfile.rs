@@ -3,7 +3,8 @@
 //! Per-socket files: anonymous-inode files whose `write` goes into an
 //! ins-protocol ring and whose `read` comes out of one, with `poll`
 //! readiness pushed by the side that changes the ring (never polled), so
-//! `read`/`write`/`poll`/`epoll`/`dup`/`fork` work like on a socket.
+//! `read`/`write`/`poll`/`epoll`/`dup`/`fork`/`splice`/`sendfile` work like
+//! on a socket.
 //!
 //! Phase 1 connects two such files to each other ([`new_pair`], the
 //! `INS_IOC_PAIR` ioctl): end 0 writes ring `a2b`, which end 1 reads, and
@@ -457,6 +458,10 @@ pub(crate) fn sock_fops(owner: *mut bindings::module) -> bindings::file_operatio
         poll: Some(sock_poll),
         release: Some(sock_release),
         llseek: Some(bindings::noop_llseek),
+        // The generic helpers over read_iter/write_iter: splice and
+        // sendfile from and to the socket.
+        splice_read: Some(bindings::copy_splice_read),
+        splice_write: Some(bindings::iter_file_splice_write),
         // SAFETY: all-zero is a valid `file_operations` (no operation).
         ..unsafe { core::mem::zeroed() }
     }

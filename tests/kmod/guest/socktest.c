@@ -2,7 +2,8 @@
 /*
  * Guest test of the `ins` module's socket files (protvm-driver/kmod,
  * sockfile.rs): a pair from /dev/ins (INS_IOC_PAIR) must behave like a
- * connected stream socket pair for read/write/poll/epoll/dup/fork, with
+ * connected stream socket pair for read/write/poll/epoll/dup/fork/
+ * sendfile/splice, with
  * blocking, non-blocking, EOF, EPIPE and signals.
  *
  * Prints `KMODTEST PASS <name>` or `KMODTEST FAIL <name>: <why>` per test.
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -293,6 +295,66 @@ static void t_dup_close(void)
 	report("dup-close", 1, "");
 }
 
+/* sendfile() from a file into a socket file (splice_write) with a reader
+ * on the other end, and splice() from a socket file into a pipe
+ * (splice_read). */
+static void t_sendfile_splice(void)
+{
+	const size_t total = 1u << 20;
+	int fds[2];
+	CHECK("sendfile-splice", make_pair(fds, 0) == 0, "pair");
+	int f = open("/tmp/sendfile.src", O_RDWR | O_CREAT | O_TRUNC, 0600);
+	CHECK("sendfile-splice", f >= 0, "tmp file");
+	static uint8_t buf[65536];
+	for (size_t off = 0; off < total; off += sizeof buf) {
+		for (size_t j = 0; j < sizeof buf; j++)
+			buf[j] = pat(off + j);
+		CHECK("sendfile-splice", write_all(f, buf, sizeof buf) == 0, "tmp write");
+	}
+	pid_t pid = fork();
+	CHECK("sendfile-splice", pid >= 0, "fork");
+	if (pid == 0) {
+		off_t off = 0;
+		size_t left = total;
+		while (left) {
+			ssize_t n = sendfile(fds[0], f, &off, left);
+			if (n <= 0)
+				_exit(1);
+			left -= (size_t)n;
+		}
+		_exit(0);
+	}
+	size_t got = 0;
+	int bad = 0;
+	while (got < total) {
+		ssize_t n = read(fds[1], buf, sizeof buf);
+		if (n <= 0)
+			break;
+		for (ssize_t j = 0; j < n; j++)
+			if (buf[j] != pat(got + (size_t)j))
+				bad = 1;
+		got += (size_t)n;
+	}
+	int st;
+	waitpid(pid, &st, 0);
+	close(f);
+	unlink("/tmp/sendfile.src");
+	CHECK("sendfile-splice", WIFEXITED(st) && WEXITSTATUS(st) == 0, "sendfile failed");
+	CHECK("sendfile-splice", got == total && !bad, "sendfile data differs");
+	int p[2];
+	CHECK("sendfile-splice", pipe(p) == 0, "pipe");
+	CHECK("sendfile-splice", write(fds[0], "spliced!", 8) == 8, "write");
+	ssize_t n = splice(fds[1], NULL, p[1], NULL, 64, 0);
+	CHECK("sendfile-splice", n == 8, "splice to pipe");
+	char out[16];
+	CHECK("sendfile-splice", read(p[0], out, sizeof out) == 8 && memcmp(out, "spliced!", 8) == 0, "pipe content");
+	close(p[0]);
+	close(p[1]);
+	close(fds[0]);
+	close(fds[1]);
+	report("sendfile-splice", 1, "");
+}
+
 static void on_alarm(int sig)
 {
 	(void)sig;
@@ -336,6 +398,7 @@ int main(int argc, char **argv)
 	t_nonblock_poll();
 	t_epoll();
 	t_dup_close();
+	t_sendfile_splice();
 	t_signal();
 	return failures ? 1 : 0;
 }
