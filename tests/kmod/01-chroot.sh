@@ -6,15 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 MIRROR=http://deb.debian.org/debian
-export DEBIAN_FRONTEND=noninteractive
-need=()
-command -v debootstrap >/dev/null || need+=(debootstrap)
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-command -v zstd >/dev/null || need+=(zstd)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
+command -v debootstrap >/dev/null || { echo "debootstrap missing (run.sh installs it)" >&2; exit 1; }
 T0=$(ts)
 [ -x "$R/usr/bin/apt-get" ] || debootstrap --variant=minbase trixie "$R" "$MIRROR"
 echo "TIMING debootstrap $(el "$T0")s"

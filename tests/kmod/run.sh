@@ -12,6 +12,18 @@ D=$(dirname "$(readlink -f "$0")")
 [ "$(id -u)" = 0 ] || { echo "test-kmod needs root (chroot, mounts, apt-get)" >&2; exit 1; }
 trap umount_chroot EXIT
 T0=$(ts)
+# The host's part: what the steps run outside the chroot.
+need=()
+for t in debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 cpio:cpio \
+         gzip:gzip python3:python3; do
+  command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "=== host packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
 echo "=== 01 chroot ($R)"
 "$D/01-chroot.sh" > "$RUN/01.log" 2>&1 || { tail -30 "$RUN/01.log"; exit 1; }
 grep TIMING "$RUN/01.log" || true
