@@ -82,8 +82,10 @@ for f in "${rest[@]}"; do enc+="$sep$f"; done
     --message-format=json-render-diagnostics) > "$OUT/cargo.json"
 
 # 3. The code of every target rlib of this build (not stale ones), merged.
-rlibs=("$OUT/sysroot/liballoc.rlib")
-while read -r f; do rlibs+=("$f"); done < <(python3 - "$OUT/cargo.json" "$OUT/target/" <<'EOF'
+# (Temporary files, not process substitution: /dev/fd may be missing in a
+# chroot.)
+echo "$OUT/sysroot/liballoc.rlib" > "$OUT/rlibs.txt"
+python3 - "$OUT/cargo.json" "$OUT/target/" >> "$OUT/rlibs.txt" <<'EOF'
 import json, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
@@ -91,22 +93,21 @@ for line in open(sys.argv[1]):
         continue
     for f in m.get("filenames", []):
         # Target artifacts live under target/<target name>/; host ones
-        # (proc macros and their rlibs, build scripts) do not.
-        # (Workspace members are reported at their uplifted path,
-        # target/<target>/release/lib*.rlib; dependencies under deps/.)
+        # (proc macros and their rlibs, build scripts) under target/release/.
+        # Workspace members are reported at their uplifted path
+        # (target/<target>/release/lib*.rlib), dependencies under deps/.
         if f.endswith(".rlib") and f.startswith(sys.argv[2]) \
                 and not f.startswith(sys.argv[2] + "release/"):
             print(f)
 EOF
-)
 rm -rf "$OUT/objs" && mkdir -p "$OUT/objs"
 objs=()
 i=0
-for r in "${rlibs[@]}"; do
+while read -r r; do
   d="$OUT/objs/$i"; i=$((i + 1)); mkdir -p "$d"
+  "$AR" t "$r" > "$d.members"
   while read -r m; do
     case "$m" in *.o) (cd "$d" && "$AR" x "$r" "$m"); objs+=("$d/$m") ;; esac
-  done < <("$AR" t "$r")
-done
+  done < "$d.members"
+done < "$OUT/rlibs.txt"
 "$LD" -r -o "$OUT/deps.o" "${objs[@]}"
-printf '%s\n' "${rlibs[@]}" > "$OUT/rlibs.txt"

@@ -76,7 +76,7 @@ unsafe impl Sync for Ins {}
 
 fn pair_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
     let mut req = [0u8; PAIR_LEN];
-    UserSlice::new(arg as usize, PAIR_LEN)
+    UserSlice::new(arg, PAIR_LEN)
         .reader()
         .read_slice(&mut req)?;
     let flags = u32::from_ne_bytes([req[0], req[1], req[2], req[3]]);
@@ -88,7 +88,7 @@ fn pair_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
     out[..4].copy_from_slice(&flags.to_ne_bytes());
     out[4..8].copy_from_slice(&fds[0].to_ne_bytes());
     out[8..].copy_from_slice(&fds[1].to_ne_bytes());
-    if let Err(e) = UserSlice::new(arg as usize, PAIR_LEN)
+    if let Err(e) = UserSlice::new(arg, PAIR_LEN)
         .writer()
         .write_slice(&out)
     {
@@ -99,6 +99,11 @@ fn pair_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
     Ok(0)
 }
 
+/// `unlocked_ioctl` of `/dev/ins`.
+///
+/// # Safety
+///
+/// Called by the VFS with a file opened through the misc device.
 unsafe extern "C" fn misc_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
     // SAFETY: misc_open() set `private_data` to our miscdevice, the first
     // field of the `State` that lives until module exit (the open file

@@ -47,6 +47,9 @@ module! {
 
 type Check = core::result::Result<(), &'static str>;
 
+/// A named check.
+type Named = (&'static str, fn() -> Check);
+
 fn ensure(cond: bool, why: &'static str) -> Check {
     if cond {
         Ok(())
@@ -264,7 +267,7 @@ struct InsSelftest;
 
 impl kernel::Module for InsSelftest {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let checks: [(&str, fn() -> Check); 4] = [
+        let checks: [Named; 4] = [
             ("protocol-msg", protocol_msg),
             ("ring", ring),
             ("ring-hostile", ring_hostile),

@@ -404,6 +404,12 @@ fn to_ssize(r: Result<usize>) -> isize {
     }
 }
 
+/// `read_iter` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS with a valid kiocb for one of our files and a valid
+/// destination iterator.
 unsafe extern "C" fn sock_read_iter(
     iocb: *mut bindings::kiocb,
     to: *mut bindings::iov_iter,
@@ -416,6 +422,12 @@ unsafe extern "C" fn sock_read_iter(
     to_ssize(unsafe { end.read(to, nb) })
 }
 
+/// `write_iter` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS with a valid kiocb for one of our files and a valid
+/// source iterator.
 unsafe extern "C" fn sock_write_iter(
     iocb: *mut bindings::kiocb,
     from: *mut bindings::iov_iter,
@@ -428,6 +440,11 @@ unsafe extern "C" fn sock_write_iter(
     to_ssize(unsafe { end.write(from, nb) })
 }
 
+/// `poll` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS with one of our files and its poll table (or null).
 unsafe extern "C" fn sock_poll(
     file: *mut bindings::file,
     pt: *mut bindings::poll_table_struct,
@@ -441,6 +458,12 @@ unsafe extern "C" fn sock_poll(
     end.poll_bits()
 }
 
+/// `release` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS once, when the last reference to one of our files
+/// goes; no other operation on it follows.
 unsafe extern "C" fn sock_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> i32 {
     // SAFETY: last reference to one of our files: `private_data` is the
     // `End` from `KBox::into_raw`, never used again.

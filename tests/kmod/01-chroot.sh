@@ -22,7 +22,7 @@ in_chroot apt-get update -q
 in_chroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
   rustc rust-src cargo bindgen libclang-dev clang lld llvm build-essential bc bison flex \
   libelf-dev libssl-dev cpio python3 kmod xz-utils zstd linux-source-6.12 \
-  busybox-static ca-certificates rustfmt
+  busybox-static ca-certificates rustfmt rust-clippy
 echo "TIMING apt-install $(el "$T1")s"
 # cargo in the chroot fetches crates itself: it trusts what the host trusts.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
