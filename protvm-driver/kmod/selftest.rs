@@ -62,6 +62,14 @@ fn localhost(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), port)
 }
 
+/// A shim's `bind(127.0.0.1:port)` request.
+fn bind_request(seq: u32, port: u16) -> Control<'static> {
+    Control {
+        addr: Some(localhost(port)),
+        ..Control::request(Op::Bind, seq)
+    }
+}
+
 fn protocol_msg() -> Check {
     let mut buf = [0u8; 256];
     let m = Msg::Connect {
@@ -77,15 +85,7 @@ fn protocol_msg() -> Check {
     )?;
     pr_info!("protocol-msg: Connect encodes to {} bytes and back\n", n);
 
-    let c = Control {
-        op: Op::Bind,
-        seq: 42,
-        status: 0,
-        args: [0; 4],
-        addr: Some(localhost(80)),
-        addr2: None,
-        value: &[],
-    };
+    let c = bind_request(42, 80);
     let n = c.encode(&mut buf).map_err(|_| "encode Control")?;
     let packet = buf.get(..n).ok_or("encoded length")?;
     ensure(
@@ -195,15 +195,7 @@ fn driver_core() -> Check {
     let inst = d.instance_joined(0, 65536, &mut out);
     out.clear();
     let sock = d.new_socket(100, 2, 1, 0).map_err(|_| "new_socket")?;
-    let req = Control {
-        op: Op::Bind,
-        seq: 7,
-        status: 0,
-        args: [0; 4],
-        addr: Some(localhost(8080)),
-        addr2: None,
-        value: &[],
-    };
+    let req = bind_request(7, 8080);
     d.shim_request(1, &req, Some(sock), &mut out);
     // The instance is asked to open the socket and bind it; the shim waits.
     let frames: AVec<Frame> = out

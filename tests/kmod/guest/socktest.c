@@ -72,6 +72,33 @@ static uint8_t pat(size_t i)
 	return (uint8_t)(i * 7 + (i >> 9));
 }
 
+static void fill_pattern(uint8_t *b, size_t off, size_t n)
+{
+	for (size_t j = 0; j < n; j++)
+		b[j] = pat(off + j);
+}
+
+/* Reads until EOF or `limit` bytes, checking the pattern; returns the
+ * count, sets *bad on a wrong byte. */
+static size_t read_pattern(int fd, size_t limit, int *bad)
+{
+	static uint8_t buf[50000];
+	size_t got = 0;
+	*bad = 0;
+	while (got < limit) {
+		ssize_t n = read(fd, buf, sizeof buf);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		for (ssize_t j = 0; j < n; j++)
+			if (buf[j] != pat(got + (size_t)j))
+				*bad = 1;
+		got += (size_t)n;
+	}
+	return got;
+}
+
 static int write_all(int fd, const uint8_t *b, size_t n)
 {
 	while (n) {
@@ -149,8 +176,7 @@ static void t_bulk_fork(void)
 			size_t n = 1 + (k++ * 7919) % sizeof chunk;
 			if (n > total - off)
 				n = total - off;
-			for (size_t j = 0; j < n; j++)
-				chunk[j] = pat(off + j);
+			fill_pattern(chunk, off, n);
 			if (write_all(fds[0], chunk, n))
 				_exit(1);
 			off += n;
@@ -158,20 +184,9 @@ static void t_bulk_fork(void)
 		_exit(0);
 	}
 	close(fds[0]);
-	static uint8_t buf[50000];
-	size_t got = 0;
-	int bad = 0;
-	for (;;) {
-		ssize_t n = read(fds[1], buf, sizeof buf);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		for (ssize_t j = 0; j < n; j++)
-			if (buf[j] != pat(got + (size_t)j))
-				bad = 1;
-		got += (size_t)n;
-	}
+	int bad;
+	/* Past `total`: the read must also see EOF when the writer exits. */
+	size_t got = read_pattern(fds[1], total + 1, &bad);
 	int st = 0;
 	waitpid(pid, &st, 0);
 	close(fds[1]);
@@ -307,8 +322,7 @@ static void t_sendfile_splice(void)
 	CHECK("sendfile-splice", f >= 0, "tmp file");
 	static uint8_t buf[65536];
 	for (size_t off = 0; off < total; off += sizeof buf) {
-		for (size_t j = 0; j < sizeof buf; j++)
-			buf[j] = pat(off + j);
+		fill_pattern(buf, off, sizeof buf);
 		CHECK("sendfile-splice", write_all(f, buf, sizeof buf) == 0, "tmp write");
 	}
 	pid_t pid = fork();
@@ -324,17 +338,8 @@ static void t_sendfile_splice(void)
 		}
 		_exit(0);
 	}
-	size_t got = 0;
-	int bad = 0;
-	while (got < total) {
-		ssize_t n = read(fds[1], buf, sizeof buf);
-		if (n <= 0)
-			break;
-		for (ssize_t j = 0; j < n; j++)
-			if (buf[j] != pat(got + (size_t)j))
-				bad = 1;
-		got += (size_t)n;
-	}
+	int bad;
+	size_t got = read_pattern(fds[1], total, &bad);
 	int st;
 	waitpid(pid, &st, 0);
 	close(f);
