@@ -88,10 +88,7 @@ fn pair_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
     out[..4].copy_from_slice(&flags.to_ne_bytes());
     out[4..8].copy_from_slice(&fds[0].to_ne_bytes());
     out[8..].copy_from_slice(&fds[1].to_ne_bytes());
-    if let Err(e) = UserSlice::new(arg, PAIR_LEN)
-        .writer()
-        .write_slice(&out)
-    {
+    if let Err(e) = UserSlice::new(arg, PAIR_LEN).writer().write_slice(&out) {
         sockfile::discard(fds, files);
         return Err(e);
     }
@@ -105,10 +102,12 @@ fn pair_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
 ///
 /// Called by the VFS with a file opened through the misc device.
 unsafe extern "C" fn misc_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    // SAFETY: the VFS passes a valid file.
+    let private = unsafe { (*file).private_data };
     // SAFETY: misc_open() set `private_data` to our miscdevice, the first
     // field of the `State` that lives until module exit (the open file
     // holds a module reference).
-    let state = unsafe { &*((*file).private_data as *const State) };
+    let state = unsafe { &*(private as *const State) };
     let r = match cmd {
         INS_IOC_PAIR => pair_ioctl(state, arg),
         _ => Err(ENOTTY),

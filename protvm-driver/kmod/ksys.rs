@@ -99,9 +99,11 @@ pub(crate) unsafe fn poll_wait(
 ///
 /// `iter` is a valid iterator the VFS passed.
 pub(crate) unsafe fn iov_iter_count(iter: *mut bindings::iov_iter) -> usize {
+    // SAFETY: `iter` is valid (caller's contract).
+    let union = unsafe { &(*iter).__bindgen_anon_1 };
     // SAFETY: `count` overlays the second word of `__ubuf_iovec` for every
-    // iterator type, as the C accessor reads it; `iter` is valid.
-    unsafe { (*iter).__bindgen_anon_1.__bindgen_anon_1.as_ref().count }
+    // iterator type, as the C accessor reads it.
+    unsafe { union.__bindgen_anon_1.as_ref() }.count
 }
 
 /// A `wait_queue_head` for readiness: blocking callers sleep on it and

@@ -376,9 +376,11 @@ impl End {
 /// `file` is one of our socket files (its `private_data` came from
 /// `KBox::into_raw` in [`prepare_pair`] and is released only in `release`).
 unsafe fn end_of<'a>(file: *mut bindings::file) -> &'a End {
+    // SAFETY: `file` is valid (caller's contract).
+    let private = unsafe { (*file).private_data };
     // SAFETY: by the contract `private_data` is a live `End` until release,
     // and the VFS calls no other file operation after release.
-    unsafe { &*((*file).private_data as *const End) }
+    unsafe { &*(private as *const End) }
 }
 
 /// `IOCB_NOWAIT` (include/linux/fs.h: `RWF_NOWAIT`, a cast bindgen skips).
@@ -390,8 +392,10 @@ const IOCB_NOWAIT: i32 = 0x8;
 ///
 /// `iocb` is the valid kiocb the VFS passed.
 unsafe fn nonblocking(iocb: *mut bindings::kiocb) -> bool {
-    // SAFETY: `iocb` and its file are valid during the call.
-    let f_flags = unsafe { (*(*iocb).ki_filp).f_flags };
+    // SAFETY: `iocb` is valid during the call (caller's contract).
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: so is its file.
+    let f_flags = unsafe { (*file).f_flags };
     // SAFETY: as above.
     let ki_flags = unsafe { (*iocb).ki_flags };
     f_flags & bindings::O_NONBLOCK != 0 || ki_flags & IOCB_NOWAIT != 0
@@ -414,8 +418,10 @@ unsafe extern "C" fn sock_read_iter(
     iocb: *mut bindings::kiocb,
     to: *mut bindings::iov_iter,
 ) -> isize {
-    // SAFETY: the VFS passes a valid kiocb for one of our files.
-    let end = unsafe { end_of((*iocb).ki_filp) };
+    // SAFETY: the VFS passes a valid kiocb.
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: the kiocb is for one of our files.
+    let end = unsafe { end_of(file) };
     // SAFETY: `iocb` is valid.
     let nb = unsafe { nonblocking(iocb) };
     // SAFETY: `to` is the valid destination iterator.
@@ -432,8 +438,10 @@ unsafe extern "C" fn sock_write_iter(
     iocb: *mut bindings::kiocb,
     from: *mut bindings::iov_iter,
 ) -> isize {
-    // SAFETY: the VFS passes a valid kiocb for one of our files.
-    let end = unsafe { end_of((*iocb).ki_filp) };
+    // SAFETY: the VFS passes a valid kiocb.
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: the kiocb is for one of our files.
+    let end = unsafe { end_of(file) };
     // SAFETY: `iocb` is valid.
     let nb = unsafe { nonblocking(iocb) };
     // SAFETY: `from` is the valid source iterator.
@@ -465,9 +473,11 @@ unsafe extern "C" fn sock_poll(
 /// Called by the VFS once, when the last reference to one of our files
 /// goes; no other operation on it follows.
 unsafe extern "C" fn sock_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> i32 {
+    // SAFETY: the VFS passes the file being released.
+    let private = unsafe { (*file).private_data };
     // SAFETY: last reference to one of our files: `private_data` is the
     // `End` from `KBox::into_raw`, never used again.
-    let end = unsafe { KBox::from_raw((*file).private_data as *mut End) };
+    let end = unsafe { KBox::from_raw(private as *mut End) };
     end.release();
     0
 }
@@ -535,9 +545,11 @@ pub(crate) fn prepare_pair(
             });
             break;
         }
-        // SAFETY: `f` is a new file of ours; make it a stream (no file
-        // position: read/write ignore offsets, like sockets).
-        unsafe { bindings::stream_open((*f).f_inode, f) };
+        // SAFETY: `f` is a valid new file of ours.
+        let inode = unsafe { (*f).f_inode };
+        // SAFETY: as above; make it a stream (no file position: read and
+        // write ignore offsets, like sockets).
+        unsafe { bindings::stream_open(inode, f) };
         fds[i] = fd;
         files[i] = f;
     }

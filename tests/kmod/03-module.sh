@@ -1,7 +1,8 @@
 #!/bin/bash
 # Step 03: build protvm-driver/kmod against the cached kernel tree (KTREE,
-# from step 02), through clippy with the kernel's lints and warnings as
-# errors, and the guest's test programs (static, in the chroot).
+# from step 02), format-checked with the kernel's rustfmt settings, through
+# clippy with the kernel's lints plus one unsafe operation per block,
+# warnings as errors; and the guest's test programs (static, in the chroot).
 # The project is copied into the chroot fresh each run; cargo's and the
 # `alloc` build's output stay in /build/ins-deps between runs.
 set -euo pipefail
@@ -14,7 +15,9 @@ rm -rf "$R/build/ins-src" && mkdir -p "$R/build/ins-src"
   --exclude=./protvm-driver/kmod/deps -cf - .) | tar -C "$R/build/ins-src" -xf -
 in_chroot bash -euo pipefail -c "
 cd /build/ins-src/protvm-driver/kmod
-nice -n 10 make -s LLVM=1 CLIPPY=1 KRUSTFLAGS=-Dwarnings -C $KTREE M=\$PWD \\
+rustfmt --check --edition 2021 --config-path $KTREE/.rustfmt.toml *.rs
+nice -n 10 make -s LLVM=1 CLIPPY=1 \\
+  KRUSTFLAGS='-Dwarnings -Wclippy::multiple_unsafe_ops_per_block' -C $KTREE M=\$PWD \\
   INS_REPO=/build/ins-src INS_DEPS_OUT=/build/ins-deps modules
 for k in *.ko; do modinfo \$k | grep -E '^(name|license|vermagic)'; done
 mkdir -p /build/guest-bin
