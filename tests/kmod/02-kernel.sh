@@ -18,9 +18,13 @@ if [ -f "$R$KC/complete" ]; then
 fi
 echo "kernel: not cached ($KEY), building" >&2
 T0=$(ts)
-if [ ! -f "$K/Makefile" ]; then
-  mkdir -p "$R/build"
+# The full tree is reused for incremental rebuilds, but only if it came
+# from the installed linux-source package (apt may have upgraded it).
+version=$(in_chroot dpkg-query -W -f '${Version}' linux-source-6.12)
+if [ ! -f "$K/Makefile" ] || [ "$(cat "$R/build/linux-source.version" 2>/dev/null)" != "$version" ]; then
+  rm -rf "$K" && mkdir -p "$R/build"
   tar -C "$R/build" -xf "$R/usr/src/linux-source-6.12.tar.xz"
+  echo "$version" > "$R/build/linux-source.version"
 fi
 echo "TIMING untar $(el "$T0")s" >&2
 mkdir -p "$R/build/cfg" && cp "$SRC/cfg/kmod.config" "$R/build/cfg/"
