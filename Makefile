@@ -9,8 +9,9 @@
 #                    through INS, `ins-ctl list` and the fetch's flow (tools/demo.sh)
 #   make fuzz        each fuzz target for FUZZ_SECONDS (default 300) seconds
 #   make test-kmod   the kernel module (protvm-driver/kmod) built against a
-#                    Rust-enabled Linux 6.12 and tested in QEMU (root; about
-#                    17 min from nothing, 2 min with the kernel cached under
+#                    Rust-enabled Linux 6.12 and tested in QEMU (root; from
+#                    nothing 16 CPU-min, ~13 min idle / 35 min on a busy
+#                    machine; about 1 min with the kernel cached under
 #                    /var/cache/ins/kmod; tests/kmod/README.md)
 #
 # Every target works on a fresh machine after `.ci/run`'s install step (or
