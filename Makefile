@@ -10,7 +10,7 @@
 #   make fuzz        each fuzz target for FUZZ_SECONDS (default 300) seconds
 #   make test-kmod   the kernel module (protvm-driver/kmod) built against a
 #                    Rust-enabled Linux 6.12 and tested in QEMU (root; from
-#                    nothing 16 CPU-min, ~13 min idle / 35 min on a busy
+#                    nothing 17 CPU-min, ~13 min idle, 35-53 min on a busy
 #                    machine; about 1 min with the kernel cached under
 #                    /var/cache/ins/kmod; tests/kmod/README.md)
 #
