@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `ins`: the INS protected-VM driver as a kernel module.
+//!
+//! Phase 1 (this file): the misc device `/dev/ins` and per-socket files
+//! (sockfile.rs) whose data goes through ins-protocol rings. One ioctl:
+//!
+//! * `INS_IOC_PAIR` (`_IOWR('I', 1, struct ins_pair)`): makes two connected
+//!   socket files and returns their fds, like `socketpair()`. It is how the
+//!   file side is tested before instances exist (tests/kmod/guest).
+//!
+//! ```c
+//! struct ins_pair { __u32 flags; /* INS_PAIR_CLOEXEC = 1 */ __s32 fds[2]; };
+//! ```
+//!
+//! Not yet here (phase 2): the shim's control messages
+//! (ins_protocol::control) through driver-core, instances and their rings
+//! (local transport, then Xen grant tables and event channels).
+//!
+//! Lifetime: the misc device and both `file_operations` live in one boxed
+//! [`State`] from init to exit; every file made here holds a reference on
+//! the module (`owner`), so exit never runs while one is open.
+
+// `alloc` is linked in through deps.o (driver-core); its entry points are here.
+#[allow(unused_extern_crates)]
+extern crate alloc;
+
+#[path = "kalloc.rs"]
+mod kalloc;
+#[path = "kregion.rs"]
+mod kregion;
+#[path = "ksys.rs"]
+mod ksys;
+#[path = "sockfile.rs"]
+mod sockfile;
+
+use kernel::ffi::{c_long, c_uint, c_ulong};
+
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::uaccess::UserSlice;
+
+module! {
+    type: Ins,
+    name: "ins",
+    author: "INS",
+    description: "INS protected-VM driver: /dev/ins and ring-backed socket files",
+    license: "GPL",
+}
+
+/// `_IOWR('I', 1, struct ins_pair)`: dir 3 << 30, size 12 << 16, 'I' << 8, 1.
+const INS_IOC_PAIR: c_uint = (3 << 30) | (12 << 16) | ((b'I' as c_uint) << 8) | 1;
+/// `struct ins_pair` size.
+const PAIR_LEN: usize = 12;
+/// `ins_pair.flags`: make the fds close-on-exec.
+const INS_PAIR_CLOEXEC: u32 = 1;
+
+/// The misc device and the operations tables. `misc` is first so that the
+/// `private_data` misc_open() stores (the miscdevice) is the `State`.
+#[repr(C)]
+struct State {
+    misc: ksys::MiscDevice,
+    misc_fops: bindings::file_operations,
+    sock_fops: bindings::file_operations,
+}
+
+struct Ins {
+    state: KBox<State>,
+}
+
+// SAFETY: `State` is only read after registration; the raw pointers in it
+// point into the same box or to static data.
+unsafe impl Send for Ins {}
+// SAFETY: as above.
+unsafe impl Sync for Ins {}
+
+fn pair_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
+    let mut req = [0u8; PAIR_LEN];
+    UserSlice::new(arg, PAIR_LEN)
+        .reader()
+        .read_slice(&mut req)?;
+    let flags = u32::from_ne_bytes([req[0], req[1], req[2], req[3]]);
+    if flags & !INS_PAIR_CLOEXEC != 0 {
+        return Err(EINVAL);
+    }
+    let (fds, files) = sockfile::prepare_pair(&state.sock_fops, flags & INS_PAIR_CLOEXEC != 0)?;
+    let mut out = [0u8; PAIR_LEN];
+    out[..4].copy_from_slice(&flags.to_ne_bytes());
+    out[4..8].copy_from_slice(&fds[0].to_ne_bytes());
+    out[8..].copy_from_slice(&fds[1].to_ne_bytes());
+    if let Err(e) = UserSlice::new(arg, PAIR_LEN).writer().write_slice(&out) {
+        sockfile::discard(fds, files);
+        return Err(e);
+    }
+    sockfile::commit(fds, files);
+    Ok(0)
+}
+
+/// `unlocked_ioctl` of `/dev/ins`.
+///
+/// # Safety
+///
+/// Called by the VFS with a file opened through the misc device.
+unsafe extern "C" fn misc_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    // SAFETY: the VFS passes a valid file.
+    let private = unsafe { (*file).private_data };
+    // SAFETY: misc_open() set `private_data` to our miscdevice, the first
+    // field of the `State` that lives until module exit (the open file
+    // holds a module reference).
+    let state = unsafe { &*(private as *const State) };
+    let r = match cmd {
+        INS_IOC_PAIR => pair_ioctl(state, arg),
+        _ => Err(ENOTTY),
+    };
+    match r {
+        Ok(v) => v,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
+impl kernel::Module for Ins {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let owner = module.as_ptr();
+        let mut state = KBox::new(
+            State {
+                misc: ksys::MiscDevice {
+                    minor: ksys::MISC_DYNAMIC_MINOR,
+                    name: c"ins".as_ptr().cast(),
+                    fops: core::ptr::null(),
+                    // SAFETY: all-zero is a valid unlinked list head; misc
+                    // registration initialises it.
+                    list: unsafe { core::mem::zeroed() },
+                    parent: core::ptr::null_mut(),
+                    this_device: core::ptr::null_mut(),
+                    groups: core::ptr::null_mut(),
+                    nodename: core::ptr::null(),
+                    mode: 0o666,
+                },
+                misc_fops: bindings::file_operations {
+                    owner,
+                    unlocked_ioctl: Some(misc_ioctl),
+                    llseek: Some(bindings::noop_llseek),
+                    // SAFETY: all-zero is a valid `file_operations`.
+                    ..unsafe { core::mem::zeroed() }
+                },
+                sock_fops: sockfile::sock_fops(owner),
+            },
+            GFP_KERNEL,
+        )?;
+        state.misc.fops = &state.misc_fops;
+        // SAFETY: `state.misc` is fully initialised and stays at this
+        // address (boxed, never moved out) until misc_deregister in drop.
+        let r = unsafe { ksys::misc_register(&mut state.misc) };
+        if r != 0 {
+            return Err(Error::from_errno(r));
+        }
+        pr_info!("/dev/ins registered\n");
+        Ok(Ins { state })
+    }
+}
+
+impl Drop for Ins {
+    fn drop(&mut self) {
+        // SAFETY: registered in init; no file is open (each holds a module
+        // reference), so nothing uses the device after this.
+        unsafe { ksys::misc_deregister(&mut self.state.misc) };
+        pr_info!("/dev/ins removed\n");
+    }
+}
