@@ -4,7 +4,10 @@
 #                    the loom model check and a short fuzz smoke run
 #   make bench-ring  ring vs Unix socketpair, side by side
 #   make bench-ins   bulk and request/response through an instance vs loopback TCP
-#   make bench-nginx wrk against nginx natively and through INS
+#   make bench-nginx wrk against nginx natively and through INS (Debian's
+#                    default configuration, tcp_nopush on and off, c=1 and c=100)
+#   make bench-redis redis-benchmark GET/SET natively and under the shim
+#   make bench-iperf one iperf3 stream natively and under the shim
 #   make demo        driver + 2 instances, a web server under the shim, a fetch
 #                    through INS, `ins-ctl list` and the fetch's flow (tools/demo.sh)
 #   make fuzz        each fuzz target for FUZZ_SECONDS (default 300) seconds
@@ -32,8 +35,8 @@ SMOKE_SECONDS ?= 20
 FUZZ_TARGETS := decode ring_consumer ring_producer xenstore_reply netfront_responses
 
 .PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
-        bench-ring bench-ins bench-nginx deps clean demo demo-attack bench-detect detect-benign \
-        test-xen unikernel unikernel-clippy test-kmod
+        bench-ring bench-ins bench-nginx bench-redis bench-iperf deps clean demo demo-attack \
+        bench-detect detect-benign test-xen unikernel unikernel-clippy test-kmod
 
 all: build
 
@@ -121,6 +124,14 @@ bench-ins:
 bench-nginx:
 	$(CARGO) build --workspace --release
 	$(CARGO) bench -p ins-e2e --bench nginx
+
+bench-redis:
+	$(CARGO) build --workspace --release
+	$(CARGO) bench -p ins-e2e --bench redis
+
+bench-iperf:
+	$(CARGO) build --workspace --release
+	$(CARGO) bench -p ins-e2e --bench iperf
 
 test-kmod:
 	./tests/kmod/run.sh

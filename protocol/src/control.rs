@@ -46,11 +46,15 @@ pub enum Op {
     Socket = 1,
     /// `bind()`. fd; `addr`.
     Bind = 2,
-    /// `listen()`. fd; args: `[backlog, 0, 0, 0]`.
+    /// `listen()`. fd; args: `[backlog, 0, 0, 0]`; `value`: options set
+    /// before and answered by the shim then (as for `Connect`).
     Listen = 3,
     /// `connect()`. fd; `addr`; args: `[nonblocking (0/1), 0, 0, 0]`. A
     /// non-blocking connect is answered at once (EINPROGRESS); a blocking
-    /// one when the connection is established or failed.
+    /// one when the connection is established or failed. `value`: options
+    /// the program set before, answered by the shim then and carried here:
+    /// 12-byte entries, level and name (little-endian `i32`), the value (a
+    /// native `int`); the driver sets them before it connects.
     Connect = 4,
     /// `accept()` after the shim consumed one token byte from the listener.
     /// fd (listener). Reply: the connection's fd; `addr` peer, `addr2` local.
@@ -59,7 +63,10 @@ pub enum Op {
     Shutdown = 6,
     /// `getsockopt()`. fd; args: `[level, name, optlen, 0]`. Reply `value`.
     GetOpt = 7,
-    /// `setsockopt()`. fd; args: `[level, name, 0, 0]`; `value`.
+    /// `setsockopt()`. fd; args: `[level, name, cancel, record]`; `value`.
+    /// `cancel` 1: the shim posted `record` (the `seq` of a [`Op::SockOpt`])
+    /// for the same option but could not write its marker; the driver
+    /// drops that record and this request takes its place.
     SetOpt = 8,
     /// `getsockname()`. fd. Reply `addr`.
     GetSockName = 9,
@@ -74,6 +81,16 @@ pub enum Op {
     /// The last reference to the socket is going away (explicit close from
     /// the shim; the driver also notices by hang-up). fd.
     Close = 13,
+    /// An option set *in band* on a connected stream: a record, never
+    /// answered, no fd. args: `[level, name, inode low 32 bits, inode high
+    /// 32 bits]` of the socket's app end; `value`; `seq` numbers the record
+    /// within the sending process. The shim then writes one *marker* byte
+    /// ([`marker::record`]`(seq)`) into the socket's stream with an
+    /// `SCM_RIGHTS` fd attached; the driver applies the record exactly where
+    /// that byte sits in the stream (see the shim's `inband` module).
+    /// Boolean options need no record: their marker says it all
+    /// ([`marker::boolean`]).
+    SockOpt = 14,
 }
 
 impl TryFrom<u16> for Op {
@@ -93,6 +110,7 @@ impl TryFrom<u16> for Op {
             11 => Op::Identify,
             12 => Op::TakeError,
             13 => Op::Close,
+            14 => Op::SockOpt,
             _ => {
                 return Err(DecodeError::BadEnum {
                     field: "control op",
@@ -100,6 +118,85 @@ impl TryFrom<u16> for Op {
                 });
             }
         })
+    }
+}
+
+/// The byte of an in-band option marker (see [`Op::SockOpt`]).
+///
+/// ```text
+///  0b0sss_ssss   a record follows on the control connection: the low 7
+///                bits of its seq
+///  0b1ooo_ooov   boolean option o (see BOOLS) set to v, no record
+/// ```
+pub mod marker {
+    /// `(level, name)` of the boolean options a marker byte carries by
+    /// itself, by index: `SO_KEEPALIVE`, `TCP_NODELAY`, `TCP_CORK`.
+    pub const BOOLS: [(i32, i32); 3] = [(1, 9), (6, 1), (6, 3)];
+
+    /// What a marker byte says.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Marker {
+        /// A record with these low 7 bits of its seq follows.
+        Record(u8),
+        /// Boolean option `(level, name)` set to `on`.
+        Bool {
+            /// Level.
+            level: i32,
+            /// Name.
+            name: i32,
+            /// The value (0 or 1).
+            on: bool,
+        },
+        /// No option this side knows (a hostile or newer writer).
+        Unknown,
+    }
+
+    /// The marker of record `seq`.
+    pub const fn record(seq: u32) -> u8 {
+        (seq & 0x7f) as u8
+    }
+
+    /// The marker that sets boolean `(level, name)` to `on`, if it is one of
+    /// [`BOOLS`].
+    pub fn boolean(level: i32, name: i32, on: bool) -> Option<u8> {
+        let i = BOOLS.iter().position(|&b| b == (level, name))?;
+        Some(0x80 | ((i as u8) << 1) | u8::from(on))
+    }
+
+    /// Reads a marker byte.
+    pub fn decode(b: u8) -> Marker {
+        if b & 0x80 == 0 {
+            return Marker::Record(b);
+        }
+        match BOOLS.get(usize::from((b >> 1) & 0x3f)) {
+            Some(&(level, name)) => Marker::Bool {
+                level,
+                name,
+                on: b & 1 != 0,
+            },
+            None => Marker::Unknown,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_byte_decodes_and_booleans_round_trip() {
+            for b in 0..=255u8 {
+                let _ = decode(b);
+            }
+            for &(level, name) in &BOOLS {
+                for on in [false, true] {
+                    let b = boolean(level, name, on).unwrap();
+                    assert_eq!(decode(b), Marker::Bool { level, name, on });
+                }
+            }
+            assert_eq!(boolean(6, 99, true), None);
+            assert_eq!(decode(record(0x1_85)), Marker::Record(5));
+            assert_eq!(decode(0xff), Marker::Unknown);
+        }
     }
 }
 

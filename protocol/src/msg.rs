@@ -21,6 +21,7 @@
 //! | 0x07 `SetOpt` | D→I | level i32, name i32 (8) | value ≤ [`MAX_OPT_LEN`] |
 //! | 0x08 `GetOpt` | D→I | level i32, name i32, max_len u32, reserved u32 (16) | – |
 //! | 0x0b `Mitigate` | D→I | op u16, reserved (8) + per op, see [`records`] | `SetFlowOpt` value |
+//! | 0x0c `SockOpt` | D→I | level i32, name i32 (8) | value ≤ [`MAX_OPT_LEN`] |
 //! | 0x20 `Data` | both | – | stream bytes (≥ 1) |
 //! | 0x21 `DataTo` | both | [`WireAddr`] (32; family 0 = none) | datagram (may be empty) |
 //! | 0x22 `Credit` | both | bytes u32, reserved u32 (8) | – |
@@ -45,6 +46,11 @@
 //!   ([`INSTANCE_SOCK_BIT`] set). In `Accepted` the header's `sock` is the
 //!   listener and the body's is the new connection.
 //! * `req` is 0 except in requests (`Open` … `Mitigate`) and `Reply`.
+//!   `SockOpt` is not a request: it has no `req` and gets no `Reply`.
+//! * `SockOpt` is an option set *in band*: the instance applies it after
+//!   every `Data` byte of the same socket that came before it on the ring
+//!   and before every byte after it (`TCP_CORK` between a header and a
+//!   body). A failure is the instance's to count; nobody waits for it.
 //! * errno values are 0 or a Linux errno in 1..=4095; `Reset` needs one;
 //!   a failed `Reply` has no value and a failed `Connected` no addresses.
 //! * Addresses and prefixes are canonical (see [`addr`]): unused bytes zero,
@@ -135,6 +141,8 @@ pub enum Kind {
     GetPeerName = 0x0a,
     /// [`Msg::Mitigate`].
     Mitigate = 0x0b,
+    /// [`Msg::SockOpt`].
+    SockOpt = 0x0c,
     /// [`Msg::Data`].
     Data = 0x20,
     /// [`Msg::DataTo`].
@@ -174,7 +182,7 @@ pub enum Direction {
 
 impl Kind {
     /// Every kind, in numeric order.
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Open,
         Kind::Bind,
         Kind::Listen,
@@ -186,6 +194,7 @@ impl Kind {
         Kind::GetSockName,
         Kind::GetPeerName,
         Kind::Mitigate,
+        Kind::SockOpt,
         Kind::Data,
         Kind::DataTo,
         Kind::Credit,
@@ -211,7 +220,8 @@ impl Kind {
 
     /// Whether the header's `req` may be non-zero.
     fn has_req(self) -> bool {
-        matches!(self.direction(), Direction::ToInstance) || self == Kind::Reply
+        (matches!(self.direction(), Direction::ToInstance) && self != Kind::SockOpt)
+            || self == Kind::Reply
     }
 
     fn sock_rule(self) -> SockRule {
@@ -625,6 +635,18 @@ pub enum MsgOf<P> {
         /// Request id.
         req: u32,
     },
+    /// A socket option set in band: applied between the `Data` bytes
+    /// before it and those after it; no `Reply`.
+    SockOpt {
+        /// Socket id.
+        sock: u32,
+        /// Level.
+        level: i32,
+        /// Option name.
+        name: i32,
+        /// Value, at most [`MAX_OPT_LEN`] bytes.
+        value: P,
+    },
     /// A mitigation command (instance-wide, no socket).
     Mitigate {
         /// Request id.
@@ -942,6 +964,7 @@ impl<'a> Msg<'a> {
             Msg::GetSockName { .. } => Kind::GetSockName,
             Msg::GetPeerName { .. } => Kind::GetPeerName,
             Msg::Mitigate { .. } => Kind::Mitigate,
+            Msg::SockOpt { .. } => Kind::SockOpt,
             Msg::Data { .. } => Kind::Data,
             Msg::DataTo { .. } => Kind::DataTo,
             Msg::Credit { .. } => Kind::Credit,
@@ -971,6 +994,7 @@ impl<'a> Msg<'a> {
             | Msg::GetOpt { sock, .. }
             | Msg::GetSockName { sock, .. }
             | Msg::GetPeerName { sock, .. }
+            | Msg::SockOpt { sock, .. }
             | Msg::Data { sock, .. }
             | Msg::DataTo { sock, .. }
             | Msg::Credit { sock, .. }
@@ -1028,6 +1052,9 @@ impl<'a> Msg<'a> {
             | Msg::Eof { .. }
             | Msg::Closed { .. } => {}
             Msg::SetOpt {
+                level, name, value, ..
+            }
+            | Msg::SockOpt {
                 level, name, value, ..
             } => {
                 fixed.push(
@@ -1119,6 +1146,7 @@ impl<'a> Msg<'a> {
         if matches!(
             self,
             Msg::SetOpt { .. }
+                | Msg::SockOpt { .. }
                 | Msg::Reply { .. }
                 | Msg::Mitigate {
                     cmd: Mitigation::SetFlowOpt { .. },
@@ -1234,6 +1262,15 @@ impl<'a> Msg<'a> {
                 Msg::SetOpt {
                     sock,
                     req,
+                    level: b.level.get(),
+                    name: b.name.get(),
+                    value: opt_value(value)?,
+                }
+            }
+            Kind::SockOpt => {
+                let (b, value) = split::<OptBody>(kind, body)?;
+                Msg::SockOpt {
+                    sock,
                     level: b.level.get(),
                     name: b.name.get(),
                     value: opt_value(value)?,

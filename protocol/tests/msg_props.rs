@@ -328,6 +328,19 @@ fn msg() -> impl Strategy<Value = Msg<'static>> {
             .boxed(),
         (
             any_sock(),
+            any::<i32>(),
+            any::<i32>(),
+            bytes(0, MAX_OPT_LEN),
+        )
+            .prop_map(|(sock, level, name, value)| Msg::SockOpt {
+                sock,
+                level,
+                name,
+                value,
+            })
+            .boxed(),
+        (
+            any_sock(),
             any::<u32>(),
             any::<i32>(),
             any::<i32>(),

@@ -29,9 +29,9 @@ use alloc::vec::Vec as AVec;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::sync::atomic::Ordering;
 
-use driver_core::{Action, Config, Driver, Frame, ReplyFd};
+use driver_core::{Action, Config, Driver, ReplyFd};
 use ins_protocol::control::{Control, Op};
-use ins_protocol::msg::{Family, Msg, SockType};
+use ins_protocol::msg::{Family, Msg, OwnedMsg, SockType};
 use ins_protocol::region::RegionView;
 use ins_protocol::ring::{init_ring, Consumer, Producer, RingConfig, RingError};
 use kernel::prelude::*;
@@ -198,7 +198,7 @@ fn driver_core() -> Check {
     let req = bind_request(7, 8080);
     d.shim_request(1, &req, Some(sock), &mut out);
     // The instance is asked to open the socket and bind it; the shim waits.
-    let frames: AVec<Frame> = out
+    let frames: AVec<OwnedMsg> = out
         .iter()
         .filter_map(|a| match a {
             Action::Send { inst: i, frame } if *i == inst => Some(*frame),
@@ -207,7 +207,7 @@ fn driver_core() -> Check {
         .collect();
     let opened = frames.iter().any(|f| {
         matches!(
-            f.msg(),
+            f.borrowed(),
             Msg::Open {
                 family: Family::Inet,
                 ty: SockType::Stream,
@@ -217,7 +217,7 @@ fn driver_core() -> Check {
     });
     let bound = frames
         .iter()
-        .any(|f| matches!(f.msg(), Msg::Bind { addr, .. } if addr == localhost(8080)));
+        .any(|f| matches!(f.borrowed(), Msg::Bind { addr, .. } if addr == localhost(8080)));
     ensure(opened && bound, "no Open+Bind sent to the instance")?;
     ensure(
         !out.iter().any(|a| matches!(a, Action::Reply(_))),
@@ -227,7 +227,7 @@ fn driver_core() -> Check {
     // The instance answers every request with success.
     out.clear();
     for f in &frames {
-        let m = f.msg();
+        let m = f.borrowed();
         let r = m.req();
         if r == 0 {
             continue;
@@ -242,8 +242,8 @@ fn driver_core() -> Check {
             .map_err(|_| "instance reply refused")?;
     }
     let ok = out.iter().any(|a| {
-        matches!(a, Action::Reply(r) if r.conn == 1 && r.seq == 7 && r.op == Op::Bind
-            && r.status == 0 && r.fd == ReplyFd::None)
+        matches!(a, Action::Reply(r) if r.conn == 1 && r.ctl.seq == 7 && r.ctl.op == Op::Bind
+            && r.ctl.status == 0 && r.fd == ReplyFd::None)
     });
     ensure(ok, "no successful Bind reply to the shim")?;
     ensure(d.socket_count() == 1, "socket table")?;

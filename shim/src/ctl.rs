@@ -271,6 +271,53 @@ impl Request<'static> {
     }
 }
 
+/// A request number not used before by this process (records and
+/// requests share the space).
+pub fn next_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `req` as packet number `seq`, into `buf`; returns its length.
+fn encode(req: &Request<'_>, seq: u32, buf: &mut [u8]) -> Result<usize, CtlError> {
+    Control {
+        op: req.op,
+        seq,
+        status: 0,
+        args: req.args,
+        addr: req.addr,
+        addr2: None,
+        value: req.value,
+    }
+    .encode(buf)
+    .map_err(|_| CtlError::Failed(Errno::EINVAL))
+}
+
+/// Sends `req` as record number `seq` that gets no reply
+/// ([`Op::SockOpt`]), no fd attached. A pooled connection that turns out
+/// dead is replaced once.
+pub fn post(req: &Request<'_>, seq: u32) -> Result<(), CtlError> {
+    let mut buf = [0u8; MAX_PACKET];
+    let n = encode(req, seq, &mut buf)?;
+    for _ in 0..2 {
+        let conn = take()?;
+        match sys::send_packet(conn.fd, &buf[..n], None) {
+            Ok(()) => {
+                conn.release();
+                return Ok(());
+            }
+            Err(e) => {
+                let fresh = conn.fresh;
+                conn.poison();
+                if !fresh && matches!(e.0, libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) {
+                    continue;
+                }
+                return Err(CtlError::Failed(e));
+            }
+        }
+    }
+    Err(CtlError::Failed(Errno::EIO))
+}
+
 /// One exchange: sends `req` (with `fd` attached) and returns the reply.
 /// A received fd gets `FD_CLOEXEC` if `cloexec`. A pooled connection that
 /// turns out dead (driver restarted) is replaced once.
@@ -282,22 +329,13 @@ pub fn call(
 ) -> Result<Reply, CtlError> {
     for _ in 0..2 {
         let conn = take()?;
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let msg = Control {
-            op: req.op,
-            seq,
-            status: 0,
-            args: req.args,
-            addr: req.addr,
-            addr2: None,
-            value: req.value,
-        };
+        let seq = next_seq();
         let mut buf = [0u8; MAX_PACKET];
-        let n = match msg.encode(&mut buf) {
+        let n = match encode(req, seq, &mut buf) {
             Ok(n) => n,
-            Err(_) => {
+            Err(e) => {
                 conn.release();
-                return Err(CtlError::Failed(Errno::EINVAL));
+                return Err(e);
             }
         };
         if let Err(e) = sys::send_packet(conn.fd, &buf[..n], fd) {

@@ -33,6 +33,7 @@ use crate::addr::{self, MAX_ADDR_LEN, Parsed, Purpose};
 use crate::ctl;
 use crate::errno::Errno;
 use crate::frame;
+use crate::inband;
 use crate::ops;
 use crate::sys::{self, real};
 use crate::table::{Entry, TABLE};
@@ -464,8 +465,11 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 /// As the C function.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if TABLE.on_close(fd) == Entry::CONTROL {
+    let e = TABLE.on_close(fd);
+    if e == Entry::CONTROL {
         ctl::forget(fd);
+    } else if e.is_ins() {
+        inband::forget(fd);
     }
     // SAFETY: forwarded.
     unsafe { real::close(fd) }
@@ -480,9 +484,19 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     // SAFETY: forwarded.
     let r = unsafe { real::dup(fd) };
     if r >= 0 {
-        TABLE.on_dup(fd, r);
+        on_dup(fd, r);
     }
     r
+}
+
+/// `new` is now a copy of `old`: the fd table and the option cache follow.
+fn on_dup(old: c_int, new: c_int) {
+    TABLE.on_dup(old, new);
+    if TABLE.get(new).is_ins() {
+        inband::on_dup(old, new);
+    } else {
+        inband::forget(new);
+    }
 }
 
 fn before_dup_onto(old: c_int, new: c_int) {
@@ -501,7 +515,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     // SAFETY: forwarded.
     let r = unsafe { real::dup2(old, new) };
     if r >= 0 && old != new {
-        TABLE.on_dup(old, new);
+        on_dup(old, new);
     }
     r
 }
@@ -516,14 +530,14 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: forwarded.
     let r = unsafe { real::dup3(old, new, flags) };
     if r >= 0 {
-        TABLE.on_dup(old, new);
+        on_dup(old, new);
     }
     r
 }
 
 fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) -> c_int {
     if r >= 0 && matches!(cmd, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) {
-        TABLE.on_dup(fd, r);
+        on_dup(fd, r);
     }
     r
 }
@@ -1314,6 +1328,7 @@ pub unsafe extern "C" fn recvmmsg(
 extern "C" fn init() {
     // Read the settings while the process is single-threaded.
     let _ = crate::config::get();
+    inband::init();
 }
 
 #[cfg(not(test))]

@@ -30,6 +30,9 @@
 //!   once) and safe wrappers around the syscalls the shim makes itself.
 //! * `ctl` — the control-connection pool (re-opened after `fork`) and the
 //!   request/reply exchange.
+//! * `inband` — socket options of connected streams carried in band
+//!   (a record to the driver, a marker byte in the stream), and the per-fd
+//!   option cache that answers their `getsockopt`.
 //! * `ops` — the INS side of each call, safe code over `sys` and `ctl`.
 //! * `hooks` (unsafe) — the exported C symbols. They never unwind into C:
 //!   the slow paths run under `catch_unwind` and fail with `EIO`.
@@ -56,6 +59,7 @@ pub mod errno;
 pub mod frame;
 #[allow(unsafe_code)]
 mod hooks;
+mod inband;
 mod ops;
 pub mod route;
 #[allow(unsafe_code)]

@@ -15,6 +15,7 @@ use crate::addr::{self, Parsed, Purpose};
 use crate::config;
 use crate::ctl::{self, CtlError, Request, Wait};
 use crate::errno::Errno;
+use crate::inband;
 use crate::route::{self, Route};
 use crate::sys;
 use crate::table::{Entry, TABLE};
@@ -86,7 +87,12 @@ pub fn classify(fd: i32) -> Entry {
     } else {
         Entry::HOST
     };
-    TABLE.resolve(fd, e)
+    let now = TABLE.resolve(fd, e);
+    if now.is_ins() {
+        // Whatever was cached under this number belonged to another socket.
+        inband::forget(fd);
+    }
+    now
 }
 
 fn identify(fd: i32) -> Entry {
@@ -156,6 +162,7 @@ pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
                 return Err(e);
             }
             TABLE.set(raw, Entry::ins(v6, dgram));
+            inband::forget(raw);
             Ok(raw)
         }
         Err(CtlError::Failed(e)) if matches!(e.0, libc::EMFILE | libc::ENFILE) => Err(e),
@@ -234,13 +241,14 @@ pub fn listen(fd: i32, e: Entry, backlog: i32) -> Result<(), Errno> {
     if e.dgram() {
         return Err(Errno(libc::EOPNOTSUPP));
     }
+    let (carried, n) = inband::take_pending(fd);
     exchange(
         fd,
         &Request {
             op: Op::Listen,
             args: [backlog, 0, 0, 0],
             addr: None,
-            value: &[],
+            value: &carried[..n],
         },
     )?;
     TABLE.clear_bits(fd, Entry::CONNECTED);
@@ -273,11 +281,12 @@ pub fn connect(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
     } else {
         Wait::Interruptible(sndtimeo(fd))
     };
+    let (carried, n) = inband::take_pending(fd);
     let req = Request {
         op: Op::Connect,
         args: [i32::from(nonblocking), 0, 0, 0],
         addr: target,
-        value: &[],
+        value: &carried[..n],
     };
     let mark = |ok: bool| {
         if ok && target.is_some() {
@@ -368,6 +377,7 @@ pub fn accept(fd: i32, e: Entry, flags: i32) -> Result<(i32, Option<SocketAddr>)
         sys::set_nonblock(nfd.raw(), flags & libc::SOCK_NONBLOCK != 0)?;
         let raw = nfd.into_raw();
         TABLE.set(raw, Entry(Entry::ins(e.v6(), false).0 | Entry::CONNECTED));
+        inband::forget(raw);
         return Ok((raw, r.addr));
     }
 }
@@ -456,6 +466,13 @@ fn int_opt(v: i32, avail: usize) -> OptOut {
 
 /// `getsockopt()` with `*optlen == avail`.
 pub fn getsockopt(fd: i32, e: Entry, level: i32, name: i32, avail: i32) -> Result<OptOut, Errno> {
+    if let Some(r) = inband::get(fd, e, level, name, avail) {
+        let (v, copy) = r?;
+        let mut out = int_opt(v, 4);
+        out.copy = copy;
+        out.report = copy;
+        return Ok(out);
+    }
     let avail = usize::try_from(avail).map_err(|_| Errno::EINVAL)?;
     if level == libc::SOL_SOCKET {
         let local = match name {
@@ -507,8 +524,9 @@ pub fn getsockopt(fd: i32, e: Entry, level: i32, name: i32, avail: i32) -> Resul
 
 /// `setsockopt()`. BPF attachments are refused (`ENOPROTOOPT`: their value
 /// points into this process and means nothing to an instance); values over
-/// 256 bytes are `EINVAL`.
-pub fn setsockopt(fd: i32, _e: Entry, level: i32, name: i32, val: &[u8]) -> Result<(), Errno> {
+/// 256 bytes are `EINVAL`. On a connected stream the options of
+/// [`inband`] travel in band, and timeouts are the app end's alone.
+pub fn setsockopt(fd: i32, e: Entry, level: i32, name: i32, val: &[u8]) -> Result<(), Errno> {
     if level == libc::SOL_SOCKET
         && matches!(
             name,
@@ -523,15 +541,31 @@ pub fn setsockopt(fd: i32, _e: Entry, level: i32, name: i32, val: &[u8]) -> Resu
     if val.len() > MAX_VALUE {
         return Err(Errno::EINVAL);
     }
+    if is_timeout_opt(level, name) && !e.dgram() && e.connected() && !e.listening() {
+        // Only the app end blocks; the instance never does.
+        return sys::setsockopt_bytes(fd, level, name, val);
+    }
+    let cancel = match inband::set(fd, e, level, name, val) {
+        inband::Set::Done(r) => return r,
+        inband::Set::Sync => [0, 0],
+        inband::Set::SyncCancel(seq) => [1, seq as i32],
+    };
     exchange(
         fd,
         &Request {
             op: Op::SetOpt,
-            args: [level, name, 0, 0],
+            args: [level, name, cancel[0], cancel[1]],
             addr: None,
             value: val,
         },
     )?;
+    inband::synced(fd, level, name, val);
+    if level == libc::SOL_SOCKET && name == libc::SO_SNDBUF && !e.dgram() {
+        // The app end's own buffer decides when a write blocks and when
+        // poll says writable: it follows what the program asked for, as a
+        // TCP socket's would (capped by net.core.wmem_max, as it is).
+        let _ = sys::setsockopt_bytes(fd, level, name, val);
+    }
     if is_timeout_opt(level, name) {
         // Mirror on the app end, so reads, writes and a blocking connect
         // time out as the program asked.

@@ -402,6 +402,17 @@ struct CmsgBuf([u8; 64]);
 
 /// Sends one packet, with `fd` attached as `SCM_RIGHTS` if given.
 pub fn send_packet(sock: c_int, data: &[u8], fd: Option<c_int>) -> Result<(), Errno> {
+    send_with_fd(sock, data, fd, libc::MSG_NOSIGNAL)
+}
+
+/// Sends `data` in one `sendmsg` with `flags`, `fd` attached as
+/// `SCM_RIGHTS` if given; all of it or an error (`EINTR` retried).
+pub fn send_with_fd(
+    sock: c_int,
+    data: &[u8],
+    fd: Option<c_int>,
+    flags: c_int,
+) -> Result<(), Errno> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut _,
         iov_len: data.len(),
@@ -439,7 +450,7 @@ pub fn send_packet(sock: c_int, data: &[u8], fd: Option<c_int>) -> Result<(), Er
     }
     loop {
         // SAFETY: msg points at live iov and control buffers.
-        let n = unsafe { real::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+        let n = unsafe { real::sendmsg(sock, &msg, flags) };
         if n >= 0 {
             return if n as usize == data.len() {
                 Ok(())
@@ -573,4 +584,17 @@ pub fn raise_sigpipe() {
 pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> Result<c_int, Errno> {
     // SAFETY: no memory arguments.
     check(unsafe { real::socket(domain, ty, protocol) })
+}
+
+/// A new `eventfd` (close-on-exec, non-blocking): a file that is not a
+/// socket, to attach to in-band option markers.
+pub fn eventfd() -> Result<c_int, Errno> {
+    // SAFETY: no memory arguments.
+    check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })
+}
+
+/// Registers `child` to run in the child after every `fork`.
+pub fn at_fork_child(child: extern "C" fn()) {
+    // SAFETY: the handler is a plain function with no preconditions.
+    unsafe { libc::pthread_atfork(None, None, Some(child)) };
 }

@@ -5,8 +5,9 @@
 //!   across `exec`, or created by a call the shim does not hook). The first
 //!   hook that meets it classifies it (`fstat`, then `Identify` for Unix
 //!   sockets) and caches the answer.
-//! * `1..0x80` — not an INS socket ([`Entry::HOST`], or [`Entry::CONTROL`]
-//!   for the shim's own control connections): hooks call libc directly.
+//! * `1..0x80` — not an INS socket ([`Entry::HOST`], [`Entry::CONTROL`]
+//!   for the shim's own control connections, [`Entry::MARKER`] for the file
+//!   it attaches to in-band option markers): hooks call libc directly.
 //! * `0x80..` — an INS socket; the low bits carry [`Entry::V6`],
 //!   [`Entry::DGRAM`], [`Entry::LISTENING`], [`Entry::CONNECTED`],
 //!   [`Entry::ERR_TAKEN`], [`Entry::CONNECTING`] and [`Entry::AUTOBOUND`].
@@ -32,6 +33,8 @@ impl Entry {
     pub const HOST: Entry = Entry(1);
     /// One of the shim's own control connections.
     pub const CONTROL: Entry = Entry(2);
+    /// The shim's marker file (see `inband`).
+    pub const MARKER: Entry = Entry(3);
     /// Marks an INS socket.
     pub const INS: u8 = 0x80;
     /// `AF_INET6` (else `AF_INET`).
@@ -197,11 +200,15 @@ impl<const N: usize> FdTable<N> {
         }
     }
 
-    /// `dup*(old) == new`: `new` gets `old`'s entry (a control connection's
-    /// copy is an ordinary host fd to us).
+    /// `dup*(old) == new`: `new` gets `old`'s entry (a copy of a control
+    /// connection or of the marker file is an ordinary host fd to us).
     pub fn on_dup(&self, old: i32, new: i32) {
         let e = self.get(old);
-        let e = if e == Entry::CONTROL { Entry::HOST } else { e };
+        let e = if e == Entry::CONTROL || e == Entry::MARKER {
+            Entry::HOST
+        } else {
+            e
+        };
         self.set(new, e);
     }
 }

@@ -1,75 +1,24 @@
 //! `make bench-nginx`: wrk against nginx natively and through INS in the
-//! same run (req/s, p50, p99, ratios; concurrency 1 and 100; each run
-//! bounded), then a many-connections run: as many simultaneous keep-alive
-//! connections as the fd limits allow (target 20,000) through two instances,
-//! reporting the driver's memory per connection (VmRSS delta).
+//! same run, for the configuration users get: Debian's default `http {}`
+//! settings (`sendfile on`, `tcp_nopush on`, keep-alive, an access log,
+//! Debian's ~600-byte default page, `worker_processes auto`), and the same
+//! with `tcp_nopush off`; then the project's old fixture (a 52-byte page,
+//! no access log) for comparison; concurrency 1 and 100 each. For every INS
+//! run: req/s, p50, p99, the ratios to native, and what the driver and the
+//! instances spent per request (system calls from `perf stat`, context
+//! switches from `/proc`). Then a many-connections run (see below).
 //!
 //! Environment: `INS_BENCH_SECS` (wrk duration, default 5, at most 10),
-//! `INS_BENCH_CONNS` (connection target, default 20000).
+//! `INS_BENCH_CONNS` (connection target, default 20000), `INS_BENCH_QUICK=1`
+//! (only the Debian configuration).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ins_e2e::bench::{Sampler, Spent, Wrk, load_average, perf_available, wrk, wrk_with};
 use ins_e2e::*;
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Wrk {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    errors: u64,
-}
-
-fn to_us(v: &str) -> Option<f64> {
-    let v = v.trim();
-    let (num, mul) = if let Some(n) = v.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix("ms") {
-        (n, 1e3)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1e6)
-    } else {
-        (v, 1.0)
-    };
-    num.parse::<f64>().ok().map(|x| x * mul)
-}
-
-fn wrk(port: u16, conns: u32, threads: u32, secs: u64) -> Wrk {
-    let mut c = Command::new(require("wrk"));
-    c.args([
-        "-t",
-        &threads.to_string(),
-        "-c",
-        &conns.to_string(),
-        "-d",
-        &format!("{secs}s"),
-        "--latency",
-    ])
-    .arg(format!("http://127.0.0.1:{port}/small.html"));
-    let o = run(c, Duration::from_secs(secs + 20));
-    assert!(o.ok(), "wrk failed\n{o}");
-    let mut w = Wrk::default();
-    for l in o.stdout.lines() {
-        let t = l.trim();
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
-            w.rps = v.trim().parse().unwrap_or(0.0);
-        } else if let Some(v) = t.strip_prefix("50%") {
-            w.p50_us = to_us(v).unwrap_or(f64::NAN);
-        } else if let Some(v) = t.strip_prefix("99%") {
-            w.p99_us = to_us(v).unwrap_or(f64::NAN);
-        } else if t.starts_with("Socket errors:") || t.starts_with("Non-2xx") {
-            w.errors += t
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|n| n.parse::<u64>().ok())
-                .sum::<u64>();
-            println!("    wrk: {t}");
-        }
-    }
-    assert!(w.rps > 0.0, "could not parse wrk output\n{o}");
-    w
-}
 
 /// Child mode: hold `count` keep-alive connections to `port`, one GET
 /// each; print "held N failed M", then wait for stdin to close.
@@ -112,20 +61,154 @@ fn holder(spec: &str) {
     drop(held);
 }
 
-fn run_pair(label: &str, port: u16, secs: u64) -> (Wrk, Wrk) {
-    // Warm-up.
-    let _ = wrk(port, 10, 1, 1);
-    let c1 = wrk(port, 1, 1, secs);
-    let c100 = wrk(port, 100, 2, secs);
+/// One configuration measured.
+struct Config {
+    name: &'static str,
+    opts: NginxOpts,
+    path: &'static str,
+    /// A request header wrk sends.
+    header: Option<&'static str>,
+}
+
+/// Debian's default page (nginx-light's `/usr/share/nginx/html/index.html`,
+/// 615 bytes), or a page of that size if it is not installed.
+fn debian_page() -> Vec<u8> {
+    std::fs::read("/usr/share/nginx/html/index.html").unwrap_or_else(|_| {
+        let mut p =
+            b"<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body>".to_vec();
+        p.resize(600, b' ');
+        p.extend_from_slice(b"</body></html>\n");
+        p
+    })
+}
+
+fn configs() -> Vec<Config> {
+    let debian = |nopush: bool| NginxOpts {
+        workers: 0,
+        tcp_nopush: nopush,
+        keepalive_requests: 1000,
+        index_page: Some(debian_page()),
+        extra_http: "types_hash_max_size 2048; gzip on;".into(),
+        worker_connections: 768,
+        big_files: false,
+        error_level: "error",
+        no_access_log: false,
+    };
+    let mut v = vec![
+        Config {
+            name: "debian",
+            opts: debian(true),
+            path: "/",
+            header: None,
+        },
+        Config {
+            name: "nopush-off",
+            opts: debian(false),
+            path: "/",
+            header: None,
+        },
+    ];
+    if std::env::var_os("INS_BENCH_QUICK").is_none() {
+        // A browser's request: Debian's `gzip on` compresses the page in
+        // memory, so nginx sends it without sendfile and without
+        // TCP_CORK (what made an outside run look 5x better than this
+        // bench before options went in band).
+        v.push(Config {
+            name: "debian+gzip-client",
+            opts: debian(true),
+            path: "/",
+            header: Some("Accept-Encoding: gzip"),
+        });
+        v.push(Config {
+            name: "old-fixture",
+            opts: NginxOpts {
+                workers: 2,
+                worker_connections: 30_000,
+                big_files: false,
+                error_level: "error",
+                no_access_log: true,
+                ..NginxOpts::default()
+            },
+            path: "/small.html",
+            header: None,
+        });
+    }
+    v
+}
+
+/// One measured INS run and what the driver and instances spent.
+struct Row {
+    w: Wrk,
+    driver: Spent,
+    inst: Spent,
+}
+
+/// A wrk run; with `ins`, what the driver and instances spent during it
+/// (perf attached: a separate pass, so that it does not slow the
+/// throughput runs, which have no counter attached).
+fn measure(url: &str, header: Option<&str>, conns: u32, secs: u64, ins: Option<&Ins>) -> Row {
+    let threads = if conns > 1 { 2 } else { 1 };
+    let pids = ins.map(|i| {
+        (
+            vec![i.driver.pid()],
+            i.instances.iter().map(|p| p.pid()).collect::<Vec<_>>(),
+        )
+    });
+    let samplers = pids
+        .as_ref()
+        .map(|(d, i)| (Sampler::start(d, "drv"), Sampler::start(i, "ins")));
+    let w = wrk_with(url, conns, threads, secs, header);
+    let (driver, inst) = samplers
+        .map(|(d, i)| (d.finish(), i.finish()))
+        .unwrap_or_default();
+    if w.errors > 0 {
+        println!(
+            "    ({} at c={conns}, {}: wrk: {})",
+            w.errors,
+            if ins.is_some() { "INS" } else { "native" },
+            w.error_lines
+        );
+    }
+    Row { w, driver, inst }
+}
+
+fn fmt_spent(s: &Spent, reqs: u64) -> String {
+    let (sys, ctx) = s.per(reqs);
+    match sys {
+        Some(sys) => format!("{sys:>5.1} sys {ctx:>4.2} cs"),
+        None => format!("  n/a sys {ctx:>4.2} cs"),
+    }
+}
+
+fn print_conf(c: &Config) {
+    let o = &c.opts;
+    let page = match c.path {
+        "/" => o.index_page.as_ref().map_or(0, Vec::len),
+        _ => 52,
+    };
     println!(
-        "  {label:<7} c=1:   {:>9.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  errors {}",
-        c1.rps, c1.p50_us, c1.p99_us, c1.errors
+        "-- config {}: sendfile on; tcp_nopush {}; keepalive_timeout 65; keepalive_requests {}; \
+         worker_processes {}; worker_connections {}; access_log {}; {} ; GET {} ({} bytes){}",
+        c.name,
+        if o.tcp_nopush { "on" } else { "off" },
+        o.keepalive_requests,
+        if o.workers == 0 {
+            "auto".to_string()
+        } else {
+            o.workers.to_string()
+        },
+        o.worker_connections,
+        if o.no_access_log {
+            "off"
+        } else {
+            "on (a file)"
+        },
+        o.extra_http,
+        c.path,
+        page,
+        c.header
+            .map_or(String::new(), |h| format!(", request header \"{h}\""))
     );
-    println!(
-        "  {label:<7} c=100: {:>9.0} req/s  p50 {:>8.1} µs  p99 {:>8.1} µs  errors {}",
-        c100.rps, c100.p50_us, c100.p99_us, c100.errors
-    );
-    (c1, c100)
 }
 
 fn main() {
@@ -143,36 +226,85 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "== nginx: native vs INS; wrk {secs} s per run (-t1 at c=1, -t2 at c=100, keep-alive), \
+         2 INS instances, {cpus} CPUs, load average {} at start",
+        load_average()
+    );
+    if !perf_available() {
+        println!("   (perf is not installed or not allowed: system calls are not counted)");
+    }
+    println!(
+        "   per-request cost columns: system calls and context switches of the driver | of the instances \
+         (from a separate, shorter pass with perf attached; the throughput runs have no counter attached)"
+    );
+    let ins = Ins::start(2);
+    for c in configs() {
+        print_conf(&c);
+        let native = Nginx::start(None, &c.opts);
+        let url = format!("http://127.0.0.1:{}{}", native.port, c.path);
+        let _ = wrk(&url, 10, 1, 1);
+        let n1 = measure(&url, c.header, 1, secs, None);
+        let n100 = measure(&url, c.header, 100, secs, None);
+        drop(native);
+        let ng = Nginx::start(Some(&ins), &c.opts);
+        let url = format!("http://127.0.0.1:{}{}", ng.port, c.path);
+        let _ = wrk(&url, 10, 1, 1);
+        let mut i1 = measure(&url, c.header, 1, secs, None);
+        let mut i100 = measure(&url, c.header, 100, secs, None);
+        let count_secs = (secs / 2).max(2);
+        let k1 = measure(&url, c.header, 1, count_secs, Some(&ins));
+        let k100 = measure(&url, c.header, 100, count_secs, Some(&ins));
+        (i1.driver, i1.inst, i1.w.requests) = (k1.driver, k1.inst, k1.w.requests);
+        (i100.driver, i100.inst, i100.w.requests) = (k100.driver, k100.inst, k100.w.requests);
+        drop(ng);
+        for (label, n, i) in [("c=1  ", &n1, &i1), ("c=100", &n100, &i100)] {
+            println!(
+                "  {label} native {:>8.0} req/s p50 {:>7.1} µs p99 {:>8.1} µs | INS {:>8.0} req/s p50 {:>7.1} µs p99 {:>8.1} µs | \
+                 {:>5.1}% req/s, p50 {:+7.1} µs | driver {} | instances {}",
+                n.w.rps,
+                n.w.p50_us,
+                n.w.p99_us,
+                i.w.rps,
+                i.w.p50_us,
+                i.w.p99_us,
+                100.0 * i.w.rps / n.w.rps,
+                i.w.p50_us - n.w.p50_us,
+                fmt_spent(&i.driver, i.w.requests),
+                fmt_spent(&i.inst, i.w.requests),
+            );
+        }
+        println!(
+            "  goals: c=100 ≥ 80 % ({}), c=1 ≥ 60 % ({}), added p50 at c=1 < 50 µs ({})",
+            if i100.w.rps >= 0.8 * n100.w.rps {
+                "met"
+            } else {
+                "NOT met"
+            },
+            if i1.w.rps >= 0.6 * n1.w.rps {
+                "met"
+            } else {
+                "NOT met"
+            },
+            if i1.w.p50_us - n1.w.p50_us < 50.0 {
+                "met"
+            } else {
+                "NOT met"
+            },
+        );
+    }
+    println!("   load average at the end: {}", load_average());
+
     let opts = NginxOpts {
         workers: 2,
         worker_connections: 30_000,
         big_files: false,
         error_level: "error",
         no_access_log: true,
+        ..NginxOpts::default()
     };
-    println!("== nginx: native vs INS (wrk {secs} s per run, GET /small.html)");
-    let (n1, n100) = {
-        let ng = Nginx::start(None, &opts);
-        run_pair("native", ng.port, secs)
-    };
-    let ins = Ins::start(2);
     let ng = Nginx::start(Some(&ins), &opts);
-    let (i1, i100) = run_pair("INS", ng.port, secs);
-    println!("== ratios (INS / native)");
-    for (label, n, i) in [("c=1", n1, i1), ("c=100", n100, i100)] {
-        println!(
-            "  {label:<6} throughput {:>5.1}% (goal ≥ 60%)   p50 {:>4.2}× (goal ≤ 2×)   p99 {:>4.2}×",
-            100.0 * i.rps / n.rps,
-            i.p50_us / n.p50_us,
-            i.p99_us / n.p99_us
-        );
-    }
-    println!(
-        "  added latency per request at c=1: {:.1} µs from req/s, {:.1} µs at p50 (goal < 50 µs)",
-        1e6 / i1.rps - 1e6 / n1.rps,
-        i1.p50_us - n1.p50_us
-    );
-
     println!("== many connections through 2 instances (target {target})");
     let my_limit = raise_nofile(NOFILE);
     // The driver holds one fd per connection (its end of the pair) and has

@@ -42,6 +42,23 @@ static void name_of(const char *name, int fd, int peer)
     fflush(stdout);
 }
 
+/* Offsets in Linux's struct tcp_info (include/uapi/linux/tcp.h), whose
+ * later fields glibc's <netinet/tcp.h> does not declare. */
+#define TI_NOTSENT_BYTES 144
+#define TI_DATA_SEGS_IN 152
+
+/* A u32 of getsockopt(TCP_INFO), or ~0u if the call failed. */
+static unsigned tcp_info_u32(int fd, size_t off)
+{
+    unsigned char ti[256];
+    socklen_t l = sizeof ti;
+    unsigned v = ~0u;
+    memset(ti, 0, sizeof ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &l) == 0 && l >= off + 4)
+        memcpy(&v, ti + off, 4);
+    return v;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -322,6 +339,116 @@ int main(int argc, char **argv)
         close(v6);
     }
     close(s6);
+
+    /* --- options in order with the data (set in band under the shim):
+     * cork, header, body, uncork makes one segment train, nothing left
+     * unsent at once (no cork timer, no Nagle stall), and getsockopt reads
+     * back what was set */
+    {
+        int l2 = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = sin4("127.0.0.1", 0);
+        bind(l2, SA(a), sizeof a);
+        listen(l2, 4);
+        struct sockaddr_in to = sin4("127.0.0.1", local_port(l2));
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        STEP("cork-connect", connect(c, SA(to), sizeof to));
+        int s;
+        STEPFD(s, "cork-accept", accept(l2, NULL, NULL));
+        unsigned segs0 = tcp_info_u32(c, TI_DATA_SEGS_IN);
+        char hdr[200], body[1000], rb[1200];
+        memset(hdr, 'h', sizeof hdr);
+        memset(body, 'b', sizeof body);
+        for (int round = 0; round < 3; round++) {
+            STEP("cork-on", setsockopt(s, IPPROTO_TCP, TCP_CORK, &one, sizeof one));
+            getint("cork-get-on", s, IPPROTO_TCP, TCP_CORK);
+            STEP("cork-write-header", write(s, hdr, sizeof hdr));
+            STEP("cork-write-body", write(s, body, sizeof body));
+            STEP("cork-off", setsockopt(s, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero));
+            getint("cork-get-off", s, IPPROTO_TCP, TCP_CORK);
+            printf("cork-notsent-after-uncork: %u -\n", tcp_info_u32(s, TI_NOTSENT_BYTES));
+            STEP("cork-recv", recv(c, rb, sizeof rb, MSG_WAITALL));
+            unsigned segs1 = tcp_info_u32(c, TI_DATA_SEGS_IN);
+            printf("cork-train-segments: %u -\n", segs1 - segs0);
+            segs0 = segs1;
+        }
+        int two = 2, big = 40000;
+        STEP("inband-nodelay", setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &two, sizeof two));
+        getint("inband-get-nodelay", s, IPPROTO_TCP, TCP_NODELAY);
+        STEP("inband-keepalive", setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one));
+        getint("inband-get-keepalive", s, SOL_SOCKET, SO_KEEPALIVE);
+        int idle = 77, cnt = 5;
+        STEP("inband-keepidle", setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle));
+        getint("inband-get-keepidle", s, IPPROTO_TCP, TCP_KEEPIDLE);
+        STEP("inband-keepidle-0", setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &zero, sizeof zero));
+        STEP("inband-keepidle-big", setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &big, sizeof big));
+        STEP("inband-keepidle-short", setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &idle, 2));
+        STEP("inband-keepcnt", setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt));
+        getint("inband-get-keepcnt", s, IPPROTO_TCP, TCP_KEEPCNT);
+        STEP("inband-keepcnt-200", setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &(int){200}, sizeof(int)));
+        STEP("inband-user-timeout-neg", setsockopt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, &(int){-1}, sizeof(int)));
+        STEP("inband-user-timeout", setsockopt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, &(int){1500}, sizeof(int)));
+        getint("inband-get-user-timeout", s, IPPROTO_TCP, TCP_USER_TIMEOUT);
+        {
+            int v = -7;
+            socklen_t l = 2;
+            STEP("inband-get-keepidle-len2", getsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &v, &l));
+            printf("inband-get-keepidle-len2-out: %d - len=%u\n", v & 0xffff, (unsigned)l);
+        }
+        /* A copy of the fd reads what the original set. */
+        int d = dup(s);
+        getint("inband-dup-get-nodelay", d, IPPROTO_TCP, TCP_NODELAY);
+        getint("inband-dup-get-keepidle", d, IPPROTO_TCP, TCP_KEEPIDLE);
+        STEP("inband-dup-cork", setsockopt(d, IPPROTO_TCP, TCP_CORK, &one, sizeof one));
+        getint("inband-orig-get-cork", s, IPPROTO_TCP, TCP_CORK);
+        close(d);
+        /* Data still flows both ways after all that. */
+        STEP("inband-send-after", send(s, "tail", 4, MSG_NOSIGNAL));
+        STEP("inband-uncork-after", setsockopt(s, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero));
+        STEP("inband-recv-after", recv(c, rb, 4, MSG_WAITALL));
+        STEP("inband-send-back", send(c, "back", 4, MSG_NOSIGNAL));
+        STEP("inband-recv-back", recv(s, rb, 4, MSG_WAITALL));
+        close(s);
+        close(c);
+        close(l2);
+    }
+
+    /* --- options set before connect/listen: answered at once under the
+     * shim, carried with the request; an accepted connection inherits its
+     * listener's */
+    {
+        int l3 = socket(AF_INET, SOCK_STREAM, 0);
+        int idle = 91;
+        STEP("pre-listen-nodelay", setsockopt(l3, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one));
+        STEP("pre-listen-keepalive", setsockopt(l3, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one));
+        STEP("pre-listen-keepidle", setsockopt(l3, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle));
+        STEP("pre-listen-keepidle-bad", setsockopt(l3, IPPROTO_TCP, TCP_KEEPIDLE, &zero, sizeof zero));
+        getint("pre-listen-get-keepidle", l3, IPPROTO_TCP, TCP_KEEPIDLE);
+        struct sockaddr_in a = sin4("127.0.0.1", 0);
+        bind(l3, SA(a), sizeof a);
+        STEP("pre-listen-listen", listen(l3, 4));
+        getint("listener-get-nodelay", l3, IPPROTO_TCP, TCP_NODELAY);
+        struct sockaddr_in to = sin4("127.0.0.1", local_port(l3));
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        int cnt = 4;
+        STEP("pre-connect-keepcnt", setsockopt(c, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt));
+        STEP("pre-connect-nodelay", setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one));
+        getint("pre-connect-get-nodelay", c, IPPROTO_TCP, TCP_NODELAY);
+        STEP("pre-connect-connect", connect(c, SA(to), sizeof to));
+        getint("connected-get-keepcnt", c, IPPROTO_TCP, TCP_KEEPCNT);
+        int s;
+        STEPFD(s, "inherit-accept", accept(l3, NULL, NULL));
+        getint("accepted-inherits-nodelay", s, IPPROTO_TCP, TCP_NODELAY);
+        getint("accepted-inherits-keepalive", s, SOL_SOCKET, SO_KEEPALIVE);
+        getint("accepted-inherits-keepidle", s, IPPROTO_TCP, TCP_KEEPIDLE);
+        /* What the instance applied, read back through a dup (asks it). */
+        int d = dup(c);
+        getint("pre-connect-applied-keepcnt", d, IPPROTO_TCP, TCP_KEEPCNT);
+        getint("pre-connect-applied-nodelay", d, IPPROTO_TCP, TCP_NODELAY);
+        close(d);
+        close(s);
+        close(c);
+        close(l3);
+    }
 
     close(pp[0]);
     close(pp[1]);

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod bench;
 mod sys;
 
 pub use sys::{raise_nofile, signal_group};
@@ -60,11 +61,13 @@ pub struct Bins {
     pub shim: PathBuf,
 }
 
-/// The INS artifacts; panics with build instructions if one is missing.
+/// The INS artifacts (from `INS_BIN_DIR` if set, else [`bin_dir`]);
+/// panics with build instructions if one is missing.
 pub fn bins() -> &'static Bins {
     static B: OnceLock<Bins> = OnceLock::new();
     B.get_or_init(|| {
-        let d = bin_dir();
+        // INS_BIN_DIR: binaries of another build (an A/B benchmark).
+        let d = std::env::var_os("INS_BIN_DIR").map_or_else(bin_dir, PathBuf::from);
         let b = Bins {
             driver: d.join("ins-driver"),
             ins: d.join("ins"),
@@ -162,7 +165,7 @@ pub fn require(prog: &str) -> PathBuf {
     }
     panic!(
         "required program `{prog}` is not installed; run ./.ci/install-deps (as root) \
-         or apt-get install nginx-light curl redis-server redis-tools wrk python3 iproute2 util-linux"
+         or apt-get install nginx-light curl redis-server redis-tools wrk python3 iproute2 util-linux socat iperf3"
     )
 }
 
@@ -289,6 +292,19 @@ pub fn wait_tcp(addr: SocketAddr, timeout: Duration) -> bool {
         TcpStream::connect_timeout(&addr, Duration::from_millis(200))
             .ok()
             .map(|_| ())
+    })
+    .is_some()
+}
+
+/// Waits until a redis server at `addr` answers `PING`.
+pub fn wait_redis(addr: SocketAddr, timeout: Duration) -> bool {
+    wait_for(timeout, || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"PING\r\n").ok()?;
+        let mut b = [0u8; 7];
+        s.read_exact(&mut b).ok()?;
+        (&b == b"+PONG\r\n").then_some(())
     })
     .is_some()
 }
@@ -834,8 +850,16 @@ pub struct Nginx {
 /// Options for [`Nginx::start`].
 #[derive(Debug, Clone)]
 pub struct NginxOpts {
-    /// `worker_processes`.
+    /// `worker_processes` (0: `auto`).
     pub workers: u32,
+    /// `tcp_nopush` (with `sendfile on`: `TCP_CORK` around every response).
+    pub tcp_nopush: bool,
+    /// `keepalive_requests`.
+    pub keepalive_requests: u32,
+    /// `index.html` to serve (with `GET /`), if any.
+    pub index_page: Option<Vec<u8>>,
+    /// More `http {}` directives, verbatim.
+    pub extra_http: String,
     /// `worker_connections`.
     pub worker_connections: u32,
     /// Generate the 1 MiB and 10 MiB files too.
@@ -850,6 +874,10 @@ impl Default for NginxOpts {
     fn default() -> Self {
         NginxOpts {
             workers: 2,
+            tcp_nopush: true,
+            keepalive_requests: 1_000_000,
+            index_page: None,
+            extra_http: String::new(),
             worker_connections: 1024,
             big_files: true,
             error_level: "info",
@@ -877,6 +905,9 @@ impl Nginx {
             files.push(("1m.bin".into(), random_bytes(1 << 20, 1)));
             files.push(("10m.bin".into(), random_bytes(10 << 20, 2)));
         }
+        if let Some(page) = &opts.index_page {
+            files.push(("index.html".into(), page.clone()));
+        }
         for (n, c) in &files {
             std::fs::write(root.join(n), c).expect("write static file");
         }
@@ -890,7 +921,17 @@ impl Nginx {
             .replace("@USER@", user)
             .replace("@PREFIX@", &prefix.path().display().to_string())
             .replace("@PORT@", &port.to_string())
-            .replace("@WORKERS@", &opts.workers.to_string())
+            .replace(
+                "@WORKERS@",
+                &if opts.workers == 0 {
+                    "auto".to_string()
+                } else {
+                    opts.workers.to_string()
+                },
+            )
+            .replace("@NOPUSH@", if opts.tcp_nopush { "on" } else { "off" })
+            .replace("@KEEPALIVE_REQUESTS@", &opts.keepalive_requests.to_string())
+            .replace("@EXTRA_HTTP@", &opts.extra_http)
             .replace("@WORKER_CONNECTIONS@", &opts.worker_connections.to_string())
             .replace("@NOFILE@", &raise_nofile(NOFILE).to_string())
             .replace("@ERROR_LEVEL@", opts.error_level)

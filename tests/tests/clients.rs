@@ -1,8 +1,7 @@
 //! Client and server programs under the shim: curl, python3 http.server,
 //! redis-server driven by redis-benchmark.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -142,14 +141,7 @@ fn redis_under_shim_survives_redis_benchmark() {
     .stderr(Stdio::null());
     let mut srv = Proc::spawn("redis-server", c);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let pong = wait_for(Duration::from_secs(10), || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(b"PING\r\n").ok()?;
-        let mut b = [0u8; 7];
-        s.read_exact(&mut b).ok()?;
-        (&b == b"+PONG\r\n").then_some(())
-    });
+    let pong = wait_redis(addr, Duration::from_secs(10)).then_some(());
     assert!(
         pong.is_some(),
         "redis-server under the shim does not answer PING (alive: {})\n{}\n{}",

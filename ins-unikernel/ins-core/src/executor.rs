@@ -171,6 +171,11 @@ pub struct ExecCounters {
     pub outbox_full: u64,
     /// Linger periods that ended with bytes still unsent.
     pub linger_timeouts: u64,
+    /// In-band options (`SockOpt`) applied.
+    pub inband_opts: u64,
+    /// In-band options the stack refused (nobody waits for the answer: the
+    /// shim validated them as Linux does, so this counts the surprises).
+    pub inband_opt_errors: u64,
 }
 
 /// A closed stream still handing buffered bytes to the kernel.
@@ -969,6 +974,12 @@ impl<S: Stack> Executor<S> {
             Msg::Credit { sock, bytes } => self.on_credit(sock, bytes),
             Msg::Eof { sock } => self.on_eof(sock, now, wall_ns, out),
             Msg::Close { sock, req } => self.close(sock, req, now, wall_ns, out),
+            Msg::SockOpt {
+                sock,
+                level,
+                name,
+                value,
+            } => self.on_sockopt(sock, level, name, value),
             m => self.request(m, now, wall_ns, out),
         }
     }
@@ -1284,19 +1295,16 @@ impl<S: Stack> Executor<S> {
         let end = match l.sock.tx.take() {
             None => TxEnd::Drained,
             Some(mut tx) => {
-                let (n, end) = send_some(
+                let (_, end) = drain_tx(
                     &mut self.stack,
                     &mut self.mit,
                     &mut self.flows,
                     &mut self.stats,
-                    &l.sock,
-                    tx.pending(),
+                    &mut self.counters,
+                    &mut l.sock,
+                    &mut tx,
                     now,
                 );
-                if let Some(t) = l.sock.tel.as_mut() {
-                    t.on_out(tx.pending().get(..n).unwrap_or(&[]), now);
-                }
-                tx.consume(n);
                 if tx.len() == 0 {
                     TxEnd::Drained
                 } else {
@@ -1410,19 +1418,16 @@ impl<S: Stack> Executor<S> {
         let Some(mut tx) = s.tx.take() else {
             return;
         };
-        let (n, end) = send_some(
+        let (n, end) = drain_tx(
             &mut self.stack,
             &mut self.mit,
             &mut self.flows,
             &mut self.stats,
+            &mut self.counters,
             s,
-            tx.pending(),
+            &mut tx,
             now,
         );
-        if let Some(t) = s.tel.as_mut() {
-            t.on_out(tx.pending().get(..n).unwrap_or(&[]), now);
-        }
-        tx.consume(n);
         s.to_credit = s.to_credit.saturating_add(n as u32);
         if tx.len() > 0 {
             s.tx = Some(tx);
@@ -1569,6 +1574,39 @@ impl<S: Stack> Executor<S> {
         }
     }
 
+    /// `SockOpt`: an option set in band. It applies after every byte the
+    /// driver sent before it: now if the kernel took them all, else when
+    /// the transmit buffer drains up to it. No reply.
+    fn on_sockopt(&mut self, sock: u32, level: i32, name: i32, value: &[u8]) {
+        let Some(s) = self.socks.get_mut(&sock) else {
+            self.counters.stray_frames += 1;
+            return;
+        };
+        if s.phase == Phase::Dead || !s.handle_open {
+            self.counters.stray_frames += 1;
+            return;
+        }
+        if let Some(tx) = s.tx.as_mut()
+            && tx.len() > 0
+        {
+            tx.opts.push(sock::PendingOpt {
+                at: tx.len(),
+                level,
+                name,
+                value: msg::OptValue::new(value),
+            });
+            return;
+        }
+        apply_opt(
+            &mut self.stack,
+            &mut self.counters,
+            s.handle,
+            level,
+            name,
+            value,
+        );
+    }
+
     fn on_eof(&mut self, sock: u32, now: u64, wall_ns: u64, out: &mut impl Outbox) {
         let Some(s) = self.socks.get_mut(&sock) else {
             self.counters.stray_frames += 1;
@@ -1608,6 +1646,9 @@ impl<S: Stack> Executor<S> {
                 }
             }
             return;
+        }
+        if r.intersects(Readiness::READ_CLOSED | Readiness::HANGUP | Readiness::ERROR) {
+            s.closed_hint = true;
         }
         if r.intersects(
             Readiness::READABLE | Readiness::READ_CLOSED | Readiness::HANGUP | Readiness::ERROR,
@@ -1778,8 +1819,18 @@ impl<S: Stack> Executor<S> {
                         break;
                     }
                     let payload = scratch.get(..n).unwrap_or(&[]);
+                    // A short read emptied the queue (when the stack says so
+                    // and no end of stream is pending): no EAGAIN read.
+                    let drained = n < want && !s.closed_hint && self.stack.short_read_is_eagain();
+                    if drained {
+                        s.readable = false;
+                    }
                     if !self.emit_parts(out, &[&hdr, payload]) {
                         result = Visit::Stalled;
+                        break;
+                    }
+                    if drained {
+                        result = Visit::Done;
                         break;
                     }
                 }
@@ -2277,6 +2328,73 @@ fn conn_report<S: Stack>(
             local_fin: s.wr_closed,
         },
     )
+}
+
+/// Applies an in-band option to the stack, counting it (and a refusal).
+fn apply_opt<S: Stack>(
+    stack: &mut S,
+    counters: &mut ExecCounters,
+    h: S::Handle,
+    level: i32,
+    name: i32,
+    value: &[u8],
+) {
+    counters.inband_opts += 1;
+    if let Err(e) = stack.set_opt(h, level, name, value) {
+        counters.inband_opt_errors += 1;
+        tracing::debug!(level, name, ?e, "in-band option refused by the stack");
+    }
+}
+
+/// Hands `tx`'s bytes to the kernel as far as it takes them, applying each
+/// in-band option when the bytes before it are out. Returns the bytes
+/// written and how it stopped.
+#[allow(clippy::too_many_arguments)]
+fn drain_tx<S: Stack>(
+    stack: &mut S,
+    mit: &mut Mitigations,
+    flows: &mut FlowTable,
+    stats: &mut Stats,
+    counters: &mut ExecCounters,
+    s: &mut Sock<S::Handle>,
+    tx: &mut TxBuf,
+    now: u64,
+) -> (usize, TxEnd) {
+    let mut total = 0usize;
+    loop {
+        while tx.opts.first().is_some_and(|o| o.at == 0) {
+            let o = tx.opts.remove(0);
+            apply_opt(
+                stack,
+                counters,
+                s.handle,
+                o.level,
+                o.name,
+                o.value.as_slice(),
+            );
+        }
+        let upto = tx.opts.first().map_or(tx.len(), |o| o.at);
+        if upto == 0 {
+            return (total, TxEnd::Drained);
+        }
+        let (n, end) = send_some(
+            stack,
+            mit,
+            flows,
+            stats,
+            s,
+            tx.pending().get(..upto).unwrap_or(&[]),
+            now,
+        );
+        if let Some(t) = s.tel.as_mut() {
+            t.on_out(tx.pending().get(..n).unwrap_or(&[]), now);
+        }
+        tx.consume(n);
+        total += n;
+        if !matches!(end, TxEnd::Drained) {
+            return (total, end);
+        }
+    }
 }
 
 /// Writes as much of `bytes` as the rate limit and the kernel take.

@@ -330,6 +330,17 @@ pub trait Stack {
     /// A second call while pending returns `EALREADY`; once connected, `EISCONN`.
     fn connect(&mut self, h: Self::Handle, addr: SocketAddr) -> Result<(), Errno>;
 
+    /// Whether a stream [`Stack::recv`] that returned fewer bytes than
+    /// asked counts as the `EAGAIN` of rule 1 of the event contract: the
+    /// receive queue was empty then, and a later arrival is reported. True
+    /// for edge-triggered epoll (every new segment is an edge); the
+    /// default, false, makes the executor read until `EAGAIN`. A hang-up or
+    /// error already reported for the handle still has the executor read
+    /// on, to see the end of the stream.
+    fn short_read_is_eagain(&self) -> bool {
+        false
+    }
+
     /// Takes one pending connection from a listener, or `EAGAIN`.
     fn accept(&mut self, h: Self::Handle) -> Result<Accepted<Self::Handle>, Errno>;
 

@@ -426,3 +426,74 @@ fn heartbeat_on_schedule() {
     rig.ex.on_tick(next, 0, &mut rig.out);
     assert_eq!(hb(&rig.out.take()), vec![2]);
 }
+
+/// `SockOpt` applies between the bytes the driver sent before and after
+/// it, also when the kernel took only part of them, and gets no reply.
+#[test]
+fn in_band_options_apply_between_their_bytes() {
+    let mut rig = Rig::new(cfg());
+    rig.listen(4);
+    let (id, h) = accept_one(&mut rig, "203.0.113.5:4000");
+    let cork = |on: i32| Msg::SockOpt {
+        sock: id,
+        level: 6,
+        name: 3,
+        value: Box::leak(Box::new(on.to_ne_bytes())),
+    };
+    // Nothing buffered: applied at once, after the 0 bytes sent so far.
+    assert!(rig.send(cork(1)).is_empty(), "no reply to SockOpt");
+    rig.ex.stack_mut().socks.get_mut(&h).unwrap().send_room = 100;
+    assert!(
+        rig.send(Msg::Data {
+            sock: id,
+            bytes: &[b'h'; 300]
+        })
+        .is_empty()
+    );
+    assert!(rig.send(cork(0)).is_empty());
+    assert!(
+        rig.send(Msg::Data {
+            sock: id,
+            bytes: &[b'b'; 50]
+        })
+        .is_empty()
+    );
+    assert!(rig.send(cork(1)).is_empty());
+    assert_eq!(
+        rig.ex.stack().socks[&h].opts.len(),
+        1,
+        "waits for its bytes"
+    );
+    rig.ex.stack_mut().socks.get_mut(&h).unwrap().send_room = 150;
+    rig.event(h, Readiness::WRITABLE);
+    assert_eq!(rig.ex.stack().socks[&h].sent.len(), 250);
+    assert_eq!(
+        rig.ex.stack().socks[&h].opts.len(),
+        1,
+        "not yet at byte 300"
+    );
+    rig.ex.stack_mut().socks.get_mut(&h).unwrap().send_room = 1000;
+    rig.event(h, Readiness::WRITABLE);
+    let s = &rig.ex.stack().socks[&h];
+    let at: Vec<(usize, Vec<u8>)> = s.opts.iter().map(|o| (o.0, o.3.clone())).collect();
+    assert_eq!(
+        at,
+        vec![
+            (0, 1i32.to_ne_bytes().to_vec()),
+            (300, 0i32.to_ne_bytes().to_vec()),
+            (350, 1i32.to_ne_bytes().to_vec()),
+        ]
+    );
+    assert_eq!(rig.ex.counters().inband_opts, 3);
+    // For an unknown socket it is a stray frame, answered by nobody.
+    assert!(
+        rig.send(Msg::SockOpt {
+            sock: 999,
+            level: 6,
+            name: 3,
+            value: &[0; 4]
+        })
+        .is_empty()
+    );
+    assert_eq!(rig.ex.counters().stray_frames, 1);
+}

@@ -10,17 +10,21 @@
 //!    flush the outgoing ring (ring the driver if it waits for data)
 //!    arm the waits: rx.prepare_wait (data), tx.prepare_wait_space (space)
 //!    epoll_wait(timeout = next deadline, 0 if work is left)
-//!      signal → graceful shutdown · control hang-up → exit · bell → drain
+//!      signal → graceful shutdown · control hang-up → exit
+//!      (the doorbell is edge-triggered: a wake-up, never read)
 //!    socket events → Executor::on_events, flush
 //!  }
 //! ```
 //!
 //! No lost wake-up: a wait on the ring is armed (`prepare_wait*`, which
-//! re-checks after a full fence) before every sleep, and the doorbell is a
-//! level-triggered member of the same epoll set, so a notification that
-//! arrives at any point after the arm makes `epoll_wait` return at once.
+//! re-checks after a full fence) before every sleep, and the doorbell is an
+//! edge-triggered member of the same epoll set whose every notify is a new
+//! edge, so a notification that arrives at any point after the arm makes
+//! `epoll_wait` return at once (and the eventfd is never read).
 //! No polling: the only timeout is the executor's next deadline; the only
-//! spin is `--spin-us` on the ring before sleeping.
+//! spin is `--spin-us` on the ring, right after a turn that did work and
+//! before the doorbell is armed (an answer that comes meanwhile needs no
+//! notify and no sleep); an idle instance never spins.
 //! No allocation per message: frames are popped into one buffer of the
 //! channel's `max_frame`, events into a preallocated vector.
 
@@ -352,6 +356,7 @@ pub fn serve<T: Transport>(
     let mut rxbuf = vec![0u8; max_frame];
     let mut events = Vec::with_capacity(settings.events);
     let spin = settings.channel.spin;
+    let mut worked = false;
 
     loop {
         let now = mono_ns();
@@ -385,17 +390,19 @@ pub fn serve<T: Transport>(
         }
         ob.flush(&tx_bell)?;
 
-        // How long may we sleep?
+        // How long may we sleep? Right after work (an answer is likely on
+        // its way) spin on the ring first, before asking for a doorbell:
+        // a frame that comes meanwhile costs the driver no notify and us
+        // no sleep.
         let mut timeout = exec.next_deadline().map(|d| d.saturating_sub(mono_ns()));
-        if popped == RX_BATCH || rx.prepare_wait().map_err(ring_err)? {
+        let busy = popped > 0 || worked;
+        let spun = popped < RX_BATCH && busy && !spin.is_zero() && spin_on(&mut rx, spin)?;
+        if popped == RX_BATCH || spun || rx.prepare_wait().map_err(ring_err)? {
             timeout = Some(0);
         }
         if let Some(need) = exec.wants_ring_space()
             && ob.tx.prepare_wait_space(need).map_err(ring_err)?
         {
-            timeout = Some(0);
-        }
-        if timeout != Some(0) && !spin.is_zero() && spin_on(&mut rx, spin)? {
             timeout = Some(0);
         }
 
@@ -412,7 +419,7 @@ pub fn serve<T: Transport>(
             && let Some(sig) = raw::read_signal(fd.as_fd()).map_err(io_err("read signalfd"))?
         {
             tracing::info!(signal = sig, "shutting down");
-            graceful_shutdown(&mut exec, &mut ob, &tx_bell, &rx_bell)?;
+            graceful_shutdown(&mut exec, &mut ob, &tx_bell)?;
             log_stats(&exec);
             return Ok(Exit::Signal(sig));
         }
@@ -421,10 +428,8 @@ pub fn serve<T: Transport>(
             log_stats(&exec);
             return Ok(Exit::DriverClosed);
         }
-        if wake.doorbell {
-            rx_bell.drain().map_err(io_err("read our doorbell"))?;
-        }
-        if !events.is_empty() {
+        worked = !events.is_empty();
+        if worked {
             exec.on_events(&events, mono_ns(), wall_ns(), &mut ob);
             ob.flush(&tx_bell)?;
         }
@@ -456,7 +461,6 @@ fn graceful_shutdown<R: SharedRegion, B: Doorbell>(
     exec: &mut Executor<LinuxStack>,
     ob: &mut RingOutbox<R>,
     tx_bell: &B,
-    rx_bell: &B,
 ) -> Result<(), InstanceError> {
     exec.shutdown(mono_ns(), wall_ns(), ob);
     ob.flush(tx_bell)?;
@@ -486,9 +490,6 @@ fn graceful_shutdown<R: SharedRegion, B: Doorbell>(
             })?;
         if wake.control_hup {
             break;
-        }
-        if wake.doorbell {
-            rx_bell.drain().map_err(io_err("read our doorbell"))?;
         }
     }
     Ok(())

@@ -167,6 +167,17 @@ impl<P: AsRef<[u8]>> MsgOf<P> {
                 name,
                 value: value.as_ref(),
             },
+            MsgOf::SockOpt {
+                sock,
+                level,
+                name,
+                ref value,
+            } => MsgOf::SockOpt {
+                sock,
+                level,
+                name,
+                value: value.as_ref(),
+            },
             MsgOf::GetOpt {
                 sock,
                 req,
@@ -272,7 +283,21 @@ mod tests {
     fn owned_encodes_like_borrowed() {
         let v = 7i32.to_ne_bytes();
         let p = Prefix::new("10.0.0.0".parse().unwrap(), 8).unwrap();
-        let cases: [(OwnedMsg, Msg<'_>); 4] = [
+        let cases: [(OwnedMsg, Msg<'_>); 5] = [
+            (
+                MsgOf::SockOpt {
+                    sock: 4,
+                    level: 6,
+                    name: 3,
+                    value: OptValue::new(&v),
+                },
+                Msg::SockOpt {
+                    sock: 4,
+                    level: 6,
+                    name: 3,
+                    value: &v,
+                },
+            ),
             (
                 MsgOf::SetOpt {
                     sock: 3,

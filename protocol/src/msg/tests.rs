@@ -613,3 +613,62 @@ fn errors_display() {
     let s = EncodeError::BufferTooSmall { need: 40 }.to_string();
     assert!(s.contains("40"), "{s}");
 }
+
+/// `SockOpt` is in band: a socket, no request id, an option value of at
+/// most `MAX_OPT_LEN` bytes.
+#[test]
+fn sock_opt_rules() {
+    let v = 1i32.to_ne_bytes();
+    let m = Msg::SockOpt {
+        sock: 7,
+        level: 6,
+        name: 3,
+        value: &v,
+    };
+    let (buf, n) = enc(&m);
+    assert_eq!(n, HEADER_LEN + 8 + 4);
+    assert_eq!(Msg::decode(&buf[..n]), Ok(m));
+    assert_eq!((m.sock(), m.req(), m.kind()), (7, 0, Kind::SockOpt));
+    assert_eq!(Kind::SockOpt.direction(), Direction::ToInstance);
+    // A request id is refused: nobody waits for an answer.
+    assert_eq!(
+        mutate(&m, |b| b[12] = 1),
+        Err(DecodeError::UnexpectedReq {
+            kind: Kind::SockOpt,
+            req: 1
+        })
+    );
+    // A socket is required.
+    assert_eq!(
+        mutate(&m, |b| b[8] = 0),
+        Err(DecodeError::BadSock {
+            kind: Kind::SockOpt,
+            sock: 0
+        })
+    );
+    // Shorter than level + name.
+    let mut f = [0u8; HEADER_LEN + 4];
+    f[0] = Kind::SockOpt as u8;
+    f[4] = 4;
+    f[8] = 1;
+    assert_eq!(
+        Msg::decode(&f),
+        Err(DecodeError::BadLength {
+            kind: Kind::SockOpt,
+            len: 4
+        })
+    );
+    let big = [0u8; MAX_OPT_LEN + 1];
+    let m = Msg::SockOpt {
+        sock: 1,
+        level: 1,
+        name: 1,
+        value: &big,
+    };
+    assert_eq!(
+        m.encode(&mut [0u8; 1024]),
+        Err(EncodeError::ValueTooLong {
+            len: MAX_OPT_LEN + 1
+        })
+    );
+}

@@ -210,6 +210,12 @@ pub enum Note {
         /// 0 or the instance's errno.
         errno: i32,
     },
+    /// A socket was reset: its app wrote an in-band option marker that no
+    /// record matched in time (see [`inband`](crate::inband)).
+    InbandReset {
+        /// Socket.
+        sock: Handle,
+    },
     /// A listener was replicated onto an instance.
     Replicated {
         /// Instance.

@@ -12,6 +12,8 @@ pub mod opt {
     pub const SO_TYPE: i32 = 3;
     /// `SO_ERROR`.
     pub const SO_ERROR: i32 = 4;
+    /// `SO_LINGER`.
+    pub const SO_LINGER: i32 = 13;
     /// `SO_REUSEPORT`.
     pub const SO_REUSEPORT: i32 = 15;
     /// `SO_ACCEPTCONN`.
@@ -49,6 +51,12 @@ pub struct Config {
     pub max_sockets: usize,
     /// Most remembered socket options per socket.
     pub max_opts: usize,
+    /// Most in-band option records waiting for their marker per socket
+    /// (the oldest is dropped beyond).
+    pub max_inband: usize,
+    /// How long a marker may wait for its record before its socket is
+    /// reset (nanoseconds).
+    pub inband_stall_ns: u64,
 }
 
 impl Default for Config {
@@ -59,6 +67,8 @@ impl Default for Config {
             placement: Placement::LeastBusy,
             max_sockets: 1 << 20,
             max_opts: 32,
+            max_inband: 16,
+            inband_stall_ns: 2_000_000_000,
         }
     }
 }

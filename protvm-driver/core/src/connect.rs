@@ -25,6 +25,9 @@ use crate::{Action, ConnId, Driver, Handle, InstId, ShimReply, SockState, Violat
 impl Driver {
     /// `connect()`, stream or datagram.
     pub(crate) fn op_connect(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        if !self.carried_opts(c, out) {
+            return;
+        }
         let Call { conn, req, h } = c;
         let s = &self.socks[&h];
         let Some(addr) = req.addr else {

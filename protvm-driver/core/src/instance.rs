@@ -207,6 +207,7 @@ impl Driver {
         for id in late {
             self.instance_failed(id, Violation::HeartbeatTimeout, out);
         }
+        self.inband_tick(now, out);
     }
 
     /// Whether `inst` is known and not dead.

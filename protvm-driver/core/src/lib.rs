@@ -32,6 +32,7 @@
 //! | [`bind`] | `bind()` and auto-bind | bind requests and their replies |
 //! | [`connect`] | `connect()` | stream and datagram connects, `Connected` |
 //! | [`options`] | `setsockopt`/`getsockopt` | remembered options, the options the driver answers itself |
+//! | [`inband`] | where in the stream does an option apply? | shim records waiting for their marker, stalled markers |
 //! | [`frame`] | what may an instance say, and what does it mean? | socket-id resolution, one function per frame kind, the first violation kills the instance |
 //! | [`relay`] | how much may flow? | per-socket send credit and receive window, app EOF and close |
 //! | [`action`] | what must the host do? | [`Action`], [`ShimReply`], [`ReplyFd`], [`Note`], [`Violation`] |
@@ -74,6 +75,7 @@ pub mod connect;
 pub mod errno;
 pub mod frame;
 pub mod host;
+pub mod inband;
 pub mod instance;
 pub mod listener;
 pub mod options;
@@ -85,6 +87,8 @@ pub mod socket;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_inband;
+#[cfg(test)]
 mod tests_semantics;
 
 use alloc::collections::BTreeMap;
@@ -93,6 +97,7 @@ use alloc::vec::Vec;
 pub use action::{Action, Note, ReplyFd, ShimReply, Violation};
 pub use config::{Config, Placement, opt};
 pub use host::{AppSockets, Host, InstanceLinks, LinkFailed, NoAppSide, NoteSink, ShimReplies};
+pub use inband::{InbandStats, Marked};
 pub use instance::{InstState, Instance};
 pub use socket::{SockState, SocketInfo};
 
@@ -132,6 +137,10 @@ pub struct Driver {
     listeners: Vec<Handle>,
     /// [`action`]: notes for the host, oldest first.
     notes: Vec<Note>,
+    /// [`inband`]: counters.
+    inband: InbandStats,
+    /// [`inband`]: sockets whose relay waits for a record.
+    stalled: Vec<Handle>,
 }
 
 impl Driver {
@@ -150,6 +159,8 @@ impl Driver {
             listeners: Vec::new(),
             next_handle: 1,
             notes: Vec::new(),
+            inband: InbandStats::default(),
+            stalled: Vec::new(),
         }
     }
 

@@ -41,6 +41,9 @@ impl Driver {
     /// `listen()`: on the socket's instance first; the replicas follow
     /// once its address is known.
     pub(crate) fn op_listen(&mut self, c: Call<'_>, out: &mut Vec<Action>) {
+        if !self.carried_opts(c, out) {
+            return;
+        }
         let Call { conn, req, h } = c;
         let s = &self.socks[&h];
         if s.ty != SockType::Stream {

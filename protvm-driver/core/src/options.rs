@@ -177,6 +177,41 @@ impl Driver {
         });
     }
 
+    /// The options a shim carries with `connect`/`listen` (set before, and
+    /// answered by the shim then): 12-byte entries, level and name as
+    /// little-endian `i32`, the value a native `int`. Each is remembered
+    /// (a listener's replicas and accepted connections get it) and, if the
+    /// socket is placed already, sent to its instance now, before the
+    /// request itself; an unplaced socket gets them with its `Open`.
+    /// `false` (and `EINVAL` answered) if the list is malformed.
+    pub(crate) fn carried_opts(&mut self, c: Call<'_>, out: &mut Vec<Action>) -> bool {
+        let v = c.req.value;
+        if !v.len().is_multiple_of(12) {
+            out.push(c.reply(errno::EINVAL));
+            return false;
+        }
+        let max_opts = self.cfg.max_opts;
+        for e in v.chunks_exact(12) {
+            let level = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            let name = i32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            let value = OptValue::new(&e[8..]);
+            let Some(s) = self.socks.get_mut(&c.h) else {
+                return false;
+            };
+            s.remember(level, name, value, max_opts);
+            if let Some(inst) = s.inst {
+                self.send_opt(
+                    inst,
+                    c.h,
+                    Pending::Internal { sock: c.h },
+                    (level, name, value),
+                    out,
+                );
+            }
+        }
+        true
+    }
+
     /// `SO_REUSEPORT` on for socket `h` on `inst`: every instance-side
     /// socket that may become a listener replica has it, so replicas on
     /// one instance never clash (the app's own value lives in the driver).

@@ -7,6 +7,7 @@
 //!                   Data frames ─▶ consume_credit; the instance's Credit frames refill it
 //!  instance → app:  Data (data_in: ownership and window checked) ─▶ host writes it
 //!                   to the app side ─▶ delivered ─▶ Credit back in quarter windows
+//!                   (never per small write: the instance keeps ¾ of its window)
 //!  app EOF:         app_eof(hup = false): Eof after the bytes before it
 //!  app gone:        app_eof(hup = true): Close on every instance holding it,
 //!                   forgotten on the last Closed (closed_on)
@@ -44,6 +45,10 @@ impl Driver {
         }
         let s = self.socks.get(&sock)?;
         let inst = s.inst?;
+        if s.stalled.is_some() {
+            // A marker waits for its record: nothing after it may pass.
+            return None;
+        }
         let ok = match s.ty {
             SockType::Stream => s.state == SockState::Connected && !s.eof_sent,
             SockType::Dgram => s.state != SockState::Dead && s.state != SockState::Closing,
@@ -60,14 +65,18 @@ impl Driver {
 
     /// The host wrote `n` bytes from the instance into `sock`'s pair
     /// (or dropped a datagram); `drained` when nothing stays buffered.
-    /// Credit is returned in batches of a quarter window, or on drain.
-    pub fn delivered(&mut self, sock: Handle, n: u32, drained: bool, out: &mut Vec<Action>) {
+    /// Credit is returned in batches of a quarter window: with nothing
+    /// buffered, what the instance has outstanding is the uncredited part,
+    /// under a quarter, so it always has three quarters of its window to
+    /// send and never waits for the rest (a `Credit` per small response
+    /// would cost both sides a wake-up per request).
+    pub fn delivered(&mut self, sock: Handle, n: u32, _drained: bool, out: &mut Vec<Action>) {
         let quarter = (self.cfg.window / 4).max(1);
         let Some(s) = self.socks.get_mut(&sock) else {
             return;
         };
         s.recv_uncredited = s.recv_uncredited.saturating_add(n);
-        if s.recv_uncredited == 0 || (s.recv_uncredited < quarter && !drained) {
+        if s.recv_uncredited < quarter {
             return;
         }
         let Some(inst) = s.inst else { return };

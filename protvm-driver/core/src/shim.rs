@@ -18,7 +18,8 @@
 //! A shim names its socket by the fd it sends with the request; the host
 //! resolves it ([`Driver::lookup_inode`]) and a request about no socket of
 //! ours gets `ENOTSOCK`. Every request gets exactly one
-//! [`Action::Reply`], now or when the instance answers.
+//! [`Action::Reply`], now or when the instance answers; `SockOpt` is a
+//! record, not a request, and gets none ([`inband`](crate::inband)).
 
 use alloc::vec::Vec;
 
@@ -72,6 +73,9 @@ impl Driver {
         };
         let c = Call { conn, req, h };
         match req.op {
+            // Records are not requests: the host hands them to
+            // `inband_record`; one sent here gets no answer either.
+            Op::SockOpt => {}
             Op::Socket => out.push(c.reply(errno::EINVAL)),
             Op::Identify => self.op_identify(c, out),
             Op::TakeError => self.op_take_error(c, out),

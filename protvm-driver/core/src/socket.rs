@@ -100,6 +100,10 @@ pub(crate) struct Sock {
     /// accept credit they had left (connections they accepted before the
     /// close are still taken).
     pub(crate) retiring_replicas: Vec<(InstId, u32)>,
+    /// In-band option records waiting for their marker ([`inband`](crate::inband)).
+    pub(crate) inband: Vec<crate::inband::Record>,
+    /// A marker read before its record: the relay waits.
+    pub(crate) stalled: Option<crate::inband::Stalled>,
 }
 
 impl Sock {
@@ -133,6 +137,8 @@ impl Sock {
             accepted_on: None,
             close_waits: Vec::new(),
             retiring_replicas: Vec::new(),
+            inband: Vec::new(),
+            stalled: None,
         }
     }
 
@@ -295,6 +301,9 @@ impl Driver {
         let Some(s) = self.socks.remove(&sock) else {
             return;
         };
+        if s.stalled.is_some() {
+            self.inband_forget(sock);
+        }
         if self.by_inode.get(&s.inode) == Some(&sock) {
             self.by_inode.remove(&s.inode);
         }

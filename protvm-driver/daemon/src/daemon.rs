@@ -76,6 +76,8 @@ struct Daemon {
     /// Zero of the core's clock.
     start: Instant,
     max_shims: usize,
+    /// `--app-sndbuf` (resolved).
+    app_sndbuf: usize,
     ctl: ctl::Ctl,
     bal: balancer::Balancer,
     sup: supervisor::Supervisor,
@@ -154,6 +156,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         sock_dev: None,
         start: Instant::now(),
         max_shims: args.max_shims,
+        app_sndbuf: args.app_sndbuf.unwrap_or_else(shimio::tcp_wmem_max),
         ctl: ctl::Ctl::new(
             ctl_listener,
             ctl::CtlConfig {

@@ -75,6 +75,16 @@ pub struct Args {
     /// Per-socket receive window granted to instances (bytes).
     #[arg(long, default_value_t = 256 << 10)]
     pub window: u32,
+    /// Send buffer of the app's end of each stream socket (bytes; the
+    /// kernel doubles it, as for any `SO_SNDBUF`). An AF_UNIX end stops
+    /// being writable at a quarter of it, a TCP socket at two thirds of its
+    /// autotuned buffer: the default, the maximum of `net.ipv4.tcp_wmem`
+    /// (4 MiB if unreadable), makes an INS socket accept about what a
+    /// loopback TCP socket does before `poll` says "not writable". 0 keeps
+    /// the kernel's default for Unix sockets. Set with `SO_SNDBUFFORCE` when
+    /// allowed, else capped at `net.core.wmem_max`.
+    #[arg(long)]
+    pub app_sndbuf: Option<usize>,
     /// Capacity of each ring (bytes, power of two).
     #[arg(long, default_value_t = 1 << 20)]
     pub ring_capacity: u32,

@@ -4,7 +4,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::event::{PollFd, PollFlags};
@@ -68,23 +68,34 @@ pub enum Packet {
     },
 }
 
+/// One non-blocking `recvmsg` into `buf` and `control` (`EINTR` retried).
+fn recv_nb(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    control: &mut RecvAncillaryBuffer<'_>,
+) -> rustix::io::Result<rustix::net::RecvMsg> {
+    loop {
+        match rustix::net::recvmsg(
+            fd,
+            &mut [IoSliceMut::new(buf)],
+            control,
+            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Receives one packet (and at most a few fds) without blocking.
 pub fn recv_packet(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Packet> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = loop {
-        match rustix::net::recvmsg(
-            fd,
-            &mut [IoSliceMut::new(buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
-        ) {
-            Ok(m) => break m,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::AGAIN) => return Ok(Packet::None),
-            Err(rustix::io::Errno::CONNRESET) => return Ok(Packet::Closed),
-            Err(e) => return Err(e.into()),
-        }
+    let msg = match recv_nb(fd, buf, &mut control) {
+        Ok(m) => m,
+        Err(rustix::io::Errno::AGAIN) => return Ok(Packet::None),
+        Err(rustix::io::Errno::CONNRESET) => return Ok(Packet::Closed),
+        Err(e) => return Err(e.into()),
     };
     let mut fds: Vec<OwnedFd> = Vec::new();
     for m in control.drain() {
@@ -135,10 +146,35 @@ pub fn send_packet(
     }
 }
 
+/// The default `--app-sndbuf`: the largest send buffer Linux TCP
+/// autotunes to (`net.ipv4.tcp_wmem`'s third field), 4 MiB if unreadable.
+pub fn tcp_wmem_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
+/// Sets the send buffer of an app end: `SO_SNDBUFFORCE` (beyond
+/// `net.core.wmem_max`, needs `CAP_NET_ADMIN`), else `SO_SNDBUF` (capped).
+/// 0 leaves it alone.
+pub fn set_app_sndbuf(app: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    match rustix::net::sockopt::set_socket_send_buffer_size_force(app, bytes) {
+        Ok(()) => Ok(()),
+        Err(_) => Ok(rustix::net::sockopt::set_socket_send_buffer_size(
+            app, bytes,
+        )?),
+    }
+}
+
 /// A socket pair: `(driver end (non-blocking), app end (blocking))`,
 /// both close-on-exec. Streams use `SOCK_STREAM`, datagrams
-/// `SOCK_SEQPACKET`.
-pub fn pair(stream: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+/// `SOCK_SEQPACKET`; a stream's app end gets send buffer `app_sndbuf`
+/// ([`set_app_sndbuf`]).
+pub fn pair(stream: bool, app_sndbuf: usize) -> io::Result<(OwnedFd, OwnedFd)> {
     let ty = if stream {
         SocketType::STREAM
     } else {
@@ -151,7 +187,60 @@ pub fn pair(stream: bool) -> io::Result<(OwnedFd, OwnedFd)> {
         None,
     )?;
     rustix::io::ioctl_fionbio(&b, false)?;
+    if stream {
+        // The writer's pid with every read: it says whose in-band option
+        // marker a read brought (see `read_stream`).
+        rustix::net::sockopt::set_socket_passcred(&a, true)?;
+        set_app_sndbuf(b.as_fd(), app_sndbuf)?;
+    }
     Ok((a, b))
+}
+
+/// One read of a stream pair's driver end ([`read_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamRead {
+    /// Bytes read (0: end of file).
+    pub n: usize,
+    /// The read ended with an in-band option marker: it carried
+    /// `SCM_RIGHTS`. The kernel ends a stream read after an skb that
+    /// carries fds, so the marker is the last byte read. There is room
+    /// for the credentials only, so the kernel drops the fd itself and
+    /// says so with `MSG_CTRUNC`: no descriptor is installed here, none
+    /// needs closing, and the fd limit never gets in the way.
+    pub marker: bool,
+    /// The writer's pid (`SCM_CREDENTIALS`; 0 if none came).
+    pub pid: u32,
+}
+
+/// Reads from a stream pair's driver end (made by [`pair`]) without
+/// blocking, noticing in-band option markers. `EINTR` is retried.
+pub fn read_stream(fd: BorrowedFd<'_>, buf: &mut [u8]) -> rustix::io::Result<StreamRead> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = recv_nb(fd, buf, &mut control)?;
+    let mut marker = msg.flags.contains(ReturnFlags::CTRUNC);
+    let mut pid = 0;
+    for m in control.drain() {
+        match m {
+            // Only if a writer also sent credentials first and the buffer
+            // grows: closed on drop.
+            RecvAncillaryMessage::ScmRights(fds) => {
+                for f in fds {
+                    drop(f);
+                    marker = true;
+                }
+            }
+            RecvAncillaryMessage::ScmCredentials(c) => {
+                pid = c.pid.as_raw_nonzero().get() as u32;
+            }
+            _ => {}
+        }
+    }
+    Ok(StreamRead {
+        n: msg.bytes,
+        marker: marker && msg.bytes > 0,
+        pid,
+    })
 }
 
 /// `(st_dev, st_ino)` of a socket fd; `None` if it is not a socket.
@@ -234,6 +323,6 @@ pub fn unfill(
             Err(e) => return Err(e.into()),
         }
     }
-    rustix::net::sockopt::set_socket_send_buffer_size(app, (old / 2).max(1))?;
+    set_app_sndbuf(app, (old / 2).max(1))?;
     Ok(())
 }

@@ -6,6 +6,8 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
+use ins_protocol::msg::OptValue;
+
 use crate::hash::HashSet;
 
 use crate::flow::FlowId;
@@ -29,11 +31,23 @@ pub(super) enum Phase {
     Dead,
 }
 
-/// Bytes from the driver that the kernel has not taken yet.
+/// An in-band option (`SockOpt`) that waits for the bytes before it.
+#[derive(Debug)]
+pub(super) struct PendingOpt {
+    /// Pending bytes still to hand to the kernel before it applies.
+    pub(super) at: usize,
+    pub(super) level: i32,
+    pub(super) name: i32,
+    pub(super) value: OptValue,
+}
+
+/// Bytes from the driver that the kernel has not taken yet, and the
+/// in-band options between them (in stream order).
 #[derive(Debug, Default)]
 pub(super) struct TxBuf {
     pub(super) buf: Vec<u8>,
     pub(super) off: usize,
+    pub(super) opts: Vec<PendingOpt>,
 }
 
 impl TxBuf {
@@ -46,6 +60,9 @@ impl TxBuf {
     }
 
     pub(super) fn consume(&mut self, n: usize) {
+        for o in &mut self.opts {
+            o.at = o.at.saturating_sub(n);
+        }
         self.off = self.off.saturating_add(n).min(self.buf.len());
         if self.off == self.buf.len() {
             self.buf.clear();
@@ -103,6 +120,9 @@ pub(super) struct Sock<H> {
     pub(super) wr_closed: bool,
     /// Rate-limit retry time, if deferred.
     pub(super) deferred: Option<u64>,
+    /// A hang-up, read-closed or error was reported (sticky): reads go on
+    /// until end of stream or `EAGAIN`, short or not.
+    pub(super) closed_hint: bool,
     pub(super) udp: Option<Box<UdpState>>,
     /// Live telemetry of a TCP connection (while telemetry is on).
     pub(super) tel: Option<Box<ConnTel>>,
@@ -128,6 +148,7 @@ impl<H> Sock<H> {
             shut_wr_pending: false,
             wr_closed: false,
             deferred: None,
+            closed_hint: false,
             udp: match ty {
                 SockType::Datagram => Some(Box::default()),
                 SockType::Stream => None,

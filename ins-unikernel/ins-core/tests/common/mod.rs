@@ -25,6 +25,8 @@ pub struct FakeSock {
     pub peer: Option<SocketAddr>,
     pub linger_zero: bool,
     pub shut_wr: bool,
+    /// Options set: (bytes sent before, level, name, value).
+    pub opts: Vec<(usize, i32, i32, Vec<u8>)>,
 }
 
 #[derive(Default)]
@@ -119,6 +121,7 @@ impl Stack for FakeStack {
     }
     fn set_opt(&mut self, h: u32, level: i32, name: i32, value: &[u8]) -> Result<(), Errno> {
         let s = self.get(h)?;
+        s.opts.push((s.sent.len(), level, name, value.to_vec()));
         if (level, name) == (opt::SOL_SOCKET, opt::SO_LINGER) {
             s.linger_zero = value.get(..8) == Some(&[1, 0, 0, 0, 0, 0, 0, 0][..]);
         }

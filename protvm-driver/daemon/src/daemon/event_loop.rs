@@ -209,10 +209,13 @@ impl Daemon {
 
     /// Readiness on a socket pair's driver end.
     fn sock_event(&mut self, h: Handle, flags: EventFlags) {
-        if let Some(s) = self.socks.get_mut(&h)
-            && flags.contains(EventFlags::HUP)
-        {
-            s.hup = true;
+        if let Some(s) = self.socks.get_mut(&h) {
+            if flags.contains(EventFlags::HUP) {
+                s.hup = true;
+            }
+            if flags.intersects(EventFlags::HUP | EventFlags::RDHUP) {
+                s.rdhup = true;
+            }
         }
         if flags.contains(EventFlags::OUT) {
             self.sock_writable(h);

@@ -43,6 +43,8 @@ struct DaemonHost<'a> {
     /// socket it names.
     req_fd: Option<BorrowedFd<'a>>,
     req_sock: Option<Handle>,
+    /// `--app-sndbuf`.
+    app_sndbuf: usize,
 }
 
 impl InstanceLinks for DaemonHost<'_> {
@@ -69,7 +71,7 @@ impl AppSockets for DaemonHost<'_> {
         listener: Handle,
         inst: InstId,
     ) -> Result<u64, NoAppSide> {
-        let made = shimio::pair(true).and_then(|(drv, app)| {
+        let made = shimio::pair(true, self.app_sndbuf).and_then(|(drv, app)| {
             let id =
                 shimio::socket_id(app.as_fd())?.ok_or_else(|| io::Error::other("not a socket"))?;
             Ok((drv, app, id.1))
@@ -96,6 +98,7 @@ impl AppSockets for DaemonHost<'_> {
     fn token(&mut self, listener: Handle) {
         if let Some(s) = self.socks.get_mut(&listener) {
             s.add_token();
+            s.sync_out(self.epfd, listener);
         }
     }
 
@@ -174,6 +177,7 @@ impl Daemon {
             resume: &mut self.resume,
             req_fd,
             req_sock,
+            app_sndbuf: self.app_sndbuf,
         };
         self.core.execute(&mut self.actions, &mut host);
     }

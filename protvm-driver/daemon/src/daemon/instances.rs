@@ -162,11 +162,14 @@ impl Daemon {
         };
         let _ = bell;
         let max_payload = ep.tx.config().max_frame as usize - HEADER_LEN;
+        // Edge-triggered: every notify is an event of its own, so the
+        // eventfd is never read (one syscall less per wake-up; its counter
+        // cannot reach its 2^64 - 2 limit).
         let r = add(
             &self.epfd,
             ep.rx_bell.as_fd(),
             K_INST_BELL | u64::from(inst),
-            EventFlags::IN,
+            EventFlags::IN | EventFlags::ET,
         )
         .and_then(|()| {
             add(
@@ -254,7 +257,6 @@ impl Daemon {
         let Some(x) = self.insts.get_mut(&inst) else {
             return;
         };
-        let _ = x.ep.rx_bell.drain();
         if x.retry_queued().is_err() {
             self.fail_instance(inst, Violation::ChannelFailed);
             return;

@@ -17,21 +17,30 @@
 //!
 //! A non-blocking `connect` keeps the app end unwritable with *filler*
 //! bytes until the instance reports the result (see `shimio::fill`).
+//!
+//! In-band options: a stream read that brought an `SCM_RIGHTS` fd ends with
+//! a shim's option marker ([`shimio::read_stream`]); the bytes before it
+//! are pushed, then the matching record's `SockOpt` frame
+//! ([`driver_core::inband`]), or the socket waits for its record.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use driver_core::{Handle, Violation};
-use ins_protocol::msg::{self, DATA_TO_PREFIX_LEN, HEADER_LEN, Msg, WireAddr};
+use driver_core::{Handle, Marked, Violation};
+use ins_protocol::msg::{self, DATA_TO_PREFIX_LEN, HEADER_LEN, MAX_OPT_LEN, Msg, WireAddr};
 use ins_protocol::ring::RingError;
 use rustix::event::epoll::EventFlags;
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
 use tracing::{debug, warn};
 
-use super::Daemon;
 use super::event_loop::{K_SOCK, add};
+use super::{Daemon, now_ns};
 use crate::shimio;
+
+/// Ring space kept after a read's bytes for the in-band option frame its
+/// marker may bring (header, level and name, the largest value, padding).
+const OPT_FRAME: usize = HEADER_LEN + 8 + MAX_OPT_LEN + 16;
 
 /// The driver end of one socket's pair, and what is in flight through it.
 pub(super) struct SockIo {
@@ -50,6 +59,12 @@ pub(super) struct SockIo {
     /// A datagram waiting for credit.
     held: Option<Vec<u8>>,
     pub(super) hup: bool,
+    /// The app shut its write side or let go (`EPOLLRDHUP`/`EPOLLHUP`
+    /// seen; sticky): a short read no longer proves the end drained.
+    pub(super) rdhup: bool,
+    /// `EPOLLOUT` is in the interest set (only while something waits to be
+    /// written: instance bytes, tokens).
+    out_armed: bool,
 }
 
 impl SockIo {
@@ -124,6 +139,40 @@ impl SockIo {
     }
 }
 
+/// The epoll interest of a driver end: always readable and hang-up,
+/// edge-triggered; writable only while something waits to be written (a
+/// wake-up per `read` of the app otherwise).
+fn interest(out: bool) -> EventFlags {
+    let base = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
+    if out { base | EventFlags::OUT } else { base }
+}
+
+impl SockIo {
+    /// Whether anything waits for the driver end to become writable.
+    fn waits_to_write(&self) -> bool {
+        self.tokens_owed > 0 || self.inbuf_off < self.inbuf.len()
+    }
+
+    /// Puts `EPOLLOUT` in or out of the interest set to match
+    /// [`SockIo::waits_to_write`].
+    pub(super) fn sync_out(&mut self, epfd: &OwnedFd, h: Handle) {
+        let want = self.waits_to_write();
+        if want == self.out_armed {
+            return;
+        }
+        let r = rustix::event::epoll::modify(
+            epfd,
+            &self.drv,
+            rustix::event::epoll::EventData::new_u64(K_SOCK | u64::from(h)),
+            interest(want),
+        );
+        match r {
+            Ok(()) => self.out_armed = want,
+            Err(e) => warn!(sock = h, error = %e, "epoll interest"),
+        }
+    }
+}
+
 /// Registers a socket's driver end (edge-triggered) and adds it to the
 /// table; `app` is an app end the daemon keeps (an accepted connection's,
 /// until `accept` hands it over).
@@ -135,12 +184,7 @@ pub(super) fn register(
     stream: bool,
     app: Option<OwnedFd>,
 ) -> io::Result<()> {
-    add(
-        epfd,
-        drv.as_fd(),
-        K_SOCK | u64::from(h),
-        EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET,
-    )?;
+    add(epfd, drv.as_fd(), K_SOCK | u64::from(h), interest(false))?;
     socks.insert(
         h,
         SockIo {
@@ -155,6 +199,8 @@ pub(super) fn register(
             tokens_owed: 0,
             held: None,
             hup: false,
+            rdhup: false,
+            out_armed: false,
         },
     );
     Ok(())
@@ -213,6 +259,7 @@ impl Daemon {
                     s.inbuf.extend_from_slice(&bytes[written..]);
                 }
                 let drained = s.inbuf.len() == s.inbuf_off;
+                s.sync_out(&self.epfd, h);
                 self.core
                     .delivered(h, written as u32, drained, &mut self.actions);
             }
@@ -268,6 +315,7 @@ impl Daemon {
             s.shut_after_drain = false;
             let _ = rustix::net::shutdown(&s.drv, Shutdown::Write);
         }
+        s.sync_out(&self.epfd, h);
         if written > 0 {
             self.core
                 .delivered(h, written as u32, drained, &mut self.actions);
@@ -347,13 +395,14 @@ impl Daemon {
                 Ok(sp) => sp,
                 Err(_) => return,
             };
+            // Room is kept for an in-band option frame after the bytes.
             let max = (credit as usize)
                 .min(x.max_payload)
-                .min(space.saturating_sub(HEADER_LEN));
+                .min(space.saturating_sub(HEADER_LEN + OPT_FRAME));
             if max == 0 {
                 let _ = x.ep.tx.flush();
                 x.dirty = true;
-                match x.ep.tx.prepare_wait_space(HEADER_LEN + 1) {
+                match x.ep.tx.prepare_wait_space(HEADER_LEN + OPT_FRAME + 1) {
                     Ok(true) => continue,
                     _ => {
                         if !x.blocked.contains(&h) {
@@ -363,31 +412,69 @@ impl Daemon {
                     }
                 }
             }
-            let n = match rustix::io::read(&s.drv, &mut self.scratch[..max]) {
-                Ok(0) => {
+            let r = match shimio::read_stream(s.drv.as_fd(), &mut self.scratch[..max]) {
+                Ok(r) if r.n == 0 => {
                     let hup = s.hup || shimio::hung_up(s.drv.as_fd());
                     self.core.app_eof(h, hup, &mut self.actions);
                     return;
                 }
-                Ok(n) => n,
-                Err(rustix::io::Errno::INTR) => continue,
+                Ok(r) => r,
                 Err(_) => return,
             };
-            let mut hdr = [0u8; HEADER_LEN];
-            if msg::encode_data_header(wire, n, &mut hdr).is_err() {
-                return;
-            }
-            match x.ep.tx.try_push_parts(&[&hdr, &self.scratch[..n]]) {
-                Ok(()) => {
-                    x.dirty = true;
-                    self.core.consume_credit(h, n as u32);
+            // An in-band option marker is the last byte of a read. A read
+            // shorter than asked that no marker cut took everything there
+            // was: more bytes make a new edge (unless the app's EOF was
+            // seen already, which makes none).
+            let drained = !r.marker && r.n < max && !s.rdhup;
+            let n = if r.marker { r.n - 1 } else { r.n };
+            if n > 0 {
+                let mut hdr = [0u8; HEADER_LEN];
+                if msg::encode_data_header(wire, n, &mut hdr).is_err() {
+                    return;
                 }
-                Err(e) => {
+                if let Err(e) = x.ep.tx.try_push_parts(&[&hdr, &self.scratch[..n]]) {
                     // Space was checked; only a corrupt ring gets here.
                     warn!(inst, error = %e, "ring push");
                     self.fail_instance(inst, Violation::ChannelFailed);
                     return;
                 }
+                x.dirty = true;
+                self.core.consume_credit(h, n as u32);
+            }
+            if r.marker {
+                let tag = self.scratch[n];
+                let now = now_ns(self.start);
+                match self
+                    .core
+                    .inband_marker(h, r.pid, tag, now, &mut self.actions)
+                {
+                    Marked::Apply { inst: to, frame } if to == inst => {
+                        // Room was kept: it goes into the ring, right
+                        // after the bytes before the marker.
+                        if x.send(inst, &frame).is_err() {
+                            self.fail_instance(inst, Violation::ChannelFailed);
+                            return;
+                        }
+                    }
+                    Marked::Stall => {
+                        debug!(
+                            sock = h,
+                            pid = r.pid,
+                            tag,
+                            "in-band marker before its record"
+                        );
+                        return;
+                    }
+                    Marked::Apply { .. } | Marked::Ignore => {
+                        if !self.actions.is_empty() {
+                            // A reset: the socket is done.
+                            return;
+                        }
+                    }
+                }
+            }
+            if drained {
+                return;
             }
         }
     }

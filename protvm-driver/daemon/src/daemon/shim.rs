@@ -143,6 +143,15 @@ impl Daemon {
             self.op_socket(conn, req);
             return;
         }
+        let pid = self.shims.get(&conn).map_or(0, |s| s.pid as u32);
+        if req.op == Op::SockOpt {
+            // A record: never answered; an fd sent with it means nothing.
+            drop(fd);
+            self.core
+                .inband_record(pid, req.seq, req.args, req.value, &mut self.actions);
+            self.apply(None, None);
+            return;
+        }
         let Some(fd) = fd else {
             self.reply_now(conn, req, driver_core::errno::EBADF, None);
             return;
@@ -151,6 +160,17 @@ impl Daemon {
             Ok(Some((dev, ino))) if Some(dev) == self.sock_dev => self.core.lookup_inode(ino),
             _ => None,
         };
+        if let Some(h) = sock
+            && matches!(req.op, Op::SetOpt | Op::GetOpt)
+        {
+            if req.op == Op::SetOpt && req.args[2] == 1 {
+                // The shim could not write the marker of this record.
+                self.core.inband_cancel(h, pid, req.args[3] as u32);
+            }
+            // What the app wrote before this call goes first, as the
+            // kernel would have it.
+            self.relay_out(h);
+        }
         self.core.shim_request(conn, req, sock, &mut self.actions);
         self.apply(Some(fd.as_fd()), sock);
     }
@@ -160,7 +180,7 @@ impl Daemon {
     fn op_socket(&mut self, conn: ConnId, req: &Control<'_>) {
         let [domain, ty, proto, _] = req.args;
         let stream = ty == 1;
-        let (drv, app) = match shimio::pair(stream) {
+        let (drv, app) = match shimio::pair(stream, self.app_sndbuf) {
             Ok(p) => p,
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(driver_core::errno::EIO);

@@ -260,6 +260,10 @@ impl NoteSink for Ctl {
                 warn!(inst, sock, errno, "internal request failed on instance")
             }
             Note::Replicated { inst, sock } => info!(inst, sock, "listener replicated"),
+            Note::InbandReset { sock } => warn!(
+                sock,
+                "connection reset: its app wrote an in-band option marker that no record matched"
+            ),
             Note::MitigateDone { inst, tag, errno } => self.mitigate_done(inst, tag, errno),
         }
     }
