@@ -20,10 +20,16 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 pub const MAGIC: u32 = u32::from_le_bytes(*b"INS\x01");
 
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+///
+/// * 1: the first wire format.
+/// * 2: adds `SockOpt` (driver → instance, in-band socket options) and
+///   `Telemetry` (instance → driver, live per-connection metrics). A
+///   version-1 peer would take either for a protocol violation, so 1 is no
+///   longer accepted.
+pub const VERSION: u16 = 2;
 
 /// The oldest protocol version this build still accepts.
-pub const MIN_VERSION: u16 = 1;
+pub const MIN_VERSION: u16 = 2;
 
 /// Which end of a channel sent a hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
