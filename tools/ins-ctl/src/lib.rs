@@ -13,6 +13,7 @@
 
 pub mod cmds;
 pub mod detect;
+pub mod out;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
@@ -52,6 +53,7 @@ Exit codes:
   5  unknown instance id
   6  bad address prefix
   7  timed out waiting (start, drain, stop)
+141  standard output was closed (`ins-ctl flows | head`): quiet, as coreutils
 
 Run directory: --run-dir, else $INS_RUN_DIR, else /run/ins for root,
 else $XDG_RUNTIME_DIR/ins, else /tmp/ins-UID.";
@@ -135,6 +137,13 @@ pub fn default_run_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/ins-{uid}"))
 }
 
+/// The driver's management socket in `run_dir` (`RUN_DIR/ctl.sock`):
+/// where `ins-ctl`, `ins-flow` and `ins-detect` find the driver, with
+/// `run_dir` from `--run-dir` or [`default_run_dir`].
+pub fn ctl_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("ctl.sock")
+}
+
 /// A connection to the driver's control socket.
 pub struct Client {
     r: BufReader<UnixStream>,
@@ -144,7 +153,7 @@ pub struct Client {
 impl Client {
     /// Connects to `RUN_DIR/ctl.sock`.
     pub fn connect(run_dir: &Path) -> Result<Client> {
-        let path = run_dir.join("ctl.sock");
+        let path = ctl_socket(run_dir);
         let s = UnixStream::connect(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => {
                 CtlError::Permission(format!("{}: {e}", path.display()))
