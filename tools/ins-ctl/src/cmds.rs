@@ -348,8 +348,10 @@ pub fn run(run_dir: &Path, isolate: bool, argv: &[String]) -> Result<std::conver
             "run: no command given (ins-ctl run -- CMD ARGS…)".into(),
         ));
     }
-    // Fail early and clearly when no driver listens.
-    call(run_dir, json!({"cmd": "status"}))?;
+    // Fail early and clearly when no driver listens. Only the shim socket
+    // is needed: a plain run works for any user the driver's
+    // `--shim-mode` lets in, without access to ctl.sock.
+    crate::probe_shim(run_dir)?;
     let shim = sibling("libshim.so")?;
     let preload = match std::env::var("LD_PRELOAD") {
         Ok(p) if !p.is_empty() => format!("{}:{p}", shim.display()),
@@ -377,7 +379,7 @@ pub fn run(run_dir: &Path, isolate: bool, argv: &[String]) -> Result<std::conver
         c
     };
     cmd.env("LD_PRELOAD", preload)
-        .env("INS_SHIM_SOCKET", run_dir.join("shim.sock"));
+        .env("INS_SHIM_SOCKET", crate::shim_socket(run_dir));
     // exec: the program replaces ins-ctl, so signals and the exit status
     // are its own.
     use std::os::unix::process::CommandExt as _;
