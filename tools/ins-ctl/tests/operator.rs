@@ -280,3 +280,121 @@ fn run_without_a_driver_says_not_running() {
         stderr(&o)
     );
 }
+
+/// Opens N connections to 127.0.0.1:PORT, sends 5 bytes on each, says
+/// "ready" and holds them until a byte arrives on stdin.
+const HOLDER: &str = r#"
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+cs = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+for c in cs:
+    c.sendall(b"hello")
+sys.stdout.write("ready\n"); sys.stdout.flush()
+sys.stdin.read(1)
+for c in cs:
+    c.close()
+"#;
+
+/// `list` right after a burst: the figures are current, not a heartbeat
+/// old. The instance beats only once a minute here (its first beat is at
+/// start, before any traffic), so every non-zero figure below comes from
+/// the driver's own tables and the flow records, as they are now.
+#[test]
+fn list_is_current_right_after_a_burst() {
+    use std::io::{Read as _, Write as _};
+    let mut ins = Ins::new("fresh");
+    ins.ok(&[
+        "up",
+        "--instances",
+        "1",
+        "--",
+        "--heartbeat-timeout-ms",
+        "180000",
+        "--ins-arg=--heartbeat-ms=60000",
+    ]);
+    let port = free_port();
+    ins.serve(port);
+    let base = ins.list();
+    assert_eq!(base.len(), 1, "{base:?}");
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(u64::MAX);
+    let (in0, out0) = (n(&base[0], "bytes_in"), n(&base[0], "bytes_out"));
+
+    // Burst: a program under the shim opens 20 connections to a server
+    // here, sends on each, and holds them until told.
+    const OPEN: usize = 20;
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sport = server.local_addr().unwrap().port();
+    let acc = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        for _ in 0..OPEN {
+            let (mut c, _) = server.accept().unwrap();
+            let mut b = [0u8; 5];
+            c.read_exact(&mut b).unwrap();
+            v.push(c);
+        }
+        v
+    });
+    let mut holder = Command::new(ctl_bin())
+        .arg("--run-dir")
+        .arg(&ins.dir)
+        .args(["run", "--", "python3", "-c", HOLDER, &sport.to_string()])
+        .arg(OPEN.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    holder
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut ready)
+        .unwrap();
+    assert_eq!(&ready, b"ready\n");
+    let accepted = acc.join().unwrap();
+    let l = ins.list();
+    assert!(
+        n(&l[0], "connections") >= OPEN as u64,
+        "{OPEN} connections are open, list says {}",
+        l[0]
+    );
+    assert!(
+        n(&l[0], "sockets_used") > OPEN as u64,
+        "{OPEN} connections and a listener, list says {}",
+        l[0]
+    );
+    assert_eq!(
+        l[0]["reported"]["seq"], base[0]["reported"]["seq"],
+        "a heartbeat came in between: the test proves nothing"
+    );
+    // Let them go; then 50 short requests to the server under the shim.
+    holder.stdin.take().unwrap().write_all(b"x").unwrap();
+    assert!(holder.wait().unwrap().success());
+    drop(accepted);
+    fetch_many(port, 50);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let l = ins.list();
+        let (bi, bo) = (n(&l[0], "bytes_in"), n(&l[0], "bytes_out"));
+        if bi > in0 && bo > out0 && n(&l[0], "connections") == 0 {
+            assert_eq!(
+                l[0]["reported"]["seq"], base[0]["reported"]["seq"],
+                "a heartbeat came in between: the test proves nothing"
+            );
+            // 50 requests of > 30 bytes in and answers of > 100 bytes
+            // out, and 5 bytes out on each held connection.
+            assert!(bi - in0 >= 50 * 30, "{}", l[0]);
+            assert!(bo - out0 >= 50 * 100 + 5 * OPEN as u64, "{}", l[0]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "list did not catch up with the burst: {}",
+            l[0]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The table shows the same.
+    let t = ins.ok(&["list"]);
+    assert!(t.lines().count() == 2, "{t}");
+}

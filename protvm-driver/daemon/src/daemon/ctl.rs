@@ -125,6 +125,10 @@ pub(super) struct Ctl {
     flow_cap: usize,
     /// Standing mitigations, replayed to joining instances.
     standing: Vec<OwnedMitigation>,
+    /// Payload bytes (in, out) of the flows each instance closed, summed
+    /// from their final records as they arrive: `list`'s current lower
+    /// bound on the bytes an instance carried (see `exec::ctl_list`).
+    ended_bytes: HashMap<driver_core::InstId, (u64, u64)>,
     /// A `shutdown` request was accepted.
     pub(super) shutdown: bool,
 }
@@ -145,6 +149,7 @@ impl Ctl {
             flows: VecDeque::new(),
             flow_cap: cfg.flow_cap,
             standing: Vec::new(),
+            ended_bytes: HashMap::new(),
             shutdown: false,
         }
     }
