@@ -36,21 +36,6 @@ pub fn exit_on(e: &io::Error) -> ! {
     std::process::exit(1);
 }
 
-/// Whether `e` (anywhere in an error chain) is a closed standard output
-/// pipe; for tools that return `io::Error`s through `anyhow`.
-pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(x) = cur {
-        if let Some(io) = x.downcast_ref::<io::Error>()
-            && io.kind() == io::ErrorKind::BrokenPipe
-        {
-            return true;
-        }
-        cur = x.source();
-    }
-    false
-}
-
 /// `print!` that exits quietly on a closed pipe (see the module docs).
 #[macro_export]
 macro_rules! out {

@@ -194,14 +194,19 @@ fn watch<R: std::io::BufRead + Send + 'static>(
         next += interval;
         let extra = ctl.as_deref().map(status_lines).unwrap_or_default();
         let text = w.render(top, interval, &extra);
+        // `ins-flow watch | head`: when the reader has gone, exit quietly
+        // as a coreutils program would (ins_ctl::out, status 141). Only
+        // standard output is treated so; a socket's EPIPE stays an error.
         let mut out = std::io::stdout().lock();
-        if tty {
+        let r = if tty {
             // Home the cursor and clear the screen: refresh in place.
-            write!(out, "\x1b[H\x1b[2J{text}")?;
+            write!(out, "\x1b[H\x1b[2J{text}")
         } else {
-            writeln!(out, "{text}----")?;
+            writeln!(out, "{text}----")
+        };
+        if let Err(e) = r.and_then(|()| out.flush()) {
+            ins_ctl::out::exit_on(&e);
         }
-        out.flush()?;
         screens += 1;
         if count != 0 && screens >= count {
             break;
@@ -210,19 +215,8 @@ fn watch<R: std::io::BufRead + Send + 'static>(
     Ok(())
 }
 
-fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        // `ins-flow watch | head`: the reader went away; exit quietly as a
-        // coreutils program would (status 141), no error line.
-        if ins_ctl::out::is_broken_pipe(e.as_ref()) {
-            std::process::exit(ins_ctl::out::CLOSED_STDOUT);
-        }
-        eprintln!("Error: {e:?}");
-        std::process::exit(1);
-    }
-}
-
-fn run(cli: Cli) -> Result<()> {
+fn main() -> Result<()> {
+    let cli = Cli::parse();
     match cli.cmd {
         Cmd::Export {
             ipfix,
