@@ -215,6 +215,39 @@ fn run_as_an_unprivileged_user_needs_only_the_shim_socket() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // --isolate as the user (unshare -rn: a user namespace with an empty
+    // network namespace): the host's loopback is reachable only through
+    // INS.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let (mut s, _) = server.accept().unwrap();
+        let mut b = Vec::new();
+        s.read_to_end(&mut b).unwrap();
+        b.len()
+    });
+    let o = ctl_as_user(
+        &ins,
+        &[
+            "run",
+            "--isolate",
+            "--",
+            "python3",
+            "-c",
+            CLIENT,
+            &port.to_string(),
+            &SENT.to_string(),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "run --isolate as {USER}: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    assert_eq!(t.join().unwrap(), SENT);
     ins.ok(&["down"]);
 
     // A shim socket the user may not open is exit 4, naming shim.sock.
