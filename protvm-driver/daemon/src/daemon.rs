@@ -111,6 +111,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     inst_listener.set_nonblocking(true)?;
     let shim_listener = shimio::seqpacket_listener(&shim_path, mode)
         .with_context(|| format!("bind {}", shim_path.display()))?;
+    chgrp(&shim_path, args.shim_group.as_deref(), "--shim-group")?;
     let ctl_mode = u32::from_str_radix(&args.ctl_mode, 8)
         .ok()
         .filter(|m| *m <= 0o777)
@@ -120,6 +121,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&ctl_path);
     let ctl_listener =
         UnixListener::bind(&ctl_path).with_context(|| format!("bind {}", ctl_path.display()))?;
+    chgrp(&ctl_path, args.ctl_group.as_deref(), "--ctl-group")?;
     {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&ctl_path, std::fs::Permissions::from_mode(ctl_mode))
@@ -222,6 +224,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&shim_path);
     let _ = std::fs::remove_file(&inst_path);
     info!(instances = n, "ins-driver stopped");
+    Ok(())
+}
+
+/// Gives the socket file `path` the group `group` (name or number; the
+/// `option` it came from names it in errors); `None` leaves it.
+fn chgrp(path: &std::path::Path, group: Option<&str>, option: &str) -> anyhow::Result<()> {
+    let Some(g) = group else {
+        return Ok(());
+    };
+    let gid = ctl::group_id(g).with_context(|| format!("{option} {g}"))?;
+    std::os::unix::fs::chown(path, None, Some(gid))
+        .with_context(|| format!("chgrp {gid} {}", path.display()))?;
+    info!(path = %path.display(), gid, "socket group");
     Ok(())
 }
 

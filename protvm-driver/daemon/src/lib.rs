@@ -18,6 +18,24 @@
 //! threads (they block for up to the handshake timeout) and hand their
 //! endpoint back through a channel.
 //!
+//! Access (who may do what; the socket files' modes and groups are the
+//! gate, checked by the kernel at `connect`, and SO_PEERCRED is logged):
+//!
+//! | socket | grants | default | options |
+//! |---|---|---|---|
+//! | `shim.sock` | running programs under INS (`ins-ctl run`, `LD_PRELOAD`): creating and using INS sockets, nothing else | 0666, every local user | `--shim-mode`, `--shim-group` |
+//! | `ctl.sock` | control: scale, stop, block, limit, close flows, shutdown, and reading every table | 0600, the driver's user (root) | `--ctl-mode`, `--ctl-group` |
+//! | `monitor.sock` | the same protocol, for monitoring scripts | 0660, the driver's group | `--monitor-mode`, `--monitor-group` |
+//!
+//! Running a program needs only `shim.sock`: `ins-ctl run` probes it and
+//! never opens `ctl.sock`, so any user the shim mode admits runs programs
+//! under INS without root, while control stays with root unless
+//! `--ctl-mode 660 --ctl-group OPS` hands it to a group. A shim is
+//! untrusted whoever runs it: the fd a request carries names the socket,
+//! so no process can act on another's sockets. A user reaches a system
+//! driver with `--run-dir /run/ins` (or `INS_RUN_DIR`); the run directory
+//! (created with the umask's mode) must be searchable by those users.
+//!
 //! Management: `DIR/ctl.sock` (mode `--ctl-mode`, default 0600) takes one
 //! JSON request per line (status, list, flows with follow, block, unblock,
 //! limit, close, drain, stop, spawn, scale, shutdown; parsed in
@@ -97,9 +115,14 @@ pub struct Args {
     /// Placement of outgoing sockets.
     #[arg(long, value_enum, default_value_t = PlacementArg::LeastBusy)]
     pub placement: PlacementArg,
-    /// Mode of shim.sock (octal).
+    /// Mode of shim.sock (octal): who may run programs under INS. The
+    /// default lets every local user (see "Access" in the module docs).
     #[arg(long, default_value = "666")]
     pub shim_mode: String,
+    /// Group of shim.sock (name or number); with `--shim-mode 660` only
+    /// this group's members (and the driver's user) may use INS.
+    #[arg(long, value_name = "GROUP")]
+    pub shim_group: Option<String>,
     /// Most sockets in the table.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_sockets: usize,
@@ -115,6 +138,10 @@ pub struct Args {
     /// Mode of ctl.sock, the management socket (octal).
     #[arg(long, default_value = "600")]
     pub ctl_mode: String,
+    /// Group of ctl.sock (name or number); with `--ctl-mode 660` this
+    /// group's members may control the driver (`ins-ctl` without root).
+    #[arg(long, value_name = "GROUP")]
+    pub ctl_group: Option<String>,
     /// Mode of monitor.sock, the monitor socket (octal; 0 = no monitor
     /// socket). It speaks the ctl.sock protocol; see docs/monitor.md.
     #[arg(long, default_value = "660")]

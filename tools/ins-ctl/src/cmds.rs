@@ -36,7 +36,7 @@ fn running(run_dir: &Path) -> bool {
 /// they joined. Idempotent: a running driver is left alone.
 pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
     if running(run_dir) {
-        println!("INS already running in {}", run_dir.display());
+        crate::outln!("INS already running in {}", run_dir.display());
         return Ok(());
     }
     let driver = sibling("ins-driver")?;
@@ -111,7 +111,7 @@ pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("driver started (pid {pid}), run dir {}", run_dir.display());
+    crate::outln!("driver started (pid {pid}), run dir {}", run_dir.display());
     let n = o.instances;
     let mut p = Progress::default();
     wait_for(
@@ -119,9 +119,9 @@ pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
         Duration::from_secs(15),
         "instances to join",
         |v| live_with_heartbeat(v) >= n,
-        |v| p.update(v).iter().for_each(|l| println!("{l}")),
+        |v| p.update(v).iter().for_each(|l| crate::outln!("{l}")),
     )?;
-    println!("INS up: {n} instance(s)");
+    crate::outln!("INS up: {n} instance(s)");
     Ok(())
 }
 
@@ -150,7 +150,7 @@ pub fn down(run_dir: &Path) -> Result<()> {
             }
             _ => {
                 let _ = std::fs::remove_file(run_dir.join("driver.pid"));
-                println!("INS is not running");
+                crate::outln!("INS is not running");
                 return Ok(());
             }
         },
@@ -166,7 +166,7 @@ pub fn down(run_dir: &Path) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(run_dir.join("driver.pid"));
-    println!("INS stopped");
+    crate::outln!("INS stopped");
     Ok(())
 }
 
@@ -174,9 +174,9 @@ pub fn down(run_dir: &Path) -> Result<()> {
 pub fn list(run_dir: &Path, as_json: bool) -> Result<()> {
     let v = call(run_dir, json!({"cmd": "list"}))?;
     if as_json {
-        println!("{}", Value::Array(instances(&v)));
+        crate::outln!("{}", Value::Array(instances(&v)));
     } else {
-        print!("{}", format_list(&v));
+        crate::out!("{}", format_list(&v));
     }
     Ok(())
 }
@@ -185,24 +185,24 @@ pub fn list(run_dir: &Path, as_json: bool) -> Result<()> {
 pub fn status(run_dir: &Path, as_json: bool) -> Result<()> {
     let v = call(run_dir, json!({"cmd": "status"}))?;
     if as_json {
-        println!("{v}");
+        crate::outln!("{v}");
         return Ok(());
     }
     let g = |p: &str| v.pointer(p).cloned().unwrap_or(Value::Null);
-    println!("driver pid      {}", g("/pid"));
-    println!("uptime          {} s", g("/uptime_s"));
-    println!("run dir         {}", g("/run_dir").as_str().unwrap_or(""));
-    println!(
+    crate::outln!("driver pid      {}", g("/pid"));
+    crate::outln!("uptime          {} s", g("/uptime_s"));
+    crate::outln!("run dir         {}", g("/run_dir").as_str().unwrap_or(""));
+    crate::outln!(
         "instances       {} live, {} draining, target {}",
         g("/instances/live"),
         g("/instances/draining"),
         g("/instances/target")
     );
-    println!("sockets         {}", g("/sockets"));
-    println!("shim conns      {}", g("/shims"));
-    println!("flows kept      {}", g("/flows_kept"));
-    println!("mitigations     {}", g("/mitigations"));
-    println!("policy          {}", g("/policy"));
+    crate::outln!("sockets         {}", g("/sockets"));
+    crate::outln!("shim conns      {}", g("/shims"));
+    crate::outln!("flows kept      {}", g("/flows_kept"));
+    crate::outln!("mitigations     {}", g("/mitigations"));
+    crate::outln!("policy          {}", g("/policy"));
     Ok(())
 }
 
@@ -223,7 +223,7 @@ pub fn scale(run_dir: &Path, n: usize) -> Result<()> {
     let mut p = Progress::default();
     let _ = p.update(&instances(&call(run_dir, json!({"cmd": "list"}))?));
     let r = call(run_dir, json!({"cmd": "scale", "n": n}))?;
-    println!(
+    crate::outln!(
         "scaling to {n} (retiring {})",
         r.get("retiring").cloned().unwrap_or(Value::Null)
     );
@@ -232,9 +232,9 @@ pub fn scale(run_dir: &Path, n: usize) -> Result<()> {
         limit,
         "scale",
         |v| v.len() == n && live_with_heartbeat(v) == n,
-        |v| p.update(v).iter().for_each(|l| println!("{l}")),
+        |v| p.update(v).iter().for_each(|l| crate::outln!("{l}")),
     )?;
-    println!("scaled to {n}");
+    crate::outln!("scaled to {n}");
     Ok(())
 }
 
@@ -251,9 +251,9 @@ pub fn spawn(run_dir: &Path, count: usize) -> Result<()> {
         Duration::from_secs(15),
         "spawn",
         |v| live_with_heartbeat(v) >= want.min(target.max(want)),
-        |v| p.update(v).iter().for_each(|l| println!("{l}")),
+        |v| p.update(v).iter().for_each(|l| crate::outln!("{l}")),
     )?;
-    println!("spawned {count}; target {target}");
+    crate::outln!("spawned {count}; target {target}");
     Ok(())
 }
 
@@ -261,7 +261,7 @@ pub fn spawn(run_dir: &Path, count: usize) -> Result<()> {
 pub fn stop(run_dir: &Path, id: u64) -> Result<()> {
     let limit = drain_limit(run_dir);
     call(run_dir, json!({"cmd": "stop", "id": id}))?;
-    println!("instance {id} draining");
+    crate::outln!("instance {id} draining");
     let mut p = Progress::default();
     wait_for(
         run_dir,
@@ -275,17 +275,17 @@ pub fn stop(run_dir: &Path, id: u64) -> Result<()> {
             p.update(v)
                 .iter()
                 .filter(|l| l.starts_with(&format!("instance {id} ")))
-                .for_each(|l| println!("{l}"))
+                .for_each(|l| crate::outln!("{l}"))
         },
     )?;
-    println!("instance {id} stopped");
+    crate::outln!("instance {id} stopped");
     Ok(())
 }
 
 /// `drain ID`.
 pub fn drain(run_dir: &Path, id: u64) -> Result<()> {
     call(run_dir, json!({"cmd": "drain", "id": id}))?;
-    println!("instance {id} draining (takes no new connections)");
+    crate::outln!("instance {id} draining (takes no new connections)");
     Ok(())
 }
 
@@ -297,7 +297,7 @@ pub fn mitigate(run_dir: &Path, req: Value) -> Result<()> {
         .get("failed")
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
-    println!(
+    crate::outln!(
         "{}: applied on {} instance(s){}",
         req.get("cmd").and_then(Value::as_str).unwrap_or(""),
         n as usize - failed.min(n as usize),
@@ -315,13 +315,13 @@ pub fn flows(run_dir: &Path, follow: bool, as_json: bool) -> Result<()> {
     let mut c = Client::connect(run_dir)?;
     let r = c.call(&json!({"cmd": "flows", "follow": follow}))?;
     if !as_json {
-        println!("{}", flow_header());
+        crate::outln!("{}", flow_header());
     }
     let print = |f: &Value| {
         if as_json {
-            println!("{f}");
+            crate::outln!("{f}");
         } else {
-            println!("{}", format_flow(f));
+            crate::outln!("{}", format_flow(f));
         }
     };
     for f in r
@@ -348,8 +348,10 @@ pub fn run(run_dir: &Path, isolate: bool, argv: &[String]) -> Result<std::conver
             "run: no command given (ins-ctl run -- CMD ARGS…)".into(),
         ));
     }
-    // Fail early and clearly when no driver listens.
-    call(run_dir, json!({"cmd": "status"}))?;
+    // Fail early and clearly when no driver listens. Only the shim socket
+    // is needed: a plain run works for any user the driver's
+    // `--shim-mode` lets in, without access to ctl.sock.
+    crate::probe_shim(run_dir)?;
     let shim = sibling("libshim.so")?;
     let preload = match std::env::var("LD_PRELOAD") {
         Ok(p) if !p.is_empty() => format!("{}:{p}", shim.display()),
@@ -377,7 +379,7 @@ pub fn run(run_dir: &Path, isolate: bool, argv: &[String]) -> Result<std::conver
         c
     };
     cmd.env("LD_PRELOAD", preload)
-        .env("INS_SHIM_SOCKET", run_dir.join("shim.sock"));
+        .env("INS_SHIM_SOCKET", crate::shim_socket(run_dir));
     // exec: the program replaces ins-ctl, so signals and the exit status
     // are its own.
     use std::os::unix::process::CommandExt as _;

@@ -154,9 +154,9 @@ pub fn format_status(v: &Value) -> String {
 pub fn status(run_dir: &Path, as_json: bool) -> Result<()> {
     let v = fetch(run_dir)?;
     if as_json {
-        println!("{v}");
+        crate::outln!("{v}");
     } else {
-        print!("{}", format_status(&v));
+        crate::out!("{}", format_status(&v));
     }
     Ok(())
 }

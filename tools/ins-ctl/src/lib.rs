@@ -13,6 +13,7 @@
 
 pub mod cmds;
 pub mod detect;
+pub mod out;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
@@ -48,10 +49,11 @@ Exit codes:
   1  the command failed (driver refused or failed it, I/O error)
   2  bad usage: bad arguments or values
   3  the driver is not running (no control socket at RUN_DIR/ctl.sock)
-  4  permission denied on the control socket
+  4  permission denied on the control socket (run: on the shim socket)
   5  unknown instance id
   6  bad address prefix
   7  timed out waiting (start, drain, stop)
+141  standard output was closed (`ins-ctl flows | head`): quiet, as coreutils
 
 Run directory: --run-dir, else $INS_RUN_DIR, else /run/ins for root,
 else $XDG_RUNTIME_DIR/ins, else /tmp/ins-UID.";
@@ -135,6 +137,51 @@ pub fn default_run_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/ins-{uid}"))
 }
 
+/// The driver's management socket in `run_dir` (`RUN_DIR/ctl.sock`):
+/// where `ins-ctl`, `ins-flow` and `ins-detect` find the driver, with
+/// `run_dir` from `--run-dir` or [`default_run_dir`].
+pub fn ctl_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("ctl.sock")
+}
+
+/// The driver's shim socket in `run_dir` (`RUN_DIR/shim.sock`).
+pub fn shim_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("shim.sock")
+}
+
+/// Checks that a driver accepts shim connections at `RUN_DIR/shim.sock`
+/// (what a program under `ins-ctl run` needs, and all it needs): connects
+/// a `SOCK_SEQPACKET` socket and closes it. No driver is
+/// [`CtlError::NotRunning`]; a socket this user may not open (the driver's
+/// `--shim-mode`) is [`CtlError::Permission`].
+pub fn probe_shim(run_dir: &Path) -> Result<()> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let path = shim_socket(run_dir);
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| CtlError::Failed(format!("socket: {e}")))?;
+    let addr = SocketAddrUnix::new(&path)
+        .map_err(|e| CtlError::Usage(format!("{}: {e}", path.display())))?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::ACCESS || e == rustix::io::Errno::PERM => {
+            Err(CtlError::Permission(format!(
+                "{}: {} (the driver's --shim-mode decides who may run programs under INS)",
+                path.display(),
+                std::io::Error::from(e)
+            )))
+        }
+        Err(e) => Err(CtlError::NotRunning {
+            path,
+            why: std::io::Error::from(e).to_string(),
+        }),
+    }
+}
+
 /// A connection to the driver's control socket.
 pub struct Client {
     r: BufReader<UnixStream>,
@@ -144,7 +191,7 @@ pub struct Client {
 impl Client {
     /// Connects to `RUN_DIR/ctl.sock`.
     pub fn connect(run_dir: &Path) -> Result<Client> {
-        let path = run_dir.join("ctl.sock");
+        let path = ctl_socket(run_dir);
         let s = UnixStream::connect(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => {
                 CtlError::Permission(format!("{}: {e}", path.display()))

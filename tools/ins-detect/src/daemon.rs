@@ -63,10 +63,18 @@ enum Msg {
 struct Log(Box<dyn std::io::Write + Send>);
 
 impl Log {
+    /// One decision line. When the log is standard output and its reader
+    /// has gone (`ins-detect | head`), the daemon exits quietly as a
+    /// coreutils program would (`ins_ctl::out`); other errors are ignored
+    /// so that a full disk does not stop mitigation.
     fn line(&mut self, v: &Value) {
-        let _ = serde_json::to_writer(&mut self.0, v);
-        let _ = self.0.write_all(b"\n");
-        let _ = self.0.flush();
+        let mut b = serde_json::to_vec(v).unwrap_or_default();
+        b.push(b'\n');
+        if let Err(e) = self.0.write_all(&b).and_then(|()| self.0.flush())
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            ins_ctl::out::exit_on(&e);
+        }
     }
     fn event(&mut self, what: &str, mut v: Value) {
         v["event"] = what.into();
@@ -194,7 +202,7 @@ pub fn run(o: &Options) -> Result<()> {
         None => Box::new(std::io::stdout()),
     };
     let mut log = Log(log);
-    let ctl = o.run_dir.join("ctl.sock");
+    let ctl = ins_ctl::ctl_socket(&o.run_dir);
     let snap = Arc::new(Mutex::new(json!({"ok": true, "v": 1, "starting": true})));
     status_server(status_socket(&o.run_dir), snap.clone())?;
     log.event(

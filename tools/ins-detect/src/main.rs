@@ -46,8 +46,8 @@ fn main() {
             None => Ok(Config::default()),
         };
         match c {
-            Ok(c) if cli.print_config => print!("{}", c.to_toml()),
-            Ok(_) => println!("configuration valid"),
+            Ok(c) if cli.print_config => ins_ctl::out!("{}", c.to_toml()),
+            Ok(_) => ins_ctl::outln!("configuration valid"),
             Err(e) => {
                 eprintln!("ins-detect: {e}");
                 std::process::exit(2);

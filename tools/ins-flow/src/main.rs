@@ -10,11 +10,48 @@ use ins_flow::encoder::Format;
 use ins_flow::export::{self, Options};
 use ins_flow::ipfix;
 
+/// Where the driver is found when neither --source nor --stdin is given.
+const SOURCE_HELP: &str = "\
+Input: --stdin, else --source PATH, else the driver's RUN_DIR/ctl.sock found
+as ins-ctl finds it: --run-dir, else $INS_RUN_DIR, else /run/ins for root,
+else $XDG_RUNTIME_DIR/ins, else /tmp/ins-UID.";
+
 #[derive(Parser)]
-#[command(name = "ins-flow", about = "INS flow export (IPFIX, NetFlow v9)")]
+#[command(name = "ins-flow", about = "INS flow export (IPFIX, NetFlow v9)", after_help = SOURCE_HELP)]
 struct Cli {
+    /// Runtime directory of the driver (as for ins-ctl); its ctl.sock is
+    /// the input unless --source or --stdin is given.
+    #[arg(long, global = true, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// The input socket: `--source`, else the run directory's `ctl.sock`
+/// (found as `ins-ctl` finds it).
+fn source_path(source: Option<PathBuf>, run_dir: Option<PathBuf>) -> Result<PathBuf> {
+    match (source, run_dir) {
+        (Some(_), Some(_)) => bail!("give --source PATH or --run-dir DIR, not both"),
+        (Some(p), None) => Ok(p),
+        (None, d) => Ok(ins_ctl::ctl_socket(
+            &d.unwrap_or_else(ins_ctl::default_run_dir),
+        )),
+    }
+}
+
+/// Connects to the driver; a missing driver is said as ins-ctl says it.
+fn subscribe(
+    path: &std::path::Path,
+    backlog: bool,
+    telemetry: bool,
+) -> Result<BufReader<std::os::unix::net::UnixStream>> {
+    export::subscribe(path, backlog, telemetry).with_context(|| {
+        format!(
+            "INS driver not reachable at {} (start it with `ins-ctl up`, or give --run-dir, \
+             --source or --stdin)",
+            path.display()
+        )
+    })
 }
 
 #[derive(Subcommand)]
@@ -27,7 +64,7 @@ enum Cmd {
         /// Send NetFlow v9 to HOST:PORT.
         #[arg(long = "netflow-v9", value_name = "HOST:PORT")]
         netflow_v9: Option<String>,
-        /// The driver's management socket (DIR/ctl.sock).
+        /// The driver's management socket (default: RUN_DIR/ctl.sock).
         #[arg(long, value_name = "PATH", conflicts_with = "stdin")]
         source: Option<PathBuf>,
         /// Read JSON-lines flow records from standard input.
@@ -58,7 +95,7 @@ enum Cmd {
     },
     /// Live view of top talkers, instances and mitigations, refreshing in place.
     Watch {
-        /// The driver's management socket (DIR/ctl.sock).
+        /// The driver's management socket (default: RUN_DIR/ctl.sock).
         #[arg(long, value_name = "PATH", conflicts_with = "stdin")]
         source: Option<PathBuf>,
         /// Read JSON-lines flow records from standard input.
@@ -157,14 +194,19 @@ fn watch<R: std::io::BufRead + Send + 'static>(
         next += interval;
         let extra = ctl.as_deref().map(status_lines).unwrap_or_default();
         let text = w.render(top, interval, &extra);
+        // `ins-flow watch | head`: when the reader has gone, exit quietly
+        // as a coreutils program would (ins_ctl::out, status 141). Only
+        // standard output is treated so; a socket's EPIPE stays an error.
         let mut out = std::io::stdout().lock();
-        if tty {
+        let r = if tty {
             // Home the cursor and clear the screen: refresh in place.
-            write!(out, "\x1b[H\x1b[2J{text}")?;
+            write!(out, "\x1b[H\x1b[2J{text}")
         } else {
-            writeln!(out, "{text}----")?;
+            writeln!(out, "{text}----")
+        };
+        if let Err(e) = r.and_then(|()| out.flush()) {
+            ins_ctl::out::exit_on(&e);
         }
-        out.flush()?;
         screens += 1;
         if count != 0 && screens >= count {
             break;
@@ -207,15 +249,14 @@ fn main() -> Result<()> {
                 backlog,
                 telemetry,
             };
-            let counters = match (source, stdin) {
-                (Some(path), false) => {
-                    let r = export::subscribe(&path, backlog, telemetry)?;
-                    export::run(r, &opts).context("export")?
+            let counters = if stdin {
+                if cli.run_dir.is_some() {
+                    bail!("give --stdin or --run-dir DIR, not both");
                 }
-                (None, true) => {
-                    export::run(BufReader::new(std::io::stdin()), &opts).context("export")?
-                }
-                _ => bail!("give exactly one of --source PATH or --stdin"),
+                export::run(BufReader::new(std::io::stdin()), &opts).context("export")?
+            } else {
+                let path = source_path(source, cli.run_dir)?;
+                export::run(subscribe(&path, backlog, telemetry)?, &opts).context("export")?
             };
             eprintln!(
                 "ins-flow: lines {} flows {} bad {} unchanged {} records {} packets {} send-errors {}",
@@ -240,13 +281,15 @@ fn main() -> Result<()> {
                 bail!("--interval must be a positive number of seconds");
             }
             let interval = Duration::from_secs_f64(interval);
-            match (source, stdin) {
-                (Some(path), false) => {
-                    let r = export::subscribe(&path, false, false)?;
-                    watch(r, Some(path), interval, top, count)
+            if stdin {
+                if cli.run_dir.is_some() {
+                    bail!("give --stdin or --run-dir DIR, not both");
                 }
-                (None, true) => watch(BufReader::new(std::io::stdin()), None, interval, top, count),
-                _ => bail!("give exactly one of --source PATH or --stdin"),
+                watch(BufReader::new(std::io::stdin()), None, interval, top, count)
+            } else {
+                let path = source_path(source, cli.run_dir)?;
+                let r = subscribe(&path, false, false)?;
+                watch(r, Some(path), interval, top, count)
             }
         }
     }

@@ -36,10 +36,14 @@
 //! `--monitor-mode`, group `--monitor-group`), meant for monitoring
 //! scripts run by another user or group.
 //!
-//! Access: the socket file's mode (`--ctl-mode`, default 0600) is the
-//! gate; SO_PEERCRED is logged for every connection, and a peer whose uid
-//! is neither root nor the driver's is refused unless the mode grants
-//! other access, or group access and the peer's gid is the socket's group.
+//! Access: the socket file's mode and group (`--ctl-mode`, default 0600;
+//! `--ctl-group`) are the gate, checked by the kernel at `connect` (so
+//! supplementary groups count); SO_PEERCRED is logged for every
+//! connection, and a peer whose uid is neither root nor the driver's is
+//! refused unless the mode grants group or other access. On
+//! `monitor.sock` group access also needs the peer's primary gid to be the
+//! socket's group. Programs under the shim never need this socket (the
+//! whole model is in the crate docs, "Access").
 //!
 //! Slow readers: nothing here ever blocks. Sockets are non-blocking; a
 //! line that cannot be written goes to the connection's buffer. A
@@ -121,6 +125,10 @@ pub(super) struct Ctl {
     flow_cap: usize,
     /// Standing mitigations, replayed to joining instances.
     standing: Vec<OwnedMitigation>,
+    /// Payload bytes (in, out) of the flows each instance closed, summed
+    /// from their final records as they arrive: `list`'s current lower
+    /// bound on the bytes an instance carried (see `exec::ctl_list`).
+    ended_bytes: HashMap<driver_core::InstId, (u64, u64)>,
     /// A `shutdown` request was accepted.
     pub(super) shutdown: bool,
 }
@@ -141,6 +149,7 @@ impl Ctl {
             flows: VecDeque::new(),
             flow_cap: cfg.flow_cap,
             standing: Vec::new(),
+            ended_bytes: HashMap::new(),
             shutdown: false,
         }
     }

@@ -230,8 +230,30 @@ impl Daemon {
         })
     }
 
-    /// `list`: the live and draining instances.
-    fn ctl_list(&self) -> Value {
+    /// `list`: the live and draining instances, with figures current at
+    /// the moment of the request (not as of the last heartbeat, which is
+    /// up to `ins --heartbeat-ms` old):
+    ///
+    /// * `sockets_used`: the sockets the driver has placed on the instance
+    ///   (connections and listener replicas), from its own table;
+    /// * `connections`: the connected streams the driver holds on it;
+    /// * `bytes_in` / `bytes_out`: the larger of two lower bounds of the
+    ///   payload bytes it carried, the last heartbeat's totals and the sum
+    ///   of the final flow records it sent since (which arrive as each
+    ///   flow closes, so a burst is counted at once);
+    /// * `reported`: the instance's own figures from its last heartbeat.
+    fn ctl_list(&mut self) -> Value {
+        let mut conns: std::collections::HashMap<InstId, u64> = std::collections::HashMap::new();
+        for &h in self.socks.keys() {
+            if let Some(info) = self.core.socket(h)
+                && info.state == driver_core::SockState::Connected
+                && let Some(inst) = info.inst
+            {
+                *conns.entry(inst).or_default() += 1;
+            }
+        }
+        let live: Vec<InstId> = self.live_ids();
+        self.ctl.ended_bytes.retain(|id, _| live.contains(id));
         let mut out = Vec::new();
         for (id, i) in self.core.instances() {
             if i.state == InstState::Dead {
@@ -239,17 +261,21 @@ impl Daemon {
             }
             let x = self.insts.get(&id);
             let st = i.stats.unwrap_or_default();
+            let (ended_in, ended_out) = self.ctl.ended_bytes.get(&id).copied().unwrap_or_default();
             out.push(json!({
                 "id": id,
                 "pid": x.map_or(0, |x| x.pid),
                 "tag": x.map_or(0, |x| x.hello_id),
                 "state": match i.state { InstState::Live => "live", InstState::Draining => "draining", InstState::Dead => "dead" },
-                "sockets_used": st.sockets_used,
+                "sockets_used": i.sockets,
                 "sockets_max": st.sockets_max,
-                "connections": st.connections,
+                "connections": conns.get(&id).copied().unwrap_or(0),
                 "listeners": st.listeners,
-                "bytes_in": st.bytes_in,
-                "bytes_out": st.bytes_out,
+                "bytes_in": st.bytes_in.max(ended_in),
+                "bytes_out": st.bytes_out.max(ended_out),
+                "reported": {"seq": st.seq, "sockets_used": st.sockets_used,
+                             "connections": st.connections, "bytes_in": st.bytes_in,
+                             "bytes_out": st.bytes_out},
                 "driver_sockets": i.sockets,
                 "accepted": i.accepted,
                 "age_s": x.map_or(0, |x| x.joined.elapsed().as_secs()),

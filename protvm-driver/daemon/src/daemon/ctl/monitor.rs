@@ -226,6 +226,11 @@ impl Ctl {
 
     /// A flow record from `inst`: streamed and kept.
     pub(in crate::daemon) fn flow(&mut self, inst: InstId, rec: FlowRecord) {
+        if rec.state == FlowState::Closed {
+            let b = self.ended_bytes.entry(inst).or_default();
+            b.0 = b.0.saturating_add(rec.bytes_in);
+            b.1 = b.1.saturating_add(rec.bytes_out);
+        }
         let e = FlowEntry {
             inst,
             at: SystemTime::now(),
