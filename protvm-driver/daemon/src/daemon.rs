@@ -139,6 +139,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             crate::PlacementArg::RoundRobin => Placement::RoundRobin,
         },
         max_sockets: args.max_sockets,
+        // The instances run on this kernel: an IPv6 socket that does not
+        // set IPV6_V6ONLY gets this default there.
+        bindv6only: std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+            .is_ok_and(|v| v.trim() == "1"),
         ..Config::default()
     };
     let mut d = Daemon {

@@ -171,6 +171,24 @@ impl Daemon {
             // kernel would have it.
             self.relay_out(h);
         }
+        if let Some(h) = sock
+            && req.op == Op::Bind
+            && let Some(addr) = req.addr
+        {
+            // A socket the app closed just before this bind may not have
+            // been seen hung up yet (its pair is another epoll source):
+            // Linux frees a port at close(), so such a close is taken in
+            // now, before the port table answers.
+            for b in self.core.bind_blockers(h, addr) {
+                if self
+                    .socks
+                    .get(&b)
+                    .is_some_and(|s| shimio::hung_up(s.drv.as_fd()))
+                {
+                    self.relay_out(b);
+                }
+            }
+        }
         self.core.shim_request(conn, req, sock, &mut self.actions);
         self.apply(Some(fd.as_fd()), sock);
     }
