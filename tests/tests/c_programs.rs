@@ -259,3 +259,26 @@ fn concurrent_threads_on_ins_sockets() {
         &["echo rounds ok: 320 of 320", "server thread: ok"],
     );
 }
+
+/// A listener's port is free again at once after close() (iperf3 -s
+/// reopens its listener between tests): 200 rounds of bind, listen, one
+/// connection, close; then dual-stack pairs of listeners in both orders.
+/// No failure natively, none under the shim.
+#[test]
+fn rebind_after_close_and_dual_stack_pairs() {
+    let _g = serial();
+    // Two instances: the listener is replicated on both, and each must
+    // confirm the close.
+    let ins = Ins::start(2);
+    let port = free_port().to_string();
+    same_transcript(
+        &ins,
+        "rebind",
+        &[&port, "200"],
+        &[
+            "rebind rounds: 200, failures: 0",
+            "dual-stack pairs: 20, failures: 0",
+            "bind [::] without V6ONLY after 0.0.0.0: -1 EADDRINUSE",
+        ],
+    );
+}

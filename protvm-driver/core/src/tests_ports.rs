@@ -318,3 +318,43 @@ fn bind_rules_match_linux() {
         diffs.join("\n")
     );
 }
+
+/// The app closed a listener: its port is free at once (Linux), although
+/// the instance has not confirmed the close yet.
+#[test]
+fn port_free_right_after_app_close() {
+    let mut d = Driver::new(Config {
+        window: 1000,
+        ..Config::default()
+    });
+    let mut out = Vec::new();
+    let inst = d.instance_joined(0, 4096, &mut out);
+    let side = Side {
+        ip: "127.0.0.1",
+        reuseaddr: true,
+        reuseport: false,
+        v6only: None,
+    };
+    let bind = ctl(Op::Bind, [0; 4], Some(addr("127.0.0.1", 5555)), &[]);
+    let listen = ctl(Op::Listen, [16, 0, 0, 0], None, &[]);
+    let a = driver_socket(&mut d, inst, 1, true, side);
+    assert_eq!(drive(&mut d, inst, a, &bind), 0);
+    assert_eq!(drive(&mut d, inst, a, &listen), 0);
+    let b = driver_socket(&mut d, inst, 2, true, side);
+    assert_eq!(drive(&mut d, inst, b, &bind), errno::EADDRINUSE);
+    out.clear();
+    d.app_eof(a, true, &mut out);
+    assert!(
+        out.iter().any(|x| matches!(
+            x,
+            Action::Send {
+                frame: OwnedMsg::Close { .. },
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    assert!(d.socks.contains_key(&a), "still closing on the instance");
+    assert_eq!(drive(&mut d, inst, b, &bind), 0);
+    assert_eq!(drive(&mut d, inst, b, &listen), 0);
+}
