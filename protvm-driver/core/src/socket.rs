@@ -44,6 +44,8 @@ pub enum SockState {
 /// Public view of a socket, for status and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketInfo {
+    /// The app side's identity (the host's inode of it).
+    pub inode: u64,
     /// State.
     pub state: SockState,
     /// Family.
@@ -144,6 +146,7 @@ impl Sock {
 
     pub(crate) fn info(&self) -> SocketInfo {
         SocketInfo {
+            inode: self.inode,
             state: self.state,
             family: self.family,
             ty: self.ty,

@@ -65,6 +65,10 @@ struct Daemon {
     actions: Vec<Action>,
     /// Sockets whose app end must be read again ([`relay`]).
     resume: Vec<Handle>,
+    /// Reset streams whose driver end is shut both ways (so the app's
+    /// writes fail with EPIPE): hang-up no longer tells the app's close,
+    /// so each tick looks for their app ends in `/proc/net/unix`.
+    reset_watch: Vec<Handle>,
     /// Relay buffer: app bytes on their way into a ring.
     scratch: Vec<u8>,
     /// A frame popped from a ring (the private copy that is decoded).
@@ -154,6 +158,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         next_conn: 1,
         actions: Vec::with_capacity(64),
         resume: Vec::new(),
+        reset_watch: Vec::new(),
         scratch: vec![0u8; args.max_frame as usize],
         frame_buf: vec![0u8; args.max_frame as usize],
         ctl_buf: vec![0u8; MAX_PACKET + 1],

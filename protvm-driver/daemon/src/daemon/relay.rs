@@ -65,6 +65,11 @@ pub(super) struct SockIo {
     /// `EPOLLOUT` is in the interest set (only while something waits to be
     /// written: instance bytes, tokens).
     out_armed: bool,
+    /// A reset stream: the driver end is shut both ways, so the app's
+    /// writes fail with `EPIPE` (and `SIGPIPE`) as after a TCP reset, and
+    /// it reads EOF; the end then always reports hang-up, so the app's
+    /// close is learned from `/proc/net/unix` instead (the tick).
+    pub(super) reset_shut: bool,
 }
 
 impl SockIo {
@@ -101,7 +106,13 @@ impl SockIo {
         self.inbuf = Vec::new();
         self.inbuf_off = 0;
         self.held = None;
-        let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
+        if self.stream {
+            // Both ways: the app end's send side is shut too (EPIPE).
+            let _ = rustix::net::shutdown(&self.drv, Shutdown::Both);
+            self.reset_shut = true;
+        } else {
+            let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
+        }
     }
 
     /// One more accept token is owed to the listener's app end: written
@@ -201,6 +212,7 @@ pub(super) fn register(
             hup: false,
             rdhup: false,
             out_armed: false,
+            reset_shut: false,
         },
     );
     Ok(())
@@ -327,6 +339,42 @@ impl Daemon {
 
     /// Reads the app's bytes from the driver end into the ring while the
     /// core grants credit and the ring has space.
+    /// The tick's look at the reset streams ([`SockIo::reset_shut`]): an
+    /// app end no longer in `/proc/net/unix` was closed by the app (the
+    /// driver created both ends, so both are in its network namespace).
+    pub(super) fn watch_reset(&mut self) {
+        self.reset_watch.retain(|h| self.socks.contains_key(h));
+        if self.reset_watch.is_empty() {
+            return;
+        }
+        let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+            return;
+        };
+        // Columns: Num RefCount Protocol Flags Type St Inode [Path].
+        let live: std::collections::HashSet<u64> = table
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(6)?.parse().ok())
+            .collect();
+        let gone: Vec<Handle> = self
+            .reset_watch
+            .iter()
+            .copied()
+            .filter(|&h| {
+                self.core
+                    .socket(h)
+                    .is_some_and(|i| !live.contains(&i.inode))
+            })
+            .collect();
+        for h in gone {
+            self.reset_watch.retain(|&x| x != h);
+            self.core.app_eof(h, true, &mut self.actions);
+        }
+        if !self.actions.is_empty() {
+            self.apply(None, None);
+        }
+    }
+
     pub(super) fn relay_out(&mut self, h: Handle) {
         let Some(stream) = self.socks.get(&h).map(|s| s.stream) else {
             return;
@@ -350,6 +398,10 @@ impl Daemon {
                 return;
             };
             let Some((inst, wire, credit)) = credit else {
+                if s.reset_shut {
+                    // Nothing to read; the app's close comes from the tick.
+                    return;
+                }
                 // Not connected: read only to discard after a reset and to
                 // notice the app's close.
                 if self
