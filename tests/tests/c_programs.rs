@@ -282,3 +282,50 @@ fn rebind_after_close_and_dual_stack_pairs() {
         ],
     );
 }
+
+/// A connected UDP socket written past the shim (raw `syscall(SYS_sendmmsg,
+/// …)` as Debian's libuv does, raw `write`, `sendmsg`, `sendto`) reaches
+/// its peer, a native echo server, as natively; a raw send on an
+/// unconnected socket (no address the driver can see) is counted and
+/// logged, never dropped silently.
+#[test]
+fn raw_syscall_datagrams_on_connected_udp() {
+    let _g = serial();
+    let ins = Ins::start(1);
+    let port = free_port();
+    let mut sc = Command::new(c_program("rawudp"));
+    sc.args(["server", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut server = Proc::spawn("rawudp server", sc);
+    let mut r = BufReader::new(server.child.stdout.take().unwrap());
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    assert_eq!(l.trim(), "server: ready");
+    let p = port.to_string();
+    same_transcript(
+        &ins,
+        "rawudp",
+        &["client", &p],
+        &[
+            "raw sendmmsg: 2 -",
+            "reply 0: 13 \"echo:mmsg-one\"",
+            "reply 0: 14 \"echo:raw-write\"",
+            "reply 0: 45 \"echo:0123456789012345678901234567890123456789\"",
+            "reply 0: 11 \"echo:hooked\"",
+        ],
+    );
+    let s = shimmed(&ins, "rawudp", &["unconnected", &p]);
+    assert!(s.ok(), "{s}");
+    let log = std::fs::read_to_string(ins.run_dir().join("driver.log")).unwrap_or_default();
+    let ok = wait_for(Duration::from_secs(5), || {
+        let log = std::fs::read_to_string(ins.run_dir().join("driver.log")).unwrap_or_default();
+        log.contains("no address header on an unconnected socket")
+            .then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "the dropped datagram was not logged:\n{log}\n{}",
+        ins.diagnostics()
+    );
+}

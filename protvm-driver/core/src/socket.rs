@@ -66,6 +66,9 @@ pub struct SocketInfo {
     pub recv_inflight: u32,
     /// Bound or local address.
     pub local: Option<SocketAddr>,
+    /// Connected: a stream's connection is established, or a datagram
+    /// socket has a default peer (its instance's socket is connected).
+    pub connected: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +164,10 @@ impl Sock {
             send_credit: self.send_credit,
             recv_inflight: self.recv_inflight,
             local: self.local.or(self.bound),
+            connected: match self.ty {
+                SockType::Stream => self.state == SockState::Connected,
+                SockType::Dgram => self.dgram_connected,
+            },
         }
     }
 

@@ -69,6 +69,8 @@ struct Daemon {
     /// writes fail with EPIPE): hang-up no longer tells the app's close,
     /// so each tick looks for their app ends in `/proc/net/unix`.
     reset_watch: Vec<Handle>,
+    /// App datagrams the relay could not send (see `app_dgram_dropped`).
+    app_dgrams_dropped: u64,
     /// Relay buffer: app bytes on their way into a ring.
     scratch: Vec<u8>,
     /// A frame popped from a ring (the private copy that is decoded).
@@ -159,6 +161,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         actions: Vec::with_capacity(64),
         resume: Vec::new(),
         reset_watch: Vec::new(),
+        app_dgrams_dropped: 0,
         scratch: vec![0u8; args.max_frame as usize],
         frame_buf: vec![0u8; args.max_frame as usize],
         ctl_buf: vec![0u8; MAX_PACKET + 1],

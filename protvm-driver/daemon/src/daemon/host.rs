@@ -106,6 +106,15 @@ impl AppSockets for DaemonHost<'_> {
     fn connect_done(&mut self, sock: Handle, errno: i32) {
         if let Some(s) = self.socks.get_mut(&sock) {
             s.connect_done(sock, errno);
+            if errno != 0 && !s.reset_shut {
+                // The filler is drained: now the failed socket's writes
+                // may fail with EPIPE.
+                s.shut_both();
+                if s.reset_shut {
+                    let _ = epoll::delete(self.epfd, &s.drv);
+                    self.reset_watch.push(sock);
+                }
+            }
         }
     }
 

@@ -28,7 +28,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use driver_core::{Handle, Marked, Violation};
-use ins_protocol::msg::{self, DATA_TO_PREFIX_LEN, HEADER_LEN, MAX_OPT_LEN, Msg, WireAddr};
+use ins_protocol::msg::{
+    self, DATA_TO_PREFIX_LEN, HEADER_LEN, MAX_OPT_LEN, Msg, PAIR_HEADER_MAGIC, WireAddr,
+};
 use ins_protocol::ring::RingError;
 use rustix::event::epoll::EventFlags;
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
@@ -106,12 +108,19 @@ impl SockIo {
         self.inbuf = Vec::new();
         self.inbuf_off = 0;
         self.held = None;
-        if self.stream {
-            // Both ways: the app end's send side is shut too (EPIPE).
+        let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
+        if self.filler == 0 {
+            self.shut_both();
+        }
+    }
+
+    /// A reset stream (or a failed connect, once its filler is drained):
+    /// the driver end's read side is shut too, so the app end's send side
+    /// is, and the app's writes fail with `EPIPE` (see `reset_shut`).
+    pub(super) fn shut_both(&mut self) {
+        if self.stream && !self.reset_shut {
             let _ = rustix::net::shutdown(&self.drv, Shutdown::Both);
             self.reset_shut = true;
-        } else {
-            let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
         }
     }
 
@@ -339,6 +348,19 @@ impl Daemon {
 
     /// Reads the app's bytes from the driver end into the ring while the
     /// core grants credit and the ring has space.
+    /// An app's datagram the driver cannot send: counted (the control
+    /// socket's `status` shows `app_datagrams_dropped`) and logged (the
+    /// first, then every 1024th).
+    fn app_dgram_dropped(&mut self, h: Handle, len: usize, why: &'static str) {
+        self.app_dgrams_dropped += 1;
+        let n = self.app_dgrams_dropped;
+        if n == 1 || n.is_multiple_of(1024) {
+            warn!(sock = h, len, why, total = n, "app datagram dropped");
+        } else {
+            debug!(sock = h, len, why, total = n, "app datagram dropped");
+        }
+    }
+
     /// The tick's look at the reset streams ([`SockIo::reset_shut`]): an
     /// app end no longer in `/proc/net/unix` was closed by the app (the
     /// driver created both ends, so both are in its network namespace).
@@ -556,19 +578,41 @@ impl Daemon {
                         }
                         return;
                     }
-                    Ok((_, full)) if full > self.scratch.len() => continue, // too big: dropped
+                    Ok((_, full)) if full > self.scratch.len() => {
+                        self.app_dgram_dropped(h, full, "larger than the relay buffer");
+                        continue;
+                    }
                     Ok((n, _)) => n,
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(_) => return,
                 }
             };
-            if len < WireAddr::LEN {
-                continue; // malformed from the app: dropped
-            }
-            let Ok(addr) = WireAddr::parse(&self.scratch[..WireAddr::LEN]) else {
+            // The shim's header (its reserved word the magic), or a
+            // header-less datagram written past the shim: the connected
+            // peer's, whole.
+            let magic = PAIR_HEADER_MAGIC.to_le_bytes();
+            let (addr, off) = if len >= WireAddr::LEN
+                && self.scratch[WireAddr::LEN - 4..WireAddr::LEN] == magic
+            {
+                let mut hdr = [0u8; WireAddr::LEN];
+                hdr.copy_from_slice(&self.scratch[..WireAddr::LEN]);
+                hdr[WireAddr::LEN - 4..].fill(0);
+                match WireAddr::parse(&hdr) {
+                    Ok(a) => (a, WireAddr::LEN),
+                    Err(_) => {
+                        self.app_dgram_dropped(h, len, "invalid address header");
+                        continue;
+                    }
+                }
+            } else if self.core.socket(h).is_some_and(|i| i.connected) {
+                (None, 0)
+            } else {
+                // Linux would say EDESTADDRREQ; the call is past the shim,
+                // so only the count and the log can say it.
+                self.app_dgram_dropped(h, len, "no address header on an unconnected socket");
                 continue;
             };
-            let payload = len - WireAddr::LEN;
+            let payload = len - off;
             let credit = self.core.send_credit(h, &mut self.actions);
             let Some(s) = self.socks.get_mut(&h) else {
                 return;
@@ -593,17 +637,14 @@ impl Daemon {
                 return;
             }
             if payload + DATA_TO_PREFIX_LEN > x.max_payload + HEADER_LEN {
-                continue; // larger than a frame: dropped
+                self.app_dgram_dropped(h, payload, "larger than a ring frame");
+                continue;
             }
             let mut pre = [0u8; DATA_TO_PREFIX_LEN];
             if msg::encode_data_to_header(wire, addr, payload, &mut pre).is_err() {
                 continue;
             }
-            match x
-                .ep
-                .tx
-                .try_push_parts(&[&pre, &self.scratch[WireAddr::LEN..len]])
-            {
+            match x.ep.tx.try_push_parts(&[&pre, &self.scratch[off..len]]) {
                 Ok(()) => {
                     x.dirty = true;
                     self.core.consume_credit(h, payload as u32);
