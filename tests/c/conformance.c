@@ -507,6 +507,24 @@ int main(int argc, char **argv)
         STEP("writev-after-reset", writev(c, &(struct iovec){.iov_base = "lost", .iov_len = 4}, 1));
         STEP("read-after-reset", recv(c, buf, sizeof buf, MSG_DONTWAIT));
         close(c);
+        /* Again, but the first write meets the reset's error: ECONNRESET
+         * without SIGPIPE, then EPIPE with it. */
+        c = socket(AF_INET, SOCK_STREAM, 0);
+        STEP("reset2-connect", connect(c, SA(to), sizeof to));
+        s = accept(l4, NULL, NULL);
+        setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(s);
+        for (int i = 0; i < 300; i++) {
+            struct pollfd pf = {.fd = c, .events = POLLIN};
+            if (poll(&pf, 1, 10) > 0 && (pf.revents & (POLLHUP | POLLERR)))
+                break;
+        }
+        sigpipes = 0;
+        STEP("reset2-first-write", write(c, "lost", 4));
+        printf("reset2-first-write-sigpipes: %d -\n", sigpipes);
+        STEP("reset2-second-write", write(c, "lost", 4));
+        printf("reset2-second-write-sigpipes: %d -\n", sigpipes);
+        close(c);
         close(l4);
         sigaction(SIGPIPE, &old, NULL);
     }

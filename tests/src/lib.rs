@@ -165,7 +165,7 @@ pub fn require(prog: &str) -> PathBuf {
     }
     panic!(
         "required program `{prog}` is not installed; run ./.ci/install-deps (as root) \
-         or apt-get install nginx-light curl redis-server redis-tools wrk python3 iproute2 util-linux socat iperf3"
+         or apt-get install nginx-light curl redis-server redis-tools wrk python3 iproute2 util-linux socat iperf3 bind9-dnsutils"
     )
 }
 
