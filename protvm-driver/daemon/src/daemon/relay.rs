@@ -8,7 +8,19 @@
 //! ```
 //!
 //! Streams use `SOCK_STREAM` pairs; datagrams `SOCK_SEQPACKET` pairs whose
-//! packets start with a [`WireAddr`] (the peer address, in-band). The
+//! packets start with a [`WireAddr`] (the peer address, in-band; app →
+//! driver its reserved word is [`PAIR_HEADER_MAGIC`]). A packet without the
+//! magic was written past the shim (a raw `syscall(SYS_sendmmsg, …)`, as
+//! Debian's libuv sends): on a connected datagram socket it goes, whole, to
+//! the peer; elsewhere it is dropped, counted (`app_datagrams_dropped` in
+//! the control socket's `status`) and logged, as is every app datagram the
+//! relay cannot send. (A raw packet whose bytes 28..32 happen to be the
+//! magic is read as a header: one chance in 2³² for arbitrary data.)
+//!
+//! A reset stream's driver end is shut both ways, so the app's writes fail
+//! with `EPIPE` as after a TCP reset; its hang-up then no longer tells the
+//! app's close, which the tick finds in `/proc/net/unix` instead
+//! ([`SockIo::reset_shut`]). The
 //! driver end is edge-triggered: reading goes on until `EAGAIN`, the
 //! instance's credit or the ring's space runs out (a `Credit` frame or a
 //! doorbell resumes it). Bytes the pair does not take are buffered in
