@@ -101,89 +101,47 @@ fn run_native(tcp: bool, a: Side, listen_a: bool, b: Side, port: u16) -> Option<
     Some((eb, el))
 }
 
-/// Answers every frame the driver sent with success (`GetSockName` with
-/// the socket's bound address) until the shim gets its reply.
+/// Answers `f` with success (`GetSockName` with `h`'s bound address).
+fn answer_ok(d: &mut Driver, inst: InstId, h: Handle, f: &OwnedMsg, out: &mut Vec<Action>) {
+    let name = WireAddr::from(d.socks.get(&h).and_then(|s| s.bound));
+    let value: &[u8] = if matches!(f, OwnedMsg::GetSockName { .. }) {
+        zerocopy::IntoBytes::as_bytes(&name)
+    } else {
+        &[]
+    };
+    let m = f.borrowed();
+    d.instance_frame(
+        inst,
+        &Msg::Reply {
+            sock: m.sock(),
+            req: m.req(),
+            errno: 0,
+            value,
+        },
+        1,
+        out,
+    )
+    .unwrap();
+}
+
+/// Sends `req` and answers every frame the driver sends with success
+/// (what the reply causes too: replication, address queries), so the
+/// next call starts clean; returns the shim's status.
 fn drive(d: &mut Driver, inst: InstId, h: Handle, req: &Control<'_>) -> i32 {
     let mut out = Vec::new();
     d.shim_request(1, req, Some(h), &mut out);
-    loop {
-        let mut status = None;
-        let mut frames = Vec::new();
-        for x in out.drain(..) {
+    let mut status = None;
+    while !out.is_empty() {
+        let batch = std::mem::take(&mut out);
+        for x in batch {
             match x {
                 Action::Reply(r) => status = status.or(Some(r.ctl.status)),
-                Action::Send { frame, .. } => frames.push(frame),
+                Action::Send { frame, .. } => answer_ok(d, inst, h, &frame, &mut out),
                 _ => {}
             }
         }
-        for f in &frames {
-            let name = WireAddr::from(d.socks.get(&h).and_then(|s| s.bound));
-            let value: &[u8] = if matches!(f, OwnedMsg::GetSockName { .. }) {
-                zerocopy::IntoBytes::as_bytes(&name)
-            } else {
-                &[]
-            };
-            let m = f.borrowed();
-            d.instance_frame(
-                inst,
-                &Msg::Reply {
-                    sock: m.sock(),
-                    req: m.req(),
-                    errno: 0,
-                    value,
-                },
-                1,
-                &mut out,
-            )
-            .unwrap();
-        }
-        if let Some(s) = status {
-            // Whatever the reply caused (replication, address query) is
-            // answered too, so the next call starts clean.
-            if out.is_empty() {
-                return s;
-            }
-            let _ = drive_rest(d, inst, &mut out, h);
-            return s;
-        }
-        assert!(!frames.is_empty() || !out.is_empty(), "stuck: {req:?}");
     }
-}
-
-fn drive_rest(d: &mut Driver, inst: InstId, out: &mut Vec<Action>, h: Handle) -> usize {
-    let mut n = 0;
-    while !out.is_empty() {
-        let frames: Vec<OwnedMsg> = out
-            .drain(..)
-            .filter_map(|x| match x {
-                Action::Send { frame, .. } => Some(frame),
-                _ => None,
-            })
-            .collect();
-        for f in &frames {
-            n += 1;
-            let name = WireAddr::from(d.socks.get(&h).and_then(|s| s.bound));
-            let value: &[u8] = if matches!(f, OwnedMsg::GetSockName { .. }) {
-                zerocopy::IntoBytes::as_bytes(&name)
-            } else {
-                &[]
-            };
-            let m = f.borrowed();
-            d.instance_frame(
-                inst,
-                &Msg::Reply {
-                    sock: m.sock(),
-                    req: m.req(),
-                    errno: 0,
-                    value,
-                },
-                1,
-                out,
-            )
-            .unwrap();
-        }
-    }
-    n
+    status.unwrap_or_else(|| panic!("no reply to {req:?}"))
 }
 
 fn ctl(op: Op, args: [i32; 4], addr: Option<SocketAddr>, value: &[u8]) -> Control<'_> {
