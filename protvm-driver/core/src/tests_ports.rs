@@ -316,3 +316,80 @@ fn port_free_right_after_app_close() {
     assert_eq!(drive(&mut d, inst, b, &bind), 0);
     assert_eq!(drive(&mut d, inst, b, &listen), 0);
 }
+
+/// A connection the instance accepted on a listener the app has just
+/// closed (iperf3 closes and reopens its listener between tests): the
+/// driver closes it and takes the instance's frames for it until it is
+/// released — no violation, no instance lost.
+#[test]
+fn connection_accepted_on_a_closing_listener_is_closed() {
+    let mut d = Driver::new(Config {
+        window: 1000,
+        ..Config::default()
+    });
+    let mut out = Vec::new();
+    let inst = d.instance_joined(0, 4096, &mut out);
+    let side = Side {
+        ip: "127.0.0.1",
+        reuseaddr: true,
+        reuseport: false,
+        v6only: None,
+    };
+    let l = driver_socket(&mut d, inst, 1, true, side);
+    let bind = ctl(Op::Bind, [0; 4], Some(addr("127.0.0.1", 5556)), &[]);
+    assert_eq!(drive(&mut d, inst, l, &bind), 0);
+    let listen = ctl(Op::Listen, [16, 0, 0, 0], None, &[]);
+    assert_eq!(drive(&mut d, inst, l, &listen), 0);
+    let wire = d.socks[&l].wire;
+    out.clear();
+    d.app_eof(l, true, &mut out);
+    out.clear();
+    let conn = ins_protocol::msg::INSTANCE_SOCK_BIT | 7;
+    let accepted = Msg::Accepted {
+        listener: wire,
+        sock: conn,
+        peer: addr("127.0.0.1", 40000),
+        local: addr("127.0.0.1", 5556),
+    };
+    d.instance_frame(inst, &accepted, 1, &mut out).unwrap();
+    let close = out.iter().find_map(|x| match x {
+        Action::Send {
+            frame: f @ OwnedMsg::Close { sock, .. },
+            ..
+        } if *sock == conn => Some(*f),
+        _ => None,
+    });
+    let close = close.unwrap_or_else(|| panic!("no Close for the connection: {out:?}"));
+    assert!(
+        !out.iter()
+            .any(|x| matches!(x, Action::NewConnection { .. })),
+        "{out:?}"
+    );
+    // The instance's frames for it until it is released are no violation.
+    let data = Msg::Data {
+        sock: conn,
+        bytes: b"late",
+    };
+    d.instance_frame(inst, &data, 1, &mut out).unwrap();
+    d.instance_frame(inst, &Msg::Eof { sock: conn }, 1, &mut out)
+        .unwrap();
+    let m = close.borrowed();
+    d.instance_frame(
+        inst,
+        &Msg::Reply {
+            sock: m.sock(),
+            req: m.req(),
+            errno: 0,
+            value: &[],
+        },
+        1,
+        &mut out,
+    )
+    .unwrap();
+    d.instance_frame(inst, &Msg::Closed { sock: conn }, 1, &mut out)
+        .unwrap();
+    assert!(
+        !d.socks.values().any(|s| s.wire == conn),
+        "the connection is still in the table"
+    );
+}
