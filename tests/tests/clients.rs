@@ -278,3 +278,75 @@ fn dig_over_udp_under_shim() {
         "no UDP flow to the DNS server through INS\n{flows}"
     );
 }
+
+/// `iperf3 -s` under the shim (2 instances) closes and reopens its
+/// listener between tests: every reopen must succeed at once (it failed
+/// with "unable to start listener for connections: Address already in
+/// use" while the driver kept the closed listener's port until the
+/// instances confirmed), and a connection an instance accepts on the
+/// closing listener must not cost that instance. Clients run natively, one
+/// after another; a client that connects in the instant between the close
+/// and the reopen may be refused, or accepted on the closing listener and
+/// then closed (natively it would be refused, within a far shorter
+/// window), so that alone is not a failure.
+#[test]
+fn iperf3_server_reopens_its_listener() {
+    let _g = serial();
+    let iperf = require("iperf3");
+    let mut ins = Ins::start(1);
+    ins.add_instance();
+    let port = free_port().to_string();
+    let log = TempDir::new("iperf3");
+    let mut c = ins.shim_cmd(&iperf);
+    c.args(["-s", "-p", &port])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log.path().join("server.log")).expect("log"))
+        .stderr(Stdio::null());
+    let mut server = Proc::spawn("iperf3 -s", c);
+    let up = wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap()))
+            .ok()
+            .map(|_| ())
+    });
+    assert!(
+        up.is_some(),
+        "iperf3 -s did not listen\n{}",
+        ins.diagnostics()
+    );
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..20 {
+        let mut cl = Command::new(&iperf);
+        cl.args(["-c", "127.0.0.1", "-p", &port, "-n", "2M"]);
+        let o = run(cl, Duration::from_secs(30));
+        if o.ok() {
+            ok += 1;
+        } else if [
+            "Connection refused",
+            "Connection reset by peer",
+            "control socket has closed unexpectedly",
+        ]
+        .iter()
+        .any(|m| o.stdout.contains(m) || o.stderr.contains(m))
+        {
+            // Refused, or accepted on the closing listener and closed.
+            refused += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        } else {
+            panic!("iperf3 client failed\n{o}\n{}", ins.diagnostics());
+        }
+    }
+    let slog = std::fs::read_to_string(log.path().join("server.log")).unwrap_or_default();
+    println!("iperf3: {ok} of 20 client runs ok, {refused} refused or reset during a reopen");
+    assert!(
+        server.alive() && !slog.contains("unable to start listener"),
+        "iperf3 -s failed to reopen its listener:\n{slog}\n{}",
+        ins.diagnostics()
+    );
+    let dlog = std::fs::read_to_string(ins.run_dir().join("driver.log")).unwrap_or_default();
+    assert!(
+        !dlog.contains("instance declared dead"),
+        "an instance was lost\n{}",
+        ins.diagnostics()
+    );
+    assert!(ok >= 10, "only {ok} of 20 runs ok\n{}", ins.diagnostics());
+}
