@@ -171,11 +171,16 @@ impl Daemon {
             // kernel would have it.
             self.relay_out(h);
         }
+        // bind() names the address; listen() checks the bound one again.
+        let checked = match req.op {
+            Op::Bind => req.addr,
+            Op::Listen => sock.and_then(|h| self.core.socket(h)).and_then(|i| i.local),
+            _ => None,
+        };
         if let Some(h) = sock
-            && req.op == Op::Bind
-            && let Some(addr) = req.addr
+            && let Some(addr) = checked
         {
-            // A socket the app closed just before this bind may not have
+            // A socket the app closed just before this call may not have
             // been seen hung up yet (its pair is another epoll source):
             // Linux frees a port at close(), so such a close is taken in
             // now, before the port table answers.
