@@ -70,7 +70,7 @@ pub mod owned;
 pub mod records;
 pub mod telemetry;
 
-pub use addr::{AF_INET, AF_INET6, AF_UNSPEC, Prefix, WireAddr};
+pub use addr::{AF_INET, AF_INET6, AF_UNSPEC, PAIR_HEADER_MAGIC, Prefix, WireAddr};
 pub use owned::{OptValue, OwnedMitigation, OwnedMsg};
 pub use records::{
     CloseReason, FlowRecord, FlowState, IPPROTO_TCP, IPPROTO_UDP, Mitigation, MitigationOf, Stats,

@@ -2,11 +2,13 @@
 //!
 //! Every packet on a UDP pair (`SOCK_SEQPACKET`) starts with a 32-byte
 //! [`WireAddr`]: app→driver the destination (family 0 = the connected
-//! peer), driver→app the source. The payload follows.
+//! peer), its `reserved` word set to [`PAIR_HEADER_MAGIC`] (a packet
+//! without it was written past the shim: the driver sends it, whole, to a
+//! connected socket's peer); driver→app the source. The payload follows.
 
 use std::net::SocketAddr;
 
-use ins_protocol::msg::WireAddr;
+use ins_protocol::msg::{PAIR_HEADER_MAGIC, WireAddr};
 use zerocopy::IntoBytes;
 
 use crate::errno::Errno;
@@ -23,6 +25,7 @@ pub const MAX_UDP6: usize = 65527;
 pub fn header(dest: Option<SocketAddr>) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
     out.copy_from_slice(WireAddr::from(dest).as_bytes());
+    out[HEADER_LEN - 4..].copy_from_slice(&PAIR_HEADER_MAGIC.to_le_bytes());
     out
 }
 
@@ -54,15 +57,21 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
+        // What the driver decodes: the header with the magic cleared.
+        let cleared = |mut h: [u8; HEADER_LEN]| {
+            assert_eq!(h[HEADER_LEN - 4..], PAIR_HEADER_MAGIC.to_le_bytes());
+            h[HEADER_LEN - 4..].fill(0);
+            h
+        };
         for s in ["192.0.2.1:53", "[2001:db8::1]:443"] {
             let a: SocketAddr = s.parse().unwrap();
-            let h = header(Some(a));
+            let h = cleared(header(Some(a)));
             assert_eq!(source(&h), Ok(Some(a)));
         }
-        let none = header(None);
+        let none = cleared(header(None));
         assert_eq!(none, [0u8; HEADER_LEN]);
         assert_eq!(source(&none), Ok(None));
-        let mut bad = header(Some("192.0.2.1:53".parse().unwrap()));
+        let mut bad = cleared(header(Some("192.0.2.1:53".parse().unwrap())));
         bad[20] = 1; // a byte IPv4 leaves zero
         assert_eq!(source(&bad), Err(Errno::EIO));
         assert_eq!(source(&bad[..31]), Err(Errno::EIO));

@@ -578,12 +578,18 @@ fn stream_eof(fd: c_int) -> ssize_t {
 }
 
 /// A stream write failed with `r`/errno: an `EPIPE` may hide the socket's
-/// real error (`ECONNRESET`), reported once.
-fn stream_write_result(fd: c_int, r: ssize_t) -> ssize_t {
+/// real error (`ECONNRESET`), reported once and without `SIGPIPE`, as
+/// Linux's `sk_stream_error` does; a plain `EPIPE` raises `SIGPIPE` unless
+/// the caller's `flags` have `MSG_NOSIGNAL`. The write itself went to the
+/// kernel with `MSG_NOSIGNAL` (the signal is decided here).
+fn stream_write_result(fd: c_int, r: ssize_t, flags: c_int) -> ssize_t {
     if r < 0 && sys::errno() == libc::EPIPE {
         let err = run(0, || Ok(ops::eof_error(fd)));
         if err != 0 {
             return fail(err);
+        }
+        if flags & libc::MSG_NOSIGNAL == 0 {
+            sys::raise_sigpipe();
         }
         sys::set_errno(libc::EPIPE);
     }
@@ -845,7 +851,13 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
         return r;
     }
     // SAFETY: forwarded.
-    stream_write_result(fd, unsafe { real::write(fd, buf, count) })
+    // SAFETY: forwarded as send(), identical on a stream socket but for
+    // the signal.
+    stream_write_result(
+        fd,
+        unsafe { real::send(fd, buf, count, libc::MSG_NOSIGNAL) },
+        0,
+    )
 }
 
 /// `readv(2)`.
@@ -901,8 +913,13 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
     if let Some(r) = stream_write_refused(e, 0) {
         return r;
     }
-    // SAFETY: forwarded.
-    stream_write_result(fd, unsafe { real::writev(fd, iov, n) })
+    // SAFETY: an all-zero msghdr is valid; the caller's iovecs.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = iov as *mut iovec;
+    m.msg_iovlen = n as usize;
+    // SAFETY: forwarded as sendmsg(), identical on a stream socket but for
+    // the signal (n ≤ MAX_IOV checked above).
+    stream_write_result(fd, unsafe { real::sendmsg(fd, &m, libc::MSG_NOSIGNAL) }, 0)
 }
 
 /// `send(2)`.
@@ -929,8 +946,12 @@ pub unsafe extern "C" fn send(
     if let Some(r) = stream_write_refused(e, flags) {
         return r;
     }
-    // SAFETY: forwarded.
-    stream_write_result(fd, unsafe { real::send(fd, buf, count, flags) })
+    // SAFETY: forwarded; the signal is decided after.
+    stream_write_result(
+        fd,
+        unsafe { real::send(fd, buf, count, flags | libc::MSG_NOSIGNAL) },
+        flags,
+    )
 }
 
 /// `sendto(2)`.
@@ -961,8 +982,12 @@ pub unsafe extern "C" fn sendto(
     if let Some(r) = stream_write_refused(e, flags) {
         return r;
     }
-    // SAFETY: forwarded.
-    stream_write_result(fd, unsafe { real::send(fd, buf, count, flags) })
+    // SAFETY: forwarded; the signal is decided after.
+    stream_write_result(
+        fd,
+        unsafe { real::send(fd, buf, count, flags | libc::MSG_NOSIGNAL) },
+        flags,
+    )
 }
 
 /// `sendmsg(2)` on an INS fd.
@@ -992,7 +1017,11 @@ unsafe fn sendmsg_ins(fd: c_int, e: Entry, msg: *const msghdr, flags: c_int) -> 
     copy.msg_name = ptr::null_mut();
     copy.msg_namelen = 0;
     // SAFETY: forwarded with the address removed.
-    stream_write_result(fd, unsafe { real::sendmsg(fd, &copy, flags) })
+    stream_write_result(
+        fd,
+        unsafe { real::sendmsg(fd, &copy, flags | libc::MSG_NOSIGNAL) },
+        flags,
+    )
 }
 
 /// `sendmsg(2)`.

@@ -93,6 +93,7 @@ fn configs() -> Vec<Config> {
         big_files: false,
         error_level: "error",
         no_access_log: false,
+        ..NginxOpts::default()
     };
     let mut v = vec![
         Config {

@@ -5,6 +5,7 @@
 #include "common.h"
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/uio.h>
 
 #define STEP(name, call) do { alarm(3); errno = 0; long r_ = (long)(call); int e_ = errno; alarm(0); step(name, r_, e_); } while (0)
 #define STEPFD(var, name, call) do { alarm(3); errno = 0; var = (call); int e_ = errno; alarm(0); step_fd(name, var, e_); } while (0)
@@ -57,6 +58,14 @@ static unsigned tcp_info_u32(int fd, size_t off)
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &l) == 0 && l >= off + 4)
         memcpy(&v, ti + off, 4);
     return v;
+}
+
+static volatile sig_atomic_t sigpipes;
+
+static void count_sigpipe(int sig)
+{
+    (void)sig;
+    sigpipes++;
 }
 
 int main(int argc, char **argv)
@@ -448,6 +457,76 @@ int main(int argc, char **argv)
         close(s);
         close(c);
         close(l3);
+    }
+
+    /* --- writes after a local shutdown(SHUT_WR) and after the peer's
+     * reset: EPIPE, and SIGPIPE unless MSG_NOSIGNAL (the error the reset
+     * left is read first with SO_ERROR, so every later write is EPIPE) */
+    {
+        struct sigaction sa = {.sa_handler = count_sigpipe}, old;
+        sigaction(SIGPIPE, &sa, &old);
+        int l4 = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = sin4("127.0.0.1", 0);
+        bind(l4, SA(a), sizeof a);
+        listen(l4, 4);
+        struct sockaddr_in to = sin4("127.0.0.1", local_port(l4));
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        STEP("epipe-connect", connect(c, SA(to), sizeof to));
+        int s = accept(l4, NULL, NULL);
+        STEP("epipe-shut-wr", shutdown(c, SHUT_WR));
+        sigpipes = 0;
+        STEP("write-after-shut-wr-nosignal", send(c, "x", 1, MSG_NOSIGNAL));
+        printf("write-after-shut-wr-nosignal-sigpipes: %d -\n", sigpipes);
+        STEP("write-after-shut-wr", write(c, "x", 1));
+        printf("write-after-shut-wr-sigpipes: %d -\n", sigpipes);
+        STEP("read-after-shut-wr-peer-eof", recv(s, buf, sizeof buf, 0));
+        close(s);
+        close(c);
+        /* The peer resets (SO_LINGER 0). */
+        c = socket(AF_INET, SOCK_STREAM, 0);
+        STEP("reset-connect", connect(c, SA(to), sizeof to));
+        s = accept(l4, NULL, NULL);
+        STEP("reset-send-before", send(c, "ping", 4, MSG_NOSIGNAL));
+        STEP("reset-recv-before", recv(s, buf, 4, MSG_WAITALL));
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(s);
+        /* Wait until the reset has arrived (the error shows in SO_ERROR). */
+        int err = 0;
+        for (int i = 0; i < 300 && err == 0; i++) {
+            struct pollfd pf = {.fd = c, .events = POLLIN};
+            if (poll(&pf, 1, 10) > 0 && (pf.revents & (POLLHUP | POLLERR)))
+                break;
+        }
+        getint("reset-so-error", c, SOL_SOCKET, SO_ERROR);
+        sigpipes = 0;
+        STEP("write-after-reset-nosignal", send(c, "lost", 4, MSG_NOSIGNAL));
+        printf("write-after-reset-nosignal-sigpipes: %d -\n", sigpipes);
+        STEP("write-after-reset", write(c, "lost", 4));
+        printf("write-after-reset-sigpipes: %d -\n", sigpipes);
+        STEP("writev-after-reset", writev(c, &(struct iovec){.iov_base = "lost", .iov_len = 4}, 1));
+        STEP("read-after-reset", recv(c, buf, sizeof buf, MSG_DONTWAIT));
+        close(c);
+        /* Again, but the first write meets the reset's error: ECONNRESET
+         * without SIGPIPE, then EPIPE with it. */
+        c = socket(AF_INET, SOCK_STREAM, 0);
+        STEP("reset2-connect", connect(c, SA(to), sizeof to));
+        s = accept(l4, NULL, NULL);
+        setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(s);
+        for (int i = 0; i < 300; i++) {
+            struct pollfd pf = {.fd = c, .events = POLLIN};
+            if (poll(&pf, 1, 10) > 0 && (pf.revents & (POLLHUP | POLLERR)))
+                break;
+        }
+        sigpipes = 0;
+        STEP("reset2-first-write", write(c, "lost", 4));
+        printf("reset2-first-write-sigpipes: %d -\n", sigpipes);
+        STEP("reset2-second-write", write(c, "lost", 4));
+        printf("reset2-second-write-sigpipes: %d -\n", sigpipes);
+        close(c);
+        close(l4);
+        sigaction(SIGPIPE, &old, NULL);
     }
 
     close(pp[0]);

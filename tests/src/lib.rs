@@ -165,7 +165,7 @@ pub fn require(prog: &str) -> PathBuf {
     }
     panic!(
         "required program `{prog}` is not installed; run ./.ci/install-deps (as root) \
-         or apt-get install nginx-light curl redis-server redis-tools wrk python3 iproute2 util-linux socat iperf3"
+         or apt-get install nginx-light curl redis-server redis-tools wrk python3 iproute2 util-linux socat iperf3 bind9-dnsutils"
     )
 }
 
@@ -868,6 +868,9 @@ pub struct NginxOpts {
     pub error_level: &'static str,
     /// `access_log off`.
     pub no_access_log: bool,
+    /// The server's `listen` directives, `@PORT@` standing for the port
+    /// (default `listen 127.0.0.1:@PORT@;`).
+    pub listen: String,
 }
 
 impl Default for NginxOpts {
@@ -880,6 +883,7 @@ impl Default for NginxOpts {
             extra_http: String::new(),
             worker_connections: 1024,
             big_files: true,
+            listen: "listen 127.0.0.1:@PORT@;".into(),
             error_level: "info",
             no_access_log: false,
         }
@@ -918,6 +922,7 @@ impl Nginx {
         .expect("read fixtures/nginx.conf.in");
         let user = if sys::euid() == 0 { "user root;" } else { "" };
         let conf = tpl
+            .replace("@LISTEN@", &opts.listen)
             .replace("@USER@", user)
             .replace("@PREFIX@", &prefix.path().display().to_string())
             .replace("@PORT@", &port.to_string())

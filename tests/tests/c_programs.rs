@@ -259,3 +259,73 @@ fn concurrent_threads_on_ins_sockets() {
         &["echo rounds ok: 320 of 320", "server thread: ok"],
     );
 }
+
+/// A listener's port is free again at once after close() (iperf3 -s
+/// reopens its listener between tests): 200 rounds of bind, listen, one
+/// connection, close; then dual-stack pairs of listeners in both orders.
+/// No failure natively, none under the shim.
+#[test]
+fn rebind_after_close_and_dual_stack_pairs() {
+    let _g = serial();
+    // Two instances: the listener is replicated on both, and each must
+    // confirm the close.
+    let ins = Ins::start(2);
+    let port = free_port().to_string();
+    same_transcript(
+        &ins,
+        "rebind",
+        &[&port, "200"],
+        &[
+            "rebind rounds: 200, failures: 0",
+            "dual-stack pairs: 20, failures: 0",
+            "bind [::] without V6ONLY after 0.0.0.0: -1 EADDRINUSE",
+        ],
+    );
+}
+
+/// A connected UDP socket written past the shim (raw `syscall(SYS_sendmmsg,
+/// …)` as Debian's libuv does, raw `write`, `sendmsg`, `sendto`) reaches
+/// its peer, a native echo server, as natively; a raw send on an
+/// unconnected socket (no address the driver can see) is counted and
+/// logged, never dropped silently.
+#[test]
+fn raw_syscall_datagrams_on_connected_udp() {
+    let _g = serial();
+    let ins = Ins::start(1);
+    let port = free_port();
+    let mut sc = Command::new(c_program("rawudp"));
+    sc.args(["server", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut server = Proc::spawn("rawudp server", sc);
+    let mut r = BufReader::new(server.child.stdout.take().unwrap());
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    assert_eq!(l.trim(), "server: ready");
+    let p = port.to_string();
+    same_transcript(
+        &ins,
+        "rawudp",
+        &["client", &p],
+        &[
+            "raw sendmmsg: 2 -",
+            "reply 0: 13 \"echo:mmsg-one\"",
+            "reply 0: 14 \"echo:raw-write\"",
+            "reply 0: 45 \"echo:0123456789012345678901234567890123456789\"",
+            "reply 0: 11 \"echo:hooked\"",
+        ],
+    );
+    let s = shimmed(&ins, "rawudp", &["unconnected", &p]);
+    assert!(s.ok(), "{s}");
+    let log = std::fs::read_to_string(ins.run_dir().join("driver.log")).unwrap_or_default();
+    let ok = wait_for(Duration::from_secs(5), || {
+        let log = std::fs::read_to_string(ins.run_dir().join("driver.log")).unwrap_or_default();
+        log.contains("no address header on an unconnected socket")
+            .then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "the dropped datagram was not logged:\n{log}\n{}",
+        ins.diagnostics()
+    );
+}

@@ -217,3 +217,51 @@ fn nginx_quit_leaves_no_stuck_connections() {
     );
     assert!(ins.driver_alive(), "driver died");
 }
+
+/// Debian's default site listens on both families (`listen 80
+/// default_server; listen [::]:80 default_server;`): nginx binds
+/// `0.0.0.0:P`, then `[::]:P` with `IPV6_V6ONLY` (its `ipv6only=on`
+/// default), which Linux allows. Natively first (the config is valid),
+/// then under the shim: it starts and serves the same bytes over
+/// 127.0.0.1 and ::1.
+#[test]
+fn nginx_debian_default_site_dual_stack() {
+    let _g = serial();
+    let opts = NginxOpts {
+        big_files: false,
+        listen: "listen @PORT@ default_server;\n        listen [::]:@PORT@ default_server;".into(),
+        ..NginxOpts::default()
+    };
+    let fetch_both = |ng: &Nginx, what: &str, diag: &dyn Fn() -> String| {
+        for host in ["127.0.0.1", "[::1]"] {
+            let url = format!("http://{host}:{}/small.html", ng.port);
+            let o = run(
+                {
+                    let mut c = Command::new(require("curl"));
+                    c.args(["-sS", "--fail", "--max-time", "10", &url]);
+                    c
+                },
+                Duration::from_secs(20),
+            );
+            assert!(
+                o.ok(),
+                "{what}: curl {url} failed\n{o}\n{}\n{}",
+                ng.diagnostics(),
+                diag()
+            );
+            assert_eq!(o.stdout.as_bytes(), ng.file("small.html"), "{what}: {url}");
+        }
+    };
+    {
+        let ng = Nginx::start(None, &opts);
+        fetch_both(&ng, "native", &String::new);
+    }
+    let ins = Ins::start(1);
+    let ng = Nginx::start(Some(&ins), &opts);
+    fetch_both(&ng, "under the shim", &|| ins.diagnostics());
+    let el = ng.error_log();
+    assert!(
+        !el.contains("bind()"),
+        "nginx logged a bind failure under the shim:\n{el}"
+    );
+}

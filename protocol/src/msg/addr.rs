@@ -22,6 +22,14 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{DecodeError, Kind};
 
+/// The `reserved` word (little-endian) of the address header the shim puts
+/// before each datagram it writes into a datagram socket's pair
+/// (app → driver). It tells the shim's datagrams from *header-less* ones a
+/// program wrote past the shim (a raw `syscall(SYS_sendmmsg, …)`), which
+/// the driver sends to a connected socket's peer. The driver clears it
+/// before decoding the header; every other rule of [`WireAddr`] holds.
+pub const PAIR_HEADER_MAGIC: u32 = u32::from_le_bytes(*b"INS1");
+
 /// Address family value for "no address".
 pub const AF_UNSPEC: u16 = 0;
 /// Address family value for IPv4 (Linux `AF_INET`).

@@ -22,6 +22,7 @@ use core::net::SocketAddr;
 
 use ins_protocol::msg::MsgOf;
 
+use crate::pending::Pending;
 use crate::shim::Call;
 use crate::socket::Sock;
 use crate::{Action, Driver, Handle, InstId, ReplyFd, SockState, Violation, errno};
@@ -45,8 +46,28 @@ impl Driver {
             return Err(Violation::NotAListener(listener));
         };
         if ls.state == SockState::Closing {
-            // The app closed the listener; the instance gets Close
-            // for the listener and this connection is dropped by it.
+            // The app closed the listener while the instance accepted
+            // this connection (on Linux the client would have been
+            // refused): the driver closes it, and tolerates the frames
+            // the instance sends for it until it is released. Ignoring it
+            // left the instance sending for a socket the driver did not
+            // know — a protocol violation that cost the instance.
+            let (family, ty, proto) = (ls.family, ls.ty, ls.proto);
+            let h = self.alloc_handle().map_err(|_| Violation::TableFull)?;
+            let mut c = Sock::new(0, family, ty, proto, sock);
+            c.inst = Some(inst);
+            c.state = SockState::Closing;
+            c.local = Some(local);
+            c.peer = Some(peer);
+            c.close_waits = alloc::vec![inst];
+            self.socks.insert(h, c);
+            self.by_wire.insert((inst, sock), h);
+            if let Some(i) = self.instances.get_mut(&inst) {
+                i.sockets = i.sockets.saturating_add(1);
+            }
+            self.request(inst, Pending::Internal { sock: h }, out, |req| {
+                MsgOf::Close { sock, req }
+            });
             return Ok(());
         }
         let retiring = !li.replicas.contains_key(&inst);

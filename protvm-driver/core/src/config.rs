@@ -26,6 +26,10 @@ pub mod opt {
     pub const IPPROTO_TCP: i32 = 6;
     /// `IPPROTO_UDP`.
     pub const IPPROTO_UDP: i32 = 17;
+    /// `IPPROTO_IPV6`.
+    pub const IPPROTO_IPV6: i32 = 41;
+    /// `IPV6_V6ONLY`.
+    pub const IPV6_V6ONLY: i32 = 26;
 }
 
 /// How outgoing sockets pick an instance.
@@ -57,6 +61,9 @@ pub struct Config {
     /// How long a marker may wait for its record before its socket is
     /// reset (nanoseconds).
     pub inband_stall_ns: u64,
+    /// `IPV6_V6ONLY` of an IPv6 socket that did not set it: the instances'
+    /// kernel default (`net.ipv6.bindv6only`), which the host reads once.
+    pub bindv6only: bool,
 }
 
 impl Default for Config {
@@ -69,6 +76,7 @@ impl Default for Config {
             max_opts: 32,
             max_inband: 16,
             inband_stall_ns: 2_000_000_000,
+            bindv6only: false,
         }
     }
 }

@@ -89,6 +89,8 @@ mod tests;
 #[cfg(test)]
 mod tests_inband;
 #[cfg(test)]
+mod tests_ports;
+#[cfg(test)]
 mod tests_semantics;
 
 use alloc::collections::BTreeMap;

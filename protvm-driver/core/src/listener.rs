@@ -63,6 +63,14 @@ impl Driver {
             out.push(c.reply(errno::EINVAL));
             return;
         }
+        // Linux checks the port again at listen(): two SO_REUSEADDR
+        // sockets may share a port until one of them listens.
+        if let Some(addr) = s.bound.filter(|a| a.port() != 0)
+            && self.port_in_use(h, addr)
+        {
+            out.push(c.reply(errno::EADDRINUSE));
+            return;
+        }
         let Some(inst) = self.placed_or_answer(c, true, out) else {
             return;
         };

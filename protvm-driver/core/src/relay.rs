@@ -121,6 +121,14 @@ impl Driver {
         s.state = SockState::Closing;
         s.send_credit = 0;
         let wire = s.wire;
+        // The app let go: its port is free again at once, as on Linux,
+        // while the instances close their sockets.
+        if let Some(key) = s.bound_key() {
+            self.ports.remove(key, sock);
+        }
+        let Some(s) = self.socks.get(&sock) else {
+            return;
+        };
         let mut targets: Vec<InstId> = match s.listener.as_ref() {
             Some(li) => li.replicas.keys().copied().collect(),
             None => s.inst.into_iter().collect(),

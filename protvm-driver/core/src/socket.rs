@@ -44,6 +44,8 @@ pub enum SockState {
 /// Public view of a socket, for status and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketInfo {
+    /// The app side's identity (the host's inode of it).
+    pub inode: u64,
     /// State.
     pub state: SockState,
     /// Family.
@@ -64,6 +66,9 @@ pub struct SocketInfo {
     pub recv_inflight: u32,
     /// Bound or local address.
     pub local: Option<SocketAddr>,
+    /// Connected: a stream's connection is established, or a datagram
+    /// socket has a default peer (its instance's socket is connected).
+    pub connected: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +149,7 @@ impl Sock {
 
     pub(crate) fn info(&self) -> SocketInfo {
         SocketInfo {
+            inode: self.inode,
             state: self.state,
             family: self.family,
             ty: self.ty,
@@ -158,6 +164,10 @@ impl Sock {
             send_credit: self.send_credit,
             recv_inflight: self.recv_inflight,
             local: self.local.or(self.bound),
+            connected: match self.ty {
+                SockType::Stream => self.state == SockState::Connected,
+                SockType::Dgram => self.dgram_connected,
+            },
         }
     }
 

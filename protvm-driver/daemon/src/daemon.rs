@@ -65,6 +65,12 @@ struct Daemon {
     actions: Vec<Action>,
     /// Sockets whose app end must be read again ([`relay`]).
     resume: Vec<Handle>,
+    /// Reset streams whose driver end is shut both ways (so the app's
+    /// writes fail with EPIPE): hang-up no longer tells the app's close,
+    /// so each tick looks for their app ends in `/proc/net/unix`.
+    reset_watch: Vec<Handle>,
+    /// App datagrams the relay could not send (see `app_dgram_dropped`).
+    app_dgrams_dropped: u64,
     /// Relay buffer: app bytes on their way into a ring.
     scratch: Vec<u8>,
     /// A frame popped from a ring (the private copy that is decoded).
@@ -141,6 +147,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             crate::PlacementArg::RoundRobin => Placement::RoundRobin,
         },
         max_sockets: args.max_sockets,
+        // The instances run on this kernel: an IPv6 socket that does not
+        // set IPV6_V6ONLY gets this default there.
+        bindv6only: std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
+            .is_ok_and(|v| v.trim() == "1"),
         ..Config::default()
     };
     let mut d = Daemon {
@@ -152,6 +162,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         next_conn: 1,
         actions: Vec::with_capacity(64),
         resume: Vec::new(),
+        reset_watch: Vec::new(),
+        app_dgrams_dropped: 0,
         scratch: vec![0u8; args.max_frame as usize],
         frame_buf: vec![0u8; args.max_frame as usize],
         ctl_buf: vec![0u8; MAX_PACKET + 1],

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use ins_protocol::control::Op;
-use ins_protocol::msg::WireAddr;
+use ins_protocol::msg::{PAIR_HEADER_MAGIC, WireAddr};
 use rustix::event::PollFlags;
 use zerocopy::IntoBytes;
 
@@ -206,6 +206,7 @@ fn udp_both_ways() {
     let r = c.op(Op::Bind, &u, [0; 4], Some("127.0.0.1:0".parse().unwrap()));
     assert_eq!(r.status, 0);
     let mut pkt = WireAddr::from(Some(naddr)).as_bytes().to_vec();
+    pkt[28..32].copy_from_slice(&PAIR_HEADER_MAGIC.to_le_bytes());
     pkt.extend_from_slice(b"datagram out");
     write_all(&u, &pkt);
     let mut b = [0u8; 64];

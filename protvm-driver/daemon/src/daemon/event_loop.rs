@@ -193,6 +193,7 @@ impl Daemon {
                 let now = self.now();
                 self.core.tick(now, &mut self.actions);
                 self.apply(None, None);
+                self.watch_reset();
                 self.run_resumes();
                 self.log_notes();
                 self.balancer_tick();

@@ -39,6 +39,7 @@ struct DaemonHost<'a> {
     socks: &'a mut HashMap<Handle, SockIo>,
     shims: &'a HashMap<ConnId, Shim>,
     resume: &'a mut Vec<Handle>,
+    reset_watch: &'a mut Vec<Handle>,
     /// The fd received with the shim request being handled, and the
     /// socket it names.
     req_fd: Option<BorrowedFd<'a>>,
@@ -105,6 +106,15 @@ impl AppSockets for DaemonHost<'_> {
     fn connect_done(&mut self, sock: Handle, errno: i32) {
         if let Some(s) = self.socks.get_mut(&sock) {
             s.connect_done(sock, errno);
+            if errno != 0 && !s.reset_shut {
+                // The filler is drained: now the failed socket's writes
+                // may fail with EPIPE.
+                s.shut_both();
+                if s.reset_shut {
+                    let _ = epoll::delete(self.epfd, &s.drv);
+                    self.reset_watch.push(sock);
+                }
+            }
         }
     }
 
@@ -117,6 +127,13 @@ impl AppSockets for DaemonHost<'_> {
     fn peer_reset(&mut self, sock: Handle, errno: i32) {
         if let Some(s) = self.socks.get_mut(&sock) {
             s.peer_reset(sock, errno);
+            if s.reset_shut {
+                // Shut both ways, the end reports hang-up for good: out
+                // of epoll; the app's close is found by the tick.
+                let _ = epoll::delete(self.epfd, &s.drv);
+                self.reset_watch.push(sock);
+                return;
+            }
         }
         // Read (and discard) what the app still writes, and notice its
         // close.
@@ -175,6 +192,7 @@ impl Daemon {
             socks: &mut self.socks,
             shims: &self.shims,
             resume: &mut self.resume,
+            reset_watch: &mut self.reset_watch,
             req_fd,
             req_sock,
             app_sndbuf: self.app_sndbuf,

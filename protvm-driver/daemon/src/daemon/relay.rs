@@ -8,7 +8,19 @@
 //! ```
 //!
 //! Streams use `SOCK_STREAM` pairs; datagrams `SOCK_SEQPACKET` pairs whose
-//! packets start with a [`WireAddr`] (the peer address, in-band). The
+//! packets start with a [`WireAddr`] (the peer address, in-band; app →
+//! driver its reserved word is [`PAIR_HEADER_MAGIC`]). A packet without the
+//! magic was written past the shim (a raw `syscall(SYS_sendmmsg, …)`, as
+//! Debian's libuv sends): on a connected datagram socket it goes, whole, to
+//! the peer; elsewhere it is dropped, counted (`app_datagrams_dropped` in
+//! the control socket's `status`) and logged, as is every app datagram the
+//! relay cannot send. (A raw packet whose bytes 28..32 happen to be the
+//! magic is read as a header: one chance in 2³² for arbitrary data.)
+//!
+//! A reset stream's driver end is shut both ways, so the app's writes fail
+//! with `EPIPE` as after a TCP reset; its hang-up then no longer tells the
+//! app's close, which the tick finds in `/proc/net/unix` instead
+//! ([`SockIo::reset_shut`]). The
 //! driver end is edge-triggered: reading goes on until `EAGAIN`, the
 //! instance's credit or the ring's space runs out (a `Credit` frame or a
 //! doorbell resumes it). Bytes the pair does not take are buffered in
@@ -28,7 +40,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use driver_core::{Handle, Marked, Violation};
-use ins_protocol::msg::{self, DATA_TO_PREFIX_LEN, HEADER_LEN, MAX_OPT_LEN, Msg, WireAddr};
+use ins_protocol::msg::{
+    self, DATA_TO_PREFIX_LEN, HEADER_LEN, MAX_OPT_LEN, Msg, PAIR_HEADER_MAGIC, WireAddr,
+};
 use ins_protocol::ring::RingError;
 use rustix::event::epoll::EventFlags;
 use rustix::net::{RecvFlags, SendFlags, Shutdown};
@@ -65,6 +79,11 @@ pub(super) struct SockIo {
     /// `EPOLLOUT` is in the interest set (only while something waits to be
     /// written: instance bytes, tokens).
     out_armed: bool,
+    /// A reset stream: the driver end is shut both ways, so the app's
+    /// writes fail with `EPIPE` (and `SIGPIPE`) as after a TCP reset, and
+    /// it reads EOF; the end then always reports hang-up, so the app's
+    /// close is learned from `/proc/net/unix` instead (the tick).
+    pub(super) reset_shut: bool,
 }
 
 impl SockIo {
@@ -102,6 +121,19 @@ impl SockIo {
         self.inbuf_off = 0;
         self.held = None;
         let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
+        if self.filler == 0 {
+            self.shut_both();
+        }
+    }
+
+    /// A reset stream (or a failed connect, once its filler is drained):
+    /// the driver end's read side is shut too, so the app end's send side
+    /// is, and the app's writes fail with `EPIPE` (see `reset_shut`).
+    pub(super) fn shut_both(&mut self) {
+        if self.stream && !self.reset_shut {
+            let _ = rustix::net::shutdown(&self.drv, Shutdown::Both);
+            self.reset_shut = true;
+        }
     }
 
     /// One more accept token is owed to the listener's app end: written
@@ -201,6 +233,7 @@ pub(super) fn register(
             hup: false,
             rdhup: false,
             out_armed: false,
+            reset_shut: false,
         },
     );
     Ok(())
@@ -327,6 +360,55 @@ impl Daemon {
 
     /// Reads the app's bytes from the driver end into the ring while the
     /// core grants credit and the ring has space.
+    /// An app's datagram the driver cannot send: counted (the control
+    /// socket's `status` shows `app_datagrams_dropped`) and logged (the
+    /// first, then every 1024th).
+    fn app_dgram_dropped(&mut self, h: Handle, len: usize, why: &'static str) {
+        self.app_dgrams_dropped += 1;
+        let n = self.app_dgrams_dropped;
+        if n == 1 || n.is_multiple_of(1024) {
+            warn!(sock = h, len, why, total = n, "app datagram dropped");
+        } else {
+            debug!(sock = h, len, why, total = n, "app datagram dropped");
+        }
+    }
+
+    /// The tick's look at the reset streams ([`SockIo::reset_shut`]): an
+    /// app end no longer in `/proc/net/unix` was closed by the app (the
+    /// driver created both ends, so both are in its network namespace).
+    pub(super) fn watch_reset(&mut self) {
+        self.reset_watch.retain(|h| self.socks.contains_key(h));
+        if self.reset_watch.is_empty() {
+            return;
+        }
+        let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+            return;
+        };
+        // Columns: Num RefCount Protocol Flags Type St Inode [Path].
+        let live: std::collections::HashSet<u64> = table
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(6)?.parse().ok())
+            .collect();
+        let gone: Vec<Handle> = self
+            .reset_watch
+            .iter()
+            .copied()
+            .filter(|&h| {
+                self.core
+                    .socket(h)
+                    .is_some_and(|i| !live.contains(&i.inode))
+            })
+            .collect();
+        for h in gone {
+            self.reset_watch.retain(|&x| x != h);
+            self.core.app_eof(h, true, &mut self.actions);
+        }
+        if !self.actions.is_empty() {
+            self.apply(None, None);
+        }
+    }
+
     pub(super) fn relay_out(&mut self, h: Handle) {
         let Some(stream) = self.socks.get(&h).map(|s| s.stream) else {
             return;
@@ -350,6 +432,10 @@ impl Daemon {
                 return;
             };
             let Some((inst, wire, credit)) = credit else {
+                if s.reset_shut {
+                    // Nothing to read; the app's close comes from the tick.
+                    return;
+                }
                 // Not connected: read only to discard after a reset and to
                 // notice the app's close.
                 if self
@@ -504,19 +590,41 @@ impl Daemon {
                         }
                         return;
                     }
-                    Ok((_, full)) if full > self.scratch.len() => continue, // too big: dropped
+                    Ok((_, full)) if full > self.scratch.len() => {
+                        self.app_dgram_dropped(h, full, "larger than the relay buffer");
+                        continue;
+                    }
                     Ok((n, _)) => n,
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(_) => return,
                 }
             };
-            if len < WireAddr::LEN {
-                continue; // malformed from the app: dropped
-            }
-            let Ok(addr) = WireAddr::parse(&self.scratch[..WireAddr::LEN]) else {
+            // The shim's header (its reserved word the magic), or a
+            // header-less datagram written past the shim: the connected
+            // peer's, whole.
+            let magic = PAIR_HEADER_MAGIC.to_le_bytes();
+            let (addr, off) = if len >= WireAddr::LEN
+                && self.scratch[WireAddr::LEN - 4..WireAddr::LEN] == magic
+            {
+                let mut hdr = [0u8; WireAddr::LEN];
+                hdr.copy_from_slice(&self.scratch[..WireAddr::LEN]);
+                hdr[WireAddr::LEN - 4..].fill(0);
+                match WireAddr::parse(&hdr) {
+                    Ok(a) => (a, WireAddr::LEN),
+                    Err(_) => {
+                        self.app_dgram_dropped(h, len, "invalid address header");
+                        continue;
+                    }
+                }
+            } else if self.core.socket(h).is_some_and(|i| i.connected) {
+                (None, 0)
+            } else {
+                // Linux would say EDESTADDRREQ; the call is past the shim,
+                // so only the count and the log can say it.
+                self.app_dgram_dropped(h, len, "no address header on an unconnected socket");
                 continue;
             };
-            let payload = len - WireAddr::LEN;
+            let payload = len - off;
             let credit = self.core.send_credit(h, &mut self.actions);
             let Some(s) = self.socks.get_mut(&h) else {
                 return;
@@ -541,17 +649,14 @@ impl Daemon {
                 return;
             }
             if payload + DATA_TO_PREFIX_LEN > x.max_payload + HEADER_LEN {
-                continue; // larger than a frame: dropped
+                self.app_dgram_dropped(h, payload, "larger than a ring frame");
+                continue;
             }
             let mut pre = [0u8; DATA_TO_PREFIX_LEN];
             if msg::encode_data_to_header(wire, addr, payload, &mut pre).is_err() {
                 continue;
             }
-            match x
-                .ep
-                .tx
-                .try_push_parts(&[&pre, &self.scratch[WireAddr::LEN..len]])
-            {
+            match x.ep.tx.try_push_parts(&[&pre, &self.scratch[off..len]]) {
                 Ok(()) => {
                     x.dirty = true;
                     self.core.consume_credit(h, payload as u32);

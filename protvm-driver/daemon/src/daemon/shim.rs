@@ -171,6 +171,29 @@ impl Daemon {
             // kernel would have it.
             self.relay_out(h);
         }
+        // bind() names the address; listen() checks the bound one again.
+        let checked = match req.op {
+            Op::Bind => req.addr,
+            Op::Listen => sock.and_then(|h| self.core.socket(h)).and_then(|i| i.local),
+            _ => None,
+        };
+        if let Some(h) = sock
+            && let Some(addr) = checked
+        {
+            // A socket the app closed just before this call may not have
+            // been seen hung up yet (its pair is another epoll source):
+            // Linux frees a port at close(), so such a close is taken in
+            // now, before the port table answers.
+            for b in self.core.bind_blockers(h, addr) {
+                if self
+                    .socks
+                    .get(&b)
+                    .is_some_and(|s| shimio::hung_up(s.drv.as_fd()))
+                {
+                    self.relay_out(b);
+                }
+            }
+        }
         self.core.shim_request(conn, req, sock, &mut self.actions);
         self.apply(Some(fd.as_fd()), sock);
     }

@@ -222,6 +222,7 @@ impl Daemon {
                         "max_line": self.ctl.max_line,
                         "socket": self.ctl.monitor.as_ref().map(|(_, m, g)| json!({"mode": format!("{m:o}"), "group": g}))},
             "flows_kept": self.ctl.flows.len(),
+            "app_datagrams_dropped": self.app_dgrams_dropped,
             "mitigations": self.ctl.standing.iter().map(mitigation_json).collect::<Vec<_>>(),
             "policy": {"min_instances": p.min_instances, "max_instances": p.max_instances,
                        "autoscale": p.autoscale, "scale_up_at": p.scale_up_at,
