@@ -43,7 +43,7 @@ all: build
 build:
 	$(CARGO) build --workspace --release
 
-test: fmt-check clippy unikernel-clippy nostd unikernel doc unit loom fuzz-smoke test-xen test-kmod
+test: deps fmt-check clippy unikernel-clippy nostd unikernel doc unit loom fuzz-smoke test-xen test-kmod
 	@echo "make test: all checks passed"
 
 # Needs root (installs QEMU and downloads Debian's Xen packages once).
@@ -136,7 +136,7 @@ bench-iperf:
 test-kmod:
 	./tests/kmod/run.sh
 
-demo:
+demo: deps
 	CARGO="$(CARGO)" ./tools/demo.sh
 
 demo-attack:

@@ -201,6 +201,10 @@ pub fn status(run_dir: &Path, as_json: bool) -> Result<()> {
     crate::outln!("sockets         {}", g("/sockets"));
     crate::outln!("shim conns      {}", g("/shims"));
     crate::outln!("flows kept      {}", g("/flows_kept"));
+    crate::outln!(
+        "dropped         {} app datagrams the relay could not send",
+        g("/app_datagrams_dropped")
+    );
     crate::outln!("mitigations     {}", g("/mitigations"));
     crate::outln!("policy          {}", g("/policy"));
     Ok(())
