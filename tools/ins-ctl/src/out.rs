@@ -3,7 +3,7 @@
 //! Rust ignores `SIGPIPE`, so a write to a closed pipe (`ins-ctl flows |
 //! head -1`) fails with `EPIPE`, and `println!` turns that into a panic
 //! with a backtrace. The tools print through [`outln!`](crate::outln) /
-//! [`out!`](crate::out) instead: when the reader is gone the program exits
+//! [`out!`](crate::out!) instead: when the reader is gone the program exits
 //! at once, silently, with status [`CLOSED_STDOUT`] (141 = 128 + SIGPIPE,
 //! the status a shell reports for `seq 1 1000000 | head -1`'s `seq`).
 //! `SIGPIPE` itself stays ignored, so a control socket whose peer went
