@@ -584,12 +584,16 @@ impl Daemon {
             return;
         };
         let now = Instant::now();
-        let before = m.conns.len();
+        let mut gone = 0u64;
         m.conns.retain(|_, c| {
-            // Answered and fully written: the peer only has to close.
-            c.deadline > now
+            let keep = c.deadline > now;
+            // Answered in full: the peer only had to close; not a refusal.
+            let served = c.answered && c.woff == c.wbuf.len();
+            if !keep && !served {
+                gone += 1;
+            }
+            keep
         });
-        let gone = (before - m.conns.len()) as u64;
         if gone > 0 {
             m.refused += gone;
             warn!(scrapers = gone, "metrics scrapers timed out");
