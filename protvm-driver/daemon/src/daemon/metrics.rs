@@ -45,6 +45,9 @@ struct Scraper {
     woff: usize,
     /// The answer is queued (further input is read and discarded).
     answered: bool,
+    /// Bytes read past the request head (discarded); more than
+    /// `--metrics-max-request` of them ends the connection.
+    extra: usize,
     deadline: Instant,
 }
 
@@ -447,6 +450,7 @@ impl Daemon {
                     wbuf: Vec::new(),
                     woff: 0,
                     answered: false,
+                    extra: 0,
                     deadline: Instant::now() + m.cfg.timeout,
                 },
             );
@@ -476,9 +480,14 @@ impl Daemon {
                     break;
                 }
                 Ok(n) => {
-                    if !c.answered {
+                    if !c.answered && c.rbuf.len() <= max && head_end(&c.rbuf).is_none() {
                         c.rbuf.extend_from_slice(&buf[..n]);
-                        if head_end(&c.rbuf).is_some() || c.rbuf.len() > max {
+                    } else {
+                        // Read on to see the peer's end of input; a
+                        // flood past the head ends the connection.
+                        c.extra += n;
+                        if c.extra > max {
+                            eof = true;
                             break;
                         }
                     }
