@@ -28,7 +28,7 @@ DRAIN_TIMEOUT_MS=${DRAIN_TIMEOUT_MS:-5000}
 command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)"; exit 1; }
 command -v nginx >/dev/null || { echo "nginx is missing (apt-get install nginx-light)"; exit 1; }
 command -v curl >/dev/null || { echo "curl is missing (apt-get install curl)"; exit 1; }
-$CARGO build --release -p ins-driver -p ins -p ins-shim -p ins-ctl >/dev/null
+$CARGO build --release -q -p ins-driver -p ins -p ins-shim -p ins-ctl >/dev/null
 BIN="$(pwd)/${CARGO_TARGET_DIR:-target}/release"
 CTL="$BIN/ins-ctl"
 RUN=$(mktemp -d /tmp/ins-soak.XXXXXX)
@@ -48,8 +48,10 @@ autoscale = false
 rotate_s = $ROTATE_S
 drain_timeout_ms = $DRAIN_TIMEOUT_MS
 EOF
-"$CTL" --run-dir "$RUN" up --instances "$INSTANCES" --policy "$RUN/policy.toml" >/dev/null
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MPORT=$(free_port)
+"$CTL" --run-dir "$RUN" up --instances "$INSTANCES" --policy "$RUN/policy.toml" --metrics "127.0.0.1:$MPORT" >/dev/null
+PORT=$(free_port)
 mkdir -p "$NGX/html" "$NGX/logs" "$NGX/tmp"
 head -c 1024 /dev/zero | tr '\0' 'x' >"$NGX/html/index.html"
 chmod -R a+rX "$NGX"
@@ -97,14 +99,20 @@ while [ "$total" -lt "$REQUESTS" ] && [ $(( $(date +%s) - start )) -lt "$MAX_S" 
     e=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' <<<"$out")
     x=$(awk '/Non-2xx or 3xx/ {print $NF}' <<<"$out")
     total=$((total + ${n:-0})); errors=$((errors + ${e:-0})); non2xx=$((non2xx + ${x:-0}))
-    printf "round %2d: %8d requests (total %9d), socket errors %d, non-2xx %d, rotations so far %d\n" \
-        "$round" "${n:-0}" "$total" "${e:-0}" "${x:-0}" $(( $(rotations) - ROT0 ))
+    # The driver's /metrics, scraped under load.
+    m=$(curl -sf -m 5 "http://127.0.0.1:$MPORT/metrics") || { echo "FAIL: /metrics scrape failed"; exit 1; }
+    live=$(awk '/^ins_instances\{state="live"\}/ {print $2}' <<<"$m")
+    printf "round %2d: %8d requests (total %9d), socket errors %d, non-2xx %d, rotations so far %d, live %s\n" \
+        "$round" "${n:-0}" "$total" "${e:-0}" "${x:-0}" $(( $(rotations) - ROT0 )) "$live"
     [ -n "$n" ] || { echo "wrk output not understood:"; echo "$out"; exit 1; }
 done
 elapsed=$(( $(date +%s) - start ))
 sleep 2 # let a rotation in progress settle
 read -r D_RSS1 D_FD1 I_RSS1 I_FD1 N1 < <(snapshot)
 rot=$(( $(rotations) - ROT0 ))
+echo "driver /metrics at the end:"
+curl -sf -m 5 "http://127.0.0.1:$MPORT/metrics" | grep -E '^ins_(instances|sockets|connections|app_datagrams_dropped_total|flow_records_total|monitor_subscribers_dropped_total) ' | sed 's/^/  /' || true
+curl -sf -m 5 "http://127.0.0.1:$MPORT/metrics" | grep -E '^ins_instances\{' | sed 's/^/  /' || true
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == 0) print "n/a"; else printf "%+.1f", (b - a) * 100 / a }'; }
 echo "requests: $total in ${elapsed}s; errors: socket $errors, non-2xx $non2xx; instance rotations: $rot"
 printf "driver    RSS %8d KiB -> %8d KiB (%s %%)   fds %5d -> %5d (%s %%)\n" \
