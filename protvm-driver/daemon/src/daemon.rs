@@ -14,6 +14,7 @@
 //! | [`balancer`] | the target instance count, retirement, autoscale, rotation |
 //! | [`supervisor`] | `ins` child processes |
 //! | [`policy`] | the balancer's policy file |
+//! | [`metrics`] | `GET /metrics` (Prometheus text format) on `--metrics` |
 //!
 //! One thread runs everything except instance handshakes (they block for
 //! up to the handshake timeout, so each runs on a short-lived thread and
@@ -40,6 +41,7 @@ mod ctl;
 mod event_loop;
 mod host;
 mod instances;
+mod metrics;
 pub mod policy;
 mod relay;
 mod shim;
@@ -88,6 +90,8 @@ struct Daemon {
     bal: balancer::Balancer,
     sup: supervisor::Supervisor,
     run_dir: PathBuf,
+    /// The `/metrics` endpoint (`--metrics`).
+    metrics: Option<metrics::Metrics>,
 }
 
 /// Nanoseconds since `start`: the time the core is given.
@@ -190,6 +194,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             &args.run_dir,
         ),
         run_dir: args.run_dir.clone(),
+        metrics: match args.metrics {
+            None => None,
+            Some(addr) => Some(
+                metrics::Metrics::bind(
+                    addr,
+                    metrics::MetricsConfig {
+                        max_clients: args.metrics_max_clients,
+                        max_request: args.metrics_max_request,
+                        timeout: Duration::from_millis(args.metrics_timeout_ms),
+                    },
+                )
+                .with_context(|| format!("--metrics {addr}"))?,
+            ),
+        },
     };
     let sources = event_loop::Sources {
         sig,

@@ -157,6 +157,20 @@ pub struct Args {
     /// Longest request line on ctl.sock / monitor.sock (bytes).
     #[arg(long, default_value_t = 64 << 10, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(64..))]
     pub ctl_max_line: usize,
+    /// Serve Prometheus metrics (`GET /metrics`, text exposition format)
+    /// on this TCP address (e.g. 127.0.0.1:9464); off when not given.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Most metrics scrapers connected at once (more are refused).
+    #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub metrics_max_clients: usize,
+    /// Longest metrics request head (bytes); longer gets 431 and a close.
+    #[arg(long, default_value_t = 8192, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(64..))]
+    pub metrics_max_request: usize,
+    /// A metrics scraper that has not sent its request and read the whole
+    /// answer within this time (ms) is disconnected.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metrics_timeout_ms: u64,
     /// Flow records kept for `flows` (a ring; 0 keeps none).
     #[arg(long, default_value_t = 4096)]
     pub flow_ring: usize,

@@ -22,6 +22,8 @@ pub struct UpOpts {
     pub foreground: bool,
     /// Policy file.
     pub policy: Option<PathBuf>,
+    /// `--metrics ADDR:PORT` for the driver.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Extra driver arguments.
     pub driver_args: Vec<String>,
 }
@@ -57,6 +59,9 @@ pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
     }
     if let Some(p) = &o.policy {
         cmd.arg("--policy").arg(p);
+    }
+    if let Some(m) = &o.metrics {
+        cmd.arg("--metrics").arg(m.to_string());
     }
     cmd.args(&o.driver_args).stdin(Stdio::null());
     if o.foreground {

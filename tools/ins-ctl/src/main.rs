@@ -32,6 +32,10 @@ enum Cmd {
         /// Balancer policy file (TOML).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Serve Prometheus metrics (`GET /metrics`) on this TCP address
+        /// (e.g. 127.0.0.1:9464); off by default.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<std::net::SocketAddr>,
         /// Extra arguments for ins-driver (after `--`).
         #[arg(last = true)]
         driver_args: Vec<String>,
@@ -141,6 +145,7 @@ fn main() {
             netns,
             foreground,
             policy,
+            metrics,
             driver_args,
         } => cmds::up(
             &dir,
@@ -149,6 +154,7 @@ fn main() {
                 netns,
                 foreground,
                 policy,
+                metrics,
                 driver_args,
             },
         ),

@@ -123,6 +123,8 @@ pub(super) struct Ctl {
     /// The flow ring.
     flows: VecDeque<monitor::FlowEntry>,
     flow_cap: usize,
+    /// Flow records received from the instances.
+    flow_records: u64,
     /// Standing mitigations, replayed to joining instances.
     standing: Vec<OwnedMitigation>,
     /// Payload bytes (in, out) of the flows each instance closed, summed
@@ -148,6 +150,7 @@ impl Ctl {
             next_tag: 1,
             flows: VecDeque::new(),
             flow_cap: cfg.flow_cap,
+            flow_records: 0,
             standing: Vec::new(),
             ended_bytes: HashMap::new(),
             shutdown: false,

@@ -49,6 +49,10 @@ pub(super) const K_CTL_LISTENER: u64 = 9 << 56;
 pub(super) const K_CTL: u64 = 10 << 56;
 /// `DIR/monitor.sock`.
 pub(super) const K_MON_LISTENER: u64 = 11 << 56;
+/// The metrics listener (`--metrics`).
+pub(super) const K_METRICS_LISTENER: u64 = 12 << 56;
+/// A metrics scraper; low bits: its number.
+pub(super) const K_METRICS: u64 = 13 << 56;
 const KIND: u64 = 0xff << 56;
 
 /// How often the core's tick and the balancer run.
@@ -106,6 +110,14 @@ impl Daemon {
         add(&self.epfd, src.wake.as_fd(), K_WAKE, EventFlags::IN)?;
         if let Some((l, _, _)) = &self.ctl.monitor {
             add(&self.epfd, l.as_fd(), K_MON_LISTENER, EventFlags::IN)?;
+        }
+        if let Some(m) = &self.metrics {
+            add(
+                &self.epfd,
+                m.listener().as_fd(),
+                K_METRICS_LISTENER,
+                EventFlags::IN,
+            )?;
         }
         Ok(())
     }
@@ -184,6 +196,8 @@ impl Daemon {
                     K_MON_LISTENER => self.ctl_accept(true),
                     K_CTL => self.ctl_readable(id),
                     K_SOCK => self.sock_event(id as Handle, flags),
+                    K_METRICS_LISTENER => self.metrics_accept(),
+                    K_METRICS => self.metrics_event(id),
                     _ => {}
                 }
             }
@@ -197,6 +211,7 @@ impl Daemon {
                 self.run_resumes();
                 self.log_notes();
                 self.balancer_tick();
+                self.metrics_expire();
             }
             self.flush_all();
             self.log_notes();

@@ -60,6 +60,11 @@ impl Inst {
         !self.outq.is_empty()
     }
 
+    /// Control frames waiting for ring space.
+    pub(super) fn queued_frames(&self) -> usize {
+        self.outq.len()
+    }
+
     /// Encodes `frame` and pushes it after everything before it: into the
     /// ring, or the overflow queue while the ring is full.
     pub(super) fn send(&mut self, inst: InstId, frame: &OwnedMsg) -> Result<(), LinkFailed> {

@@ -194,7 +194,7 @@ impl Daemon {
     }
 
     /// `status`: the driver's summary.
-    fn ctl_status(&self) -> Value {
+    pub(in crate::daemon) fn ctl_status(&self) -> Value {
         let mut live = 0;
         let mut draining = 0;
         for (_, i) in self.core.instances() {
@@ -222,6 +222,7 @@ impl Daemon {
                         "max_line": self.ctl.max_line,
                         "socket": self.ctl.monitor.as_ref().map(|(_, m, g)| json!({"mode": format!("{m:o}"), "group": g}))},
             "flows_kept": self.ctl.flows.len(),
+            "flow_records": self.ctl.flow_records,
             "app_datagrams_dropped": self.app_dgrams_dropped,
             "mitigations": self.ctl.standing.iter().map(mitigation_json).collect::<Vec<_>>(),
             "policy": {"min_instances": p.min_instances, "max_instances": p.max_instances,
@@ -242,8 +243,10 @@ impl Daemon {
     ///   payload bytes it carried, the last heartbeat's totals and the sum
     ///   of the final flow records it sent since (which arrive as each
     ///   flow closes, so a burst is counted at once);
-    /// * `reported`: the instance's own figures from its last heartbeat.
-    fn ctl_list(&mut self) -> Value {
+    /// * `reported`: the instance's own figures from its last heartbeat;
+    /// * `ring`: control frames waiting for space in its ring and sockets
+    ///   whose relay waits for ring space.
+    pub(in crate::daemon) fn ctl_list(&mut self) -> Value {
         let mut conns: std::collections::HashMap<InstId, u64> = std::collections::HashMap::new();
         for &h in self.socks.keys() {
             if let Some(info) = self.core.socket(h)
@@ -281,6 +284,8 @@ impl Daemon {
                 "accepted": i.accepted,
                 "age_s": x.map_or(0, |x| x.joined.elapsed().as_secs()),
                 "heartbeat": i.stats.is_some(),
+                "ring": {"queued_frames": x.map_or(0, |x| x.queued_frames()),
+                         "blocked_sockets": x.map_or(0, |x| x.blocked.len())},
             }));
         }
         json!({"ok": true, "instances": out})

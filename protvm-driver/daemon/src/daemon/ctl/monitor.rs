@@ -226,6 +226,7 @@ impl Ctl {
 
     /// A flow record from `inst`: streamed and kept.
     pub(in crate::daemon) fn flow(&mut self, inst: InstId, rec: FlowRecord) {
+        self.flow_records += 1;
         if rec.state == FlowState::Closed {
             let b = self.ended_bytes.entry(inst).or_default();
             b.0 = b.0.saturating_add(rec.bytes_in);
