@@ -36,7 +36,7 @@ FUZZ_TARGETS := decode ring_consumer ring_producer xenstore_reply netfront_respo
 
 .PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
         bench-ring bench-ins bench-nginx bench-redis bench-iperf deps clean demo demo-attack \
-        bench-detect detect-benign test-xen unikernel unikernel-clippy test-kmod
+        bench-detect detect-benign test-xen unikernel unikernel-clippy test-kmod soak
 
 all: build
 
@@ -151,6 +151,11 @@ detect-benign:
 
 deps:
 	./.ci/install-deps
+
+# >= 1,000,000 keep-alive requests through nginx under INS with instance
+# rotation; errors, RSS and fds at start and end (tools/scripts/soak.sh).
+soak: build
+	tools/scripts/soak.sh
 
 clean:
 	$(CARGO) clean
