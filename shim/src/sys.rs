@@ -123,6 +123,16 @@ pub mod real {
         fn(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int
     );
     real_fn!(close, c"close", fn(fd: c_int) -> c_int);
+    real_fn!(
+        getaddrinfo,
+        c"getaddrinfo",
+        fn(
+            node: *const libc::c_char,
+            service: *const libc::c_char,
+            hints: *const libc::addrinfo,
+            res: *mut *mut libc::addrinfo,
+        ) -> c_int
+    );
     real_fn!(dup, c"dup", fn(fd: c_int) -> c_int);
     real_fn!(dup2, c"dup2", fn(a: c_int, b: c_int) -> c_int);
     real_fn!(dup3, c"dup3", fn(a: c_int, b: c_int, f: c_int) -> c_int);
