@@ -1,0 +1,277 @@
+//! Name resolution through INS (issue 15): the shim's `getaddrinfo` sends
+//! A/AAAA queries over INS UDP sockets to the nameservers of the
+//! `resolv.conf` named by `INS_RESOLV_CONF`, so each query is an INS flow to
+//! port 53, and a program in an empty network namespace
+//! (`ins-ctl run --isolate`) resolves names.
+//!
+//! The nameserver is a small native Python responder on 127.0.53.X:53
+//! (`name.test` → A 127.0.0.1, everything else NXDOMAIN) that logs each
+//! query; the native comparisons run with the same `resolv.conf`
+//! bind-mounted over `/etc/resolv.conf` (`unshare -m`), where glibc's own
+//! resolver uses it. Needs root (port 53, mount namespaces), python3, curl,
+//! getent, unshare.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ins_e2e::*;
+
+const RESPONDER: &str = r#"
+import socket, struct, sys
+bind, name, addr, log = sys.argv[1], sys.argv[2].lower(), sys.argv[3], sys.argv[4]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((bind, 53))
+out = open(log, "a")
+out.write("READY\n"); out.flush()
+while True:
+    q, peer = s.recvfrom(4096)
+    if len(q) < 12:
+        continue
+    i, labels = 12, []
+    while i < len(q) and q[i] != 0:
+        n = q[i]; labels.append(q[i+1:i+1+n].decode("ascii", "replace")); i += 1 + n
+    qname = ".".join(labels).lower()
+    qtype = struct.unpack("!H", q[i+1:i+3])[0]
+    out.write("QUERY %s %d\n" % (qname, qtype)); out.flush()
+    known = qname == name
+    an = b""
+    if known and qtype == 1:
+        an = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(addr)
+    hdr = q[:2] + struct.pack("!BBHHHH", 0x81, 0x80 | (0 if known else 3), 1, 1 if an else 0, 0, 0)
+    s.sendto(hdr + q[12:i+5] + an, peer)
+"#;
+
+struct Dns {
+    dir: TempDir,
+    server: String,
+    _proc: Proc,
+}
+
+impl Dns {
+    fn start() -> Dns {
+        let dir = TempDir::new("dns");
+        let server = format!("127.0.53.{}", 10 + std::process::id() % 200);
+        std::fs::write(dir.path().join("responder.py"), RESPONDER).unwrap();
+        std::fs::write(
+            dir.path().join("resolv.conf"),
+            format!("nameserver {server}\noptions timeout:2 attempts:2\n"),
+        )
+        .unwrap();
+        let mut c = Command::new(require("python3"));
+        c.arg(dir.path().join("responder.py"))
+            .args([&server, "name.test", "127.0.0.1"])
+            .arg(dir.path().join("queries.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("responder.err")).unwrap());
+        let proc = Proc::spawn("dns responder", c);
+        let log = dir.path().join("queries.log");
+        let up = wait_for(Duration::from_secs(10), || {
+            read_lossy(&log).contains("READY").then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "DNS responder on {server}:53 did not start (needs root)\n{}",
+            read_lossy(&dir.path().join("responder.err"))
+        );
+        Dns {
+            dir,
+            server,
+            _proc: proc,
+        }
+    }
+
+    fn resolv(&self) -> std::path::PathBuf {
+        self.dir.path().join("resolv.conf")
+    }
+
+    fn queries(&self, name: &str) -> usize {
+        read_lossy(&self.dir.path().join("queries.log"))
+            .lines()
+            .filter(|l| l.starts_with(&format!("QUERY {name} ")))
+            .count()
+    }
+
+    /// `ARGV` natively with this resolv.conf over /etc/resolv.conf
+    /// (arguments are single-quoted for `sh`: no `'` in them).
+    fn native(&self, argv: &[&str]) -> Output {
+        let mut script = format!(
+            "mount --bind '{}' /etc/resolv.conf && exec",
+            self.resolv().display()
+        );
+        for a in argv {
+            script += &format!(" '{a}'");
+        }
+        let mut c = Command::new(require("unshare"));
+        c.args(["-m", "sh", "-c", &script]);
+        run(c, Duration::from_secs(30))
+    }
+}
+
+fn ctl(ins: &Ins) -> Command {
+    let mut c = Command::new(bin_dir().join("ins-ctl"));
+    c.arg("--run-dir").arg(ins.run_dir());
+    c
+}
+
+/// UDP flows to `server:53` in `ins-ctl flows`.
+fn dns_flows(ins: &Ins, server: &str) -> usize {
+    let mut f = ctl(ins);
+    f.arg("flows");
+    let o = run(f, Duration::from_secs(10));
+    assert!(o.ok(), "ins-ctl flows\n{o}");
+    o.stdout
+        .lines()
+        .filter(|l| l.contains("udp") && l.contains(&format!("{server}:53")))
+        .count()
+}
+
+/// `ins-ctl run [--isolate] -- ARGV` with `INS_RESOLV_CONF`.
+fn under_ins(ins: &Ins, dns: &Dns, isolate: bool, argv: &[&str]) -> Output {
+    let mut c = ctl(ins);
+    c.arg("run");
+    if isolate {
+        c.arg("--isolate");
+    }
+    c.arg("--").args(argv).env("INS_RESOLV_CONF", dns.resolv());
+    run(c, Duration::from_secs(30))
+}
+
+fn http_server(root: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let mut c = Command::new(require("python3"));
+    c.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .arg("--directory")
+    .arg(root)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let p = Proc::spawn("http.server", c);
+    assert!(
+        wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(10)),
+        "http.server did not start"
+    );
+    (p, port)
+}
+
+#[test]
+fn names_resolve_through_ins_with_and_without_isolate() {
+    let _g = serial();
+    let ins = Ins::start(1);
+    let dns = Dns::start();
+    let root = TempDir::new("dns-www");
+    let data = random_bytes(100_000, 53);
+    std::fs::write(root.path().join("data.bin"), &data).unwrap();
+    let (_http, port) = http_server(root.path());
+    let url = format!("http://name.test:{port}/data.bin");
+    let curl = require("curl").display().to_string();
+    let getent = require("getent").display().to_string();
+    let py = require("python3").display().to_string();
+
+    // 1. curl under ins-ctl run: the query is an INS flow and the responder saw it.
+    let out = root.path().join("out.bin");
+    let o = under_ins(
+        &ins,
+        &dns,
+        false,
+        &[&curl, "-sS", "-o", &out.display().to_string(), &url],
+    );
+    assert!(o.ok(), "curl {url} under INS\n{o}\n{}", ins.diagnostics());
+    assert_eq!(std::fs::read(&out).unwrap(), data, "body differs");
+    let q = dns.queries("name.test");
+    assert!(q >= 1, "the responder saw no query for name.test");
+    let flows = dns_flows(&ins, &dns.server);
+    assert!(
+        flows >= q,
+        "{q} queries reached the responder but only {flows} UDP flows to {}:53 went through INS",
+        dns.server
+    );
+
+    // Control: with INS_DNS=host (glibc's resolver, the same resolv.conf
+    // bind-mounted) curl resolves too, but its queries are no INS flows.
+    let before = (dns.queries("name.test"), dns_flows(&ins, &dns.server));
+    let mut env_args = vec!["env".to_string(), "INS_DNS=host".to_string()];
+    for (k, v) in ins.shim_env() {
+        env_args.push(format!("{k}={v}"));
+    }
+    let mut argv: Vec<&str> = env_args.iter().map(String::as_str).collect();
+    argv.extend([curl.as_str(), "-sS", "-o", "/dev/null", url.as_str()]);
+    let o = dns.native(&argv);
+    assert!(o.ok(), "curl under the shim with INS_DNS=host\n{o}");
+    assert!(
+        dns.queries("name.test") > before.0,
+        "INS_DNS=host: no query seen"
+    );
+    assert_eq!(
+        dns_flows(&ins, &dns.server),
+        before.1,
+        "INS_DNS=host: glibc's queries should not be INS flows"
+    );
+
+    // 2. --isolate: getent and curl resolve through INS.
+    let o = under_ins(&ins, &dns, true, &[&getent, "ahosts", "name.test"]);
+    assert!(
+        o.ok()
+            && o.stdout
+                .lines()
+                .any(|l| l.starts_with("127.0.0.1") && l.contains("STREAM name.test")),
+        "getent ahosts name.test under --isolate\n{o}\n{}",
+        ins.diagnostics()
+    );
+    let o = under_ins(
+        &ins,
+        &dns,
+        true,
+        &[&curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}", &url],
+    );
+    assert!(
+        o.ok() && o.stdout == "200",
+        "curl under --isolate\n{o}\n{}",
+        ins.diagnostics()
+    );
+
+    // 3. Errors as natively: NXDOMAIN (curl 6, getent 2) and a name with no
+    // address of the family (python's gaierror text).
+    for isolate in [false, true] {
+        let n = dns.native(&[&curl, "-sS", "http://nope.test/"]);
+        let i = under_ins(&ins, &dns, isolate, &[&curl, "-sS", "http://nope.test/"]);
+        assert_eq!(n.status.and_then(|s| s.code()), Some(6), "native curl\n{n}");
+        assert_eq!(
+            i.status.and_then(|s| s.code()),
+            Some(6),
+            "curl under INS (isolate {isolate})\n{i}"
+        );
+        assert_eq!(n.stderr, i.stderr);
+        let n = dns.native(&[&getent, "ahosts", "nope.test"]);
+        let i = under_ins(&ins, &dns, isolate, &[&getent, "ahosts", "nope.test"]);
+        assert_eq!(
+            n.status.and_then(|s| s.code()),
+            Some(2),
+            "native getent\n{n}"
+        );
+        assert_eq!(
+            i.status.and_then(|s| s.code()),
+            Some(2),
+            "getent under INS (isolate {isolate})\n{i}"
+        );
+        let script = "import socket\ntry:\n    print(socket.getaddrinfo(\"name.test\", 80, socket.AF_INET6))\nexcept socket.gaierror as e:\n    print(e)";
+        let n = dns.native(&[&py, "-c", script]);
+        let i = under_ins(&ins, &dns, isolate, &[&py, "-c", script]);
+        assert!(n.ok() && n.stdout.contains("-5"), "native python\n{n}");
+        assert_eq!(
+            n.stdout, i.stdout,
+            "python AF_INET6 under INS (isolate {isolate})\n{i}"
+        );
+    }
+    assert!(
+        dns.queries("nope.test") >= 4,
+        "NXDOMAIN queries did not reach the responder"
+    );
+}
