@@ -83,7 +83,8 @@ impl ResolvConf {
             }
         }
         if rc.servers.is_empty() {
-            rc.servers.push(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 53));
+            rc.servers
+                .push(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 53));
         }
         rc
     }
@@ -106,16 +107,18 @@ impl ResolvConf {
     }
 }
 
-/// Whether `name` is a host name or alias in the hosts file `text`
-/// (case-insensitive, as glibc's `files` source).
-pub fn in_hosts(text: &str, name: &str) -> bool {
+/// The addresses the hosts file `text` gives `name` as a host name or
+/// alias (case-insensitive, as glibc's `files` source), in file order.
+pub fn hosts_addrs(text: &str, name: &str) -> Vec<IpAddr> {
     let name = name.trim_end_matches('.');
-    text.lines().any(|line| {
-        let line = line.split('#').next().unwrap_or("");
-        let mut w = line.split_whitespace();
-        w.next().is_some_and(|a| a.parse::<IpAddr>().is_ok())
-            && w.any(|h| h.eq_ignore_ascii_case(name))
-    })
+    text.lines()
+        .filter_map(|line| {
+            let line = line.split('#').next().unwrap_or("");
+            let mut w = line.split_whitespace();
+            let a = w.next()?.parse::<IpAddr>().ok()?;
+            w.any(|h| h.eq_ignore_ascii_case(name)).then_some(a)
+        })
+        .collect()
 }
 
 /// Why a name was not resolved (mapped to `EAI_*` by the caller).
@@ -324,8 +327,14 @@ mod tests {
         assert_eq!(rc.ndots, 2);
         assert_eq!(rc.timeout, Duration::from_secs(1));
         assert_eq!(rc.attempts, 3);
-        assert_eq!(rc.candidates("x.y"), vec!["x.y.a.test", "x.y.b.test", "x.y"]);
-        assert_eq!(rc.candidates("x.y.z"), vec!["x.y.z", "x.y.z.a.test", "x.y.z.b.test"]);
+        assert_eq!(
+            rc.candidates("x.y"),
+            vec!["x.y.a.test", "x.y.b.test", "x.y"]
+        );
+        assert_eq!(
+            rc.candidates("x.y.z"),
+            vec!["x.y.z", "x.y.z.a.test", "x.y.z.b.test"]
+        );
         assert_eq!(rc.candidates("x."), vec!["x"]);
         let d = ResolvConf::parse("");
         assert_eq!(d.servers, vec!["127.0.0.1:53".parse().unwrap()]);
@@ -335,10 +344,20 @@ mod tests {
     #[test]
     fn hosts() {
         let h = "127.0.0.1 localhost\n::1 ip6-localhost ip6-loopback # x\n#10.0.0.1 gone\n";
-        assert!(in_hosts(h, "LOCALHOST"));
-        assert!(in_hosts(h, "ip6-loopback."));
-        assert!(!in_hosts(h, "gone"));
-        assert!(!in_hosts(h, "127.0.0.1"));
+        let h = format!("{h}127.0.1.1 x ip6-loopback\n");
+        assert_eq!(
+            hosts_addrs(&h, "LOCALHOST"),
+            vec![IpAddr::from([127, 0, 0, 1])]
+        );
+        assert_eq!(
+            hosts_addrs(&h, "ip6-loopback."),
+            vec![
+                IpAddr::from(Ipv6Addr::LOCALHOST),
+                IpAddr::from([127, 0, 1, 1])
+            ]
+        );
+        assert!(hosts_addrs(&h, "gone").is_empty());
+        assert!(hosts_addrs(&h, "127.0.0.1").is_empty());
     }
 
     #[test]
@@ -362,11 +381,20 @@ mod tests {
         assert_eq!(parse(&m, 0x1235, "name.test", TYPE_A), Err(Malformed));
         assert_eq!(parse(&m, 0x1234, "other.test", TYPE_A), Err(Malformed));
         let nx = answer(7, &query(7, "n.test", TYPE_A).unwrap(), 3, &[], 0);
-        assert_eq!(outcome(&parse(&nx, 7, "n.test", TYPE_A).unwrap()), Err(Failure::NoName));
+        assert_eq!(
+            outcome(&parse(&nx, 7, "n.test", TYPE_A).unwrap()),
+            Err(Failure::NoName)
+        );
         let nd = answer(7, &query(7, "n.test", TYPE_AAAA).unwrap(), 0, &[], 0);
-        assert_eq!(outcome(&parse(&nd, 7, "n.test", TYPE_AAAA).unwrap()), Err(Failure::NoData));
+        assert_eq!(
+            outcome(&parse(&nd, 7, "n.test", TYPE_AAAA).unwrap()),
+            Err(Failure::NoData)
+        );
         let sf = answer(7, &query(7, "n.test", TYPE_A).unwrap(), 2, &[], 0);
-        assert_eq!(outcome(&parse(&sf, 7, "n.test", TYPE_A).unwrap()), Err(Failure::Again));
+        assert_eq!(
+            outcome(&parse(&sf, 7, "n.test", TYPE_A).unwrap()),
+            Err(Failure::Again)
+        );
     }
 
     #[test]
@@ -383,7 +411,9 @@ mod tests {
         // Label beyond the end, reserved label types, 256-byte names.
         assert_eq!(read_name(&[5, b'a'], 0), Err(Malformed));
         assert_eq!(read_name(&[0x40], 0), Err(Malformed));
-        let long: Vec<u8> = (0..5).flat_map(|_| [63u8].into_iter().chain([b'a'; 63])).collect();
+        let long: Vec<u8> = (0..5)
+            .flat_map(|_| [63u8].into_iter().chain([b'a'; 63]))
+            .collect();
         assert_eq!(read_name(&long, 0), Err(Malformed));
     }
 

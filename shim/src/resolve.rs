@@ -8,8 +8,11 @@
 //!
 //! * `INS_DNS=host`, a null `node`, `AI_NUMERICHOST`, a numeric address
 //!   (glibc's own `getaddrinfo` with `AI_NUMERICHOST` decides, so `127.1`
-//!   and `fe80::1%lo` parse as natively), or a name listed in `/etc/hosts`:
-//!   glibc's `getaddrinfo`, no network involved. Bad flags, family, socket
+//!   and `fe80::1%lo` parse as natively), or a name `/etc/hosts` gives an
+//!   address of the asked family: glibc's `getaddrinfo`, which answers
+//!   from the file with no network involved. (A name listed only with the
+//!   other family goes to DNS through INS, as glibc's `files dns` order
+//!   would send it to DNS.) Bad flags, family, socket
 //!   type or service fail there first, with glibc's own `EAI_*`.
 //! * Otherwise A and/or AAAA queries (`AF_INET`: A; `AF_INET6`: AAAA, and A
 //!   mapped to `::ffff:a.b.c.d` with `AI_V4MAPPED` when there is no AAAA or
@@ -28,12 +31,20 @@
 //!   timeouts, SERVFAIL/REFUSED or no server reachable → `EAI_AGAIN`.
 //!
 //! Gaps: no TCP retry of a truncated answer (the addresses in it are used);
-//! `AI_ADDRCONFIG` is ignored for names and numeric addresses alike (the
+//! `AI_ADDRCONFIG` is ignored for every answer (the
 //! program's own interfaces say nothing about what INS reaches; under
 //! `--isolate` there are none); no `AI_IDN`; nsswitch sources other than
-//! `files` (`/etc/hosts`) and `dns` are not consulted; `gethostbyname*`,
-//! `getnameinfo` and `res_*` are not hooked yet (they still use glibc's
+//! `files` (`/etc/hosts`) and `dns` are not consulted; `getnameinfo`
+//! (reverse lookups) and `res_*` are not hooked (they still use glibc's
 //! resolver and so the host stack).
+//!
+//! `gethostbyname`, `gethostbyname2`, `gethostbyname_r` and
+//! `gethostbyname2_r` follow the same rules (A for `AF_INET`, AAAA for
+//! `AF_INET6`; `RES_USE_INET6` is not honoured) and lay their answer out
+//! as glibc does; `h_errno` is `HOST_NOT_FOUND` for NXDOMAIN, `NO_DATA`
+//! for no address of the family, `TRY_AGAIN` (return `EAGAIN`) for
+//! timeouts; a buffer too small is `ERANGE` with `NETDB_INTERNAL`. The
+//! non-reentrant two keep their result per thread.
 
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, SocketAddr};
@@ -92,10 +103,19 @@ impl Drop for Fd {
 }
 
 /// One query to one server over an INS UDP socket.
-fn exchange(server: SocketAddr, name: &str, qtype: u16, timeout: Duration) -> Result<dns::Answer, Failure> {
+fn exchange(
+    server: SocketAddr,
+    name: &str,
+    qtype: u16,
+    timeout: Duration,
+) -> Result<dns::Answer, Failure> {
     let id = query_id();
     let q = dns::query(id, name, qtype)?;
-    let family = if server.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if server.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: no memory arguments; the hook makes an INS socket.
     let fd = unsafe { hooks::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -243,8 +263,9 @@ unsafe fn getaddrinfo_ins(
     let found = match family {
         libc::AF_INET => resolve(&rc, node, &[TYPE_A]),
         libc::AF_INET6 if v4mapped && all => resolve(&rc, node, &[TYPE_AAAA, TYPE_A]),
-        libc::AF_INET6 if v4mapped => resolve(&rc, node, &[TYPE_AAAA])
-            .or_else(|_| resolve(&rc, node, &[TYPE_A])),
+        libc::AF_INET6 if v4mapped => {
+            resolve(&rc, node, &[TYPE_AAAA]).or_else(|_| resolve(&rc, node, &[TYPE_A]))
+        }
         libc::AF_INET6 => resolve(&rc, node, &[TYPE_AAAA]),
         _ => resolve(&rc, node, &[TYPE_A, TYPE_AAAA]),
     };
@@ -268,7 +289,11 @@ unsafe fn getaddrinfo_ins(
             continue;
         };
         let mut h = hints;
-        h.ai_family = if a.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        h.ai_family = if a.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
         h.ai_flags = (hints.ai_flags
             & !(libc::AI_CANONNAME | libc::AI_V4MAPPED | libc::AI_ALL | libc::AI_ADDRCONFIG))
             | libc::AI_NUMERICHOST;
@@ -319,9 +344,16 @@ unsafe fn getaddrinfo_ins(
     0
 }
 
-/// Whether `name` is in the hosts file glibc's `files` source reads.
-fn in_hosts(name: &str) -> bool {
-    std::fs::read_to_string("/etc/hosts").is_ok_and(|t| dns::in_hosts(&t, name))
+/// Whether glibc's `files` source (`/etc/hosts`) answers `name` for
+/// `family` (with `mapped`: IPv4 entries count for `AF_INET6`), so that
+/// glibc's own call never reaches its resolver.
+fn in_hosts(name: &str, family: c_int, mapped: bool) -> bool {
+    let text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    dns::hosts_addrs(&text, name).iter().any(|a| match family {
+        libc::AF_INET => a.is_ipv4(),
+        libc::AF_INET6 => a.is_ipv6() || mapped,
+        _ => true,
+    })
 }
 
 /// `getaddrinfo(3)`.
@@ -335,10 +367,9 @@ pub unsafe extern "C" fn getaddrinfo(
     hints: *const addrinfo,
     res: *mut *mut addrinfo,
 ) -> c_int {
-    // SAFETY: forwarded.
-    let host = || unsafe { real::getaddrinfo(node, service, hints, res) };
-    if node.is_null() || hooks::in_shim() || env_is("INS_DNS", "host") {
-        return host();
+    if hooks::in_shim() || env_is("INS_DNS", "host") {
+        // SAFETY: forwarded.
+        return unsafe { real::getaddrinfo(node, service, hints, res) };
     }
     let h: addrinfo = if hints.is_null() {
         // glibc's defaults for null hints.
@@ -350,7 +381,12 @@ pub unsafe extern "C" fn getaddrinfo(
         // SAFETY: the caller's hints.
         unsafe { *hints }
     };
-    if h.ai_flags & libc::AI_NUMERICHOST != 0 {
+    // glibc's answer (files, numeric, null node), AI_ADDRCONFIG ignored.
+    let mut local = h;
+    local.ai_flags &= !libc::AI_ADDRCONFIG;
+    // SAFETY: forwarded with the hints copied.
+    let host = || unsafe { real::getaddrinfo(node, service, &local, res) };
+    if node.is_null() || h.ai_flags & libc::AI_NUMERICHOST != 0 {
         return host();
     }
     // Numeric addresses and every argument check: glibc's.
@@ -365,7 +401,8 @@ pub unsafe extern "C" fn getaddrinfo(
     let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str().map(str::to_owned) else {
         return EAI_NONAME;
     };
-    if name.is_empty() || in_hosts(&name) {
+    let mapped = h.ai_flags & libc::AI_V4MAPPED != 0;
+    if name.is_empty() || in_hosts(&name, h.ai_family, mapped) {
         return host();
     }
     let saved = sys::errno();
@@ -376,4 +413,269 @@ pub unsafe extern "C" fn getaddrinfo(
     .unwrap_or(EAI_FAIL);
     sys::set_errno(saved);
     r
+}
+
+// ------------------------------------------------------- gethostbyname*
+
+const HOST_NOT_FOUND: c_int = 1;
+const TRY_AGAIN: c_int = 2;
+const NO_RECOVERY: c_int = 3;
+const NO_DATA: c_int = 4;
+const NETDB_INTERNAL: c_int = -1;
+
+unsafe extern "C" {
+    fn __h_errno_location() -> *mut c_int;
+}
+
+/// Lays `name` and `addrs` out in `buf` as glibc does (alias list, address
+/// pointers, addresses, name) and points `ret` at them.
+///
+/// # Safety
+/// `ret` writable; `buf` writable for `buflen` bytes.
+unsafe fn fill_hostent(
+    ret: *mut libc::hostent,
+    buf: *mut c_char,
+    buflen: usize,
+    name: &str,
+    af: c_int,
+    addrs: &[IpAddr],
+) -> Result<(), c_int> {
+    const P: usize = std::mem::size_of::<*mut c_char>();
+    let len = if af == libc::AF_INET { 4 } else { 16 };
+    let pad = buf.align_offset(P);
+    let ptrs = (addrs.len() + 2) * P;
+    let need = pad + ptrs + addrs.len() * len + name.len() + 1;
+    if need > buflen || pad == usize::MAX {
+        return Err(libc::ERANGE);
+    }
+    // SAFETY: every write below stays within the `need` ≤ buflen bytes
+    // checked above; pointer slots are P-aligned (pad).
+    unsafe {
+        let base = buf.add(pad);
+        let aliases = base.cast::<*mut c_char>();
+        *aliases = std::ptr::null_mut();
+        let list = aliases.add(1);
+        let mut data = base.add(ptrs);
+        for (i, a) in addrs.iter().enumerate() {
+            let bytes: Vec<u8> = match a {
+                IpAddr::V4(v) => v.octets().to_vec(),
+                IpAddr::V6(v) => v.octets().to_vec(),
+            };
+            std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), data, len);
+            *list.add(i) = data;
+            data = data.add(len);
+        }
+        *list.add(addrs.len()) = std::ptr::null_mut();
+        std::ptr::copy_nonoverlapping(name.as_ptr().cast::<c_char>(), data, name.len());
+        *data.add(name.len()) = 0;
+        (*ret).h_name = data;
+        (*ret).h_aliases = aliases;
+        (*ret).h_addrtype = af;
+        (*ret).h_length = len as c_int;
+        (*ret).h_addr_list = list;
+    }
+    Ok(())
+}
+
+/// Whether `name` is numeric for glibc (`inet_aton`/`inet_pton` forms).
+fn numeric(name: &CStr) -> bool {
+    // SAFETY: addrinfo is plain data; all-zero is valid.
+    let mut h: addrinfo = unsafe { std::mem::zeroed() };
+    h.ai_flags = libc::AI_NUMERICHOST;
+    let mut res: *mut addrinfo = std::ptr::null_mut();
+    // SAFETY: valid string, hints and out pointer.
+    let r = unsafe { real::getaddrinfo(name.as_ptr(), std::ptr::null(), &h, &mut res) };
+    // SAFETY: res is glibc's list or null.
+    unsafe { free_list(res) };
+    r == 0
+}
+
+/// `gethostbyname2_r` through the stub resolver (see the module docs).
+///
+/// # Safety
+/// As the C function.
+unsafe fn by_name_r(
+    name: *const c_char,
+    af: c_int,
+    ret: *mut libc::hostent,
+    buf: *mut c_char,
+    buflen: usize,
+    result: *mut *mut libc::hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: forwarded.
+    let host = || unsafe { real::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) };
+    if name.is_null()
+        || hooks::in_shim()
+        || env_is("INS_DNS", "host")
+        || !matches!(af, libc::AF_INET | libc::AF_INET6)
+    {
+        return host();
+    }
+    // SAFETY: name is a C string.
+    let cname = unsafe { CStr::from_ptr(name) };
+    let Ok(text) = cname.to_str() else {
+        return host();
+    };
+    if text.is_empty() || numeric(cname) || in_hosts(text, af, false) {
+        return host();
+    }
+    // glibc's `files` source needs room for a hosts line before DNS is
+    // tried, so a tiny buffer is ERANGE whatever the name; the same here
+    // for at least what the answer's layout needs without addresses.
+    if buflen < 4 * std::mem::size_of::<*mut c_char>() + text.len() + 1 {
+        if !h_errnop.is_null() {
+            // SAFETY: writable per the contract.
+            unsafe { *h_errnop = NETDB_INTERNAL };
+        }
+        // SAFETY: result writable per the contract.
+        unsafe { *result = std::ptr::null_mut() };
+        sys::set_errno(libc::ERANGE);
+        return libc::ERANGE;
+    }
+    // SAFETY: result writable per the contract.
+    unsafe { *result = std::ptr::null_mut() };
+    let qtype = if af == libc::AF_INET {
+        TYPE_A
+    } else {
+        TYPE_AAAA
+    };
+    let saved = sys::errno();
+    let found = catch_unwind(AssertUnwindSafe(|| resolve(&resolv_conf(), text, &[qtype])))
+        .unwrap_or(Err(Failure::Fail));
+    sys::set_errno(saved);
+    let (h, rv) = match found {
+        Ok((addrs, canon)) => {
+            // SAFETY: the caller's ret and buf.
+            match unsafe { fill_hostent(ret, buf, buflen, &canon, af, &addrs) } {
+                Ok(()) => {
+                    // SAFETY: result writable.
+                    unsafe { *result = ret };
+                    (0, 0)
+                }
+                Err(e) => (NETDB_INTERNAL, e),
+            }
+        }
+        Err(Failure::NoName) => (HOST_NOT_FOUND, 0),
+        Err(Failure::NoData) => (NO_DATA, 0),
+        Err(Failure::Again) => (TRY_AGAIN, libc::EAGAIN),
+        Err(Failure::Fail) => (NO_RECOVERY, 0),
+    };
+    if rv != 0 {
+        sys::set_errno(rv);
+    }
+    if !h_errnop.is_null() {
+        // SAFETY: writable per the contract.
+        unsafe { *h_errnop = h };
+    }
+    rv
+}
+
+/// `gethostbyname2_r(3)`.
+///
+/// # Safety
+/// As the C function.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn gethostbyname2_r(
+    name: *const c_char,
+    af: c_int,
+    ret: *mut libc::hostent,
+    buf: *mut c_char,
+    buflen: libc::size_t,
+    result: *mut *mut libc::hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { by_name_r(name, af, ret, buf, buflen, result, h_errnop) }
+}
+
+/// `gethostbyname_r(3)` (`AF_INET`).
+///
+/// # Safety
+/// As the C function.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn gethostbyname_r(
+    name: *const c_char,
+    ret: *mut libc::hostent,
+    buf: *mut c_char,
+    buflen: libc::size_t,
+    result: *mut *mut libc::hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: the caller's arguments.
+    unsafe { by_name_r(name, libc::AF_INET, ret, buf, buflen, result, h_errnop) }
+}
+
+/// Per-thread result of `gethostbyname`/`gethostbyname2` (glibc's is one
+/// static for the process; per thread is at least as safe).
+struct Static {
+    ent: libc::hostent,
+    buf: Vec<c_char>,
+}
+
+thread_local! {
+    static STATIC: std::cell::UnsafeCell<Static> = std::cell::UnsafeCell::new(Static {
+        ent: libc::hostent {
+            h_name: std::ptr::null_mut(),
+            h_aliases: std::ptr::null_mut(),
+            h_addrtype: 0,
+            h_length: 0,
+            h_addr_list: std::ptr::null_mut(),
+        },
+        buf: Vec::new(),
+    });
+}
+
+/// Largest buffer `gethostbyname` grows to.
+const MAX_STATIC: usize = 1 << 16;
+
+fn by_name(name: *const c_char, af: c_int) -> *mut libc::hostent {
+    STATIC.with(|s| {
+        // SAFETY: only this thread touches its Static, and not re-entrantly
+        // (the resolver does not call gethostbyname).
+        let s = unsafe { &mut *s.get() };
+        let mut size = s.buf.len().max(1024);
+        loop {
+            s.buf.resize(size, 0);
+            let mut result: *mut libc::hostent = std::ptr::null_mut();
+            let mut h = 0;
+            // SAFETY: ent and buf are ours and writable.
+            let r = unsafe {
+                by_name_r(
+                    name,
+                    af,
+                    &mut s.ent,
+                    s.buf.as_mut_ptr(),
+                    size,
+                    &mut result,
+                    &mut h,
+                )
+            };
+            if r == libc::ERANGE && size < MAX_STATIC {
+                size *= 2;
+                continue;
+            }
+            // SAFETY: the thread's h_errno slot.
+            unsafe { *__h_errno_location() = h };
+            return result;
+        }
+    })
+}
+
+/// `gethostbyname(3)`.
+///
+/// # Safety
+/// As the C function.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut libc::hostent {
+    by_name(name, libc::AF_INET)
+}
+
+/// `gethostbyname2(3)`.
+///
+/// # Safety
+/// As the C function.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut libc::hostent {
+    by_name(name, af)
 }

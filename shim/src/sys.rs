@@ -124,6 +124,19 @@ pub mod real {
     );
     real_fn!(close, c"close", fn(fd: c_int) -> c_int);
     real_fn!(
+        gethostbyname2_r,
+        c"gethostbyname2_r",
+        fn(
+            name: *const libc::c_char,
+            af: c_int,
+            ret: *mut libc::hostent,
+            buf: *mut libc::c_char,
+            buflen: size_t,
+            result: *mut *mut libc::hostent,
+            h_errnop: *mut c_int,
+        ) -> c_int
+    );
+    real_fn!(
         getaddrinfo,
         c"getaddrinfo",
         fn(

@@ -1,14 +1,15 @@
 //! Name resolution through INS (issue 15): the shim's `getaddrinfo` sends
 //! A/AAAA queries over INS UDP sockets to the nameservers of the
-//! `resolv.conf` named by `INS_RESOLV_CONF`, so each query is an INS flow to
+//! `resolv.conf` named by `INS_RESOLV_CONF` (`gethostbyname*` too), so each query is an INS flow to
 //! port 53, and a program in an empty network namespace
 //! (`ins-ctl run --isolate`) resolves names.
 //!
 //! The nameserver is a small native Python responder on 127.0.53.X:53
 //! (`name.test` → A 127.0.0.1, everything else NXDOMAIN) that logs each
-//! query; the native comparisons run with the same `resolv.conf`
-//! bind-mounted over `/etc/resolv.conf` (`unshare -m`), where glibc's own
-//! resolver uses it. Needs root (port 53, mount namespaces), python3, curl,
+//! query; curl, getent, python and `tests/c/hostbyname.c`
+//! (`gethostbyname*`) resolve through it. The native comparisons run with
+//! the same `resolv.conf` bind-mounted over `/etc/resolv.conf`
+//! (`unshare -m`), where glibc's own resolver uses it. Needs root (port 53, mount namespaces), python3, curl,
 //! getent, unshare.
 
 use std::path::Path;
@@ -273,5 +274,31 @@ fn names_resolve_through_ins_with_and_without_isolate() {
     assert!(
         dns.queries("nope.test") >= 4,
         "NXDOMAIN queries did not reach the responder"
+    );
+
+    // 4. gethostbyname, gethostbyname2, gethostbyname_r: the same lines as
+    // natively (addresses, h_errno, ERANGE for a tiny buffer), for a DNS
+    // name, NXDOMAIN, a hosts-file name and a numeric one.
+    let hbn = c_program("hostbyname").display().to_string();
+    let names = ["name.test", "nope.test", "localhost", "10.1"];
+    let mut argv = vec![hbn.as_str()];
+    argv.extend(names);
+    let n = dns.native(&argv);
+    assert!(
+        n.ok() && n.stdout.contains("name=name.test type=2 len=4 127.0.0.1"),
+        "native\n{n}"
+    );
+    let flows_before = dns_flows(&ins, &dns.server);
+    for isolate in [false, true] {
+        let i = under_ins(&ins, &dns, isolate, &argv);
+        assert_eq!(
+            n.stdout, i.stdout,
+            "hostbyname under INS (isolate {isolate})\n{i}"
+        );
+    }
+    assert!(
+        dns_flows(&ins, &dns.server) > flows_before,
+        "gethostbyname* made no INS flow to {}:53",
+        dns.server
     );
 }
