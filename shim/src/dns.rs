@@ -289,6 +289,12 @@ pub fn parse(m: &[u8], id: u16, qname: &str, qtype: u16) -> Result<Answer, Malfo
     })
 }
 
+/// Whether `m` is a reply to query `id` with the TC bit set (for a
+/// truncated reply the parser refused).
+pub fn truncated_reply(m: &[u8], id: u16) -> bool {
+    m.len() >= 12 && m[0..2] == id.to_be_bytes() && m[2] & 0x80 != 0 && m[2] & 0x02 != 0
+}
+
 /// What an answer means for this query.
 pub fn outcome(a: &Answer) -> Result<(), Failure> {
     match a.rcode {
@@ -389,6 +395,18 @@ mod tests {
         assert_eq!(
             outcome(&parse(&nd, 7, "n.test", TYPE_AAAA).unwrap()),
             Err(Failure::NoData)
+        );
+        let mut tc = answer(
+            7,
+            &query(7, "n.test", TYPE_A).unwrap(),
+            0,
+            &[0xC0, 12, 0],
+            3,
+        );
+        tc[2] |= 0x02;
+        assert_eq!(parse(&tc, 7, "n.test", TYPE_A), Err(Malformed));
+        assert!(
+            truncated_reply(&tc, 7) && !truncated_reply(&tc, 8) && !truncated_reply(&m, 0x1234)
         );
         let sf = answer(7, &query(7, "n.test", TYPE_A).unwrap(), 2, &[], 0);
         assert_eq!(

@@ -30,8 +30,11 @@
 //!   the name exists without addresses of the family → `EAI_NODATA`;
 //!   timeouts, SERVFAIL/REFUSED or no server reachable → `EAI_AGAIN`.
 //!
-//! Gaps: no TCP retry of a truncated answer (the addresses in it are used);
-//! `AI_ADDRCONFIG` is ignored for every answer (the
+//! A truncated UDP answer (TC) is asked again over an INS TCP connection
+//! to the same server (if that fails, the truncated answer's addresses are
+//! used).
+//!
+//! Gaps: `AI_ADDRCONFIG` is ignored for every answer (the
 //! program's own interfaces say nothing about what INS reaches; under
 //! `--isolate` there are none); no `AI_IDN`; nsswitch sources other than
 //! `files` (`/etc/hosts`) and `dns` are not consulted; `getnameinfo`
@@ -172,17 +175,119 @@ fn exchange(
             continue; // not from the server: ignored as glibc does
         }
         // A reply for another id or question is ignored too.
-        if let Ok(a) = dns::parse(&buf[..n as usize], id, name, qtype) {
+        let m = &buf[..n as usize];
+        if let Ok(a) = dns::parse(m, id, name, qtype) {
             return Ok(a);
         }
+        if dns::truncated_reply(m, id) {
+            // Cut mid-record: only the header counts; TCP follows.
+            return Ok(dns::Answer {
+                rcode: m[3] & 0x0F,
+                truncated: true,
+                addrs: Vec::new(),
+                canon: name.to_string(),
+            });
+        }
     }
+}
+
+/// Waits for `fd` to be readable before `deadline`.
+fn wait_in(fd: c_int, deadline: Instant) -> Result<(), Failure> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::Again);
+        }
+        match sys::poll_in(fd, left.as_millis().min(i32::MAX as u128) as i32) {
+            Ok(true) => return Ok(()),
+            Ok(false) => return Err(Failure::Again),
+            Err(e) if e.0 == libc::EINTR => continue,
+            Err(_) => return Err(Failure::Again),
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes from a stream before `deadline`.
+fn read_exact(fd: c_int, buf: &mut [u8], deadline: Instant) -> Result<(), Failure> {
+    let mut done = 0;
+    while done < buf.len() {
+        wait_in(fd, deadline)?;
+        let rest = &mut buf[done..];
+        // SAFETY: rest is writable for its length.
+        let n =
+            unsafe { hooks::recv(fd, rest.as_mut_ptr().cast(), rest.len(), libc::MSG_DONTWAIT) };
+        if n == 0 {
+            return Err(Failure::Again);
+        }
+        if n < 0 {
+            match sys::errno() {
+                libc::EAGAIN | libc::EINTR => continue,
+                _ => return Err(Failure::Again),
+            }
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// One query to one server over an INS TCP connection (length-prefixed).
+fn exchange_tcp(
+    server: SocketAddr,
+    name: &str,
+    qtype: u16,
+    timeout: Duration,
+) -> Result<dns::Answer, Failure> {
+    let deadline = Instant::now() + timeout;
+    let id = query_id();
+    let q = dns::query(id, name, qtype)?;
+    let family = if server.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: no memory arguments; the hook makes an INS socket.
+    let fd = unsafe { hooks::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Failure::Again);
+    }
+    let fd = Fd(fd);
+    let (sa, len) = addr::encode(&server);
+    // SAFETY: sa holds len bytes of a sockaddr.
+    if unsafe { hooks::connect(fd.0, sa.as_ptr().cast(), len as libc::socklen_t) } < 0 {
+        return Err(Failure::Again);
+    }
+    let mut msg = (q.len() as u16).to_be_bytes().to_vec();
+    msg.extend_from_slice(&q);
+    let mut sent = 0;
+    while sent < msg.len() {
+        let rest = &msg[sent..];
+        // SAFETY: rest is readable for its length.
+        let n = unsafe { hooks::send(fd.0, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
+        if n <= 0 {
+            if n < 0 && sys::errno() == libc::EINTR {
+                continue;
+            }
+            return Err(Failure::Again);
+        }
+        sent += n as usize;
+    }
+    let mut len = [0u8; 2];
+    read_exact(fd.0, &mut len, deadline)?;
+    let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+    read_exact(fd.0, &mut m, deadline)?;
+    dns::parse(&m, id, name, qtype).map_err(|_| Failure::Again)
 }
 
 /// Resolves one name and type over every server and attempt.
 fn lookup(rc: &ResolvConf, name: &str, qtype: u16) -> Result<dns::Answer, Failure> {
     for _ in 0..rc.attempts {
         for &server in &rc.servers {
-            match exchange(server, name, qtype, rc.timeout) {
+            let got = match exchange(server, name, qtype, rc.timeout) {
+                // Truncated: the same question over TCP (RFC 7766).
+                Ok(a) if a.truncated => exchange_tcp(server, name, qtype, rc.timeout).or(Ok(a)),
+                r => r,
+            };
+            match got {
                 Ok(a) => match dns::outcome(&a) {
                     Ok(()) => return Ok(a),
                     Err(Failure::Again) => continue, // SERVFAIL, REFUSED: next server
@@ -314,6 +419,7 @@ unsafe fn getaddrinfo_ins(
         tail = part;
         // SAFETY: walking a glibc list to its end.
         while unsafe { !(*tail).ai_next.is_null() } {
+            // SAFETY: tail is a valid node of that list.
             tail = unsafe { (*tail).ai_next };
         }
     }
@@ -333,11 +439,12 @@ unsafe fn getaddrinfo_ins(
             unsafe { free_list(head) };
             return EAI_MEMORY;
         }
-        // SAFETY: head is a valid node; its canonname is null or malloc'd.
-        unsafe {
-            libc::free((*head).ai_canonname.cast());
-            (*head).ai_canonname = p;
-        }
+        // SAFETY: head is a valid node.
+        let old = unsafe { (*head).ai_canonname };
+        // SAFETY: null or malloc'd by glibc.
+        unsafe { libc::free(old.cast()) };
+        // SAFETY: head is a valid node.
+        unsafe { (*head).ai_canonname = p };
     }
     // SAFETY: res writable per the contract.
     unsafe { *res = head };
@@ -448,32 +555,39 @@ unsafe fn fill_hostent(
     if need > buflen || pad == usize::MAX {
         return Err(libc::ERANGE);
     }
-    // SAFETY: every write below stays within the `need` ≤ buflen bytes
-    // checked above; pointer slots are P-aligned (pad).
-    unsafe {
-        let base = buf.add(pad);
-        let aliases = base.cast::<*mut c_char>();
-        *aliases = std::ptr::null_mut();
-        let list = aliases.add(1);
-        let mut data = base.add(ptrs);
-        for (i, a) in addrs.iter().enumerate() {
-            let bytes: Vec<u8> = match a {
-                IpAddr::V4(v) => v.octets().to_vec(),
-                IpAddr::V6(v) => v.octets().to_vec(),
-            };
-            std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), data, len);
-            *list.add(i) = data;
-            data = data.add(len);
-        }
-        *list.add(addrs.len()) = std::ptr::null_mut();
-        std::ptr::copy_nonoverlapping(name.as_ptr().cast::<c_char>(), data, name.len());
-        *data.add(name.len()) = 0;
-        (*ret).h_name = data;
-        (*ret).h_aliases = aliases;
-        (*ret).h_addrtype = af;
-        (*ret).h_length = len as c_int;
-        (*ret).h_addr_list = list;
+    // SAFETY: the caller's buffer, writable for buflen bytes.
+    let b = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), buflen) };
+    let at = |off: usize| buf.wrapping_add(off);
+    let mut put_ptr = |slot: usize, p: *mut c_char| {
+        b[pad + slot * P..pad + (slot + 1) * P].copy_from_slice(&(p as usize).to_ne_bytes());
+    };
+    // Slot 0: the empty alias list; slots 1..=n: the addresses; n+1: null.
+    put_ptr(0, std::ptr::null_mut());
+    let mut data = pad + ptrs;
+    for i in 0..addrs.len() {
+        put_ptr(1 + i, at(data));
+        data += len;
     }
+    put_ptr(1 + addrs.len(), std::ptr::null_mut());
+    let mut data = pad + ptrs;
+    for a in addrs {
+        match a {
+            IpAddr::V4(v) => b[data..data + 4].copy_from_slice(&v.octets()),
+            IpAddr::V6(v) => b[data..data + 16].copy_from_slice(&v.octets()),
+        }
+        data += len;
+    }
+    b[data..data + name.len()].copy_from_slice(name.as_bytes());
+    b[data + name.len()] = 0;
+    let ent = libc::hostent {
+        h_name: at(data),
+        h_aliases: at(pad).cast(),
+        h_addrtype: af,
+        h_length: len as c_int,
+        h_addr_list: at(pad + P).cast(),
+    };
+    // SAFETY: ret is writable per the contract.
+    unsafe { ret.write(ent) };
     Ok(())
 }
 
@@ -614,7 +728,7 @@ struct Static {
 }
 
 thread_local! {
-    static STATIC: std::cell::UnsafeCell<Static> = std::cell::UnsafeCell::new(Static {
+    static STATIC: std::cell::UnsafeCell<Static> = const { std::cell::UnsafeCell::new(Static {
         ent: libc::hostent {
             h_name: std::ptr::null_mut(),
             h_aliases: std::ptr::null_mut(),
@@ -623,7 +737,7 @@ thread_local! {
             h_addr_list: std::ptr::null_mut(),
         },
         buf: Vec::new(),
-    });
+    }) };
 }
 
 /// Largest buffer `gethostbyname` grows to.
@@ -655,8 +769,10 @@ fn by_name(name: *const c_char, af: c_int) -> *mut libc::hostent {
                 size *= 2;
                 continue;
             }
-            // SAFETY: the thread's h_errno slot.
-            unsafe { *__h_errno_location() = h };
+            // SAFETY: no arguments; returns the thread's h_errno slot.
+            let slot = unsafe { __h_errno_location() };
+            // SAFETY: the slot is valid for the thread's lifetime.
+            unsafe { *slot = h };
             return result;
         }
     })

@@ -5,7 +5,8 @@
 //! (`ins-ctl run --isolate`) resolves names.
 //!
 //! The nameserver is a small native Python responder on 127.0.53.X:53
-//! (`name.test` → A 127.0.0.1, everything else NXDOMAIN) that logs each
+//! (`name.test` → A 127.0.0.1; `big.test` → TC over UDP, 40 A records
+//! over TCP; everything else NXDOMAIN) that logs each
 //! query; curl, getent, python and `tests/c/hostbyname.c`
 //! (`gethostbyname*`) resolve through it. The native comparisons run with
 //! the same `resolv.conf` bind-mounted over `/etc/resolv.conf`
@@ -19,28 +20,55 @@ use std::time::Duration;
 use ins_e2e::*;
 
 const RESPONDER: &str = r#"
-import socket, struct, sys
+import socket, struct, sys, threading
 bind, name, addr, log = sys.argv[1], sys.argv[2].lower(), sys.argv[3], sys.argv[4]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((bind, 53))
 out = open(log, "a")
-out.write("READY\n"); out.flush()
-while True:
-    q, peer = s.recvfrom(4096)
-    if len(q) < 12:
-        continue
+lock = threading.Lock()
+
+def answer(q, tcp):
     i, labels = 12, []
     while i < len(q) and q[i] != 0:
         n = q[i]; labels.append(q[i+1:i+1+n].decode("ascii", "replace")); i += 1 + n
     qname = ".".join(labels).lower()
     qtype = struct.unpack("!H", q[i+1:i+3])[0]
-    out.write("QUERY %s %d\n" % (qname, qtype)); out.flush()
-    known = qname == name
-    an = b""
-    if known and qtype == 1:
-        an = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(addr)
-    hdr = q[:2] + struct.pack("!BBHHHH", 0x81, 0x80 | (0 if known else 3), 1, 1 if an else 0, 0, 0)
-    s.sendto(hdr + q[12:i+5] + an, peer)
+    with lock:
+        out.write("QUERY%s %s %d\n" % ("-TCP" if tcp else "", qname, qtype)); out.flush()
+    known = qname in (name, "big.test")
+    ips = []
+    if qname == name and qtype == 1:
+        ips = [addr]
+    if qname == "big.test" and qtype == 1:
+        ips = ["10.53.0.%d" % k for k in range(1, 41)]
+    flags = 0x81
+    if qname == "big.test" and not tcp:
+        ips, flags = [], 0x83  # TC: ask again over TCP
+    an = b"".join(b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(a) for a in ips)
+    hdr = q[:2] + struct.pack("!BBHHHH", flags, 0x80 | (0 if known else 3), 1, len(ips), 0, 0)
+    return hdr + q[12:i+5] + an
+
+def tcp_server():
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind((bind, 53)); t.listen(16)
+    while True:
+        c, _ = t.accept()
+        try:
+            c.settimeout(5)
+            n = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
+            r = answer(c.recv(n, socket.MSG_WAITALL), True)
+            c.sendall(struct.pack("!H", len(r)) + r)
+        except Exception:
+            pass
+        c.close()
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((bind, 53))
+threading.Thread(target=tcp_server, daemon=True).start()
+out.write("READY\n"); out.flush()
+while True:
+    q, peer = s.recvfrom(4096)
+    if len(q) >= 12:
+        s.sendto(answer(q, False), peer)
 "#;
 
 struct Dns {
@@ -125,6 +153,18 @@ fn dns_flows(ins: &Ins, server: &str) -> usize {
     o.stdout
         .lines()
         .filter(|l| l.contains("udp") && l.contains(&format!("{server}:53")))
+        .count()
+}
+
+/// TCP flows to `server:53` in `ins-ctl flows`.
+fn dns_flows_tcp(ins: &Ins, server: &str) -> usize {
+    let mut f = ctl(ins);
+    f.arg("flows");
+    let o = run(f, Duration::from_secs(10));
+    assert!(o.ok(), "ins-ctl flows\n{o}");
+    o.stdout
+        .lines()
+        .filter(|l| l.contains("tcp") && l.contains(&format!("{server}:53")))
         .count()
 }
 
@@ -276,7 +316,28 @@ fn names_resolve_through_ins_with_and_without_isolate() {
         "NXDOMAIN queries did not reach the responder"
     );
 
-    // 4. gethostbyname, gethostbyname2, gethostbyname_r: the same lines as
+    // 4. A truncated UDP answer is asked again over TCP (an INS TCP flow
+    // to port 53): the 40 addresses as natively.
+    let before = dns_flows_tcp(&ins, &dns.server);
+    let n = dns.native(&[&getent, "ahostsv4", "big.test"]);
+    assert!(
+        n.ok() && n.stdout.contains("10.53.0.40"),
+        "native getent big.test\n{n}"
+    );
+    for isolate in [false, true] {
+        let i = under_ins(&ins, &dns, isolate, &[&getent, "ahostsv4", "big.test"]);
+        assert_eq!(
+            n.stdout, i.stdout,
+            "getent ahostsv4 big.test under INS (isolate {isolate})\n{i}"
+        );
+    }
+    assert!(
+        dns_flows_tcp(&ins, &dns.server) >= before + 2,
+        "no TCP flows to {}:53 for the truncated answers",
+        dns.server
+    );
+
+    // 5. gethostbyname, gethostbyname2, gethostbyname_r: the same lines as
     // natively (addresses, h_errno, ERANGE for a tiny buffer), for a DNS
     // name, NXDOMAIN, a hosts-file name and a numeric one.
     let hbn = c_program("hostbyname").display().to_string();
