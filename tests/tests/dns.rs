@@ -362,4 +362,28 @@ fn names_resolve_through_ins_with_and_without_isolate() {
         "gethostbyname* made no INS flow to {}:53",
         dns.server
     );
+
+    // 6. No answer (nothing listens at the nameserver): EAI_AGAIN, as natively.
+    let dead = dns.dir.path().join("dead.conf");
+    std::fs::write(
+        &dead,
+        "nameserver 127.0.54.251\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    let script = "import socket\ntry:\n    print(socket.getaddrinfo(\"x.test\", 80))\nexcept socket.gaierror as e:\n    print(e)";
+    let mut c = Command::new(require("unshare"));
+    c.args(["-m", "sh", "-c"]).arg(format!(
+        "mount --bind '{}' /etc/resolv.conf && exec '{py}' -c '{script}'",
+        dead.display()
+    ));
+    let n = run(c, Duration::from_secs(30));
+    assert!(
+        n.ok() && n.stdout.contains("-3"),
+        "native, dead nameserver\n{n}"
+    );
+    let mut c = ctl(&ins);
+    c.args(["run", "--isolate", "--", &py, "-c", script])
+        .env("INS_RESOLV_CONF", &dead);
+    let i = run(c, Duration::from_secs(30));
+    assert_eq!(n.stdout, i.stdout, "dead nameserver under INS\n{i}");
 }
