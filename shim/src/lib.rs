@@ -39,15 +39,18 @@
 //!
 //! * [`dns`] — the stub resolver's parsers (`resolv.conf`, hosts, strict
 //!   DNS answers) and query builder.
-//! * `resolve` (unsafe) — the `getaddrinfo` hook: names go to the
-//!   nameservers over INS UDP sockets (flows to port 53) instead of glibc's
-//!   resolver, whose internal `__socket`/`__connect` calls the shim cannot
-//!   see (a leak under `ins-ctl run`, a failure under `--isolate`).
-//!   `INS_DNS=host` turns it off; `INS_RESOLV_CONF` names another
-//!   `resolv.conf`. See its docs for the rules and gaps.
+//! * `resolve` (unsafe) — the `getaddrinfo` and `gethostbyname*` hooks:
+//!   names go to the nameservers over INS UDP sockets (flows to port 53;
+//!   TCP when an answer is truncated) instead of glibc's resolver, whose
+//!   internal `__socket`/`__connect` calls the shim cannot see (a leak
+//!   under `ins-ctl run`, a failure under `--isolate`). Numeric hosts and
+//!   `/etc/hosts` entries stay glibc's. `INS_DNS=host` turns it off (glibc's
+//!   resolver, through the host stack); `INS_RESOLV_CONF=PATH` reads
+//!   another `resolv.conf`. See its docs for the rules and gaps.
 //!
 //! Gaps (documented, not silent): glibc-internal socket calls (the
-//! resolver's `__socket`/`__connect` as used by `gethostbyname*` and `res_*`,
+//! resolver's `__socket`/`__connect` as still used by `getnameinfo` and
+//! `res_*`,
 //! `fclose` of an fdopen'd socket) are not visible to `LD_PRELOAD`; socket
 //! fds closed through them keep a stale table entry until the number is
 //! reused by a hooked call. UDP ancillary data

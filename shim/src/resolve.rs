@@ -1,5 +1,5 @@
-//! Name resolution through INS: the `getaddrinfo` hook and the stub
-//! resolver's transport.
+//! Name resolution through INS: the `getaddrinfo` and `gethostbyname*`
+//! hooks and the stub resolver's transport.
 //!
 //! glibc's resolver opens its sockets through internal calls
 //! (`__socket`, `__connect`) no `LD_PRELOAD` hook sees, so left alone its
@@ -12,11 +12,12 @@
 //!   address of the asked family: glibc's `getaddrinfo`, which answers
 //!   from the file with no network involved. (A name listed only with the
 //!   other family goes to DNS through INS, as glibc's `files dns` order
-//!   would send it to DNS.) Bad flags, family, socket
-//!   type or service fail there first, with glibc's own `EAI_*`.
+//!   would send it to DNS.) Bad flags, family, socket type or service fail
+//!   there first, with glibc's own `EAI_*`.
 //! * Otherwise A and/or AAAA queries (`AF_INET`: A; `AF_INET6`: AAAA, and A
 //!   mapped to `::ffff:a.b.c.d` with `AI_V4MAPPED` when there is no AAAA or
-//!   with `AI_ALL`; `AF_UNSPEC`: both, IPv4 first) go over UDP to the
+//!   with `AI_ALL`; `AF_UNSPEC`: both, IPv4 first, where glibc would sort
+//!   by RFC 6724) go over UDP to the
 //!   nameservers of `/etc/resolv.conf` (or the file named by
 //!   `INS_RESOLV_CONF`), honouring `search`/`domain`, `ndots`, `timeout`
 //!   and `attempts`. The socket is made by the shim's own `socket` hook, so
@@ -26,6 +27,11 @@
 //!   (and its `freeaddrinfo` frees it: that function is not hooked) and its
 //!   socket-type/protocol/port expansion; `AI_CANONNAME` gets the end of
 //!   the CNAME chain.
+//! * If no INS socket can be made (driver unreachable without
+//!   `INS_FAIL_OPEN=1`), the lookup fails with `EAI_AGAIN`: nothing goes
+//!   through the host stack. A server that never answers costs
+//!   `timeout` per query (INS does not report ICMP port unreachable, where
+//!   glibc natively moves on at once); the result is the same `EAI_AGAIN`.
 //! * Errors as glibc maps them: NXDOMAIN on every candidate → `EAI_NONAME`;
 //!   the name exists without addresses of the family → `EAI_NODATA`;
 //!   timeouts, SERVFAIL/REFUSED or no server reachable → `EAI_AGAIN`.
