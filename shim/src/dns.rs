@@ -17,6 +17,8 @@ pub const TYPE_A: u16 = 1;
 pub const TYPE_CNAME: u16 = 5;
 /// Record type AAAA.
 pub const TYPE_AAAA: u16 = 28;
+/// Record type PTR.
+pub const TYPE_PTR: u16 = 12;
 const CLASS_IN: u16 = 1;
 /// Compression pointers followed per name at most.
 pub const MAX_JUMPS: usize = 32;
@@ -167,6 +169,8 @@ pub struct Answer {
     pub truncated: bool,
     /// Addresses of the asked type owned by the name or its CNAME chain.
     pub addrs: Vec<IpAddr>,
+    /// PTR targets (for a PTR question).
+    pub ptrs: Vec<String>,
     /// The canonical name (end of the CNAME chain), lower-cased as sent.
     pub canon: String,
 }
@@ -257,6 +261,7 @@ pub fn parse(m: &[u8], id: u16, qname: &str, qtype: u16) -> Result<Answer, Malfo
     at = next + 4;
     let mut canon = name;
     let mut addrs = Vec::new();
+    let mut ptrs = Vec::new();
     for _ in 0..an {
         let (owner, next) = read_name(m, at)?;
         let ty = u16_at(m, next)?;
@@ -274,6 +279,7 @@ pub fn parse(m: &[u8], id: u16, qname: &str, qtype: u16) -> Result<Answer, Malfo
                 let b: [u8; 4] = rdata.try_into().map_err(|_| Malformed)?;
                 addrs.push(IpAddr::V4(Ipv4Addr::from(b)));
             }
+            TYPE_PTR if ty == qtype => ptrs.push(read_name(m, rd_at)?.0),
             TYPE_AAAA if ty == qtype => {
                 let b: [u8; 16] = rdata.try_into().map_err(|_| Malformed)?;
                 addrs.push(IpAddr::V6(Ipv6Addr::from(b)));
@@ -285,8 +291,26 @@ pub fn parse(m: &[u8], id: u16, qname: &str, qtype: u16) -> Result<Answer, Malfo
         rcode: (flags & 0x000F) as u8,
         truncated: flags & 0x0200 != 0,
         addrs,
+        ptrs,
         canon,
     })
+}
+
+/// The reverse-lookup name of `ip` (`in-addr.arpa` / `ip6.arpa`).
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v) => {
+            let mut s = String::with_capacity(72);
+            for b in v.octets().iter().rev() {
+                s += &format!("{:x}.{:x}.", b & 0xF, b >> 4);
+            }
+            s + "ip6.arpa"
+        }
+    }
 }
 
 /// Whether `m` is a reply to query `id` with the TC bit set (for a
@@ -298,7 +322,7 @@ pub fn truncated_reply(m: &[u8], id: u16) -> bool {
 /// What an answer means for this query.
 pub fn outcome(a: &Answer) -> Result<(), Failure> {
     match a.rcode {
-        0 if a.addrs.is_empty() => Err(Failure::NoData),
+        0 if a.addrs.is_empty() && a.ptrs.is_empty() => Err(Failure::NoData),
         0 => Ok(()),
         3 => Err(Failure::NoName),
         1 => Err(Failure::Fail),
@@ -413,6 +437,27 @@ mod tests {
             outcome(&parse(&sf, 7, "n.test", TYPE_A).unwrap()),
             Err(Failure::Again)
         );
+    }
+
+    #[test]
+    fn reverse_names_and_ptr() {
+        assert_eq!(
+            reverse_name(IpAddr::from([10, 53, 0, 7])),
+            "7.0.53.10.in-addr.arpa"
+        );
+        let six = reverse_name("2001:db8::1".parse().unwrap());
+        assert!(six.starts_with("1.0.0.0.0.0.0.0.") && six.ends_with(".8.b.d.0.1.0.0.2.ip6.arpa"));
+        assert_eq!(six.len(), 64 + 8);
+        let name = "7.0.53.10.in-addr.arpa";
+        let q = query(3, name, TYPE_PTR).unwrap();
+        let rr = [
+            0xC0, 12, 0, 12, 0, 1, 0, 0, 0, 60, 0, 8, 5, b's', b'e', b'v', b'e', b'n', 0xC0, 22,
+        ];
+        // The PTR target: "seven" then a pointer to the question's "in-addr.arpa".
+        let m = answer(3, &q, 0, &rr, 1);
+        let a = parse(&m, 3, name, TYPE_PTR).unwrap();
+        assert_eq!(a.ptrs, vec!["seven.in-addr.arpa".to_string()]);
+        assert_eq!(outcome(&a), Ok(()));
     }
 
     #[test]

@@ -43,9 +43,9 @@
 //! Gaps: `AI_ADDRCONFIG` is ignored for every answer (the
 //! program's own interfaces say nothing about what INS reaches; under
 //! `--isolate` there are none); no `AI_IDN`; nsswitch sources other than
-//! `files` (`/etc/hosts`) and `dns` are not consulted; `getnameinfo`
-//! (reverse lookups) and `res_*` are not hooked (they still use glibc's
-//! resolver and so the host stack).
+//! `files` (`/etc/hosts`) and `dns` are not consulted; `gethostbyaddr*`
+//! and `res_*` are not hooked (they still use glibc's resolver and so the
+//! host stack). `getnameinfo` is: see [`getnameinfo`].
 //!
 //! `gethostbyname`, `gethostbyname2`, `gethostbyname_r` and
 //! `gethostbyname2_r` follow the same rules (A for `AF_INET`, AAAA for
@@ -191,6 +191,7 @@ fn exchange(
                 rcode: m[3] & 0x0F,
                 truncated: true,
                 addrs: Vec::new(),
+                ptrs: Vec::new(),
                 canon: name.to_string(),
             });
         }
@@ -800,4 +801,100 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut libc::hosten
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut libc::hostent {
     by_name(name, af)
+}
+
+// ---------------------------------------------------------- getnameinfo
+
+const EAI_OVERFLOW: c_int = -12;
+
+/// `getnameinfo(3)`: reverse lookups (PTR) through INS.
+///
+/// glibc answers when no host name is asked for, with `NI_NUMERICHOST`,
+/// for anything but `AF_INET`/`AF_INET6`, and for addresses `/etc/hosts`
+/// lists; otherwise a PTR query goes over INS. Its name is written
+/// (`NI_NOFQDN` is not honoured: the full name); no name: `EAI_NONAME` with
+/// `NI_NAMEREQD` (`EAI_AGAIN` if the servers did not answer), else the
+/// numeric form, as glibc. The service part is always glibc's.
+///
+/// # Safety
+/// As the C function.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn getnameinfo(
+    sa: *const libc::sockaddr,
+    salen: libc::socklen_t,
+    host: *mut c_char,
+    hostlen: libc::socklen_t,
+    serv: *mut c_char,
+    servlen: libc::socklen_t,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded.
+    let native =
+        |f: c_int| unsafe { real::getnameinfo(sa, salen, host, hostlen, serv, servlen, f) };
+    if hooks::in_shim()
+        || env_is("INS_DNS", "host")
+        || host.is_null()
+        || hostlen == 0
+        || flags & libc::NI_NUMERICHOST != 0
+        || sa.is_null()
+    {
+        return native(flags);
+    }
+    // SAFETY: sa readable for salen bytes per the contract (at most 128 read).
+    let bytes = unsafe { std::slice::from_raw_parts(sa.cast::<u8>(), (salen as usize).min(128)) };
+    let ip = match bytes
+        .get(0..2)
+        .map(|f| u16::from_ne_bytes([f[0], f[1]]) as c_int)
+    {
+        Some(libc::AF_INET) if bytes.len() >= 16 => {
+            IpAddr::from([bytes[4], bytes[5], bytes[6], bytes[7]])
+        }
+        Some(libc::AF_INET6) if bytes.len() >= 24 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&bytes[8..24]);
+            IpAddr::from(o)
+        }
+        _ => return native(flags),
+    };
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let listed = hosts.lines().any(|l| {
+        l.split('#')
+            .next()
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            == Some(ip)
+    });
+    if listed {
+        return native(flags);
+    }
+    // The service (and every argument check) first: glibc's.
+    let r = native(flags | libc::NI_NUMERICHOST);
+    if r != 0 {
+        return r;
+    }
+    let saved = sys::errno();
+    let rc = resolv_conf();
+    let found = catch_unwind(AssertUnwindSafe(|| {
+        match lookup(&rc, &dns::reverse_name(ip), dns::TYPE_PTR) {
+            Ok(a) => Ok(a.ptrs.into_iter().next()),
+            Err(Failure::Again) => Err(Failure::Again),
+            Err(_) => Ok(None),
+        }
+    }))
+    .unwrap_or(Err(Failure::Fail));
+    sys::set_errno(saved);
+    let name = match found {
+        Ok(Some(n)) => n,
+        Ok(None) | Err(_) if flags & libc::NI_NAMEREQD == 0 => return 0, // numeric, written above
+        Err(Failure::Again) => return EAI_AGAIN,
+        _ => return EAI_NONAME,
+    };
+    if name.len() + 1 > hostlen as usize {
+        return EAI_OVERFLOW;
+    }
+    // SAFETY: host writable for hostlen > name.len() bytes.
+    let out = unsafe { std::slice::from_raw_parts_mut(host.cast::<u8>(), hostlen as usize) };
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    out[name.len()] = 0;
+    0
 }

@@ -137,6 +137,19 @@ pub mod real {
         ) -> c_int
     );
     real_fn!(
+        getnameinfo,
+        c"getnameinfo",
+        fn(
+            sa: *const sockaddr,
+            salen: socklen_t,
+            host: *mut libc::c_char,
+            hostlen: socklen_t,
+            serv: *mut libc::c_char,
+            servlen: socklen_t,
+            flags: c_int,
+        ) -> c_int
+    );
+    real_fn!(
         getaddrinfo,
         c"getaddrinfo",
         fn(

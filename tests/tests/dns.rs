@@ -1,17 +1,17 @@
-//! Name resolution through INS (issue 15): the shim's `getaddrinfo` sends
-//! A/AAAA queries over INS UDP sockets to the nameservers of the
-//! `resolv.conf` named by `INS_RESOLV_CONF` (`gethostbyname*` too), so each query is an INS flow to
-//! port 53, and a program in an empty network namespace
-//! (`ins-ctl run --isolate`) resolves names.
+//! Name resolution through INS (issue 15): the shim's `getaddrinfo`,
+//! `gethostbyname*` and `getnameinfo` send their queries over INS sockets
+//! to the nameservers of the `resolv.conf` named by `INS_RESOLV_CONF`, so
+//! each query is an INS flow to port 53, and a program in an empty network
+//! namespace (`ins-ctl run --isolate`) resolves names.
 //!
 //! The nameserver is a small native Python responder on 127.0.53.X:53
-//! (`name.test` → A 127.0.0.1; `big.test` → TC over UDP, 40 A records
-//! over TCP; everything else NXDOMAIN) that logs each
-//! query; curl, getent, python and `tests/c/hostbyname.c`
-//! (`gethostbyname*`) resolve through it. The native comparisons run with
-//! the same `resolv.conf` bind-mounted over `/etc/resolv.conf`
-//! (`unshare -m`), where glibc's own resolver uses it. Needs root (port 53, mount namespaces), python3, curl,
-//! getent, unshare.
+//! (`name.test` → A 127.0.0.1; `big.test` → TC over UDP, 40 A records over
+//! TCP; 10.53.0.7 → PTR seven.test; everything else NXDOMAIN) that logs
+//! each query; curl, getent, python (`getaddrinfo`, `getnameinfo`) and
+//! `tests/c/hostbyname.c` (`gethostbyname*`) resolve through it. The
+//! native comparisons run with the same `resolv.conf` bind-mounted over
+//! `/etc/resolv.conf` (`unshare -m`), where glibc's own resolver uses it.
+//! Needs root (port 53, mount namespaces), python3, curl, getent, unshare.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -33,7 +33,8 @@ def answer(q, tcp):
     qtype = struct.unpack("!H", q[i+1:i+3])[0]
     with lock:
         out.write("QUERY%s %s %d\n" % ("-TCP" if tcp else "", qname, qtype)); out.flush()
-    known = qname in (name, "big.test")
+    ptr = "7.0.53.10.in-addr.arpa"
+    known = qname in (name, "big.test", ptr)
     ips = []
     if qname == name and qtype == 1:
         ips = [addr]
@@ -43,7 +44,11 @@ def answer(q, tcp):
     if qname == "big.test" and not tcp:
         ips, flags = [], 0x83  # TC: ask again over TCP
     an = b"".join(b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(a) for a in ips)
-    hdr = q[:2] + struct.pack("!BBHHHH", flags, 0x80 | (0 if known else 3), 1, len(ips), 0, 0)
+    count = len(ips)
+    if qname == ptr and qtype == 12:
+        target = b"\x05seven\x04test\x00"
+        an, count = b"\xc0\x0c" + struct.pack("!HHIH", 12, 1, 60, len(target)) + target, 1
+    hdr = q[:2] + struct.pack("!BBHHHH", flags, 0x80 | (0 if known else 3), 1, count, 0, 0)
     return hdr + q[12:i+5] + an
 
 def tcp_server():
@@ -386,4 +391,25 @@ fn names_resolve_through_ins_with_and_without_isolate() {
         .env("INS_RESOLV_CONF", &dead);
     let i = run(c, Duration::from_secs(30));
     assert_eq!(n.stdout, i.stdout, "dead nameserver under INS\n{i}");
+
+    // 7. getnameinfo: PTR through INS, NXDOMAIN with and without
+    // NI_NAMEREQD, as natively.
+    let script = "import socket\nfor a, f in ((\"10.53.0.7\", 0), (\"10.53.0.8\", 0), (\"10.53.0.8\", socket.NI_NAMEREQD), (\"127.0.0.1\", 0)):\n    try:\n        print(socket.getnameinfo((a, 80), f))\n    except socket.gaierror as e:\n        print(e)";
+    let n = dns.native(&[&py, "-c", script]);
+    assert!(
+        n.ok() && n.stdout.contains("seven.test"),
+        "native getnameinfo\n{n}"
+    );
+    let before = dns.queries("7.0.53.10.in-addr.arpa");
+    for isolate in [false, true] {
+        let i = under_ins(&ins, &dns, isolate, &[&py, "-c", script]);
+        assert_eq!(
+            n.stdout, i.stdout,
+            "getnameinfo under INS (isolate {isolate})\n{i}"
+        );
+    }
+    assert!(
+        dns.queries("7.0.53.10.in-addr.arpa") >= before + 2,
+        "no PTR queries seen"
+    );
 }
