@@ -39,8 +39,8 @@
 //!
 //! * [`dns`] — the stub resolver's parsers (`resolv.conf`, hosts, strict
 //!   DNS answers) and query builder.
-//! * `resolve` (unsafe) — the `getaddrinfo`, `gethostbyname*` and
-//!   `getnameinfo` hooks:
+//! * `resolve` (unsafe) — the `getaddrinfo`, `gethostbyname*`,
+//!   `gethostbyaddr*` and `getnameinfo` hooks:
 //!   names go to the nameservers over INS UDP sockets (flows to port 53;
 //!   TCP when an answer is truncated) instead of glibc's resolver, whose
 //!   internal `__socket`/`__connect` calls the shim cannot see (a leak
@@ -50,8 +50,7 @@
 //!   another `resolv.conf`. See its docs for the rules and gaps.
 //!
 //! Gaps (documented, not silent): glibc-internal socket calls (the
-//! resolver's `__socket`/`__connect` as still used by `gethostbyaddr*` and
-//! `res_*`,
+//! resolver's `__socket`/`__connect` as still used by `res_*`,
 //! `fclose` of an fdopen'd socket) are not visible to `LD_PRELOAD`; socket
 //! fds closed through them keep a stale table entry until the number is
 //! reused by a hooked call. UDP ancillary data

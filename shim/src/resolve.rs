@@ -43,9 +43,10 @@
 //! Gaps: `AI_ADDRCONFIG` is ignored for every answer (the
 //! program's own interfaces say nothing about what INS reaches; under
 //! `--isolate` there are none); no `AI_IDN`; nsswitch sources other than
-//! `files` (`/etc/hosts`) and `dns` are not consulted; `gethostbyaddr*`
-//! and `res_*` are not hooked (they still use glibc's resolver and so the
-//! host stack). `getnameinfo` is: see [`getnameinfo`].
+//! `files` (`/etc/hosts`) and `dns` are not consulted; `res_*` and
+//! `getaddrinfo_a` are not hooked (they still use glibc's resolver and so
+//! the host stack). Reverse lookups: see [`getnameinfo`] and
+//! [`gethostbyaddr_r`].
 //!
 //! `gethostbyname`, `gethostbyname2`, `gethostbyname_r` and
 //! `gethostbyname2_r` follow the same rules (A for `AF_INET`, AAAA for
@@ -665,6 +666,24 @@ unsafe fn by_name_r(
     let found = catch_unwind(AssertUnwindSafe(|| resolve(&resolv_conf(), text, &[qtype])))
         .unwrap_or(Err(Failure::Fail));
     sys::set_errno(saved);
+    // SAFETY: the caller's arguments.
+    unsafe { finish_r(found, af, ret, buf, buflen, result, h_errnop) }
+}
+
+/// Writes a lookup's outcome as the `_r` functions return it.
+///
+/// # Safety
+/// `ret`, `result` writable, `buf` for `buflen` bytes, `h_errnop` null or
+/// writable.
+unsafe fn finish_r(
+    found: Result<(Vec<IpAddr>, String), Failure>,
+    af: c_int,
+    ret: *mut libc::hostent,
+    buf: *mut c_char,
+    buflen: usize,
+    result: *mut *mut libc::hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
     let (h, rv) = match found {
         Ok((addrs, canon)) => {
             // SAFETY: the caller's ret and buf.
@@ -690,6 +709,79 @@ unsafe fn by_name_r(
         unsafe { *h_errnop = h };
     }
     rv
+}
+
+/// `gethostbyaddr_r(3)`: a PTR query through INS unless `/etc/hosts`
+/// lists the address (then glibc's), with `getnameinfo`'s rules.
+///
+/// # Safety
+/// As the C function.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn gethostbyaddr_r(
+    addr: *const c_void,
+    len: libc::socklen_t,
+    ty: c_int,
+    ret: *mut libc::hostent,
+    buf: *mut c_char,
+    buflen: libc::size_t,
+    result: *mut *mut libc::hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: forwarded.
+    let host =
+        || unsafe { real::gethostbyaddr_r(addr, len, ty, ret, buf, buflen, result, h_errnop) };
+    if addr.is_null() || hooks::in_shim() || env_is("INS_DNS", "host") {
+        return host();
+    }
+    let ip = match (ty, len) {
+        (libc::AF_INET, 4) => {
+            // SAFETY: addr readable for 4 bytes.
+            let b = unsafe { std::ptr::read_unaligned(addr.cast::<[u8; 4]>()) };
+            IpAddr::from(b)
+        }
+        (libc::AF_INET6, 16) => {
+            // SAFETY: addr readable for 16 bytes.
+            let b = unsafe { std::ptr::read_unaligned(addr.cast::<[u8; 16]>()) };
+            IpAddr::from(b)
+        }
+        _ => return host(),
+    };
+    if hosts_lists(ip) {
+        return host();
+    }
+    // SAFETY: result writable per the contract.
+    unsafe { *result = std::ptr::null_mut() };
+    let saved = sys::errno();
+    let found = catch_unwind(AssertUnwindSafe(|| {
+        lookup(&resolv_conf(), &dns::reverse_name(ip), dns::TYPE_PTR).and_then(|a| {
+            a.ptrs
+                .into_iter()
+                .next()
+                .map(|n| (vec![ip], n))
+                .ok_or(Failure::NoData)
+        })
+    }))
+    .unwrap_or(Err(Failure::Fail));
+    sys::set_errno(saved);
+    // SAFETY: the caller's arguments.
+    unsafe { finish_r(found, ty, ret, buf, buflen, result, h_errnop) }
+}
+
+/// `gethostbyaddr(3)` (its result per thread, as `gethostbyname`'s).
+///
+/// # Safety
+/// As the C function.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn gethostbyaddr(
+    addr: *const c_void,
+    len: libc::socklen_t,
+    ty: c_int,
+) -> *mut libc::hostent {
+    with_static(|ent, buf, size, result, h| {
+        // SAFETY: our buffers; the caller's address.
+        unsafe { gethostbyaddr_r(addr, len, ty, ent, buf, size, result, h) }
+    })
 }
 
 /// `gethostbyname2_r(3)`.
@@ -751,27 +843,28 @@ thread_local! {
 const MAX_STATIC: usize = 1 << 16;
 
 fn by_name(name: *const c_char, af: c_int) -> *mut libc::hostent {
+    with_static(|ent, buf, size, result, h| {
+        // SAFETY: our buffers; the caller's name.
+        unsafe { by_name_r(name, af, ent, buf, size, result, h) }
+    })
+}
+
+/// Runs an `_r` call on the thread's static result, growing the buffer on
+/// `ERANGE`; sets `h_errno`.
+fn with_static<F>(call: F) -> *mut libc::hostent
+where
+    F: Fn(*mut libc::hostent, *mut c_char, usize, *mut *mut libc::hostent, *mut c_int) -> c_int,
+{
     STATIC.with(|s| {
         // SAFETY: only this thread touches its Static, and not re-entrantly
-        // (the resolver does not call gethostbyname).
+        // (the resolver does not call gethostbyname/gethostbyaddr).
         let s = unsafe { &mut *s.get() };
         let mut size = s.buf.len().max(1024);
         loop {
             s.buf.resize(size, 0);
             let mut result: *mut libc::hostent = std::ptr::null_mut();
             let mut h = 0;
-            // SAFETY: ent and buf are ours and writable.
-            let r = unsafe {
-                by_name_r(
-                    name,
-                    af,
-                    &mut s.ent,
-                    s.buf.as_mut_ptr(),
-                    size,
-                    &mut result,
-                    &mut h,
-                )
-            };
+            let r = call(&mut s.ent, s.buf.as_mut_ptr(), size, &mut result, &mut h);
             if r == libc::ERANGE && size < MAX_STATIC {
                 size *= 2;
                 continue;
@@ -806,6 +899,18 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
 // ---------------------------------------------------------- getnameinfo
 
 const EAI_OVERFLOW: c_int = -12;
+
+/// Whether `/etc/hosts` lists `ip` (glibc's `files` source answers it).
+fn hosts_lists(ip: IpAddr) -> bool {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    hosts.lines().any(|l| {
+        l.split('#')
+            .next()
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            == Some(ip)
+    })
+}
 
 /// `getnameinfo(3)`: reverse lookups (PTR) through INS.
 ///
@@ -856,15 +961,7 @@ pub unsafe extern "C" fn getnameinfo(
         }
         _ => return native(flags),
     };
-    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    let listed = hosts.lines().any(|l| {
-        l.split('#')
-            .next()
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|a| a.parse::<IpAddr>().ok())
-            == Some(ip)
-    });
-    if listed {
+    if hosts_lists(ip) {
         return native(flags);
     }
     // The service (and every argument check) first: glibc's.

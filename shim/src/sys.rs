@@ -150,6 +150,20 @@ pub mod real {
         ) -> c_int
     );
     real_fn!(
+        gethostbyaddr_r,
+        c"gethostbyaddr_r",
+        fn(
+            addr: *const c_void,
+            len: socklen_t,
+            ty: c_int,
+            ret: *mut libc::hostent,
+            buf: *mut libc::c_char,
+            buflen: size_t,
+            result: *mut *mut libc::hostent,
+            h_errnop: *mut c_int,
+        ) -> c_int
+    );
+    real_fn!(
         getaddrinfo,
         c"getaddrinfo",
         fn(

@@ -1,5 +1,6 @@
 /* gethostbyname, gethostbyname2 and gethostbyname_r (with a buffer too
- * small, then a big one) for each name on the command line; prints the
+ * small, then a big one) for each name on the command line, and
+ * gethostbyaddr and gethostbyaddr_r for each that is an IPv4 address; prints the
  * results (or h_errno / the return value) one line per call, so a run
  * natively and one under INS can be compared line by line. */
 #include <arpa/inet.h>
@@ -35,6 +36,15 @@ int main(int argc, char **argv) {
         printf("gethostbyname_r %s: rv=%d h_errno=%d\n", n, rv, res ? 0 : herr);
         if (res)
             show("gethostbyname_r", n, res);
+        struct in_addr a4;
+        if (inet_pton(AF_INET, n, &a4) == 1) {
+            show("gethostbyaddr", n, gethostbyaddr(&a4, sizeof a4, AF_INET));
+            res = NULL;
+            rv = gethostbyaddr_r(&a4, sizeof a4, AF_INET, &he, big, sizeof big, &res, &herr);
+            printf("gethostbyaddr_r %s: rv=%d h_errno=%d\n", n, rv, res ? 0 : herr);
+            if (res)
+                show("gethostbyaddr_r", n, res);
+        }
     }
     return 0;
 }

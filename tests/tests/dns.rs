@@ -342,11 +342,20 @@ fn names_resolve_through_ins_with_and_without_isolate() {
         dns.server
     );
 
-    // 5. gethostbyname, gethostbyname2, gethostbyname_r: the same lines as
-    // natively (addresses, h_errno, ERANGE for a tiny buffer), for a DNS
-    // name, NXDOMAIN, a hosts-file name and a numeric one.
+    // 5. gethostbyname, gethostbyname2, gethostbyname_r, gethostbyaddr,
+    // gethostbyaddr_r: the same lines as natively (addresses, h_errno,
+    // ERANGE for a tiny buffer), for a DNS name, NXDOMAIN, a hosts-file
+    // name, numeric ones, a PTR, an address without PTR.
     let hbn = c_program("hostbyname").display().to_string();
-    let names = ["name.test", "nope.test", "localhost", "10.1"];
+    let names = [
+        "name.test",
+        "nope.test",
+        "localhost",
+        "10.1",
+        "10.53.0.7",
+        "10.53.0.8",
+        "127.0.0.1",
+    ];
     let mut argv = vec![hbn.as_str()];
     argv.extend(names);
     let n = dns.native(&argv);
