@@ -48,6 +48,7 @@ macro_rules! real_fn {
         ///
         /// # Safety
         /// The contract of the C function.
+        #[allow(clippy::too_many_arguments)] // as many as the C function
         pub unsafe fn $name($($a: $t),*) -> $r {
             static SLOT: AtomicUsize = AtomicUsize::new(0);
             let p = resolve(&SLOT, $sym);
