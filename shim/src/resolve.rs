@@ -401,7 +401,10 @@ unsafe fn getaddrinfo_ins(
         let Ok(text) = CString::new(a.to_string()) else {
             continue;
         };
-        let mut h = hints;
+        // SAFETY: addrinfo is plain data; all-zero is valid.
+        let mut h: addrinfo = unsafe { std::mem::zeroed() };
+        h.ai_socktype = hints.ai_socktype;
+        h.ai_protocol = hints.ai_protocol;
         h.ai_family = if a.is_ipv4() {
             libc::AF_INET
         } else {
