@@ -39,8 +39,9 @@
 //!
 //! * [`dns`] — the stub resolver's parsers (`resolv.conf`, hosts, strict
 //!   DNS answers) and query builder.
-//! * `resolve` (unsafe) — the `getaddrinfo`, `gethostbyname*`,
-//!   `gethostbyaddr*` and `getnameinfo` hooks:
+//! * `resolve` (unsafe) — the `getaddrinfo` and `getnameinfo` hooks
+//!   (`hostent`, unsafe: `gethostbyname*` and `gethostbyaddr*` over the
+//!   same resolver):
 //!   names go to the nameservers over INS UDP sockets (flows to port 53;
 //!   TCP when an answer is truncated) instead of glibc's resolver, whose
 //!   internal `__socket`/`__connect` calls the shim cannot see (a leak
@@ -73,6 +74,8 @@ pub mod errno;
 pub mod frame;
 #[allow(unsafe_code)]
 mod hooks;
+#[allow(unsafe_code)]
+mod hostent;
 mod inband;
 mod ops;
 #[allow(unsafe_code)]

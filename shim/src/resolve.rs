@@ -48,13 +48,8 @@
 //! the host stack). Reverse lookups: see [`getnameinfo`] and
 //! [`gethostbyaddr_r`].
 //!
-//! `gethostbyname`, `gethostbyname2`, `gethostbyname_r` and
-//! `gethostbyname2_r` follow the same rules (A for `AF_INET`, AAAA for
-//! `AF_INET6`; `RES_USE_INET6` is not honoured) and lay their answer out
-//! as glibc does; `h_errno` is `HOST_NOT_FOUND` for NXDOMAIN, `NO_DATA`
-//! for no address of the family, `TRY_AGAIN` (return `EAGAIN`) for
-//! timeouts; a buffer too small is `ERANGE` with `NETDB_INTERNAL`. The
-//! non-reentrant two keep their result per thread.
+//! The `hostent` functions (`gethostbyname*`, `gethostbyaddr*`) are in
+//! [`crate::hostent`] over the same resolver.
 
 use std::ffi::{CStr, CString};
 use std::net::{IpAddr, SocketAddr};
@@ -70,7 +65,7 @@ use crate::hooks;
 use crate::sys::{self, real};
 
 const EAI_NONAME: c_int = -2;
-const EAI_AGAIN: c_int = -3;
+pub(crate) const EAI_AGAIN: c_int = -3;
 const EAI_FAIL: c_int = -4;
 const EAI_NODATA: c_int = -5;
 const EAI_MEMORY: c_int = -10;
@@ -78,11 +73,11 @@ const EAI_MEMORY: c_int = -10;
 /// Largest UDP answer read (larger ones are cut and fail to parse).
 const MAX_ANSWER: usize = 4096;
 
-fn env_is(name: &str, value: &str) -> bool {
+pub(crate) fn env_is(name: &str, value: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == value)
 }
 
-fn resolv_conf() -> ResolvConf {
+pub(crate) fn resolv_conf() -> ResolvConf {
     let path = std::env::var_os("INS_RESOLV_CONF").unwrap_or_else(|| "/etc/resolv.conf".into());
     ResolvConf::parse(&std::fs::read_to_string(path).unwrap_or_default())
 }
@@ -287,7 +282,7 @@ fn exchange_tcp(
 }
 
 /// Resolves one name and type over every server and attempt.
-fn lookup(rc: &ResolvConf, name: &str, qtype: u16) -> Result<dns::Answer, Failure> {
+pub(crate) fn lookup(rc: &ResolvConf, name: &str, qtype: u16) -> Result<dns::Answer, Failure> {
     for _ in 0..rc.attempts {
         for &server in &rc.servers {
             let got = match exchange(server, name, qtype, rc.timeout) {
@@ -310,7 +305,11 @@ fn lookup(rc: &ResolvConf, name: &str, qtype: u16) -> Result<dns::Answer, Failur
 }
 
 /// Addresses for `node` of `qtypes`, with the canonical name.
-fn resolve(rc: &ResolvConf, node: &str, qtypes: &[u16]) -> Result<(Vec<IpAddr>, String), Failure> {
+pub(crate) fn resolve(
+    rc: &ResolvConf,
+    node: &str,
+    qtypes: &[u16],
+) -> Result<(Vec<IpAddr>, String), Failure> {
     let (mut nodata, mut again) = (false, false);
     for cand in rc.candidates(node) {
         let mut addrs = Vec::new();
@@ -352,7 +351,7 @@ fn eai(f: Failure) -> c_int {
 ///
 /// # Safety
 /// `ai` null or such a list.
-unsafe fn free_list(ai: *mut addrinfo) {
+pub(crate) unsafe fn free_list(ai: *mut addrinfo) {
     if !ai.is_null() {
         // SAFETY: per the contract.
         unsafe { libc::freeaddrinfo(ai) };
@@ -465,7 +464,7 @@ unsafe fn getaddrinfo_ins(
 /// Whether glibc's `files` source (`/etc/hosts`) answers `name` for
 /// `family` (with `mapped`: IPv4 entries count for `AF_INET6`), so that
 /// glibc's own call never reaches its resolver.
-fn in_hosts(name: &str, family: c_int, mapped: bool) -> bool {
+pub(crate) fn in_hosts(name: &str, family: c_int, mapped: bool) -> bool {
     let text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
     dns::hosts_addrs(&text, name).iter().any(|a| match family {
         libc::AF_INET => a.is_ipv4(),
@@ -533,378 +532,12 @@ pub unsafe extern "C" fn getaddrinfo(
     r
 }
 
-// ------------------------------------------------------- gethostbyname*
-
-const HOST_NOT_FOUND: c_int = 1;
-const TRY_AGAIN: c_int = 2;
-const NO_RECOVERY: c_int = 3;
-const NO_DATA: c_int = 4;
-const NETDB_INTERNAL: c_int = -1;
-
-unsafe extern "C" {
-    fn __h_errno_location() -> *mut c_int;
-}
-
-/// Lays `name` and `addrs` out in `buf` as glibc does (alias list, address
-/// pointers, addresses, name) and points `ret` at them.
-///
-/// # Safety
-/// `ret` writable; `buf` writable for `buflen` bytes.
-unsafe fn fill_hostent(
-    ret: *mut libc::hostent,
-    buf: *mut c_char,
-    buflen: usize,
-    name: &str,
-    af: c_int,
-    addrs: &[IpAddr],
-) -> Result<(), c_int> {
-    const P: usize = std::mem::size_of::<*mut c_char>();
-    let len = if af == libc::AF_INET { 4 } else { 16 };
-    let pad = buf.align_offset(P);
-    let ptrs = (addrs.len() + 2) * P;
-    let need = pad + ptrs + addrs.len() * len + name.len() + 1;
-    if need > buflen || pad == usize::MAX {
-        return Err(libc::ERANGE);
-    }
-    // SAFETY: the caller's buffer, writable for buflen bytes.
-    let b = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), buflen) };
-    let at = |off: usize| buf.wrapping_add(off);
-    let mut put_ptr = |slot: usize, p: *mut c_char| {
-        b[pad + slot * P..pad + (slot + 1) * P].copy_from_slice(&(p as usize).to_ne_bytes());
-    };
-    // Slot 0: the empty alias list; slots 1..=n: the addresses; n+1: null.
-    put_ptr(0, std::ptr::null_mut());
-    let mut data = pad + ptrs;
-    for i in 0..addrs.len() {
-        put_ptr(1 + i, at(data));
-        data += len;
-    }
-    put_ptr(1 + addrs.len(), std::ptr::null_mut());
-    let mut data = pad + ptrs;
-    for a in addrs {
-        match a {
-            IpAddr::V4(v) => b[data..data + 4].copy_from_slice(&v.octets()),
-            IpAddr::V6(v) => b[data..data + 16].copy_from_slice(&v.octets()),
-        }
-        data += len;
-    }
-    b[data..data + name.len()].copy_from_slice(name.as_bytes());
-    b[data + name.len()] = 0;
-    let ent = libc::hostent {
-        h_name: at(data),
-        h_aliases: at(pad).cast(),
-        h_addrtype: af,
-        h_length: len as c_int,
-        h_addr_list: at(pad + P).cast(),
-    };
-    // SAFETY: ret is writable per the contract.
-    unsafe { ret.write(ent) };
-    Ok(())
-}
-
-/// Whether `name` is numeric for glibc (`inet_aton`/`inet_pton` forms).
-fn numeric(name: &CStr) -> bool {
-    // SAFETY: addrinfo is plain data; all-zero is valid.
-    let mut h: addrinfo = unsafe { std::mem::zeroed() };
-    h.ai_flags = libc::AI_NUMERICHOST;
-    let mut res: *mut addrinfo = std::ptr::null_mut();
-    // SAFETY: valid string, hints and out pointer.
-    let r = unsafe { real::getaddrinfo(name.as_ptr(), std::ptr::null(), &h, &mut res) };
-    // SAFETY: res is glibc's list or null.
-    unsafe { free_list(res) };
-    r == 0
-}
-
-/// `gethostbyname2_r` through the stub resolver (see the module docs).
-///
-/// # Safety
-/// As the C function.
-unsafe fn by_name_r(
-    name: *const c_char,
-    af: c_int,
-    ret: *mut libc::hostent,
-    buf: *mut c_char,
-    buflen: usize,
-    result: *mut *mut libc::hostent,
-    h_errnop: *mut c_int,
-) -> c_int {
-    // SAFETY: forwarded.
-    let host = || unsafe { real::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) };
-    if name.is_null()
-        || hooks::in_shim()
-        || env_is("INS_DNS", "host")
-        || !matches!(af, libc::AF_INET | libc::AF_INET6)
-    {
-        return host();
-    }
-    // SAFETY: name is a C string.
-    let cname = unsafe { CStr::from_ptr(name) };
-    let Ok(text) = cname.to_str() else {
-        return host();
-    };
-    if text.is_empty() || numeric(cname) || in_hosts(text, af, false) {
-        return host();
-    }
-    // glibc's `files` source needs room for a hosts line before DNS is
-    // tried, so a tiny buffer is ERANGE whatever the name; the same here
-    // for at least what the answer's layout needs without addresses.
-    if buflen < 4 * std::mem::size_of::<*mut c_char>() + text.len() + 1 {
-        if !h_errnop.is_null() {
-            // SAFETY: writable per the contract.
-            unsafe { *h_errnop = NETDB_INTERNAL };
-        }
-        // SAFETY: result writable per the contract.
-        unsafe { *result = std::ptr::null_mut() };
-        sys::set_errno(libc::ERANGE);
-        return libc::ERANGE;
-    }
-    // SAFETY: result writable per the contract.
-    unsafe { *result = std::ptr::null_mut() };
-    let qtype = if af == libc::AF_INET {
-        TYPE_A
-    } else {
-        TYPE_AAAA
-    };
-    let saved = sys::errno();
-    let found = catch_unwind(AssertUnwindSafe(|| resolve(&resolv_conf(), text, &[qtype])))
-        .unwrap_or(Err(Failure::Fail));
-    sys::set_errno(saved);
-    // SAFETY: the caller's arguments.
-    unsafe { finish_r(found, af, ret, buf, buflen, result, h_errnop) }
-}
-
-/// Writes a lookup's outcome as the `_r` functions return it.
-///
-/// # Safety
-/// `ret`, `result` writable, `buf` for `buflen` bytes, `h_errnop` null or
-/// writable.
-unsafe fn finish_r(
-    found: Result<(Vec<IpAddr>, String), Failure>,
-    af: c_int,
-    ret: *mut libc::hostent,
-    buf: *mut c_char,
-    buflen: usize,
-    result: *mut *mut libc::hostent,
-    h_errnop: *mut c_int,
-) -> c_int {
-    let (h, rv) = match found {
-        Ok((addrs, canon)) => {
-            // SAFETY: the caller's ret and buf.
-            match unsafe { fill_hostent(ret, buf, buflen, &canon, af, &addrs) } {
-                Ok(()) => {
-                    // SAFETY: result writable.
-                    unsafe { *result = ret };
-                    (0, 0)
-                }
-                Err(e) => (NETDB_INTERNAL, e),
-            }
-        }
-        Err(Failure::NoName) => (HOST_NOT_FOUND, 0),
-        Err(Failure::NoData) => (NO_DATA, 0),
-        Err(Failure::Again) => (TRY_AGAIN, libc::EAGAIN),
-        Err(Failure::Fail) => (NO_RECOVERY, 0),
-    };
-    if rv != 0 {
-        sys::set_errno(rv);
-    }
-    if !h_errnop.is_null() {
-        // SAFETY: writable per the contract.
-        unsafe { *h_errnop = h };
-    }
-    rv
-}
-
-/// `gethostbyaddr_r(3)`: a PTR query through INS unless `/etc/hosts`
-/// lists the address (then glibc's), with `getnameinfo`'s rules.
-///
-/// # Safety
-/// As the C function.
-#[allow(clippy::too_many_arguments)]
-#[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn gethostbyaddr_r(
-    addr: *const c_void,
-    len: libc::socklen_t,
-    ty: c_int,
-    ret: *mut libc::hostent,
-    buf: *mut c_char,
-    buflen: libc::size_t,
-    result: *mut *mut libc::hostent,
-    h_errnop: *mut c_int,
-) -> c_int {
-    // SAFETY: forwarded.
-    let host =
-        || unsafe { real::gethostbyaddr_r(addr, len, ty, ret, buf, buflen, result, h_errnop) };
-    if addr.is_null() || hooks::in_shim() || env_is("INS_DNS", "host") {
-        return host();
-    }
-    let ip = match (ty, len) {
-        (libc::AF_INET, 4) => {
-            // SAFETY: addr readable for 4 bytes.
-            let b = unsafe { std::ptr::read_unaligned(addr.cast::<[u8; 4]>()) };
-            IpAddr::from(b)
-        }
-        (libc::AF_INET6, 16) => {
-            // SAFETY: addr readable for 16 bytes.
-            let b = unsafe { std::ptr::read_unaligned(addr.cast::<[u8; 16]>()) };
-            IpAddr::from(b)
-        }
-        _ => return host(),
-    };
-    if hosts_lists(ip) {
-        return host();
-    }
-    // SAFETY: result writable per the contract.
-    unsafe { *result = std::ptr::null_mut() };
-    let saved = sys::errno();
-    let found = catch_unwind(AssertUnwindSafe(|| {
-        lookup(&resolv_conf(), &dns::reverse_name(ip), dns::TYPE_PTR).and_then(|a| {
-            a.ptrs
-                .into_iter()
-                .next()
-                .map(|n| (vec![ip], n))
-                .ok_or(Failure::NoData)
-        })
-    }))
-    .unwrap_or(Err(Failure::Fail));
-    sys::set_errno(saved);
-    // SAFETY: the caller's arguments.
-    unsafe { finish_r(found, ty, ret, buf, buflen, result, h_errnop) }
-}
-
-/// `gethostbyaddr(3)` (its result per thread, as `gethostbyname`'s).
-///
-/// # Safety
-/// As the C function.
-#[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn gethostbyaddr(
-    addr: *const c_void,
-    len: libc::socklen_t,
-    ty: c_int,
-) -> *mut libc::hostent {
-    with_static(|ent, buf, size, result, h| {
-        // SAFETY: our buffers; the caller's address.
-        unsafe { gethostbyaddr_r(addr, len, ty, ent, buf, size, result, h) }
-    })
-}
-
-/// `gethostbyname2_r(3)`.
-///
-/// # Safety
-/// As the C function.
-#[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn gethostbyname2_r(
-    name: *const c_char,
-    af: c_int,
-    ret: *mut libc::hostent,
-    buf: *mut c_char,
-    buflen: libc::size_t,
-    result: *mut *mut libc::hostent,
-    h_errnop: *mut c_int,
-) -> c_int {
-    // SAFETY: the caller's arguments.
-    unsafe { by_name_r(name, af, ret, buf, buflen, result, h_errnop) }
-}
-
-/// `gethostbyname_r(3)` (`AF_INET`).
-///
-/// # Safety
-/// As the C function.
-#[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn gethostbyname_r(
-    name: *const c_char,
-    ret: *mut libc::hostent,
-    buf: *mut c_char,
-    buflen: libc::size_t,
-    result: *mut *mut libc::hostent,
-    h_errnop: *mut c_int,
-) -> c_int {
-    // SAFETY: the caller's arguments.
-    unsafe { by_name_r(name, libc::AF_INET, ret, buf, buflen, result, h_errnop) }
-}
-
-/// Per-thread result of `gethostbyname`/`gethostbyname2` (glibc's is one
-/// static for the process; per thread is at least as safe).
-struct Static {
-    ent: libc::hostent,
-    buf: Vec<c_char>,
-}
-
-thread_local! {
-    static STATIC: std::cell::UnsafeCell<Static> = const { std::cell::UnsafeCell::new(Static {
-        ent: libc::hostent {
-            h_name: std::ptr::null_mut(),
-            h_aliases: std::ptr::null_mut(),
-            h_addrtype: 0,
-            h_length: 0,
-            h_addr_list: std::ptr::null_mut(),
-        },
-        buf: Vec::new(),
-    }) };
-}
-
-/// Largest buffer `gethostbyname` grows to.
-const MAX_STATIC: usize = 1 << 16;
-
-fn by_name(name: *const c_char, af: c_int) -> *mut libc::hostent {
-    with_static(|ent, buf, size, result, h| {
-        // SAFETY: our buffers; the caller's name.
-        unsafe { by_name_r(name, af, ent, buf, size, result, h) }
-    })
-}
-
-/// Runs an `_r` call on the thread's static result, growing the buffer on
-/// `ERANGE`; sets `h_errno`.
-fn with_static<F>(call: F) -> *mut libc::hostent
-where
-    F: Fn(*mut libc::hostent, *mut c_char, usize, *mut *mut libc::hostent, *mut c_int) -> c_int,
-{
-    STATIC.with(|s| {
-        // SAFETY: only this thread touches its Static, and not re-entrantly
-        // (the resolver does not call gethostbyname/gethostbyaddr).
-        let s = unsafe { &mut *s.get() };
-        let mut size = s.buf.len().max(1024);
-        loop {
-            s.buf.resize(size, 0);
-            let mut result: *mut libc::hostent = std::ptr::null_mut();
-            let mut h = 0;
-            let r = call(&mut s.ent, s.buf.as_mut_ptr(), size, &mut result, &mut h);
-            if r == libc::ERANGE && size < MAX_STATIC {
-                size *= 2;
-                continue;
-            }
-            // SAFETY: no arguments; returns the thread's h_errno slot.
-            let slot = unsafe { __h_errno_location() };
-            // SAFETY: the slot is valid for the thread's lifetime.
-            unsafe { *slot = h };
-            return result;
-        }
-    })
-}
-
-/// `gethostbyname(3)`.
-///
-/// # Safety
-/// As the C function.
-#[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut libc::hostent {
-    by_name(name, libc::AF_INET)
-}
-
-/// `gethostbyname2(3)`.
-///
-/// # Safety
-/// As the C function.
-#[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut libc::hostent {
-    by_name(name, af)
-}
-
 // ---------------------------------------------------------- getnameinfo
 
 const EAI_OVERFLOW: c_int = -12;
 
 /// Whether `/etc/hosts` lists `ip` (glibc's `files` source answers it).
-fn hosts_lists(ip: IpAddr) -> bool {
+pub(crate) fn hosts_lists(ip: IpAddr) -> bool {
     let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
     hosts.lines().any(|l| {
         l.split('#')
