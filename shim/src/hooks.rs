@@ -49,7 +49,7 @@ const MAX_IOV: usize = 1024;
 /// iovecs kept on the stack for a datagram (header + this many − 1).
 const STACK_IOV: usize = 64;
 
-fn in_shim() -> bool {
+pub(crate) fn in_shim() -> bool {
     IN_SHIM.with(|g| g.get())
 }
 

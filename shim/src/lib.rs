@@ -37,10 +37,24 @@
 //! * `hooks` (unsafe) — the exported C symbols. They never unwind into C:
 //!   the slow paths run under `catch_unwind` and fail with `EIO`.
 //!
+//! * [`dns`] — the stub resolver's parsers (`resolv.conf`, hosts, strict
+//!   DNS answers) and query builder.
+//! * `resolve` (unsafe) — the `getaddrinfo` and `getnameinfo` hooks
+//!   (`hostent`, unsafe: `gethostbyname*` and `gethostbyaddr*` over the
+//!   same resolver):
+//!   names go to the nameservers over INS UDP sockets (flows to port 53;
+//!   TCP when an answer is truncated) instead of glibc's resolver, whose
+//!   internal `__socket`/`__connect` calls the shim cannot see (a leak
+//!   under `ins-ctl run`, a failure under `--isolate`). Numeric hosts and
+//!   `/etc/hosts` entries stay glibc's. `INS_DNS=host` turns it off (glibc's
+//!   resolver, through the host stack); `INS_RESOLV_CONF=PATH` reads
+//!   another `resolv.conf`. See its docs for the rules and gaps.
+//!
 //! Gaps (documented, not silent): glibc-internal socket calls (the
-//! resolver's `__socket`/`__connect`, `fclose` of an fdopen'd socket) are not
-//! visible to `LD_PRELOAD`; socket fds closed through them keep a stale table
-//! entry until the number is reused by a hooked call. UDP ancillary data
+//! resolver's `__socket`/`__connect` as still used by `res_*`,
+//! `fclose` of an fdopen'd socket) are not visible to `LD_PRELOAD`; socket
+//! fds closed through them keep a stale table entry until the number is
+//! reused by a hooked call. UDP ancillary data
 //! (`IP_PKTINFO`, …) is neither sent nor received; `recvmmsg`'s timeout is
 //! ignored on INS fds; `FIONREAD` on a UDP INS fd counts the 32-byte header.
 //! `SOCK_RAW` Internet sockets and `AF_PACKET` fail with `EPERM`, ICMP
@@ -55,12 +69,17 @@
 pub mod addr;
 pub mod config;
 mod ctl;
+pub mod dns;
 pub mod errno;
 pub mod frame;
 #[allow(unsafe_code)]
 mod hooks;
+#[allow(unsafe_code)]
+mod hostent;
 mod inband;
 mod ops;
+#[allow(unsafe_code)]
+mod resolve;
 pub mod route;
 #[allow(unsafe_code)]
 mod sys;

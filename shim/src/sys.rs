@@ -48,6 +48,7 @@ macro_rules! real_fn {
         ///
         /// # Safety
         /// The contract of the C function.
+        #[allow(clippy::too_many_arguments)] // as many as the C function
         pub unsafe fn $name($($a: $t),*) -> $r {
             static SLOT: AtomicUsize = AtomicUsize::new(0);
             let p = resolve(&SLOT, $sym);
@@ -123,6 +124,56 @@ pub mod real {
         fn(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int
     );
     real_fn!(close, c"close", fn(fd: c_int) -> c_int);
+    real_fn!(
+        gethostbyname2_r,
+        c"gethostbyname2_r",
+        fn(
+            name: *const libc::c_char,
+            af: c_int,
+            ret: *mut libc::hostent,
+            buf: *mut libc::c_char,
+            buflen: size_t,
+            result: *mut *mut libc::hostent,
+            h_errnop: *mut c_int,
+        ) -> c_int
+    );
+    real_fn!(
+        getnameinfo,
+        c"getnameinfo",
+        fn(
+            sa: *const sockaddr,
+            salen: socklen_t,
+            host: *mut libc::c_char,
+            hostlen: socklen_t,
+            serv: *mut libc::c_char,
+            servlen: socklen_t,
+            flags: c_int,
+        ) -> c_int
+    );
+    real_fn!(
+        gethostbyaddr_r,
+        c"gethostbyaddr_r",
+        fn(
+            addr: *const c_void,
+            len: socklen_t,
+            ty: c_int,
+            ret: *mut libc::hostent,
+            buf: *mut libc::c_char,
+            buflen: size_t,
+            result: *mut *mut libc::hostent,
+            h_errnop: *mut c_int,
+        ) -> c_int
+    );
+    real_fn!(
+        getaddrinfo,
+        c"getaddrinfo",
+        fn(
+            node: *const libc::c_char,
+            service: *const libc::c_char,
+            hints: *const libc::addrinfo,
+            res: *mut *mut libc::addrinfo,
+        ) -> c_int
+    );
     real_fn!(dup, c"dup", fn(fd: c_int) -> c_int);
     real_fn!(dup2, c"dup2", fn(a: c_int, b: c_int) -> c_int);
     real_fn!(dup3, c"dup3", fn(a: c_int, b: c_int, f: c_int) -> c_int);
