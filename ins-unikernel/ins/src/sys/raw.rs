@@ -3,6 +3,8 @@
 //!
 //! * [`setsockopt`] / [`getsockopt`] with an arbitrary `(level, name)` and a
 //!   raw byte value, so option numbers pass straight through from the wire.
+//! * [`become_user`], [`drop_bounding_set`], [`ptrace_attach`]: the
+//!   sandbox's privilege drop and its self-test.
 //! * [`block_signals`] + [`signalfd`]: turn SIGTERM/SIGINT into a readable
 //!   descriptor that the instance's epoll set watches, so a signal wakes the
 //!   loop without a signal handler.
@@ -135,6 +137,61 @@ pub fn read_signal(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
         Err(rustix::io::Errno::AGAIN) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Switches every thread of the process to `uid`/`gid` (real, effective
+/// and saved) with no supplementary groups. From root to a non-zero uid
+/// the kernel also clears the permitted, effective and ambient
+/// capabilities.
+pub fn become_user(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: a zero-length list with a null pointer clears the groups.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: plain integer arguments; glibc applies them to all threads.
+    check(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: plain integer arguments; glibc applies them to all threads.
+    check(unsafe { libc::setresuid(uid, uid, uid) })
+}
+
+/// Removes every capability from the bounding set (needs CAP_SETPCAP,
+/// i.e. call it while still root). Returns how many were removed.
+pub fn drop_bounding_set() -> io::Result<u32> {
+    let mut n = 0;
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; unknown ones
+        // give EINVAL, which ends the loop.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(e);
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `ptrace(PTRACE_ATTACH, pid)` (the sandbox self-test: it must fail).
+/// On success the tracee is detached again at once.
+pub fn ptrace_attach(pid: i32) -> io::Result<()> {
+    let null = std::ptr::null_mut::<libc::c_void>();
+    // SAFETY: PTRACE_ATTACH reads no memory; addr and data are unused.
+    let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, null, null) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; detaching a tracee we attached.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, null, null) };
+    Ok(())
 }
 
 #[cfg(test)]
