@@ -213,21 +213,19 @@ fn landlock_no_files(
 
 /// The system calls the instance makes once it serves (found by running
 /// it under `strace -f -c` through the e2e tests), each allowed whatever
-/// its arguments, except `socket` (below).
+/// its arguments, except `socket` (`AF_INET`/`AF_INET6`) and `prctl` (`PR_GET_AUXV`).
 fn allowed_syscalls() -> Vec<i64> {
     use libc::*;
     let mut v = vec![
-        // I/O on sockets, the control socket, eventfd doorbells, signalfd.
+        // I/O on sockets, the control socket, the eventfd doorbells, the
+        // signalfd and the log (stderr).
         SYS_read,
         SYS_write,
-        SYS_readv,
         SYS_writev,
         SYS_recvfrom,
         SYS_sendto,
         SYS_recvmsg,
         SYS_sendmsg,
-        SYS_recvmmsg,
-        SYS_sendmmsg,
         SYS_close,
         SYS_shutdown,
         // Socket set-up (socket() itself is filtered by family).
@@ -240,19 +238,17 @@ fn allowed_syscalls() -> Vec<i64> {
         SYS_getsockname,
         SYS_getpeername,
         SYS_fcntl,
-        SYS_ioctl,
         // The event loop.
         SYS_epoll_create1,
         SYS_epoll_ctl,
         SYS_epoll_pwait,
         SYS_epoll_pwait2,
-        SYS_ppoll,
-        // Time.
+        // Time (normally the vDSO) and the shutdown grace.
         SYS_clock_gettime,
         SYS_clock_nanosleep,
         SYS_nanosleep,
         SYS_sched_yield,
-        // Memory.
+        // Memory (the allocator) and locks.
         SYS_futex,
         SYS_mmap,
         SYS_munmap,
@@ -260,7 +256,7 @@ fn allowed_syscalls() -> Vec<i64> {
         SYS_brk,
         SYS_madvise,
         SYS_mprotect,
-        // Signals and exit.
+        // Signals (the signalfd mask, a panic) and exit.
         SYS_rt_sigprocmask,
         SYS_rt_sigaction,
         SYS_rt_sigreturn,
@@ -270,15 +266,19 @@ fn allowed_syscalls() -> Vec<i64> {
         SYS_exit_group,
         SYS_getpid,
         SYS_gettid,
+        // Hash map keys.
         SYS_getrandom,
     ];
     #[cfg(target_arch = "x86_64")]
-    v.extend([SYS_epoll_wait, SYS_accept, SYS_poll]);
+    v.push(SYS_epoll_wait);
     v
 }
 
+/// `prctl(PR_GET_AUXV, ...)` (Linux 6.4; not in every libc crate).
+const PR_GET_AUXV: u64 = 0x4155_5856;
+
 /// The seccomp program: the allowlist, `socket` for `AF_INET`/`AF_INET6`
-/// only, and `EPERM` for everything else.
+/// only, `prctl` for `PR_GET_AUXV` only, and `EPERM` for everything else.
 fn allowlist() -> Result<BpfProgram, SandboxError> {
     let bad = |e: seccompiler::Error| SandboxError::Step {
         step: "build the seccomp filter",
@@ -302,6 +302,18 @@ fn allowlist() -> Result<BpfProgram, SandboxError> {
         vec![
             family(libc::AF_INET).map_err(bad)?,
             family(libc::AF_INET6).map_err(bad)?,
+        ],
+    );
+    // Reading the auxiliary vector (std's CPU feature detection); no other
+    // prctl.
+    rules.insert(
+        libc::SYS_prctl,
+        vec![
+            SeccompRule::new(vec![
+                SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, PR_GET_AUXV)
+                    .map_err(|e| bad(e.into()))?,
+            ])
+            .map_err(|e| bad(e.into()))?,
         ],
     );
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| SandboxError::Step {
@@ -426,6 +438,8 @@ mod tests {
             libc::SYS_ptrace,
             libc::SYS_socket,
             libc::SYS_clone,
+            libc::SYS_prctl,
+            libc::SYS_ioctl,
         ] {
             assert!(
                 !list.contains(&nr),
