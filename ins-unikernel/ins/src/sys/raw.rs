@@ -3,7 +3,7 @@
 //!
 //! * [`setsockopt`] / [`getsockopt`] with an arbitrary `(level, name)` and a
 //!   raw byte value, so option numbers pass straight through from the wire.
-//! * [`become_user`], [`drop_bounding_set`], [`ptrace_attach`]: the
+//! * [`become_user`], [`drop_bounding_set`], [`ptrace_seize`]: the
 //!   sandbox's privilege drop and its self-test.
 //! * [`block_signals`] + [`signalfd`]: turn SIGTERM/SIGINT into a readable
 //!   descriptor that the instance's epoll set watches, so a signal wakes the
@@ -180,17 +180,17 @@ pub fn drop_bounding_set() -> io::Result<u32> {
     Ok(n)
 }
 
-/// `ptrace(PTRACE_ATTACH, pid)` (the sandbox self-test: it must fail).
-/// On success the tracee is detached again at once.
-pub fn ptrace_attach(pid: i32) -> io::Result<()> {
+/// `ptrace(PTRACE_SEIZE, pid)` (the sandbox self-test: it must fail).
+/// A seize does not stop the tracee; on success it is detached when we
+/// exit.
+pub fn ptrace_seize(pid: i32) -> io::Result<()> {
     let null = std::ptr::null_mut::<libc::c_void>();
-    // SAFETY: PTRACE_ATTACH reads no memory; addr and data are unused.
-    let r = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, null, null) };
+    // SAFETY: PTRACE_SEIZE reads no memory; addr and data (no options)
+    // are unused.
+    let r = unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, null, null) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: as above; detaching a tracee we attached.
-    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, null, null) };
     Ok(())
 }
 

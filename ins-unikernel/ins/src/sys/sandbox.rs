@@ -343,6 +343,29 @@ pub fn selftest_line(action: &str, r: io::Result<()>) -> String {
     }
 }
 
+/// Connects to a Unix socket of either type the driver uses (stream:
+/// `ctl.sock`, `instance.sock`; seqpacket: `shim.sock`).
+fn connect_unix(path: &Path) -> io::Result<()> {
+    use rustix::net::{
+        AddressFamily, SocketAddrUnix, SocketFlags, SocketType, connect, socket_with,
+    };
+    let addr = SocketAddrUnix::new(path)?;
+    let mut first = None;
+    for ty in [SocketType::STREAM, SocketType::SEQPACKET] {
+        let r = socket_with(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None)
+            .and_then(|fd| connect(&fd, &addr));
+        match r {
+            Ok(()) => return Ok(()),
+            // The other type may be the right one.
+            Err(rustix::io::Errno::PROTOTYPE) => {
+                first.get_or_insert(rustix::io::Errno::PROTOTYPE);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(first.unwrap_or(rustix::io::Errno::PROTOTYPE).into())
+}
+
 /// Tries each action the sandbox must refuse, and one it must allow
 /// (a TCP socket), printing one line per action on stdout. `run_dir` is
 /// the driver's run directory (its `ctl.sock` and `shim.sock`);
@@ -356,21 +379,19 @@ pub fn selftest(run_dir: &Path, driver_pid: u32) {
         "open /proc/self/status",
         open("/proc/self/status"),
     ));
+    let tmp = format!("/tmp/ins-sandbox-selftest-{}", std::process::id());
     lines.push(selftest_line(
         "create /tmp file",
-        std::fs::File::create(format!("/tmp/ins-sandbox-selftest-{}", std::process::id()))
-            .map(drop),
+        std::fs::File::create(&tmp).map(drop),
     ));
+    let _ = std::fs::remove_file(&tmp);
     for sock in ["ctl.sock", "shim.sock", "instance.sock"] {
         let p = run_dir.join(sock);
-        lines.push(selftest_line(
-            &format!("connect {sock}"),
-            std::os::unix::net::UnixStream::connect(&p).map(drop),
-        ));
+        lines.push(selftest_line(&format!("connect {sock}"), connect_unix(&p)));
     }
     lines.push(selftest_line(
         "ptrace driver",
-        raw::ptrace_attach(i32::try_from(driver_pid).unwrap_or(-1)),
+        raw::ptrace_seize(i32::try_from(driver_pid).unwrap_or(-1)),
     ));
     lines.push(selftest_line(
         "tcp socket (must be allowed)",
