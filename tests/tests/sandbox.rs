@@ -211,3 +211,56 @@ fn without_the_sandbox_the_same_checks_fail() {
     assert!(!text.contains("sandbox-selftest done"), "{text}");
     assert!(!p.alive());
 }
+
+/// The driver's own instances (`--ins-bin`) are sandboxed by default, as
+/// the user given with `--instance-user`.
+#[test]
+fn driver_spawned_instances_run_as_the_instance_user() {
+    let _g = serial();
+    if !is_root() {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let ins_bin = bins().ins.to_string_lossy().into_owned();
+    let mut ins = Ins::start_with(
+        0,
+        &[
+            "--ins-bin",
+            &ins_bin,
+            "--instances",
+            "1",
+            "--instance-user",
+            "4242:4243",
+        ],
+    );
+    let joined = wait_for(Duration::from_secs(10), || {
+        ins.driver_log().contains("instance joined").then_some(())
+    });
+    assert!(joined.is_some(), "{}", ins.diagnostics());
+    let driver = ins.driver.pid();
+    let kids: Vec<u32> = std::fs::read_to_string(format!("/proc/{driver}/task/{driver}/children"))
+        .expect("children")
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    let st = wait_for(Duration::from_secs(5), || {
+        let st = status(kids[0]);
+        (st.get("Seccomp").map(String::as_str) == Some("2")).then_some(st)
+    })
+    .unwrap_or_else(|| panic!("not sandboxed: {:?}", status(kids[0])));
+    assert_eq!(
+        st.get("Uid").map(String::as_str),
+        Some("4242\t4242\t4242\t4242")
+    );
+    assert_eq!(
+        st.get("Gid").map(String::as_str),
+        Some("4243\t4243\t4243\t4243")
+    );
+    assert_eq!(
+        st.get("CapEff").map(String::as_str),
+        Some("0000000000000000")
+    );
+    assert_eq!(st.get("NoNewPrivs").map(String::as_str), Some("1"));
+    assert!(ins.driver_alive());
+}
