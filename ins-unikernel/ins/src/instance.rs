@@ -259,6 +259,11 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
     let sigfd = raw::signalfd(&signals).map_err(io_err("signalfd"))?;
     raise_nofile(settings.instance.max_sockets);
     if let Some(xen) = &settings.xen {
+        if settings.sandbox != SandboxMode::Off {
+            // Its teardown after serving reads and writes xenstore and
+            // unmaps grants through /dev/xen: not under this sandbox.
+            tracing::info!("sandbox not applied with --xen-driver (local mode only)");
+        }
         return run_xen(settings, xen, sigfd);
     }
     // Resolved now: once sandboxed, /etc/passwd cannot be read.
