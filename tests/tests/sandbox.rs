@@ -88,6 +88,16 @@ fn status(pid: u32) -> HashMap<String, String> {
         .collect()
 }
 
+/// /proc/PID/status once the sandbox is in force (its seccomp filter is
+/// installed last), or as it is after 10 s.
+fn sandboxed_status(pid: u32) -> HashMap<String, String> {
+    wait_for(Duration::from_secs(10), || {
+        let st = status(pid);
+        (st.get("Seccomp").map(String::as_str) == Some("2")).then_some(st)
+    })
+    .unwrap_or_else(|| status(pid))
+}
+
 fn is_root() -> bool {
     status(std::process::id()).get("Uid").map(String::as_str) == Some("0\t0\t0\t0")
 }
@@ -244,11 +254,8 @@ fn driver_spawned_instances_run_as_the_instance_user() {
         .filter_map(|p| p.parse().ok())
         .collect();
     assert_eq!(kids.len(), 1, "{kids:?}");
-    let st = wait_for(Duration::from_secs(5), || {
-        let st = status(kids[0]);
-        (st.get("Seccomp").map(String::as_str) == Some("2")).then_some(st)
-    })
-    .unwrap_or_else(|| panic!("not sandboxed: {:?}", status(kids[0])));
+    let st = sandboxed_status(kids[0]);
+    assert_eq!(st.get("Seccomp").map(String::as_str), Some("2"), "{st:?}");
     assert_eq!(
         st.get("Uid").map(String::as_str),
         Some("4242\t4242\t4242\t4242")
@@ -263,4 +270,62 @@ fn driver_spawned_instances_run_as_the_instance_user() {
     );
     assert_eq!(st.get("NoNewPrivs").map(String::as_str), Some("1"));
     assert!(ins.driver_alive());
+}
+
+/// A port below 1024 not in use on this machine.
+fn free_low_port() -> u16 {
+    (900..1000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port in 900..1000")
+}
+
+/// What a program under the shim gets binding and listening on
+/// 127.0.0.1:`port` through `ins`'s only instance: "ok" or the errno.
+fn bind_under_shim(ins: &Ins, port: u16) -> String {
+    let script = format!(
+        "import socket\ns=socket.socket()\ntry:\n    s.bind(('127.0.0.1',{port}))\n    s.listen()\n    print('ok')\nexcept OSError as e:\n    print('errno', e.errno)\n"
+    );
+    let mut c = ins.shim_cmd(require("python3"));
+    c.args(["-c", &script]);
+    let o = run(c, Duration::from_secs(20));
+    assert!(o.ok(), "python3 under the shim\n{o}\n{}", ins.diagnostics());
+    o.stdout.trim().to_string()
+}
+
+/// By default a sandboxed instance has no capability, so a port below
+/// 1024 is refused with EACCES (as Linux refuses an unprivileged
+/// program); `--sandbox-low-ports` keeps CAP_NET_BIND_SERVICE, and only
+/// it, and the bind succeeds.
+#[test]
+fn low_ports_need_the_low_ports_option() {
+    let _g = serial();
+    if !is_root() {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let port = free_low_port();
+    for (args, cap, want) in [
+        (
+            &[][..],
+            "0000000000000000",
+            format!("errno {}", libc::EACCES),
+        ),
+        (
+            &["--sandbox-low-ports"][..],
+            "0000000000000400",
+            "ok".to_string(),
+        ),
+    ] {
+        let mut ins = Ins::start(0);
+        let out = ins.run_dir().join("stdout");
+        let p = spawn_instance(&ins, 1, &out, args);
+        let st = sandboxed_status(p.pid());
+        for k in ["CapEff", "CapPrm", "CapBnd"] {
+            assert_eq!(st.get(k).map(String::as_str), Some(cap), "{args:?} {k}");
+        }
+        assert_eq!(st.get("Seccomp").map(String::as_str), Some("2"));
+        assert_ne!(st.get("Uid").map(String::as_str), Some("0\t0\t0\t0"));
+        ins.instances.push(p);
+        assert_eq!(bind_under_shim(&ins, port), want, "{args:?}");
+    }
 }

@@ -150,6 +150,10 @@ pub struct Args {
     /// The sandbox's user: a name, UID or UID:GID (never root).
     #[arg(long, value_name = "USER", default_value = "nobody")]
     pub sandbox_user: String,
+    /// Keep CAP_NET_BIND_SERVICE (and no other capability) in the
+    /// sandbox, so applications may listen on ports below 1024.
+    #[arg(long)]
+    pub sandbox_low_ports: bool,
     /// Test only: once the sandbox is applied, try each forbidden action
     /// (open, create, connect to the driver's Unix sockets, ptrace, exec)
     /// and print its outcome on stdout, then serve.
@@ -192,6 +196,8 @@ pub struct Settings {
     pub sandbox: SandboxMode,
     /// Its user, as given (resolved when applied).
     pub sandbox_user: String,
+    /// Keep CAP_NET_BIND_SERVICE in the sandbox.
+    pub sandbox_low_ports: bool,
     /// Run the sandbox self-test before serving.
     pub sandbox_selftest: bool,
 }
@@ -405,6 +411,7 @@ impl Args {
                 self.sandbox
             },
             sandbox_user: self.sandbox_user.clone(),
+            sandbox_low_ports: self.sandbox_low_ports,
             sandbox_selftest: self.sandbox_selftest,
         })
     }

@@ -283,7 +283,8 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
     );
     match user {
         Some(user) => {
-            let done = sandbox::apply(settings.sandbox, user).map_err(sandbox_err)?;
+            let done = sandbox::apply(settings.sandbox, user, settings.sandbox_low_ports)
+                .map_err(sandbox_err)?;
             tracing::info!(
                 uid = done.uid,
                 landlock = done.landlock,

@@ -300,6 +300,9 @@ pub fn instance_args(args: &Args) -> Vec<String> {
         format!("--sandbox={mode}"),
         format!("--sandbox-user={}", args.instance_user),
     ];
+    if args.instance_low_ports {
+        v.push("--sandbox-low-ports".into());
+    }
     v.extend(args.ins_arg.iter().cloned());
     v
 }
@@ -325,6 +328,10 @@ mod tests {
             ["--sandbox=strict", "--sandbox-user=ins"]
         );
         assert_eq!(args(&["--no-sandbox"])[0], "--sandbox=off");
+        assert_eq!(
+            args(&["--instance-low-ports"]).last().unwrap(),
+            "--sandbox-low-ports"
+        );
         // The operator's own instance arguments come last and win.
         assert_eq!(
             args(&["--ins-arg=--no-sandbox"]).last().unwrap(),

@@ -177,6 +177,11 @@ pub struct Args {
     /// instance exits), `off`.
     #[arg(long, value_name = "MODE", default_value = "on", value_parser = ["on", "strict", "off"])]
     pub instance_sandbox: String,
+    /// Sandboxed instances keep CAP_NET_BIND_SERVICE (only it), so
+    /// applications may listen on ports below 1024 (`ins
+    /// --sandbox-low-ports`).
+    #[arg(long)]
+    pub instance_low_ports: bool,
     /// Same as --instance-sandbox=off.
     #[arg(long)]
     pub no_sandbox: bool,

@@ -129,8 +129,17 @@ pub struct Applied {
     pub syscalls: usize,
 }
 
-/// Applies the sandbox to the whole process (see the module docs).
-pub fn apply(mode: SandboxMode, user: SandboxUser) -> Result<Applied, SandboxError> {
+/// `CAP_NET_BIND_SERVICE`: bind ports below 1024.
+const CAP_NET_BIND_SERVICE: u32 = 10;
+
+/// Applies the sandbox to the whole process (see the module docs). With
+/// `low_ports`, `CAP_NET_BIND_SERVICE` is kept (and only it), so that an
+/// application may listen on a port below 1024 through the instance.
+pub fn apply(
+    mode: SandboxMode,
+    user: SandboxUser,
+    low_ports: bool,
+) -> Result<Applied, SandboxError> {
     let mut done = Applied::default();
     if mode == SandboxMode::Off {
         return Ok(done);
@@ -145,8 +154,16 @@ pub fn apply(mode: SandboxMode, user: SandboxUser) -> Result<Applied, SandboxErr
         }
     };
     if rustix::process::geteuid().is_root() {
-        raw::drop_bounding_set().map_err(step("empty the capability bounding set"))?;
-        raw::become_user(user.uid, user.gid).map_err(step("switch user"))?;
+        let keep = low_ports.then_some(CAP_NET_BIND_SERVICE);
+        raw::drop_bounding_set(keep).map_err(step("empty the capability bounding set"))?;
+        if let Some(cap) = keep {
+            raw::keep_caps(true).map_err(step("keep capabilities"))?;
+            raw::become_user(user.uid, user.gid).map_err(step("switch user"))?;
+            raw::set_caps(1 << cap).map_err(step("keep CAP_NET_BIND_SERVICE only"))?;
+            raw::keep_caps(false).map_err(step("keep capabilities"))?;
+        } else {
+            raw::become_user(user.uid, user.gid).map_err(step("switch user"))?;
+        }
         done.uid = Some(user.uid);
     } else {
         skip(format!(
