@@ -16,6 +16,8 @@ use ins_transport::ChannelConfig;
 use ins_transport::sys::xen::XenConfig;
 use ins_xen::DomId;
 
+pub use crate::sys::sandbox::SandboxMode;
+
 /// Exit codes of the `ins` binary.
 pub mod exit {
     /// The driver closed the channel, or SIGTERM/SIGINT: graceful exit.
@@ -134,6 +136,29 @@ pub struct Args {
     /// drawn from the clock and pid when not given.
     #[arg(long, value_name = "SEED", num_args = 0..=1, require_equals = true)]
     pub random_profile: Option<Option<u64>>,
+    /// Sandbox of a local instance, applied once the channel with the
+    /// driver is open: switch to --sandbox-user with no capabilities,
+    /// no_new_privs, Landlock with no file access, and a seccomp allowlist
+    /// of the calls the instance makes. `on`: apply what the system
+    /// supports and log what it cannot; `strict`: all or exit 1; `off`:
+    /// none. Not applied with --xen-driver (its teardown needs xenstore).
+    #[arg(long, value_name = "MODE", default_value = "on")]
+    pub sandbox: SandboxMode,
+    /// Same as --sandbox=off.
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// The sandbox's user: a name, UID or UID:GID (never root).
+    #[arg(long, value_name = "USER", default_value = "nobody")]
+    pub sandbox_user: String,
+    /// Keep CAP_NET_BIND_SERVICE (and no other capability) in the
+    /// sandbox, so applications may listen on ports below 1024.
+    #[arg(long)]
+    pub sandbox_low_ports: bool,
+    /// Test only: once the sandbox is applied, try each forbidden action
+    /// (open, create, connect to the driver's Unix sockets, ptrace, exec)
+    /// and print its outcome on stdout, then serve.
+    #[arg(long)]
+    pub sandbox_selftest: bool,
     /// Read settings from FILE first (`name = value` per line).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -167,6 +192,14 @@ pub struct Settings {
     pub random_profile: Option<u64>,
     /// Epoll batch size.
     pub events: usize,
+    /// The sandbox (local mode).
+    pub sandbox: SandboxMode,
+    /// Its user, as given (resolved when applied).
+    pub sandbox_user: String,
+    /// Keep CAP_NET_BIND_SERVICE in the sandbox.
+    pub sandbox_low_ports: bool,
+    /// Run the sandbox self-test before serving.
+    pub sandbox_selftest: bool,
 }
 
 /// A usage error, reported with exit code [`exit::USAGE`].
@@ -372,6 +405,14 @@ impl Args {
             channel,
             random_profile,
             events: self.events,
+            sandbox: if self.no_sandbox {
+                SandboxMode::Off
+            } else {
+                self.sandbox
+            },
+            sandbox_user: self.sandbox_user.clone(),
+            sandbox_low_ports: self.sandbox_low_ports,
+            sandbox_selftest: self.sandbox_selftest,
         })
     }
 }
@@ -420,6 +461,16 @@ mod tests {
         assert_eq!(s.channel.max_frame_limit, 1 << 20);
         assert!(s.channel.max_region_len >= 2 * (32 << 20));
         assert_eq!(s.channel.spin, Duration::ZERO);
+        assert_eq!(s.sandbox, SandboxMode::On);
+        assert_eq!(s.sandbox_user, "nobody");
+        let off = parse(&["--driver=/x", "--no-sandbox", "--sandbox=strict"]).unwrap();
+        assert_eq!(off.sandbox, SandboxMode::Off);
+        let strict = parse(&["--driver=/x", "--sandbox=strict", "--sandbox-user=ins"]).unwrap();
+        assert_eq!(
+            (strict.sandbox, strict.sandbox_user.as_str()),
+            (SandboxMode::Strict, "ins")
+        );
+        assert!(parse(&["--driver=/x", "--sandbox=maybe"]).is_err());
     }
 
     #[test]

@@ -44,8 +44,9 @@ use ins_transport::sys::xen::connect_xen;
 use ins_transport::{Doorbell, Endpoint, MemfdRegion};
 use ins_xen::{DomId, channel::ChannelId};
 
+use crate::cli::SandboxMode;
 use crate::cli::{Settings, XenTarget, exit};
-use crate::sys::{LinuxStack, Watch, raw};
+use crate::sys::{LinuxStack, Watch, raw, sandbox};
 
 /// Frames taken from the driver's ring before other work gets a turn.
 pub const RX_BATCH: usize = 256;
@@ -88,6 +89,9 @@ pub enum InstanceError {
         #[source]
         source: io::Error,
     },
+    /// The sandbox could not be applied.
+    #[error("{0}")]
+    Sandbox(String),
     /// The executor refused the configuration.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
@@ -100,7 +104,9 @@ impl InstanceError {
             InstanceError::Connect { .. } => exit::CONNECT,
             InstanceError::Protocol(_) => exit::PROTOCOL,
             InstanceError::Config(_) => exit::USAGE,
-            InstanceError::Ring(_) | InstanceError::Io { .. } => exit::RUNTIME,
+            InstanceError::Ring(_) | InstanceError::Io { .. } | InstanceError::Sandbox(_) => {
+                exit::RUNTIME
+            }
         }
     }
 }
@@ -253,8 +259,18 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
     let sigfd = raw::signalfd(&signals).map_err(io_err("signalfd"))?;
     raise_nofile(settings.instance.max_sockets);
     if let Some(xen) = &settings.xen {
+        if settings.sandbox != SandboxMode::Off {
+            // Its teardown after serving reads and writes xenstore and
+            // unmaps grants through /dev/xen: not under this sandbox.
+            tracing::info!("sandbox not applied with --xen-driver (local mode only)");
+        }
         return run_xen(settings, xen, sigfd);
     }
+    // Resolved now: once sandboxed, /etc/passwd cannot be read.
+    let user = match settings.sandbox {
+        SandboxMode::Off => None,
+        _ => Some(sandbox::resolve_user(&settings.sandbox_user).map_err(sandbox_err)?),
+    };
     let ep = connect(settings)?;
     tracing::info!(
         driver = %settings.driver.display(),
@@ -265,7 +281,31 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
         max_frame = ep.max_frame,
         "channel open"
     );
+    match user {
+        Some(user) => {
+            let done = sandbox::apply(settings.sandbox, user, settings.sandbox_low_ports)
+                .map_err(sandbox_err)?;
+            tracing::info!(
+                uid = done.uid,
+                landlock = done.landlock,
+                syscalls = done.syscalls,
+                "sandbox applied"
+            );
+        }
+        None => tracing::info!("sandbox off"),
+    }
+    if settings.sandbox_selftest {
+        let run_dir = settings
+            .driver
+            .parent()
+            .unwrap_or(std::path::Path::new("/"));
+        sandbox::selftest(run_dir, ep.peer.pid);
+    }
     serve(ep, settings, Some(sigfd))
+}
+
+fn sandbox_err(e: sandbox::SandboxError) -> InstanceError {
+    InstanceError::Sandbox(e.to_string())
 }
 
 /// Joins a driver domain over the Xen transport (`--xen-driver`), serves

@@ -188,7 +188,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         bal: balancer::Balancer::new(pol.clone(), args.instances),
         sup: supervisor::Supervisor::new(
             args.ins_bin.clone(),
-            args.ins_arg.clone(),
+            instance_args(args),
             args.netns.clone(),
             &inst_path,
             &args.run_dir,
@@ -303,5 +303,59 @@ impl Daemon {
     /// The core's clock now.
     fn now(&self) -> u64 {
         now_ns(self.start)
+    }
+}
+
+/// The arguments every spawned `ins` gets: its sandbox, then the operator's
+/// `--ins-arg`s (which come last, so they win).
+pub fn instance_args(args: &Args) -> Vec<String> {
+    let mode = if args.no_sandbox {
+        "off"
+    } else {
+        args.instance_sandbox.as_str()
+    };
+    let mut v = vec![
+        format!("--sandbox={mode}"),
+        format!("--sandbox-user={}", args.instance_user),
+    ];
+    if args.instance_low_ports {
+        v.push("--sandbox-low-ports".into());
+    }
+    v.extend(args.ins_arg.iter().cloned());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::instance_args;
+    use crate::Args;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        let mut v = vec!["ins-driver"];
+        v.extend_from_slice(a);
+        instance_args(&Args::try_parse_from(v).unwrap())
+    }
+
+    #[test]
+    fn spawned_instances_are_sandboxed_unless_told_otherwise() {
+        assert_eq!(args(&[]), ["--sandbox=on", "--sandbox-user=nobody"]);
+        assert_eq!(
+            args(&["--instance-sandbox=strict", "--instance-user=ins"]),
+            ["--sandbox=strict", "--sandbox-user=ins"]
+        );
+        assert_eq!(args(&["--no-sandbox"])[0], "--sandbox=off");
+        assert_eq!(
+            args(&["--instance-low-ports"]).last().unwrap(),
+            "--sandbox-low-ports"
+        );
+        // The operator's own instance arguments come last and win.
+        assert_eq!(
+            args(&["--ins-arg=--no-sandbox"]).last().unwrap(),
+            "--no-sandbox"
+        );
+        let bad = ["ins-driver", "--instance-sandbox=maybe"];
+        assert!(Args::try_parse_from(bad).is_err());
     }
 }

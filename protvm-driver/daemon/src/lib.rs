@@ -184,6 +184,25 @@ pub struct Args {
     /// Extra argument for every spawned instance (repeatable).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub ins_arg: Vec<String>,
+    /// Sandbox of each spawned instance (`ins --sandbox`): `on` (default:
+    /// once joined, the instance runs as --instance-user with no
+    /// capabilities, no_new_privs, no file access and a seccomp allowlist,
+    /// logging any part the system cannot apply), `strict` (all or the
+    /// instance exits), `off`.
+    #[arg(long, value_name = "MODE", default_value = "on", value_parser = ["on", "strict", "off"])]
+    pub instance_sandbox: String,
+    /// Sandboxed instances keep CAP_NET_BIND_SERVICE (only it), so
+    /// applications may listen on ports below 1024 (`ins
+    /// --sandbox-low-ports`).
+    #[arg(long)]
+    pub instance_low_ports: bool,
+    /// Same as --instance-sandbox=off.
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// The user sandboxed instances run as: a name, UID or UID:GID, never
+    /// root (`ins --sandbox-user`; default `nobody`).
+    #[arg(long, value_name = "USER", default_value = "nobody")]
+    pub instance_user: String,
     /// Run spawned instances in this network namespace (`ip netns exec`).
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,

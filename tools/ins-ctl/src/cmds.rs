@@ -20,6 +20,10 @@ pub struct UpOpts {
     pub netns: Option<String>,
     /// Stay attached (driver logs to stderr).
     pub foreground: bool,
+    /// The sandboxed instances' user (driver `--instance-user`).
+    pub instance_user: Option<String>,
+    /// No instance sandbox (driver `--no-sandbox`).
+    pub no_sandbox: bool,
     /// Policy file.
     pub policy: Option<PathBuf>,
     /// `--metrics ADDR:PORT` for the driver.
@@ -56,6 +60,12 @@ pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
         .arg(o.instances.to_string());
     if let Some(ns) = &o.netns {
         cmd.arg("--netns").arg(ns);
+    }
+    if let Some(u) = &o.instance_user {
+        cmd.arg("--instance-user").arg(u);
+    }
+    if o.no_sandbox {
+        cmd.arg("--no-sandbox");
     }
     if let Some(p) = &o.policy {
         cmd.arg("--policy").arg(p);

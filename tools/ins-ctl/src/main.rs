@@ -29,6 +29,13 @@ enum Cmd {
         /// Stay attached; the driver logs to stderr.
         #[arg(long)]
         foreground: bool,
+        /// The user the sandboxed instances run as (name, UID or UID:GID;
+        /// default: the driver's, `nobody`).
+        #[arg(long, value_name = "USER")]
+        instance_user: Option<String>,
+        /// Do not sandbox the instances (they keep the driver's privileges).
+        #[arg(long)]
+        no_sandbox: bool,
         /// Balancer policy file (TOML).
         #[arg(long)]
         policy: Option<PathBuf>,
@@ -144,6 +151,8 @@ fn main() {
             instances,
             netns,
             foreground,
+            instance_user,
+            no_sandbox,
             policy,
             metrics,
             driver_args,
@@ -153,6 +162,8 @@ fn main() {
                 instances,
                 netns,
                 foreground,
+                instance_user,
+                no_sandbox,
                 policy,
                 metrics,
                 driver_args,

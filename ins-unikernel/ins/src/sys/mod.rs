@@ -6,5 +6,6 @@
 
 pub mod linux_stack;
 pub mod raw;
+pub mod sandbox;
 
 pub use linux_stack::{LinuxStack, SockHandle, WakeFlags, Watch};
