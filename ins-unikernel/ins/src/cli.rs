@@ -151,8 +151,11 @@ pub struct Args {
     #[arg(long, value_name = "USER", default_value = "nobody")]
     pub sandbox_user: String,
     /// Keep CAP_NET_BIND_SERVICE (and no other capability) in the
-    /// sandbox, so applications may listen on ports below 1024.
-    #[arg(long)]
+    /// sandbox, so applications may listen on ports below 1024 (as a
+    /// server started as root does, e.g. nginx on :80). On by default;
+    /// `--sandbox-low-ports=false` drops it too.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub sandbox_low_ports: bool,
     /// Test only: once the sandbox is applied, try each forbidden action
     /// (open, create, connect to the driver's Unix sockets, ptrace, exec)

@@ -318,9 +318,7 @@ pub fn instance_args(args: &Args) -> Vec<String> {
         format!("--sandbox={mode}"),
         format!("--sandbox-user={}", args.instance_user),
     ];
-    if args.instance_low_ports {
-        v.push("--sandbox-low-ports".into());
-    }
+    v.push(format!("--sandbox-low-ports={}", args.instance_low_ports));
     v.extend(args.ins_arg.iter().cloned());
     v
 }
@@ -340,15 +338,26 @@ mod tests {
 
     #[test]
     fn spawned_instances_are_sandboxed_unless_told_otherwise() {
-        assert_eq!(args(&[]), ["--sandbox=on", "--sandbox-user=nobody"]);
+        assert_eq!(
+            args(&[]),
+            [
+                "--sandbox=on",
+                "--sandbox-user=nobody",
+                "--sandbox-low-ports=true"
+            ]
+        );
         assert_eq!(
             args(&["--instance-sandbox=strict", "--instance-user=ins"]),
-            ["--sandbox=strict", "--sandbox-user=ins"]
+            [
+                "--sandbox=strict",
+                "--sandbox-user=ins",
+                "--sandbox-low-ports=true"
+            ]
         );
         assert_eq!(args(&["--no-sandbox"])[0], "--sandbox=off");
         assert_eq!(
-            args(&["--instance-low-ports"]).last().unwrap(),
-            "--sandbox-low-ports"
+            args(&["--instance-low-ports=false"]).last().unwrap(),
+            "--sandbox-low-ports=false"
         );
         // The operator's own instance arguments come last and win.
         assert_eq!(

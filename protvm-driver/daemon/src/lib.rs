@@ -193,8 +193,10 @@ pub struct Args {
     pub instance_sandbox: String,
     /// Sandboxed instances keep CAP_NET_BIND_SERVICE (only it), so
     /// applications may listen on ports below 1024 (`ins
-    /// --sandbox-low-ports`).
-    #[arg(long)]
+    /// --sandbox-low-ports`). On by default; `--instance-low-ports=false`
+    /// leaves instances with no capability at all.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub instance_low_ports: bool,
     /// Same as --instance-sandbox=off.
     #[arg(long)]
