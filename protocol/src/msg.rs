@@ -59,6 +59,11 @@
 //! Because every byte is either checked to be zero or carried in the decoded
 //! value, encoding is canonical: decoding a valid frame and re-encoding it
 //! gives back the same bytes.
+//!
+//! Size: over 800 lines because every message's layout, encoder and
+//! validating decoder sit side by side, so a reviewer checks one kind's wire
+//! format in one place; the tests are in `msg/tests.rs` and the owned form in
+//! `msg/owned.rs`.
 
 use core::net::SocketAddr;
 

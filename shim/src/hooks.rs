@@ -18,6 +18,10 @@
 //! argument as `c_ulong`, which is how an int or pointer argument arrives on
 //! x86_64 (SysV) and aarch64 (AAPCS64, Linux) alike. Not portable beyond
 //! those.
+//!
+//! Size: over 800 lines because it holds every exported C symbol and nothing
+//! else (one short function each, all with the same lookup-then-forward
+//! shape); the work is in `ops`, `inband`, `resolve` and the other modules.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
