@@ -10,6 +10,21 @@
 #define STEP(name, call) do { alarm(3); errno = 0; long r_ = (long)(call); int e_ = errno; alarm(0); step(name, r_, e_); } while (0)
 #define STEPFD(var, name, call) do { alarm(3); errno = 0; var = (call); int e_ = errno; alarm(0); step_fd(name, var, e_); } while (0)
 
+/* Waits (up to 3 s) until fd reports a hang-up or an error, as a
+ * connection does once a reset has arrived. A readable fd alone (an EOF
+ * seen first) does not end the wait, and each turn waits its 10 ms. */
+static void wait_hangup(int fd)
+{
+    for (int i = 0; i < 300; i++) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 10) > 0) {
+            if (pf.revents & (POLLHUP | POLLERR))
+                return;
+            usleep(10000);
+        }
+    }
+}
+
 static void getint(const char *name, int fd, int level, int opt)
 {
     int v = -12345;
@@ -491,13 +506,8 @@ int main(int argc, char **argv)
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(s);
-        /* Wait until the reset has arrived (the error shows in SO_ERROR). */
-        int err = 0;
-        for (int i = 0; i < 300 && err == 0; i++) {
-            struct pollfd pf = {.fd = c, .events = POLLIN};
-            if (poll(&pf, 1, 10) > 0 && (pf.revents & (POLLHUP | POLLERR)))
-                break;
-        }
+        /* Wait until the reset has arrived. */
+        wait_hangup(c);
         getint("reset-so-error", c, SOL_SOCKET, SO_ERROR);
         sigpipes = 0;
         STEP("write-after-reset-nosignal", send(c, "lost", 4, MSG_NOSIGNAL));
@@ -514,11 +524,7 @@ int main(int argc, char **argv)
         s = accept(l4, NULL, NULL);
         setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(s);
-        for (int i = 0; i < 300; i++) {
-            struct pollfd pf = {.fd = c, .events = POLLIN};
-            if (poll(&pf, 1, 10) > 0 && (pf.revents & (POLLHUP | POLLERR)))
-                break;
-        }
+        wait_hangup(c);
         sigpipes = 0;
         STEP("reset2-first-write", write(c, "lost", 4));
         printf("reset2-first-write-sigpipes: %d -\n", sigpipes);
