@@ -205,8 +205,21 @@ fn obfs4_is_flagged_plain_http_and_tls_are_not() {
         100.0 * rates[0].2,
         100.0 * rates[1].2
     );
+    // Decisions of the other detectors (a block of the client's prefix
+    // would make the later flows fail): shown when too few completed.
+    let others: Vec<String> = d
+        .iter()
+        .filter(|x| x["detector"] != "shape")
+        .map(|x| x.to_string())
+        .collect();
     for (kind, ok, _) in &rates {
-        assert!(*ok >= 200, "only {ok} {kind} flows completed");
+        assert!(
+            *ok >= 200,
+            "only {ok} {kind} flows completed; other detectors' decisions ({}):\n{}\nmitigation events: {:?}",
+            others.len(),
+            others.join("\n"),
+            ins.mitigation_events()
+        );
     }
     assert!(tpr >= 0.95, "obfs4 TPR {tpr}");
     assert!(rates[0].2 <= 0.01 && rates[1].2 <= 0.01, "FPR {rates:?}");
