@@ -107,22 +107,16 @@ impl Drop for Fd {
     }
 }
 
-/// One query to one server over an INS UDP socket.
-fn exchange(
-    server: SocketAddr,
-    name: &str,
-    qtype: u16,
-    timeout: Duration,
-) -> Result<dns::Answer, Failure> {
-    let id = query_id();
-    let q = dns::query(id, name, qtype)?;
+/// An INS socket of type `ty` (made through the shim's own hook)
+/// connected to `server`.
+fn connected(server: SocketAddr, ty: libc::c_int) -> Result<Fd, Failure> {
     let family = if server.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
     };
     // SAFETY: no memory arguments; the hook makes an INS socket.
-    let fd = unsafe { hooks::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { hooks::socket(family, ty | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(Failure::Again);
     }
@@ -132,6 +126,19 @@ fn exchange(
     if unsafe { hooks::connect(fd.0, sa.as_ptr().cast(), len as libc::socklen_t) } < 0 {
         return Err(Failure::Again);
     }
+    Ok(fd)
+}
+
+/// One query to one server over an INS UDP socket.
+fn exchange(
+    server: SocketAddr,
+    name: &str,
+    qtype: u16,
+    timeout: Duration,
+) -> Result<dns::Answer, Failure> {
+    let id = query_id();
+    let q = dns::query(id, name, qtype)?;
+    let fd = connected(server, libc::SOCK_DGRAM)?;
     // SAFETY: q is readable for its length.
     if unsafe { hooks::send(fd.0, q.as_ptr().cast(), q.len(), libc::MSG_NOSIGNAL) } < 0 {
         return Err(Failure::Again);
@@ -243,22 +250,7 @@ fn exchange_tcp(
     let deadline = Instant::now() + timeout;
     let id = query_id();
     let q = dns::query(id, name, qtype)?;
-    let family = if server.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: no memory arguments; the hook makes an INS socket.
-    let fd = unsafe { hooks::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(Failure::Again);
-    }
-    let fd = Fd(fd);
-    let (sa, len) = addr::encode(&server);
-    // SAFETY: sa holds len bytes of a sockaddr.
-    if unsafe { hooks::connect(fd.0, sa.as_ptr().cast(), len as libc::socklen_t) } < 0 {
-        return Err(Failure::Again);
-    }
+    let fd = connected(server, libc::SOCK_STREAM)?;
     let mut msg = (q.len() as u16).to_be_bytes().to_vec();
     msg.extend_from_slice(&q);
     let mut sent = 0;
