@@ -265,14 +265,12 @@ fn concurrent_threads_on_ins_sockets() {
 /// connection, close; then dual-stack pairs of listeners in both orders.
 /// No failure natively, none under the shim.
 ///
-/// KNOWN BUG, ignored in `make test`: on a loaded machine (three busy
-/// loops on 2 cores, or CI) the program under the shim hangs part-way
-/// through the 200 rounds (about round 90 in CI) until the 60 s timeout;
-/// idle it passes in 0.4 s. Not yet root-caused (it also hangs with
-/// `--no-sandbox`). Run it with `cargo test --release -p ins-e2e --test
-/// c_programs -- --ignored rebind`.
+/// Under CPU load this used to hang part-way: `listen()` was answered as
+/// soon as one instance listened, while a slower instance still held the
+/// previous round's replica, so the client's connection could land there
+/// and be closed. The driver now answers `listen()` once every instance
+/// released the old listener on that port.
 #[test]
-#[ignore = "known hang under CPU load, see the doc comment"]
 fn rebind_after_close_and_dual_stack_pairs() {
     let _g = serial();
     // Two instances: the listener is replicated on both, and each must

@@ -137,6 +137,12 @@ pub struct Driver {
     ports: PortTable,
     /// [`listener`]: listening sockets, replayed onto joining instances.
     listeners: Vec<Handle>,
+    /// [`listener`]: listeners the app closed whose replicas some
+    /// instance still holds, with their `(type, port)`.
+    closing_listeners: Vec<(Handle, (u16, u16))>,
+    /// [`listener`]: `listen()` answers held back until the closing
+    /// listeners on the same port are gone: `(socket, shim, seq)`.
+    held_listens: Vec<(Handle, ConnId, u32)>,
     /// [`action`]: notes for the host, oldest first.
     notes: Vec<Note>,
     /// [`inband`]: counters.
@@ -159,6 +165,8 @@ impl Driver {
             pending: BTreeMap::new(),
             ports: PortTable::default(),
             listeners: Vec::new(),
+            closing_listeners: Vec::new(),
+            held_listens: Vec::new(),
             next_handle: 1,
             notes: Vec::new(),
             inband: InbandStats::default(),

@@ -10,6 +10,10 @@
 //!  instance joins ─▶ every listener replicated on it
 //!  instance drains ─▶ its replicas closed (`retiring_replicas` until Closed)
 //!  instance dies  ─▶ its replicas forgotten; the listener lives on elsewhere
+//!  app closes     ─▶ Close to every replica; a new listener on the same
+//!                    port gets its listen() answer only once every
+//!                    instance released the old one (no client is handed
+//!                    to a listener the app already closed)
 //! ```
 //!
 //! Each replica holds accept *credit*: how many connections that instance
@@ -115,14 +119,46 @@ impl Driver {
                 li.replicas.insert(inst, backlog);
                 s.listener = Some(li);
                 s.state = SockState::Listening;
+                let key = s.bound_key();
                 self.listeners.push(sock);
                 // Learn the address (autobind, port 0) to replicate.
                 self.request(inst, Pending::ListenAddr { sock }, out, |req| {
                     MsgOf::GetSockName { sock, req }
                 });
+                if key.is_some_and(|k| self.closing_listeners.iter().any(|&(_, c)| c == k)) {
+                    // An earlier listener on this port still has replicas
+                    // on some instance: a client that connects once
+                    // listen() returned could land in one of them and be
+                    // refused. On Linux a closed listener takes no more
+                    // connections, so the answer waits until they are gone.
+                    self.held_listens.push((sock, conn, seq));
+                    return;
+                }
             }
         }
         out.push(Action::Reply(ShimReply::new(conn, Op::Listen, seq, status)));
+    }
+
+    /// `sock` is forgotten: if it was a closing listener, the `listen()`
+    /// answers it held back are given once no other closing listener
+    /// shares their port; if it was itself waiting, its answer goes now
+    /// (the app's call must return; the socket is gone after it).
+    pub(crate) fn listener_gone(&mut self, sock: Handle, out: &mut Vec<Action>) {
+        self.closing_listeners.retain(|&(l, _)| l != sock);
+        if self.held_listens.is_empty() {
+            return;
+        }
+        let held = core::mem::take(&mut self.held_listens);
+        for (h, conn, seq) in held {
+            let key = self.socks.get(&h).and_then(|s| s.bound_key());
+            let blocked = h != sock
+                && key.is_some_and(|k| self.closing_listeners.iter().any(|&(_, c)| c == k));
+            if blocked {
+                self.held_listens.push((h, conn, seq));
+            } else {
+                out.push(Action::Reply(ShimReply::new(conn, Op::Listen, seq, 0)));
+            }
+        }
     }
 
     /// The listener's address is known: record it and replicate the

@@ -134,6 +134,7 @@ impl Driver {
             None => s.inst.into_iter().collect(),
         };
         targets.retain(|&i| self.live(i));
+        let closing_key = s.listener.as_ref().and(s.bound_key());
         if let Some(li) = self.socks.get_mut(&sock).and_then(|s| s.listener.as_mut()) {
             li.replicas.clear();
         }
@@ -146,6 +147,9 @@ impl Driver {
                 sock: wire,
                 req,
             });
+        }
+        if let Some(key) = closing_key {
+            self.closing_listeners.push((sock, key));
         }
         self.listeners.retain(|&l| l != sock);
         if let Some(s) = self.socks.get_mut(&sock) {

@@ -326,6 +326,7 @@ impl Driver {
         if s.listener.is_some() {
             self.listeners.retain(|&l| l != sock);
         }
+        self.listener_gone(sock, out);
         if let Some(l) = s.accepted_on
             && let Some(li) = self.socks.get_mut(&l).and_then(|x| x.listener.as_mut())
         {

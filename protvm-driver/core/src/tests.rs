@@ -708,3 +708,60 @@ fn drop_replicas_closes_only_that_replica_and_takes_its_last_connections() {
     assert_eq!(d.drop_replicas(i1, &mut out), 0);
     assert_eq!(d.socket(l).unwrap().replicas, vec![i1]);
 }
+
+/// Answers every request the driver sent to any of `insts` in `out`.
+fn ok_everywhere(d: &mut Driver, insts: &[InstId], out: &[Action]) -> Vec<Action> {
+    let mut next = Vec::new();
+    for &i in insts {
+        let f = sent(out, i);
+        ok_all(d, i, &f, a("127.0.0.1:8080"), &mut next);
+    }
+    next
+}
+
+/// A listener closed by the app, then a new one on the same port (the
+/// iperf3 pattern): the new `listen()` is answered only once every
+/// instance released the old replicas — before that a client could land
+/// in a closed listener's replica (`SO_REUSEPORT` spreads connections)
+/// and be refused. An instance that dies releases its share too.
+#[test]
+fn relisten_on_a_port_waits_until_the_old_listener_is_released() {
+    for die in [false, true] {
+        let mut d = driver();
+        let mut out = Vec::new();
+        let i1 = d.instance_joined(0, 4096, &mut out);
+        let i2 = d.instance_joined(0, 4096, &mut out);
+        let l1 = listener(&mut d, &[i1, i2]);
+        out.clear();
+        d.app_eof(l1, true, &mut out);
+        for i in [i1, i2] {
+            assert!(matches!(sent(&out, i).last(), Some(OwnedMsg::Close { .. })));
+        }
+        out.clear();
+        let l2 = d.new_socket(101, 2, 1, 0).unwrap();
+        let bind = req(Op::Bind, [0; 4], Some(a("127.0.0.1:8080")));
+        d.shim_request(1, &bind, Some(l2), &mut out);
+        let out2 = ok_everywhere(&mut d, &[i1, i2], &out);
+        assert_eq!(replies(&out2).len(), 1);
+        assert_eq!(replies(&out2)[0].ctl.status, 0, "the port is free at once");
+        out.clear();
+        d.shim_request(1, &req(Op::Listen, [16, 0, 0, 0], None), Some(l2), &mut out);
+        let out2 = ok_everywhere(&mut d, &[i1, i2], &out);
+        assert!(replies(&out2).is_empty(), "answered too early: {out2:?}");
+        out.clear();
+        d.instance_frame(i1, &Msg::Closed { sock: l1 }, 1, &mut out)
+            .unwrap();
+        assert!(replies(&out).is_empty(), "i2 still holds the old replica");
+        out.clear();
+        if die {
+            d.instance_failed(i2, Violation::ChannelFailed, &mut out);
+        } else {
+            d.instance_frame(i2, &Msg::Closed { sock: l1 }, 1, &mut out)
+                .unwrap();
+        }
+        let r = replies(&out);
+        assert_eq!(r.len(), 1, "{out:?}");
+        assert_eq!((r[0].ctl.op, r[0].ctl.status), (Op::Listen, 0));
+        assert!(out.contains(&Action::Forget { sock: l1 }));
+    }
+}
