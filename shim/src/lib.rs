@@ -82,5 +82,7 @@ mod ops;
 mod resolve;
 pub mod route;
 #[allow(unsafe_code)]
+mod sigpipe;
+#[allow(unsafe_code)]
 mod sys;
 pub mod table;

@@ -54,7 +54,7 @@ macro_rules! real_fn {
             let p = resolve(&SLOT, $sym);
             if p == 0 {
                 set_errno(libc::ENOSYS);
-                return -1 as $r;
+                return -1i64 as $r;
             }
             // SAFETY: p is the non-null address dlsym returned for this
             // symbol, whose C prototype is the one declared here.
@@ -245,6 +245,31 @@ pub mod real {
         readv,
         c"readv",
         fn(fd: c_int, v: *const iovec, n: c_int) -> ssize_t
+    );
+    real_fn!(
+        sigaction,
+        c"sigaction",
+        fn(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int
+    );
+    real_fn!(
+        signal,
+        c"signal",
+        fn(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t
+    );
+    real_fn!(
+        sigset,
+        c"sigset",
+        fn(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t
+    );
+    real_fn!(
+        bsd_signal,
+        c"bsd_signal",
+        fn(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t
+    );
+    real_fn!(
+        sysv_signal,
+        c"sysv_signal",
+        fn(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t
     );
     real_fn!(
         writev,
