@@ -71,6 +71,8 @@ pub mod config;
 mod ctl;
 pub mod dns;
 pub mod errno;
+#[allow(unsafe_code)]
+mod fdrange;
 pub mod frame;
 #[allow(unsafe_code)]
 mod hooks;

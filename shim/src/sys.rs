@@ -124,6 +124,28 @@ pub mod real {
         fn(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int
     );
     real_fn!(close, c"close", fn(fd: c_int) -> c_int);
+    /// The next (libc's) `closefrom`, which returns nothing; a libc
+    /// without it (before glibc 2.34) leaves nothing to call.
+    ///
+    /// # Safety
+    /// The contract of the C function.
+    pub unsafe fn closefrom(lowfd: c_int) {
+        static SLOT: AtomicUsize = AtomicUsize::new(0);
+        let p = resolve(&SLOT, c"closefrom");
+        if p == 0 {
+            return;
+        }
+        // SAFETY: p is the non-null address dlsym returned for
+        // `void closefrom(int)`.
+        let f = unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(c_int)>(p) };
+        // SAFETY: forwarded under the caller's contract.
+        unsafe { f(lowfd) }
+    }
+    real_fn!(
+        close_range,
+        c"close_range",
+        fn(first: c_uint, last: c_uint, flags: c_int) -> c_int
+    );
     real_fn!(
         gethostbyname2_r,
         c"gethostbyname2_r",
