@@ -19,6 +19,10 @@
 #                    domains, nginx under the shim in a PVM domU, figures
 #   make unikernel   the INS Xen PV unikernel image (ins-unikernel/ins-pv):
 #                    target/unikernel/x86_64-unknown-linux-gnu/release/ins-pv
+#   make install     the programs, libshim.so, man pages, docs and a systemd unit
+#                    under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local; BINDIR, LIBDIR,
+#                    MANDIR, DOCDIR, UNITDIR override each part); builds first
+#                    (`make install-files` installs what is built, no build)
 #   make test-kmod   the kernel module (protvm-driver/kmod) built against a
 #                    Rust-enabled Linux 6.12 and tested in QEMU (root; from
 #                    nothing 17 CPU-min, ~13 min idle, 35-53 min on a busy
@@ -34,7 +38,8 @@ FUZZ_SECONDS ?= 300
 SMOKE_SECONDS ?= 20
 FUZZ_TARGETS := decode ring_consumer ring_producer xenstore_reply netfront_responses
 
-.PHONY: all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
+.PHONY: install install-files \
+        all build test fmt-check clippy nostd doc unit loom fuzz fuzz-smoke fuzz-build \
         bench-ring bench-ins bench-nginx bench-redis bench-iperf deps clean demo demo-attack \
         bench-detect detect-benign test-xen unikernel unikernel-clippy test-kmod soak
 
@@ -160,3 +165,35 @@ soak: build
 clean:
 	$(CARGO) clean
 	rm -rf fuzz/target
+
+# Install like a daemon. libshim.so goes to LIBDIR (ins-ctl finds it in
+# ../lib/ins next to its own bin/); the man pages are generated from each
+# program's --help (tools/scripts/manpages.py); the systemd unit runs the
+# driver with 2 instances in /run/ins (tools/systemd/ins-driver.service.in).
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+LIBDIR      ?= $(PREFIX)/lib/ins
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/ins
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+# Where the release binaries are (cargo's target dir for the profile).
+BUILD_DIR   ?= target/release
+INSTALL_BINS := ins-driver ins ins-ctl ins-flow ins-detect
+
+install:
+	$(CARGO) build --release -p ins-driver -p ins -p ins-shim -p ins-ctl -p ins-flow -p ins-detect
+	$(MAKE) install-files
+
+install-files:
+	@for f in $(INSTALL_BINS) libshim.so; do \
+		test -f "$(BUILD_DIR)/$$f" || { echo "install: $(BUILD_DIR)/$$f is missing: run make install (or build it)" >&2; exit 1; }; \
+	done
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(LIBDIR)" "$(DESTDIR)$(MANDIR)" \
+		"$(DESTDIR)$(DOCDIR)" "$(DESTDIR)$(UNITDIR)"
+	for b in $(INSTALL_BINS); do install -m 0755 "$(BUILD_DIR)/$$b" "$(DESTDIR)$(BINDIR)/$$b"; done
+	install -m 0644 "$(BUILD_DIR)/libshim.so" "$(DESTDIR)$(LIBDIR)/libshim.so"
+	python3 tools/scripts/manpages.py "$(DESTDIR)$(MANDIR)" "$(BUILD_DIR)" \
+		ins-driver:8 ins:8 ins-ctl:1 ins-flow:1 ins-detect:1
+	install -m 0644 README.md docs/*.md "$(DESTDIR)$(DOCDIR)/"
+	sed 's|@BINDIR@|$(BINDIR)|g' tools/systemd/ins-driver.service.in > "$(DESTDIR)$(UNITDIR)/ins-driver.service"
+	chmod 0644 "$(DESTDIR)$(UNITDIR)/ins-driver.service"

@@ -854,7 +854,14 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
     if let Some(r) = stream_write_refused(e, 0) {
         return r;
     }
-    // SAFETY: forwarded.
+    if crate::sigpipe::ignored() {
+        // SAFETY: forwarded; the kernel's SIGPIPE is discarded (ignored).
+        return stream_write_result(
+            fd,
+            unsafe { real::write(fd, buf, count) },
+            libc::MSG_NOSIGNAL,
+        );
+    }
     // SAFETY: forwarded as send(), identical on a stream socket but for
     // the signal.
     stream_write_result(
@@ -916,6 +923,10 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
     }
     if let Some(r) = stream_write_refused(e, 0) {
         return r;
+    }
+    if crate::sigpipe::ignored() {
+        // SAFETY: forwarded; the kernel's SIGPIPE is discarded (ignored).
+        return stream_write_result(fd, unsafe { real::writev(fd, iov, n) }, libc::MSG_NOSIGNAL);
     }
     // SAFETY: an all-zero msghdr is valid; the caller's iovecs.
     let mut m: msghdr = unsafe { std::mem::zeroed() };

@@ -71,6 +71,8 @@ pub mod config;
 mod ctl;
 pub mod dns;
 pub mod errno;
+#[allow(unsafe_code)]
+mod fdrange;
 pub mod frame;
 #[allow(unsafe_code)]
 mod hooks;
@@ -81,6 +83,8 @@ mod ops;
 #[allow(unsafe_code)]
 mod resolve;
 pub mod route;
+#[allow(unsafe_code)]
+mod sigpipe;
 #[allow(unsafe_code)]
 mod sys;
 pub mod table;

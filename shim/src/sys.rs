@@ -54,7 +54,7 @@ macro_rules! real_fn {
             let p = resolve(&SLOT, $sym);
             if p == 0 {
                 set_errno(libc::ENOSYS);
-                return -1 as $r;
+                return -1i64 as $r;
             }
             // SAFETY: p is the non-null address dlsym returned for this
             // symbol, whose C prototype is the one declared here.
@@ -124,6 +124,28 @@ pub mod real {
         fn(fd: c_int, a: *mut sockaddr, l: *mut socklen_t) -> c_int
     );
     real_fn!(close, c"close", fn(fd: c_int) -> c_int);
+    /// The next (libc's) `closefrom`, which returns nothing; a libc
+    /// without it (before glibc 2.34) leaves nothing to call.
+    ///
+    /// # Safety
+    /// The contract of the C function.
+    pub unsafe fn closefrom(lowfd: c_int) {
+        static SLOT: AtomicUsize = AtomicUsize::new(0);
+        let p = resolve(&SLOT, c"closefrom");
+        if p == 0 {
+            return;
+        }
+        // SAFETY: p is the non-null address dlsym returned for
+        // `void closefrom(int)`.
+        let f = unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(c_int)>(p) };
+        // SAFETY: forwarded under the caller's contract.
+        unsafe { f(lowfd) }
+    }
+    real_fn!(
+        close_range,
+        c"close_range",
+        fn(first: c_uint, last: c_uint, flags: c_int) -> c_int
+    );
     real_fn!(
         gethostbyname2_r,
         c"gethostbyname2_r",
@@ -245,6 +267,31 @@ pub mod real {
         readv,
         c"readv",
         fn(fd: c_int, v: *const iovec, n: c_int) -> ssize_t
+    );
+    real_fn!(
+        sigaction,
+        c"sigaction",
+        fn(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int
+    );
+    real_fn!(
+        signal,
+        c"signal",
+        fn(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t
+    );
+    real_fn!(
+        sigset,
+        c"sigset",
+        fn(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t
+    );
+    real_fn!(
+        bsd_signal,
+        c"bsd_signal",
+        fn(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t
+    );
+    real_fn!(
+        sysv_signal,
+        c"sysv_signal",
+        fn(sig: c_int, h: libc::sighandler_t) -> libc::sighandler_t
     );
     real_fn!(
         writev,

@@ -169,7 +169,7 @@ pub fn require(prog: &str) -> PathBuf {
     }
     panic!(
         "required program `{prog}` is not installed; run ./.ci/install-deps (as root) \
-         or apt-get install nginx-light curl redis-server redis-tools wrk python3 iproute2 util-linux socat iperf3 bind9-dnsutils"
+         or apt-get install nginx-light curl redis-server redis-tools wrk python3 iproute2 util-linux socat iperf3 bind9-dnsutils openssh-server openssh-client dnsmasq-base"
     )
 }
 
@@ -387,6 +387,11 @@ impl Ins {
     /// Starts one more instance and waits until the driver reports it
     /// joined.
     pub fn add_instance(&mut self) {
+        self.add_instance_with(&[]);
+    }
+
+    /// Like [`Ins::add_instance`] with extra `ins` flags.
+    pub fn add_instance_with(&mut self, args: &[&str]) {
         let id = self.instances.len() + 1;
         let before = self.joined();
         let mut cmd = Command::new(&bins().ins);
@@ -394,6 +399,7 @@ impl Ins {
             .arg(self.dir.path().join("instance.sock"))
             .arg("--instance-id")
             .arg(id.to_string())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(

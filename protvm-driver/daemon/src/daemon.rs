@@ -218,6 +218,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         window: args.window,
     };
     d.register_sources(&sources)?;
+    drop_privileges(args)?;
     d.sup.random_profile = pol.rotate_s > 0;
     if d.sup.bin.is_none() && args.instances > 0 {
         anyhow::bail!("--instances needs --ins-bin (the driver spawns the instances)");
@@ -254,6 +255,31 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&shim_path);
     let _ = std::fs::remove_file(&inst_path);
     info!(instances = n, "ins-driver stopped");
+    Ok(())
+}
+
+/// Drops what the driver does not need once its sockets are bound
+/// ([`crate::privs`]); called before any thread or child exists.
+fn drop_privileges(args: &Args) -> anyhow::Result<()> {
+    if !args.drop_privileges {
+        info!("privileges kept (--drop-privileges=false)");
+        return Ok(());
+    }
+    let spawns = args.ins_bin.is_some();
+    let sandboxed = spawns && !args.no_sandbox && args.instance_sandbox != "off";
+    let keep = crate::privs::needed(
+        sandboxed,
+        spawns && args.instance_low_ports,
+        spawns && args.netns.is_some(),
+        args.keep_caps,
+    );
+    let k = crate::privs::drop_to(keep).context("drop privileges")?;
+    info!(
+        permitted = %crate::privs::names(k.permitted),
+        bounding = %crate::privs::names(k.bounding),
+        bounding_dropped = k.bounding_dropped,
+        "privileges dropped (no_new_privs set)"
+    );
     Ok(())
 }
 

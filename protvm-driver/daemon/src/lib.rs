@@ -59,11 +59,13 @@
 //! instance channels, relay, control socket with command parsing and
 //! execution apart, monitor stream, mitigations, balancer, supervisor,
 //! policy); `shimio.rs` is the shim socket plumbing (packets with fds,
-//! socket pairs, the connect filler); `sys.rs` the signal calls rustix
-//! lacks (the only `unsafe`).
+//! socket pairs, the connect filler); `privs.rs` what the driver keeps of
+//! its capabilities once its sockets are bound; `sys.rs` the signal and
+//! capability calls rustix lacks (the only `unsafe`).
 #![deny(unsafe_code)]
 
 mod daemon;
+pub mod privs;
 mod shimio;
 mod sys;
 
@@ -208,6 +210,19 @@ pub struct Args {
     /// Run spawned instances in this network namespace (`ip netns exec`).
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
+    /// Once its sockets are bound, drop every capability the driver does
+    /// not need at run time (CAP_NET_ADMIN, CAP_KILL, and for spawned
+    /// instances CAP_SETUID, CAP_SETGID, CAP_SETPCAP,
+    /// CAP_NET_BIND_SERVICE with --instance-low-ports, CAP_SYS_ADMIN with
+    /// --netns) from the effective, permitted and bounding sets, and set
+    /// no_new_privs. On by default; `--drop-privileges=false` keeps them.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub drop_privileges: bool,
+    /// Capabilities kept besides those (comma-separated, e.g.
+    /// `sys_ptrace,dac_read_search`).
+    #[arg(long, value_name = "CAPS", default_value = "", value_parser = privs::parse_caps)]
+    pub keep_caps: u64,
     /// Balancer policy file (TOML); the options below override it.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,

@@ -260,17 +260,25 @@ pub fn bin_dir() -> Result<PathBuf> {
         .ok_or_else(|| CtlError::Failed("own path has no directory".into()))
 }
 
-/// A sibling file that must exist.
+/// A sibling file that must exist: next to this program (a build tree,
+/// or `PREFIX/bin` for the binaries), else in `../lib/ins/` (an installed
+/// tree: `make install` puts `libshim.so` in `PREFIX/lib/ins/`).
 pub fn sibling(name: &str) -> Result<PathBuf> {
-    let p = bin_dir()?.join(name);
+    let dir = bin_dir()?;
+    let p = dir.join(name);
     if p.exists() {
-        Ok(p)
-    } else {
-        Err(CtlError::Failed(format!(
-            "{} not found (it is built next to ins-ctl: cargo build --workspace --release)",
-            p.display()
-        )))
+        return Ok(p);
     }
+    let installed = dir.join("../lib/ins").join(name);
+    if installed.exists() {
+        return Ok(installed);
+    }
+    Err(CtlError::Failed(format!(
+        "{} not found, nor {} (it is built next to ins-ctl: cargo build --workspace \
+         --release; or installed by make install)",
+        p.display(),
+        installed.display()
+    )))
 }
 
 /// The instances from a `list` answer.

@@ -17,7 +17,7 @@ as ins-ctl finds it: --run-dir, else $INS_RUN_DIR, else /run/ins for root,
 else $XDG_RUNTIME_DIR/ins, else /tmp/ins-UID.";
 
 #[derive(Parser)]
-#[command(name = "ins-flow", about = "INS flow export (IPFIX, NetFlow v9)", after_help = SOURCE_HELP)]
+#[command(name = "ins-flow", version, about = "INS flow export (IPFIX, NetFlow v9)", after_help = SOURCE_HELP)]
 struct Cli {
     /// Runtime directory of the driver (as for ins-ctl); its ctl.sock is
     /// the input unless --source or --stdin is given.
