@@ -547,6 +547,22 @@ impl<M: RingMemory> ProducerCore<M> {
         RingError::Corrupt(c)
     }
 
+    /// This producer over `mem`, another handle to the same memory (say, a
+    /// type-erased one), keeping its private counters. The placement is
+    /// checked again against `mem`; handing it other memory cannot break
+    /// this side either, it only makes the ring look corrupt.
+    pub fn with_memory<N: RingMemory>(self, mem: N) -> Result<ProducerCore<N>, RingError> {
+        let layout = Layout::new(&mem, self.layout.header, self.layout.cfg)?;
+        Ok(ProducerCore {
+            mem,
+            layout,
+            prod: self.prod,
+            published: self.published,
+            cons: self.cons,
+            failed: self.failed,
+        })
+    }
+
     fn check_failed(&self) -> Result<(), RingError> {
         match self.failed {
             Some(c) => Err(RingError::Corrupt(c)),
@@ -781,6 +797,22 @@ impl<M: RingMemory> ConsumerCore<M> {
         RingError::Corrupt(c)
     }
 
+    /// This consumer over `mem`, another handle to the same memory (say, a
+    /// type-erased one), keeping its private counters (see
+    /// [`ProducerCore::with_memory`]).
+    pub fn with_memory<N: RingMemory>(self, mem: N) -> Result<ConsumerCore<N>, RingError> {
+        let layout = Layout::new(&mem, self.layout.header, self.layout.cfg)?;
+        Ok(ConsumerCore {
+            mem,
+            layout,
+            cons: self.cons,
+            released: self.released,
+            prod: self.prod,
+            head: self.head,
+            failed: self.failed,
+        })
+    }
+
     fn check_failed(&self) -> Result<(), RingError> {
         match self.failed {
             Some(c) => Err(RingError::Corrupt(c)),
@@ -952,6 +984,43 @@ mod tests {
 
     fn frame(seed: usize, len: usize) -> Vec<u8> {
         (0..len).map(|i| (seed * 31 + i * 7) as u8).collect()
+    }
+
+    /// Moving both ends to another handle on the same memory mid-stream
+    /// keeps their state: frames unpublished, published but unread, and
+    /// unreleased all come out once, in order.
+    #[test]
+    fn with_memory_keeps_private_state() {
+        let (mut p, mut c) = pair(512, 64);
+        let region: &'static HeapRegion = p.memory().region();
+        let mut buf = [0u8; 64];
+        p.try_push(&frame(1, 20)).unwrap();
+        p.flush().unwrap();
+        p.try_push(&frame(2, 30)).unwrap();
+        assert_eq!(c.pop(&mut buf).unwrap(), Some(20));
+        let mut p = p
+            .with_memory(RegionView::new(std::sync::Arc::new(region)))
+            .unwrap();
+        let mut c = c
+            .with_memory(RegionView::new(std::sync::Arc::new(region)))
+            .unwrap();
+        assert_eq!(c.pop(&mut buf).unwrap(), None, "frame 2 is not published");
+        p.flush().unwrap();
+        assert_eq!(c.pop(&mut buf).unwrap(), Some(30));
+        assert_eq!(&buf[..30], &frame(2, 30)[..]);
+        c.release().unwrap();
+        for i in 0..40 {
+            p.try_push(&frame(i, 40)).unwrap();
+            p.flush().unwrap();
+            assert_eq!(c.pop(&mut buf).unwrap(), Some(40));
+            assert_eq!(&buf[..40], &frame(i, 40)[..]);
+            c.release().unwrap();
+        }
+        let small = HeapRegion::new(OFF);
+        assert!(
+            p.with_memory(RegionView::new(&small)).is_err(),
+            "the placement is checked again"
+        );
     }
 
     #[test]

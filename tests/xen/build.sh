@@ -98,6 +98,7 @@ strip --strip-unneeded "$R"/opt/ins/bin/*
 mkdir -p "$R/etc/ins" "$R/var/lib/nginx" "$R/var/log/nginx"
 install -m644 "$HERE/nginx.conf" "$R/etc/ins/nginx.conf"
 install -m755 "$HERE/pvm-web.sh" "$R/opt/ins/pvm-web.sh"
+install -m755 "$HERE/pvm-xen.sh" "$R/opt/ins/pvm-xen.sh"
 cp "$WWW/small.html" "$WWW/big.bin" "$R/srv/www/"
 install -m755 "$HERE/domU-init.sh" "$R/init"
 mkcpio "$R" "$OUT/domU.cpio.gz"

@@ -131,7 +131,59 @@ left=$(xenstore-ls /local/domain/$P/data/ins 2>/dev/null; xenstore-ls /local/dom
 [ "$r1" = 0 ] && [ "$r2" = 0 ] && [ -z "$left" ] && result ins-joins-over-xen pass "driver side $r1, ins exit $r2, keys removed" \
   || result ins-joins-over-xen fail "driver side $r1, ins exit $r2, left: $left"
 
-# --- 7. the instance process dies (kill -9): its kernel unmaps the grants,
+# --- 7. the real driver takes an instance in another domain (attach-xen):
+# a second driver in the PVM (no local instance) offers channel insx to
+# ins1, where `ins --xen-driver` joins it; nginx under the shim on that
+# driver listens through ins1's address; dom0 fetches, then the driver's
+# flow records must carry exactly the bytes curl counted
+XF=/var/log/xen/console/guest-pvm.log
+run pvm "sh /opt/ins/pvm-xen.sh attach $I insx"; na=$N
+run ins1 "ins --xen-driver $P --xen-channel insx --instance-id 11 --heartbeat-ms 1000 --xen-rendezvous-s 300 > /tmp/insx.log 2>&1 & echo \$! > /tmp/insx.pid"
+r=$(wait_cmd pvm $na 400)
+if [ "$r" = 0 ]; then
+  run pvm "sh /opt/ins/pvm-xen.sh web"; wait_cmd pvm $N 60 >/dev/null
+  XURL=http://169.254.100.3:8080
+  t=$(up); i=0
+  until curl -s -m 5 -o /dev/null $XURL/small.html || [ $i -gt 180 ]; do sleep 1; i=$((i+1)); done
+  echo "xen web: first answer through ins1 $(since $t) s after nginx started"
+  ok=1; : > /tmp/xwant
+  for f in small.html big.bin; do
+    w=$(curl -sS -m 180 -o /tmp/got.$f -w '%{local_port} %{size_request} %{size_header} %{size_download} %{speed_download}' $XURL/$f)
+    echo "$w" | awk '{print $1, $2, $3 + $4}' >> /tmp/xwant
+    got=$(sha256sum < /tmp/got.$f | cut -d' ' -f1); want=$(cut -d' ' -f1 /srv/www/$f.sha256)
+    if [ "$got" = "$want" ]; then echo "xen fetch $f: sha256 ok ($(wc -c < /tmp/got.$f) bytes, $(echo "$w" | awk '{printf "%.0f", $5 / 1024}') KiB/s)"
+    else echo "xen fetch $f: sha256 $got, want $want"; ok=0; fi
+  done
+  args=""; for i in $(seq 50); do args="$args $XURL/small.html -o /dev/null"; done
+  curl -sS -m 300 -w '%{local_port} %{size_request} %{size_header} %{size_download} %{num_connects} %{http_code}\n' $args > /tmp/xka
+  ka=$(awk '$6 == 200 {c += $5; n++} END {print c" connections for "n" requests"}' /tmp/xka)
+  echo "xen keep-alive: $ka"
+  [ "$ka" = "1 connections for 50 requests" ] || ok=0
+  awk '{q[$1] += $2; r[$1] += $3 + $4} END {for (p in q) print p, q[p], r[p]}' /tmp/xka >> /tmp/xwant
+  # The instance reports each flow's record when it closes: ask until all
+  # three are there with curl's byte counts (request bytes in, response out).
+  flows=0
+  for try in $(seq 20); do
+    run pvm "sh /opt/ins/pvm-xen.sh flows"; wait_cmd pvm $N 60 >/dev/null
+    flows=0
+    while read -r port in out; do
+      grep -q "XFLOW 169.254.100.1:$port $in $out closed" $XF && flows=$((flows + 1))
+    done < /tmp/xwant
+    [ $flows = 3 ] && break
+    sleep 3
+  done
+  while read -r port in out; do echo "curl: port $port sent $in B, received $out B"; grep "XFLOW 169.254.100.1:$port " $XF | tail -n 1; done < /tmp/xwant
+  listed=0; grep -q "XLIST .* dom$I/insx" $XF && listed=1
+  grep "XLIST" $XF | tail -n 2
+  [ $ok = 1 ] && [ $flows = 3 ] && [ $listed = 1 ] \
+    && result driver-over-xen pass "byte-exact small and 1 MiB and 50 requests on one connection through ins1 (dom$I); 3 flow records with curl's exact byte counts; list shows dom$I/insx" \
+    || result driver-over-xen fail "fetches ok=$ok, flow records matched $flows of 3, listed=$listed"
+else
+  result driver-over-xen fail "attach-xen exited $r"
+  run ins1 "cat /tmp/insx.log"; wait_cmd ins1 $N 30 >/dev/null
+fi
+
+# --- 8. the instance process dies (kill -9): its kernel unmaps the grants,
 # the unmap notification clears its alive word and fires the liveness port;
 # the driver notices, revokes and removes its keys
 state_of() { xenstore-read /local/domain/$P/data/ins/$1/state 2>/dev/null; }
@@ -146,7 +198,7 @@ r=$(wait_cmd pvm $n1 180)
   && result instance-killed pass "driver revoked and removed its keys $(since $t) s after kill -9" \
   || result instance-killed fail "driver exit $r, state '$(state_of xd1)'"
 
-# --- 8. the instance domain is destroyed (xl destroy): its xenstore home
+# --- 9. the instance domain is destroyed (xl destroy): its xenstore home
 # vanishes, the driver's watch fires, it revokes and removes its keys
 run pvm "xenchan driver --peer $I --name xd2 --idle --until-peer-gone"; n1=$N
 run ins1 "xenchan instance --peer $P --name xd2 --idle --hold-until data/never"
@@ -156,6 +208,13 @@ r=$(wait_cmd pvm $n1 180)
 [ "$r" = 0 ] && [ -z "$(state_of xd2)" ] \
   && result domain-destroyed pass "driver revoked and removed its keys $(since $t) s after xl destroy" \
   || result domain-destroyed fail "driver exit $r, state '$(state_of xd2)'"
+
+# --- 10. the driver of test 7 saw its instance's domain go: the instance
+# is marked dead (as a local one would be) and its channel torn down
+run pvm "sh /opt/ins/pvm-xen.sh gone"
+r=$(wait_cmd pvm $N 120)
+[ "$r" = 0 ] && result xen-instance-dead pass "after xl destroy: no instance, no xen channel left on the driver" \
+  || result xen-instance-dead fail "pvm-xen.sh gone exited $r"
 
 for n in pvm snoop; do run $n poweroff; done
 sleep 2

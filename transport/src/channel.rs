@@ -28,6 +28,16 @@ pub trait Doorbell: Send + Sync {
     /// Consumes pending notifications without waiting.
     fn drain(&self) -> io::Result<()>;
 
+    /// Call after an edge-triggered wake-up (epoll `ET` on the doorbell's
+    /// fd), before looking at the ring again. A Xen event-channel port
+    /// stays masked once it fired until its delivery is read back, so
+    /// without this no further wake-up would come; an eventfd needs
+    /// nothing (the default: its counter is left alone, every notify is a
+    /// new edge anyway).
+    fn ack(&self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// A file descriptor that becomes readable when notified, for
     /// epoll/mio registration, if the transport has one.
     fn as_raw_fd(&self) -> Option<RawFd>;

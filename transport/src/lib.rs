@@ -29,9 +29,12 @@
 //!   header) and the versioned hello handshake.
 //! * [`endpoint`]: one side of an open channel, with bounded spin-then-sleep
 //!   waits that never lose a wake-up.
+//! * [`any`]: the local or the Xen transport chosen per channel at run time
+//!   (the driver keeps both kinds of instance in one table).
 
 #![deny(unsafe_code)]
 
+pub mod any;
 pub mod channel;
 pub mod config;
 pub mod endpoint;

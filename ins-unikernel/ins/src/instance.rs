@@ -11,7 +11,8 @@
 //!    arm the waits: rx.prepare_wait (data), tx.prepare_wait_space (space)
 //!    epoll_wait(timeout = next deadline, 0 if work is left)
 //!      signal → graceful shutdown · control hang-up → exit
-//!      (the doorbell is edge-triggered: a wake-up, never read)
+//!      (the doorbell is edge-triggered: a wake-up, never read; a Xen
+//!      port is acknowledged, `Doorbell::ack`, or it stays masked)
 //!    socket events → Executor::on_events, flush
 //!  }
 //! ```
@@ -459,9 +460,14 @@ pub fn serve<T: Transport>(
             && let Some(sig) = raw::read_signal(fd.as_fd()).map_err(io_err("read signalfd"))?
         {
             tracing::info!(signal = sig, "shutting down");
-            graceful_shutdown(&mut exec, &mut ob, &tx_bell)?;
+            graceful_shutdown(&mut exec, &mut ob, &tx_bell, &rx_bell)?;
             log_stats(&exec);
             return Ok(Exit::Signal(sig));
+        }
+        // A Xen port stays masked until acknowledged; an eventfd needs
+        // nothing (see `Doorbell::ack`). Before the ring is looked at again.
+        if wake.doorbell {
+            rx_bell.ack().map_err(io_err("acknowledge the doorbell"))?;
         }
         if wake.control_hup {
             tracing::info!("the driver closed the channel");
@@ -501,6 +507,7 @@ fn graceful_shutdown<R: SharedRegion, B: Doorbell>(
     exec: &mut Executor<LinuxStack>,
     ob: &mut RingOutbox<R>,
     tx_bell: &B,
+    rx_bell: &B,
 ) -> Result<(), InstanceError> {
     exec.shutdown(mono_ns(), wall_ns(), ob);
     ob.flush(tx_bell)?;
@@ -528,6 +535,9 @@ fn graceful_shutdown<R: SharedRegion, B: Doorbell>(
                 op: "epoll_wait",
                 source: io::Error::from_raw_os_error(e.0),
             })?;
+        if wake.doorbell {
+            rx_bell.ack().map_err(io_err("acknowledge the doorbell"))?;
+        }
         if wake.control_hup {
             break;
         }

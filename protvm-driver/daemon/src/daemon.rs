@@ -15,10 +15,12 @@
 //! | [`supervisor`] | `ins` child processes |
 //! | [`policy`] | the balancer's policy file |
 //! | [`metrics`] | `GET /metrics` (Prometheus text format) on `--metrics` |
+//! | [`xen`] | instances in other Xen domains: `attach-xen`, its offer threads, their channel names |
 //!
 //! One thread runs everything except instance handshakes (they block for
 //! up to the handshake timeout, so each runs on a short-lived thread and
-//! hands its endpoint back through a channel and the wake-up eventfd).
+//! hands its endpoint back through a channel and the wake-up eventfd) and
+//! Xen channels (offered, then torn down, on a thread each).
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -46,6 +48,7 @@ pub mod policy;
 mod relay;
 mod shim;
 mod supervisor;
+mod xen;
 
 pub use ctl::command::parse_prefix;
 
@@ -92,6 +95,8 @@ struct Daemon {
     run_dir: PathBuf,
     /// The `/metrics` endpoint (`--metrics`).
     metrics: Option<metrics::Metrics>,
+    /// Instances in other Xen domains ([`xen`]).
+    xen: xen::XenInstances,
 }
 
 /// Nanoseconds since `start`: the time the core is given.
@@ -194,6 +199,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             &args.run_dir,
         ),
         run_dir: args.run_dir.clone(),
+        xen: xen::XenInstances::new(&wake, cfg.clone()).context("xen attach state")?,
         metrics: match args.metrics {
             None => None,
             Some(addr) => Some(
@@ -245,6 +251,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // Graceful exit: closing the channels makes every instance exit.
     let n = d.insts.len();
     d.insts.clear();
+    d.xen.wait_torn_down();
     d.socks.clear();
     d.shims.clear();
     d.sup.stop_all(Duration::from_secs(3));

@@ -301,6 +301,22 @@ pub fn stop(run_dir: &Path, id: u64) -> Result<()> {
     Ok(())
 }
 
+/// `attach-xen --domid D --channel N`: the driver offers a Xen channel
+/// to an instance in domain `domid` (running `ins --xen-driver <this
+/// domain> --xen-channel N`); answers once the instance joined.
+pub fn attach_xen(run_dir: &Path, domid: u16, channel: &str, rendezvous_s: u64) -> Result<()> {
+    let r = call(
+        run_dir,
+        json!({"cmd": "attach-xen", "domid": domid, "channel": channel,
+               "rendezvous_ms": rendezvous_s.saturating_mul(1000)}),
+    )?;
+    crate::outln!(
+        "instance {} joined from dom{domid} over xen channel {channel:?}",
+        r.get("id").and_then(Value::as_u64).unwrap_or(0)
+    );
+    Ok(())
+}
+
 /// `drain ID`.
 pub fn drain(run_dir: &Path, id: u64) -> Result<()> {
     call(run_dir, json!({"cmd": "drain", "id": id}))?;

@@ -297,15 +297,20 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-/// `list` as a table.
+/// `list` as a table. `LINK` is `local`, or `domD/CHANNEL` for an
+/// instance in another Xen domain.
 pub fn format_list(list: &Value) -> String {
     let mut out = format!(
-        "{:>4} {:>8} {:<9} {:>13} {:>6} {:>12} {:>12} {:>7}\n",
-        "ID", "PID", "STATE", "SOCKETS", "CONNS", "BYTES_IN", "BYTES_OUT", "AGE_S"
+        "{:>4} {:>8} {:<9} {:>13} {:>6} {:>12} {:>12} {:>7} {}\n",
+        "ID", "PID", "STATE", "SOCKETS", "CONNS", "BYTES_IN", "BYTES_OUT", "AGE_S", "LINK"
     );
     for i in instances(list) {
+        let link = match i.get("domid").and_then(Value::as_u64) {
+            Some(d) => format!("dom{d}/{}", s(&i, "channel")),
+            None => "local".to_string(),
+        };
         out += &format!(
-            "{:>4} {:>8} {:<9} {:>13} {:>6} {:>12} {:>12} {:>7}\n",
+            "{:>4} {:>8} {:<9} {:>13} {:>6} {:>12} {:>12} {:>7} {}\n",
             u(&i, "id"),
             u(&i, "pid"),
             s(&i, "state"),
@@ -314,6 +319,7 @@ pub fn format_list(list: &Value) -> String {
             u(&i, "bytes_in"),
             u(&i, "bytes_out"),
             u(&i, "age_s"),
+            link,
         );
     }
     out

@@ -65,6 +65,20 @@ enum Cmd {
         /// Instance id (from `list`).
         id: u64,
     },
+    /// Take an instance in another Xen domain: the driver grants it a
+    /// channel (rendezvous in xenstore); it joins with
+    /// `ins --xen-driver <driver's domid> --xen-channel NAME`.
+    AttachXen {
+        /// The instance's domain id.
+        #[arg(long)]
+        domid: u16,
+        /// The channel's name (a xenstore path element, unique per driver).
+        #[arg(long)]
+        channel: String,
+        /// How long to wait for the instance to map the channel (1 ..= 3600).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        rendezvous_s: u64,
+    },
     /// Stop giving an instance new connections.
     Drain {
         /// Instance id.
@@ -174,6 +188,11 @@ fn main() {
         Cmd::Scale { n } => cmds::scale(&dir, n),
         Cmd::Stop { id } => cmds::stop(&dir, id),
         Cmd::Drain { id } => cmds::drain(&dir, id),
+        Cmd::AttachXen {
+            domid,
+            channel,
+            rendezvous_s,
+        } => cmds::attach_xen(&dir, domid, &channel, rendezvous_s),
         Cmd::List { json } => cmds::list(&dir, json),
         Cmd::Status { json } => cmds::status(&dir, json),
         Cmd::Run { isolate, argv } => cmds::run(&dir, isolate, &argv).map(|_| ()),

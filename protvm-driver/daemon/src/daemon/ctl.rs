@@ -19,6 +19,8 @@
 //! ← {"ok":true,"instances":2,"failed":[]}          (after every instance replied)
 //! → {"cmd":"stop","id":9}
 //! ← {"ok":false,"kind":"unknown-instance","error":"no live instance 9"}
+//! → {"cmd":"attach-xen","domid":5,"channel":"ins0"}
+//! ← {"ok":true,"id":2,"domid":5,"channel":"ins0","tag":0}   (once it joined)
 //! ```
 //!
 //! `kind` is one of `bad-request`, `unknown-instance`, `bad-prefix`,
@@ -158,7 +160,7 @@ impl Ctl {
     }
 
     /// Queues one answer line for connection `id`.
-    fn send(&mut self, id: u64, v: &Value) {
+    pub(in crate::daemon) fn send(&mut self, id: u64, v: &Value) {
         if let Some(c) = self.conns.get_mut(&id) {
             let _ = serde_json::to_writer(&mut c.wbuf, v);
             c.wbuf.push(b'\n');
@@ -168,7 +170,7 @@ impl Ctl {
 
 /// An error answer: `kind` is one of `bad-request`, `unknown-instance`,
 /// `bad-prefix`, `permission-denied`, `failed`.
-fn err(kind: &str, msg: impl Into<String>) -> Value {
+pub(in crate::daemon) fn err(kind: &str, msg: impl Into<String>) -> Value {
     json!({"ok": false, "kind": kind, "error": msg.into()})
 }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use driver_core::{Handle, InstId, Violation};
+use ins_transport::any::Any;
 use ins_transport::{ChannelConfig, Doorbell, Endpoint, EventFd};
 use rustix::event::epoll::{self, EventData, EventFlags};
 use tracing::{info, warn};
@@ -33,7 +34,7 @@ pub(super) const K_INST_LISTENER: u64 = 1 << 56;
 pub(super) const K_SHIM_LISTENER: u64 = 2 << 56;
 /// The signalfd (SIGTERM, SIGINT).
 pub(super) const K_SIGNAL: u64 = 3 << 56;
-/// The wake-up eventfd (a handshake finished).
+/// The wake-up eventfd (a handshake finished, or an attach thread reports).
 pub(super) const K_WAKE: u64 = 4 << 56;
 /// An instance's doorbell; low bits: the instance.
 pub(super) const K_INST_BELL: u64 = 5 << 56;
@@ -124,7 +125,7 @@ impl Daemon {
 
     /// Runs the loop until a signal or a `shutdown` request.
     pub(super) fn serve(&mut self, src: &Sources) -> anyhow::Result<()> {
-        let (tx, rx) = mpsc::channel::<(Endpoint, u32)>();
+        let (tx, rx) = mpsc::channel::<(Endpoint<Any>, u32)>();
         let mut events: Vec<epoll::Event> = Vec::with_capacity(1024);
         let mut last_tick = Instant::now();
         loop {
@@ -153,9 +154,10 @@ impl Daemon {
                     }
                     K_WAKE => {
                         let _ = src.wake.drain();
-                        while let Ok((ep, window)) = rx.try_recv() {
-                            self.join(ep, window);
+                        while let Ok((ep, hello_id)) = rx.try_recv() {
+                            self.join(ep, hello_id, None);
                         }
+                        self.xen_events();
                     }
                     K_INST_LISTENER => loop {
                         match src.inst_listener.accept() {

@@ -4,14 +4,20 @@
 //!
 //! ```text
 //!  instance.sock ─accept─▶ handshake thread ─(Endpoint)─▶ wake eventfd ─▶ join
+//!  attach-xen ─▶ attach thread (offer_xen, see [`super::xen`]) ─┘
 //!  core Send ─▶ Inst::send ─▶ ring (or outq while full) ─▶ flush_all: doorbell once per turn
 //!  doorbell ─▶ instance_bell: outq retried, blocked sockets resumed,
 //!              frames popped (copied out), decoded, given to the core,
 //!              Data written to the pair (relay::deliver)
 //! ```
 //!
+//! Both kinds of channel are an `Endpoint<Any>` here (local memfd rings or
+//! Xen grant pages); only the join differs (a Xen instance is no child of
+//! ours, so it never takes a supervisor tag).
+//!
 //! A ring error, an undecodable frame or a hang-up of the rendezvous socket
-//! fails the channel: the core declares the instance dead
+//! (for Xen: the link's control socket, hung up when the domain or process
+//! is gone) fails the channel: the core declares the instance dead
 //! ([`Violation::ChannelFailed`]) and the channel is closed.
 
 use std::collections::VecDeque;
@@ -24,6 +30,7 @@ use driver_core::{InstId, LinkFailed, Violation};
 use ins_protocol::hello::{Hello, Role};
 use ins_protocol::msg::{HEADER_LEN, MAX_OPT_LEN, Msg, OwnedMsg};
 use ins_protocol::ring::RingError;
+use ins_transport::any::Any;
 use ins_transport::{ChannelConfig, Doorbell, Endpoint, EventFd};
 use rustix::event::epoll::EventFlags;
 use tracing::{debug, info, warn};
@@ -36,7 +43,9 @@ const RX_BATCH: usize = 256;
 
 /// One instance's channel.
 pub(super) struct Inst {
-    pub(super) ep: Endpoint,
+    pub(super) ep: Endpoint<Any>,
+    /// The domain and channel of an instance reached over Xen.
+    pub(super) xen: Option<super::xen::XenPeer>,
     /// The id it announced in its hello (the supervisor's tag).
     pub(super) hello_id: u32,
     /// Control frames that did not fit the ring, in order.
@@ -122,7 +131,7 @@ pub(super) fn spawn_handshake(
     stream: UnixStream,
     cfg: ChannelConfig,
     window: u32,
-    tx: mpsc::Sender<(Endpoint, u32)>,
+    tx: mpsc::Sender<(Endpoint<Any>, u32)>,
     wake: &EventFd,
 ) -> anyhow::Result<()> {
     let wake_fd = wake.as_fd().try_clone_to_owned()?;
@@ -132,7 +141,8 @@ pub(super) fn spawn_handshake(
             let mut hello = Hello::new(Role::Driver);
             hello.window = window;
             let r = ins_transport::offer_channel(stream, &cfg)
-                .and_then(|raw| raw.handshake(hello, cfg.handshake_timeout));
+                .and_then(|raw| raw.handshake(hello, cfg.handshake_timeout))
+                .and_then(Endpoint::<Any>::try_from);
             match r {
                 Ok(ep) => {
                     let id = ep.peer.instance_id;
@@ -148,8 +158,14 @@ pub(super) fn spawn_handshake(
 
 impl Daemon {
     /// A handshake finished: the instance joins the core (which replays
-    /// every listener onto it), then the standing mitigations.
-    pub(super) fn join(&mut self, ep: Endpoint, hello_id: u32) {
+    /// every listener onto it), then the standing mitigations. Returns
+    /// its number, unless it could not be registered (then it failed).
+    pub(super) fn join(
+        &mut self,
+        ep: Endpoint<Any>,
+        hello_id: u32,
+        xen: Option<super::xen::XenPeer>,
+    ) -> Option<InstId> {
         let peer_pid = ep.peer.pid;
         let mut window = ep.peer.window;
         if window == 0 {
@@ -161,11 +177,6 @@ impl Daemon {
         }
         let now = self.now();
         let inst = self.core.instance_joined(now, window, &mut self.actions);
-        let Some(bell) = ep.rx_bell.as_raw_fd() else {
-            warn!("doorbell without fd");
-            return;
-        };
-        let _ = bell;
         let max_payload = ep.tx.config().max_frame as usize - HEADER_LEN;
         // Edge-triggered: every notify is an event of its own, so the
         // eventfd is never read (one syscall less per wake-up; its counter
@@ -190,12 +201,20 @@ impl Daemon {
             pid = ep.peer.pid,
             window,
             max_sockets = ep.peer.max_sockets,
+            domid = xen.as_ref().map(|p| p.domid),
             "instance joined"
         );
+        let event = match &xen {
+            None => serde_json::json!({"tag": hello_id, "pid": peer_pid}),
+            Some(p) => serde_json::json!({"tag": hello_id, "pid": peer_pid,
+                                          "domid": p.domid, "channel": p.channel}),
+        };
+        let local = xen.is_none();
         self.insts.insert(
             inst,
             Inst {
                 ep,
+                xen,
                 hello_id,
                 outq: VecDeque::new(),
                 blocked: Vec::new(),
@@ -205,7 +224,8 @@ impl Daemon {
                 joined: Instant::now(),
             },
         );
-        if let Some(k) = self.sup.by_tag(hello_id)
+        if local
+            && let Some(k) = self.sup.by_tag(hello_id)
             && k.inst.is_none()
         {
             k.inst = Some(inst);
@@ -213,16 +233,13 @@ impl Daemon {
         if let Err(e) = r {
             warn!(inst, error = %e, "epoll registration");
             self.fail_instance(inst, Violation::ChannelFailed);
-            return;
+            return None;
         }
         self.apply(None, None);
-        self.ctl.instance_event(
-            "joined",
-            Some(inst),
-            serde_json::json!({"tag": hello_id, "pid": peer_pid}),
-        );
+        self.ctl.instance_event("joined", Some(inst), event);
         self.ctl_replay(inst);
         self.instance_bell(inst);
+        Some(inst)
     }
 
     /// The channel failed (or the instance was stopped): the core undoes
@@ -262,6 +279,13 @@ impl Daemon {
         let Some(x) = self.insts.get_mut(&inst) else {
             return;
         };
+        // A Xen port stays masked until acknowledged (before the ring is
+        // looked at, so that no wake-up is lost); an eventfd needs nothing.
+        if let Err(e) = x.ep.rx_bell.ack() {
+            warn!(inst, error = %e, "doorbell");
+            self.fail_instance(inst, Violation::ChannelFailed);
+            return;
+        }
         if x.retry_queued().is_err() {
             self.fail_instance(inst, Violation::ChannelFailed);
             return;

@@ -160,6 +160,11 @@ impl Doorbell for XenBell {
         self.chan.drain().map(drop)
     }
 
+    /// The port stays masked until its delivery is read and written back.
+    fn ack(&self) -> io::Result<()> {
+        self.chan.drain().map(drop)
+    }
+
     fn as_raw_fd(&self) -> Option<RawFd> {
         Some(self.chan.dev.as_raw_fd())
     }

@@ -54,7 +54,7 @@ use ins_protocol::region::SharedRegion;
 pub use evtchn::{Evtchn, XenBell};
 pub use gntalloc::GrantedPages;
 pub use gntdev::MappedPages;
-pub use rendezvous::{Teardown, XenChannel, XenLink, connect_xen, offer_xen};
+pub use rendezvous::{Teardown, XenChannel, XenLink, connect_xen, offer_xen, own_domid};
 pub use xenbus::XenbusStream;
 
 use crate::channel::Transport;

@@ -200,6 +200,14 @@ fn my_domid(xs: &mut Xs) -> Result<DomId, Error> {
     DomId::parse(&v).ok_or(Error::BadHeader("xenstore domid is not a domain id"))
 }
 
+/// This domain's id, read from xenstore through `xcfg.xenbus` (a driver
+/// names itself in the channels it offers).
+pub fn own_domid(xcfg: &XenConfig) -> Result<DomId, Error> {
+    let mut xs =
+        XenbusStream::client(&xcfg.xenbus, xcfg.max_events).map_err(io_err("open xenstore"))?;
+    my_domid(&mut xs)
+}
+
 fn layout_of(offer: &Offer, cfg: &ChannelConfig) -> Result<Layout, Error> {
     let ring_len = offer
         .region_len

@@ -16,6 +16,7 @@
 //! | `drain`, `stop` | `id` (integer) | [`Command::Drain`], [`Command::Stop`] |
 //! | `spawn` | `count` (integer ≥ 1, default 1) | [`Command::Spawn`] |
 //! | `scale` | `n` (integer) | [`Command::Scale`] |
+//! | `attach-xen` | `domid` (a real domain id), `channel` (a xenstore path element, ≤ 64 bytes), `rendezvous_ms` (1 ..= 3600000, default 60000), `teardown_ms` (0 ..= 600000, default 5000) | [`Command::AttachXen`] |
 
 use std::net::IpAddr;
 
@@ -25,6 +26,7 @@ use serde_json::Value;
 
 use super::err;
 use super::monitor::{SUB_ALL, SUB_CONN, SUB_FLOW, SUB_INSTANCE, SUB_MITIGATION};
+use crate::daemon::xen::{Attach, XenPeer};
 
 /// A checked request.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +77,8 @@ pub(super) enum Command {
     Spawn(usize),
     /// Set the target count.
     Scale(usize),
+    /// Offer a Xen channel to an instance in another domain.
+    AttachXen(Attach),
     /// Stop the driver.
     Shutdown,
 }
@@ -198,6 +202,7 @@ pub(super) fn parse(req: &Value) -> Result<Command, Value> {
             };
             Command::Scale(n)
         }
+        "attach-xen" => Command::AttachXen(attach_xen(req)?),
         "shutdown" => Command::Shutdown,
         "" => return Err(err("bad-request", "missing \"cmd\"")),
         other => return Err(err("bad-request", format!("unknown command {other:?}"))),
@@ -233,6 +238,47 @@ fn subscription(req: &Value) -> Result<u8, Value> {
             "\"types\" must be a non-empty array of strings",
         )),
     }
+}
+
+/// `attach-xen`'s arguments.
+fn attach_xen(req: &Value) -> Result<Attach, Value> {
+    let domid = req
+        .get("domid")
+        .and_then(Value::as_u64)
+        .and_then(|d| u16::try_from(d).ok())
+        .filter(|&d| ins_xen::DomId(d).is_real())
+        .ok_or_else(|| err("bad-request", "\"domid\" must be a domain id (0 ..= 32751)"))?;
+    let channel = req
+        .get("channel")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("bad-request", "missing \"channel\""))?;
+    if channel.len() > 64 || ins_xen::xenstore::path::check_element(channel.as_bytes()).is_err() {
+        return Err(err(
+            "bad-request",
+            format!("bad channel {channel:?}: a xenstore path element of at most 64 bytes"),
+        ));
+    }
+    let ms = |k: &str, default: u64, range: std::ops::RangeInclusive<u64>| match req.get(k) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_u64().filter(|n| range.contains(n)).ok_or_else(|| {
+            err(
+                "bad-request",
+                format!(
+                    "\"{k}\" must be an integer in {} ..= {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        }),
+    };
+    Ok(Attach {
+        peer: XenPeer {
+            domid,
+            channel: channel.to_string(),
+        },
+        rendezvous: std::time::Duration::from_millis(ms("rendezvous_ms", 60_000, 1..=3_600_000)?),
+        teardown: std::time::Duration::from_millis(ms("teardown_ms", 5_000, 0..=600_000)?),
+    })
 }
 
 /// The numeric `id` of `drain` and `stop` (whether it names a live
@@ -336,5 +382,22 @@ mod tests {
             parse(&json!({"cmd": "subscribe", "types": ["flow", "mitigation"]})).unwrap(),
             Command::Subscribe(SUB_FLOW | SUB_MITIGATION)
         );
+        let Command::AttachXen(a) =
+            parse(&json!({"cmd": "attach-xen", "domid": 5, "channel": "ins0"})).unwrap()
+        else {
+            panic!("not attach-xen")
+        };
+        assert_eq!((a.peer.domid, a.peer.channel.as_str()), (5, "ins0"));
+        assert_eq!(a.rendezvous, std::time::Duration::from_secs(60));
+        for bad in [
+            json!({"cmd": "attach-xen", "channel": "ins0"}),
+            json!({"cmd": "attach-xen", "domid": 32752, "channel": "ins0"}),
+            json!({"cmd": "attach-xen", "domid": 5, "channel": "a/b"}),
+            json!({"cmd": "attach-xen", "domid": 5, "channel": ""}),
+            json!({"cmd": "attach-xen", "domid": 5, "channel": "x".repeat(65)}),
+            json!({"cmd": "attach-xen", "domid": 5, "channel": "ins0", "rendezvous_ms": 0}),
+        ] {
+            assert_eq!(kind(bad.clone()).0, "bad-request", "{bad}");
+        }
     }
 }

@@ -166,6 +166,7 @@ impl Daemon {
                 let retiring = self.balance();
                 Some(json!({"ok": true, "target": n, "retiring": retiring}))
             }
+            Command::AttachXen(a) => self.xen_attach(conn, a),
             Command::Shutdown => {
                 self.ctl.shutdown = true;
                 Some(json!({"ok": true}))
@@ -221,6 +222,7 @@ impl Daemon {
                         "buffer_bytes": self.ctl.max_out,
                         "max_line": self.ctl.max_line,
                         "socket": self.ctl.monitor.as_ref().map(|(_, m, g)| json!({"mode": format!("{m:o}"), "group": g}))},
+            "xen_channels": self.xen_status(),
             "flows_kept": self.ctl.flows.len(),
             "flow_records": self.ctl.flow_records,
             "app_datagrams_dropped": self.app_dgrams_dropped,
@@ -270,6 +272,8 @@ impl Daemon {
                 "id": id,
                 "pid": x.map_or(0, |x| x.pid),
                 "tag": x.map_or(0, |x| x.hello_id),
+                "domid": x.and_then(|x| x.xen.as_ref()).map(|p| p.domid),
+                "channel": x.and_then(|x| x.xen.as_ref()).map(|p| p.channel.clone()),
                 "state": match i.state { InstState::Live => "live", InstState::Draining => "draining", InstState::Dead => "dead" },
                 "sockets_used": i.sockets,
                 "sockets_max": st.sockets_max,

@@ -1,0 +1,48 @@
+#!/bin/sh
+# In the PVM domU: a second INS driver (run dir /run/insx) whose only
+# instance is `ins` in another domain, joined over a Xen channel.
+#   pvm-xen.sh attach DOMID CHANNEL  start the driver (no local instance) and
+#                                    offer CHANNEL to DOMID; returns once the
+#                                    instance joined (ins-ctl attach-xen)
+#   pvm-xen.sh web                   nginx under libshim.so on this driver
+#                                    (its listener lives in the Xen instance)
+#   pvm-xen.sh flows                 the flow records as "XFLOW remote in out
+#                                    state local" lines, then `ins-ctl list`
+#   pvm-xen.sh gone                  wait (60 s) until the driver has no
+#                                    instance and no Xen channel left
+set -e
+export PATH=/opt/ins/bin:$PATH
+D=/run/insx
+field() { echo "$1" | sed -n "s/.*\"$2\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
+case "$1" in
+attach)
+  mkdir -p $D
+  ins-ctl --run-dir $D up --instances 0 -- --heartbeat-timeout-ms 60000 --handshake-timeout-ms 60000
+  ins-ctl --run-dir $D attach-xen --domid "$2" --channel "$3" --rendezvous-s 300
+  ins-ctl --run-dir $D list
+  ;;
+web)
+  mkdir -p /tmp/nginxx-body
+  sed 's|/tmp/nginx|/tmp/nginxx|g' /etc/ins/nginx.conf > /tmp/nginx-xen.conf
+  ins-ctl --run-dir $D run -- nginx -c /tmp/nginx-xen.conf > /tmp/nginx-xen.log 2>&1 &
+  echo "PVM_XEN_WEB started (nginx under the shim, driver $D)"
+  ;;
+flows)
+  ins-ctl --run-dir $D flows --json | while IFS= read -r l; do
+    echo "XFLOW $(field "$l" remote) $(field "$l" bytes_in) $(field "$l" bytes_out) $(field "$l" state) $(field "$l" local)"
+  done
+  ins-ctl --run-dir $D list | sed 's/^/XLIST /'
+  ;;
+gone)
+  i=0
+  while :; do
+    l=$(ins-ctl --run-dir $D list --json); s=$(ins-ctl --run-dir $D status --json)
+    [ "$l" = "[]" ] && echo "$s" | grep -q '"xen_channels":\[\]' && break
+    i=$((i+1)); [ $i -gt 600 ] && { echo "XGONE still: $l"; echo "$s"; exit 1; }
+    usleep 100000
+  done
+  echo "XGONE no instance and no xen channel left after $((i / 10)) s"
+  tail -n 20 $D/*.log 2>/dev/null | grep -i -E "xen|instance" | tail -n 8
+  ;;
+*) echo "usage: pvm-xen.sh attach DOMID CHANNEL | web | flows | gone"; exit 2 ;;
+esac
