@@ -159,6 +159,7 @@ r=$(wait_cmd pvm $n1 180)
 
 for n in pvm snoop; do run $n poweroff; done
 sleep 2
+. /etc/ins/unikernel.sh   # tests 9-13: the PV unikernel (tests/xen/unikernel.sh)
 echo "XENLAB_DONE failed=$FAILED elapsed=$(since $T0) s"
 sync
 poweroff -f
