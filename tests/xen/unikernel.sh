@@ -39,6 +39,13 @@ xl_create() {
   t=$(up); xl create /etc/xen/$1.cfg > /tmp/xl-$1.log 2>&1
 }
 
+# The other domains were just told to power off: wait until Xen has
+# destroyed them (freeing and scrubbing their memory takes tens of seconds
+# under TCG), so that neither boot below is timed against that teardown.
+t=$(up); i=0
+while xl list | grep -qvE '^(Name|Domain-0) ' && [ $i -lt $((UKL_TIMEOUT * 10)) ]; do usleep 100000; i=$((i+1)); done
+echo "UKL: $(xl list | grep -cvE '^(Name|Domain-0) ') other domains left after waiting $(since $t) s"
+
 # --- 9. the unikernel boots and comes up on the bridge
 ukl_ok=0
 if xl_create ukl; then
