@@ -52,6 +52,21 @@ echo "== packages ready ($(( $(date +%s) - t0 )) s)"
 REL=${CARGO_TARGET_DIR:-$ROOT/target}/release
 echo "== binaries built ($(( $(date +%s) - t0 )) s)"
 
+# The unikernel image (`make unikernel`: lto, its own target directory, a
+# few CPU-minutes cold), cached as $CACHE/ukl-<key>/ins-pv; key: the
+# sources (.rs, Cargo.toml, Cargo.lock, linker scripts) of every local
+# crate it is built from (cargo metadata), the workspace's Cargo.toml, the
+# toolchain and the Makefile's UNIKERNEL_ flags.
+UDIRS=$(cd "$ROOT" && $CARGO metadata -q --format-version 1 --manifest-path ins-unikernel/ins-pv/Cargo.toml \
+  | python3 -c 'import json,os,sys; [print(os.path.relpath(os.path.dirname(p["manifest_path"]), sys.argv[1])) for p in json.load(sys.stdin)["packages"] if p["source"] is None]' "$ROOT")
+UKEY=$(cd "$ROOT" && { find $UDIRS -type f -not -path '*/target/*' \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock -o -name '*.ld' \) -print0 | sort -z | xargs -0 sha256sum; rustc -vV; cat "$ROOT/Cargo.toml"; grep '^UNIKERNEL_' "$ROOT/Makefile"; } | sha256sum | cut -c1-16)
+UIMG=$CACHE/ukl-$UKEY/ins-pv
+if [ ! -e "$UIMG" ]; then
+  (cd "$ROOT" && make -s unikernel CARGO="$CARGO" >/dev/null)
+  mkdir -p "$CACHE/ukl-$UKEY"; install -m755 "$ROOT/target/unikernel/x86_64-unknown-linux-gnu/release/ins-pv" "$UIMG.tmp" && mv "$UIMG.tmp" "$UIMG"
+fi
+echo "== unikernel image $UIMG ($(( $(date +%s) - t0 )) s)"
+
 # copy_bins ROOT DEST_DIR FILE...: files (symlinks resolved) into ROOT/DEST_DIR
 # (or their own path when DEST_DIR is "-"), with their shared libraries.
 copy_bins() {
@@ -118,6 +133,7 @@ cp "$OUT/domU.cpio.gz" "$R/boot/domU.cpio.gz"
 cp "$WWW"/*.sha256 "$WWW/small.html" "$WWW/big.bin" "$R/srv/www/"
 sed -i 's|  .*/www/| /srv/www/|' "$R"/srv/www/*.sha256
 install -m755 "$HERE/dom0-init.sh" "$R/init"
+install -D -m755 "$UIMG" "$R/boot/ins-pv"; install -D -m644 "$HERE/unikernel.sh" "$R/etc/ins/unikernel.sh"
 mkcpio "$R" "$OUT/dom0.cpio.gz"
 cp "$X/xen" "$OUT/xen"; cp "$X/boot/vmlinuz-$KV" "$OUT/vmlinuz"
 ls -la "$OUT"/xen "$OUT"/vmlinuz "$OUT"/*.cpio.gz

@@ -218,6 +218,7 @@ r=$(wait_cmd pvm $N 120)
 
 for n in pvm snoop; do run $n poweroff; done
 sleep 2
+. /etc/ins/unikernel.sh   # tests 11-15: the PV unikernel (tests/xen/unikernel.sh)
 echo "XENLAB_DONE failed=$FAILED elapsed=$(since $T0) s"
 sync
 poweroff -f

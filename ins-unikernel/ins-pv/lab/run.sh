@@ -1,10 +1,10 @@
 #!/bin/bash
 # Boots a unikernel test in the Xen lab (QEMU TCG).
-#   XENLAB=<dir of a built copy of shared/lab/xen> ins-unikernel/ins-pv/lab/run.sh [test]
-# test: boot (dom0-boot-test.sh, default) or net (dom0-net-test.sh).
-# Repacks the lab's dom0 initramfs with the image (make unikernel), the
-# xen-netback module, the vif-ins hotplug script and the test as /init;
-# exit 0 iff the test printed XENLAB_ALL_OK.
+#   XENLAB=<dir of a built copy of shared/lab/xen> ins-unikernel/ins-pv/lab/run.sh [boot]
+# test: boot (dom0-boot-test.sh, the only one). The network test is part
+# of the project's lab (`make test-xen`, tests/xen/unikernel.sh).
+# Repacks the lab's dom0 initramfs with the image (make unikernel) and the
+# test as /init; exit 0 iff the test printed XENLAB_ALL_OK.
 set -euo pipefail
 HERE=$(dirname "$(readlink -f "$0")")
 ROOT=$(readlink -f "$HERE/../../..")
@@ -13,10 +13,6 @@ IMAGE=${IMAGE:-$ROOT/target/unikernel/x86_64-unknown-linux-gnu/release/ins-pv}
 R=$L/build/dom0-root
 install -m755 "$IMAGE" "$R/boot/ins-pv"
 install -m755 "$HERE/dom0-${1:-boot}-test.sh" "$R/init"
-install -m755 "$HERE/vif-ins" "$R/etc/xen/scripts/vif-ins"
-gcc -O2 -static -o "$R/usr/bin/udpq" "$HERE/udpq.c"
-NB=$(find "$L/x/lib/modules" -name xen-netback.ko | head -1)
-install -m644 "$NB" "$R/lib/modules/xen-netback.ko"
 (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) > "$L/build/dom0-ukl.cpio.gz"
 mkdir -p "$L/logs"; LOG=$L/logs/ukl-$(date +%H%M%S).log
 echo "LOG=$LOG"
