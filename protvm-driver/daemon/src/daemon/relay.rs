@@ -73,9 +73,6 @@ pub(super) struct SockIo {
     /// A datagram waiting for credit.
     held: Option<Vec<u8>>,
     pub(super) hup: bool,
-    /// The app shut its write side or let go (`EPOLLRDHUP`/`EPOLLHUP`
-    /// seen; sticky): a short read no longer proves the end drained.
-    pub(super) rdhup: bool,
     /// `EPOLLOUT` is in the interest set (only while something waits to be
     /// written: instance bytes, tokens).
     out_armed: bool,
@@ -231,7 +228,6 @@ pub(super) fn register(
             tokens_owed: 0,
             held: None,
             hup: false,
-            rdhup: false,
             out_armed: false,
             reset_shut: false,
         },
@@ -508,10 +504,12 @@ impl Daemon {
                 Err(_) => return,
             };
             // An in-band option marker is the last byte of a read. A read
-            // shorter than asked that no marker cut took everything there
-            // was: more bytes make a new edge (unless the app's EOF was
-            // seen already, which makes none).
-            let drained = !r.marker && r.n < max && !s.rdhup;
+            // shorter than asked does not mean the pair is drained: the
+            // kernel also ends a read where the writer changes (the end
+            // has `SO_PASSCRED`, and it never glues bytes of different
+            // processes, e.g. sshd's monitor and its forked child). Bytes
+            // already queued behind that cut make no new edge, so the loop
+            // reads on until `EAGAIN`.
             let n = if r.marker { r.n - 1 } else { r.n };
             if n > 0 {
                 let mut hdr = [0u8; HEADER_LEN];
@@ -558,9 +556,6 @@ impl Daemon {
                         }
                     }
                 }
-            }
-            if drained {
-                return;
             }
         }
     }
