@@ -111,15 +111,19 @@ impl SockIo {
     }
 
     /// The connection was reset: buffered bytes dropped, the driver end's
-    /// write side shut.
+    /// write side shut, and its read side with it in the same call unless
+    /// a connect filler is still queued (the shim reads a hang-up as "an
+    /// error is pending": the app end must never show end-of-file without
+    /// hang-up while the driver keeps an error).
     pub(super) fn peer_reset(&mut self, sock: Handle, errno: i32) {
         debug!(sock, errno, "reset");
         self.inbuf = Vec::new();
         self.inbuf_off = 0;
         self.held = None;
-        let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
-        if self.filler == 0 {
+        if self.filler == 0 && self.stream {
             self.shut_both();
+        } else {
+            let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
         }
     }
 
