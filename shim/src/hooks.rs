@@ -11,7 +11,8 @@
 //! unconnected or listening socket: `ENOTCONN`; writing one: `EPIPE` and
 //! `SIGPIPE`), strips addresses Unix sockets would reject, reports a stream
 //! peer address as absent (as TCP does), and turns end-of-file into the
-//! socket's pending error once (`TakeError`). Datagram INS fds add and strip
+//! socket's pending error once (`TakeError`, asked only when the pair's end
+//! hangs up: see `ops::eof_error`). Datagram INS fds add and strip
 //! the 32-byte address header on every packet.
 //!
 //! ABI note: `fcntl`/`fcntl64` are variadic in C; the hooks take the third

@@ -424,7 +424,20 @@ pub fn take_error(fd: i32) -> Result<i32, Errno> {
 }
 
 /// At end-of-file on a stream read: the pending error (once per fd), or 0.
+///
+/// The driver keeps an error only for a connection it reset (or whose
+/// connect failed), and then shuts its end of the pair both ways, so the
+/// app end hangs up; a plain end-of-file (the peer's FIN) shuts only the
+/// driver end's write side. Without hang-up there is nothing to ask, and
+/// no control connection is needed: a forked child confined by seccomp to
+/// `read`/`write`/`poll` (OpenSSH's pre-authentication child) would be
+/// killed by the `socket()` that opens its first one. A connect still in
+/// progress is asked regardless (the driver shuts its end both ways only
+/// once the connect filler is drained).
 pub fn eof_error(fd: i32) -> i32 {
+    if !TABLE.get(fd).has(Entry::CONNECTING) && !sys::hung_up(fd) {
+        return 0;
+    }
     if TABLE.claim_bits(fd, Entry::ERR_TAKEN) {
         take_error(fd).unwrap_or(0)
     } else {

@@ -656,6 +656,19 @@ pub fn poll_in(fd: c_int, timeout_ms: i32) -> Result<bool, Errno> {
     Ok(r > 0)
 }
 
+/// Whether `fd` reports hang-up (`POLLHUP`) now, without waiting: on a
+/// Unix stream socket, both directions are shut.
+pub fn hung_up(fd: c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: p is one valid pollfd.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & libc::POLLHUP != 0
+}
+
 /// Writes a diagnostic line to stderr with the real `write`.
 pub fn write_stderr(msg: &[u8]) {
     let mut rest = msg;

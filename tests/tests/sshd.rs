@@ -213,6 +213,46 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// A client that sends its version line, reads sshd's (and the
+    /// `KEXINIT` its sandboxed pre-authentication child sends) and closes:
+    /// that child reads end-of-file and sshd logs the close (`[preauth]`);
+    /// under the shim the child must not need a control connection for it
+    /// (its seccomp filter kills on `socket()`).
+    fn preauth_close(&self, what: &str, diag: &dyn Fn() -> String) {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"SSH-2.0-OpenSSH_9.2p1 ins-test\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The version line and a binary packet after it.
+        while got.len() < 64 {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert!(
+            got.starts_with(b"SSH-2.0-") && got.len() >= 64,
+            "{what}: sshd sent no version line and key exchange: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let port = c.local_addr().unwrap().port();
+        drop(c);
+        let line = format!("Connection closed by 127.0.0.1 port {port} [preauth]");
+        let seen = wait_for(Duration::from_secs(20), || {
+            read_lossy(&self.log()).contains(&line).then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "{what}: sshd did not log {line:?}\n--- sshd log\n{}\n{}",
+            read_lossy(&self.log()),
+            diag()
+        );
+    }
+}
+
 /// The listening TCP sockets on `port` (`ss -tlnpH`), one line each.
 fn listeners(port: u16) -> Vec<String> {
     let mut c = Command::new(require("ss"));
@@ -221,16 +261,18 @@ fn listeners(port: u16) -> Vec<String> {
     o.stdout.lines().map(str::to_string).collect()
 }
 
-/// Ignored in `make test` (run it with `--ignored`): it passes on an idle
-/// machine (every run here) but fails on a loaded one (load average ~10:
-/// 3 of 4 runs), where the ssh client hangs after sshd logged the
-/// connection, and the kernel logs a seccomp kill (syscall 41, `socket`)
-/// of sshd's pre-authentication child (uid sshd): some shim call in that
-/// child needed a new control connection to the driver, which OpenSSH's
-/// sandbox forbids, and the connection was then not closed towards the
-/// client. Not root-caused yet (README, known gaps).
+/// On a loaded machine this used to hang (the ssh client waited for
+/// sshd's key exchange): sshd's monitor writes the version line, its
+/// forked pre-authentication child the `KEXINIT`, and the kernel ends a
+/// read of the driver's end (`SO_PASSCRED`) where the writer changes; the
+/// driver took that short read for a drained pair and waited for an edge
+/// the already queued `KEXINIT` never made. The seccomp kill of that child
+/// (syscall 41) seen then came after, when the test's timeout closed the
+/// client: at end-of-file the shim asked the driver for the pending error
+/// over a new control connection; a plain end-of-file needs none now
+/// ([`Setup::preauth_close`]; after a reset it still does: README, known
+/// gaps).
 #[test]
-#[ignore = "fails under CPU load: sshd's seccomp preauth child is killed on a shim socket() call (README, known gaps)"]
 fn sshd_default_listen_address_both_families() {
     let _g = serial();
     let s = Setup::new();
@@ -248,6 +290,7 @@ fn sshd_default_listen_address_both_families() {
             "native sshd should listen on 0.0.0.0 and [::]: {l:?}"
         );
         s.check_both("native", &String::new);
+        s.preauth_close("native", &String::new);
         p.kill();
         let gone = wait_for(Duration::from_secs(10), || {
             listeners(s.port).is_empty().then_some(())
@@ -271,6 +314,7 @@ fn sshd_default_listen_address_both_families() {
         ins.diagnostics()
     );
     s.check_both("under INS", &|| ins.diagnostics());
+    s.preauth_close("under INS", &|| ins.diagnostics());
     // The wildcard listeners of both families belong to the instance, and
     // sshd (the `ins-ctl run` child and its descendants) owns no host TCP
     // socket: the connections came through INS.

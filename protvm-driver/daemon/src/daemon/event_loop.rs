@@ -227,13 +227,10 @@ impl Daemon {
 
     /// Readiness on a socket pair's driver end.
     fn sock_event(&mut self, h: Handle, flags: EventFlags) {
-        if let Some(s) = self.socks.get_mut(&h) {
-            if flags.contains(EventFlags::HUP) {
-                s.hup = true;
-            }
-            if flags.intersects(EventFlags::HUP | EventFlags::RDHUP) {
-                s.rdhup = true;
-            }
+        if flags.contains(EventFlags::HUP)
+            && let Some(s) = self.socks.get_mut(&h)
+        {
+            s.hup = true;
         }
         if flags.contains(EventFlags::OUT) {
             self.sock_writable(h);

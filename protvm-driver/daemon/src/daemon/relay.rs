@@ -73,9 +73,6 @@ pub(super) struct SockIo {
     /// A datagram waiting for credit.
     held: Option<Vec<u8>>,
     pub(super) hup: bool,
-    /// The app shut its write side or let go (`EPOLLRDHUP`/`EPOLLHUP`
-    /// seen; sticky): a short read no longer proves the end drained.
-    pub(super) rdhup: bool,
     /// `EPOLLOUT` is in the interest set (only while something waits to be
     /// written: instance bytes, tokens).
     out_armed: bool,
@@ -114,15 +111,19 @@ impl SockIo {
     }
 
     /// The connection was reset: buffered bytes dropped, the driver end's
-    /// write side shut.
+    /// write side shut, and its read side with it in the same call unless
+    /// a connect filler is still queued (the shim reads a hang-up as "an
+    /// error is pending": the app end must never show end-of-file without
+    /// hang-up while the driver keeps an error).
     pub(super) fn peer_reset(&mut self, sock: Handle, errno: i32) {
         debug!(sock, errno, "reset");
         self.inbuf = Vec::new();
         self.inbuf_off = 0;
         self.held = None;
-        let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
-        if self.filler == 0 {
+        if self.filler == 0 && self.stream {
             self.shut_both();
+        } else {
+            let _ = rustix::net::shutdown(&self.drv, Shutdown::Write);
         }
     }
 
@@ -231,7 +232,6 @@ pub(super) fn register(
             tokens_owed: 0,
             held: None,
             hup: false,
-            rdhup: false,
             out_armed: false,
             reset_shut: false,
         },
@@ -508,10 +508,12 @@ impl Daemon {
                 Err(_) => return,
             };
             // An in-band option marker is the last byte of a read. A read
-            // shorter than asked that no marker cut took everything there
-            // was: more bytes make a new edge (unless the app's EOF was
-            // seen already, which makes none).
-            let drained = !r.marker && r.n < max && !s.rdhup;
+            // shorter than asked does not mean the pair is drained: the
+            // kernel also ends a read where the writer changes (the end
+            // has `SO_PASSCRED`, and it never glues bytes of different
+            // processes, e.g. sshd's monitor and its forked child). Bytes
+            // already queued behind that cut make no new edge, so the loop
+            // reads on until `EAGAIN`.
             let n = if r.marker { r.n - 1 } else { r.n };
             if n > 0 {
                 let mut hdr = [0u8; HEADER_LEN];
@@ -558,9 +560,6 @@ impl Daemon {
                         }
                     }
                 }
-            }
-            if drained {
-                return;
             }
         }
     }
