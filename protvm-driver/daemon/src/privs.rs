@@ -29,7 +29,7 @@
 
 use std::io;
 
-use crate::sys;
+use rustix::thread::{self, CapabilitySet, CapabilitySets};
 
 /// `CAP_CHOWN` … numbers from `linux/capability.h`, by name.
 const NAMES: [&str; 41] = [
@@ -148,27 +148,37 @@ pub fn names(mask: u64) -> String {
 /// first (while `CAP_SETPCAP` is still effective), then the effective,
 /// permitted and inheritable sets, the ambient set, `no_new_privs`.
 pub fn drop_to(keep: u64) -> io::Result<Kept> {
-    let [_, permitted, _] = sys::cap_get()?;
-    let can_setpcap = permitted & (1 << cap_number("setpcap").unwrap_or(8)) != 0;
+    let permitted = thread::capabilities(None)?.permitted.bits();
+    let can_setpcap = permitted & CapabilitySet::SETPCAP.bits() != 0;
     let mut bounding = 0u64;
     let mut dropped = 0;
     for cap in 0u32..64 {
-        match sys::cap_bounding_has(cap)? {
-            None => break,
-            Some(false) => {}
-            Some(true) if keep & (1 << cap) != 0 || !can_setpcap => bounding |= 1 << cap,
-            Some(true) => {
-                sys::cap_bounding_drop(cap)?;
+        let one = CapabilitySet::from_bits_retain(1 << cap);
+        match thread::capability_is_in_bounding_set(one) {
+            // EINVAL: past the kernel's last capability.
+            Err(rustix::io::Errno::INVAL) => break,
+            Err(e) => return Err(e.into()),
+            Ok(false) => {}
+            Ok(true) if keep & (1 << cap) != 0 || !can_setpcap => bounding |= 1 << cap,
+            Ok(true) => {
+                thread::remove_capability_from_bounding_set(one)?;
                 dropped += 1;
             }
         }
     }
-    let kept = permitted & keep;
-    sys::cap_set(kept, kept, 0)?;
-    sys::cap_ambient_clear()?;
-    sys::set_no_new_privs()?;
+    let kept = CapabilitySet::from_bits_retain(permitted & keep);
+    thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: kept,
+            permitted: kept,
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
+    thread::clear_ambient_capability_set()?;
+    thread::set_no_new_privs(true)?;
     Ok(Kept {
-        permitted: kept,
+        permitted: kept.bits(),
         bounding,
         bounding_dropped: dropped,
     })

@@ -3,9 +3,9 @@
 //!
 //! * [`setsockopt`] / [`getsockopt`] with an arbitrary `(level, name)` and a
 //!   raw byte value, so option numbers pass straight through from the wire.
-//! * [`become_user`], [`drop_bounding_set`], [`keep_caps`], [`set_caps`],
-//!   [`ptrace_seize`]: the
-//!   sandbox's privilege drop and its self-test.
+//! * [`become_user`] (glibc's all-threads `setres[ug]id`) and
+//!   [`ptrace_seize`]: the sandbox's switch of user and its self-test (the
+//!   capability calls are rustix's, in [`super::sandbox`]).
 //! * [`block_signals`] + [`signalfd`]: turn SIGTERM/SIGINT into a readable
 //!   descriptor that the instance's epoll set watches, so a signal wakes the
 //!   loop without a signal handler.
@@ -159,81 +159,6 @@ pub fn become_user(uid: u32, gid: u32) -> io::Result<()> {
     check(unsafe { libc::setresgid(gid, gid, gid) })?;
     // SAFETY: plain integer arguments; glibc applies them to all threads.
     check(unsafe { libc::setresuid(uid, uid, uid) })
-}
-
-/// Removes every capability but `keep` (a capability number) from the
-/// bounding set (needs CAP_SETPCAP, i.e. call it while still root).
-/// Returns how many were removed.
-pub fn drop_bounding_set(keep: Option<u32>) -> io::Result<u32> {
-    let mut n = 0;
-    for cap in 0u32..64 {
-        if Some(cap) == keep {
-            continue;
-        }
-        // SAFETY: PR_CAPBSET_DROP takes a capability number; unknown ones
-        // give EINVAL, which ends the loop.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
-        if r != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                break;
-            }
-            return Err(e);
-        }
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// `prctl(PR_SET_KEEPCAPS, on)`: whether the permitted capabilities
-/// survive the switch away from uid 0.
-pub fn keep_caps(on: bool) -> io::Result<()> {
-    // SAFETY: integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(on), 0, 0, 0) })
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// `capset`: the effective and permitted sets become `caps` (a bit mask
-/// of capability numbers), the inheritable set empty.
-pub fn set_caps(caps: u64) -> io::Result<()> {
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut hdr = CapHeader {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    for (i, d) in data.iter_mut().enumerate() {
-        let half = (caps >> (32 * i)) as u32;
-        d.effective = half;
-        d.permitted = half;
-    }
-    // SAFETY: `hdr` and `data` are live locals of the layout capset(2)
-    // reads for version 3 (a header and two data structs).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut hdr as *mut CapHeader,
-            data.as_mut_ptr(),
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// `ptrace(PTRACE_SEIZE, pid)` (the sandbox self-test: it must fail).

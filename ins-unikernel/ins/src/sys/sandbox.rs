@@ -26,6 +26,8 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
+use rustix::thread::{self, CapabilitySet, CapabilitySets};
+
 use crate::sys::raw;
 
 /// How much of the sandbox to apply.
@@ -129,8 +131,25 @@ pub struct Applied {
     pub syscalls: usize,
 }
 
-/// `CAP_NET_BIND_SERVICE`: bind ports below 1024.
-const CAP_NET_BIND_SERVICE: u32 = 10;
+/// Removes every capability but `keep` from the bounding set (needs
+/// `CAP_SETPCAP`, i.e. call it while still root); stops at the first
+/// number the kernel does not know (`EINVAL`). Returns how many were
+/// removed.
+fn drop_bounding_set(keep: CapabilitySet) -> io::Result<u32> {
+    let mut n = 0;
+    for cap in 0u32..64 {
+        let one = CapabilitySet::from_bits_retain(1 << cap);
+        if keep.contains(one) {
+            continue;
+        }
+        match thread::remove_capability_from_bounding_set(one) {
+            Ok(()) => n += 1,
+            Err(rustix::io::Errno::INVAL) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(n)
+}
 
 /// Applies the sandbox to the whole process (see the module docs). With
 /// `low_ports`, `CAP_NET_BIND_SERVICE` is kept (and only it), so that an
@@ -154,15 +173,31 @@ pub fn apply(
         }
     };
     if rustix::process::geteuid().is_root() {
-        let keep = low_ports.then_some(CAP_NET_BIND_SERVICE);
-        raw::drop_bounding_set(keep).map_err(step("empty the capability bounding set"))?;
-        if let Some(cap) = keep {
-            raw::keep_caps(true).map_err(step("keep capabilities"))?;
-            raw::become_user(user.uid, user.gid).map_err(step("switch user"))?;
-            raw::set_caps(1 << cap).map_err(step("keep CAP_NET_BIND_SERVICE only"))?;
-            raw::keep_caps(false).map_err(step("keep capabilities"))?;
+        let keep = if low_ports {
+            CapabilitySet::NET_BIND_SERVICE
         } else {
+            CapabilitySet::empty()
+        };
+        drop_bounding_set(keep).map_err(step("empty the capability bounding set"))?;
+        if keep.is_empty() {
             raw::become_user(user.uid, user.gid).map_err(step("switch user"))?;
+        } else {
+            let caps = |e: rustix::io::Errno| io::Error::from(e);
+            thread::set_keep_capabilities(true)
+                .map_err(caps)
+                .map_err(step("keep capabilities"))?;
+            raw::become_user(user.uid, user.gid).map_err(step("switch user"))?;
+            let sets = CapabilitySets {
+                effective: keep,
+                permitted: keep,
+                inheritable: CapabilitySet::empty(),
+            };
+            thread::set_capabilities(None, sets)
+                .map_err(caps)
+                .map_err(step("keep CAP_NET_BIND_SERVICE only"))?;
+            thread::set_keep_capabilities(false)
+                .map_err(caps)
+                .map_err(step("keep capabilities"))?;
         }
         done.uid = Some(user.uid);
     } else {
@@ -172,7 +207,7 @@ pub fn apply(
             user.uid
         ))?;
     }
-    rustix::thread::set_no_new_privs(true).map_err(|e| step("no_new_privs")(e.into()))?;
+    thread::set_no_new_privs(true).map_err(|e| step("no_new_privs")(e.into()))?;
     done.landlock = landlock_no_files(strict, &skip)?;
     let prog = allowlist()?;
     done.syscalls = allowed_syscalls().len();
