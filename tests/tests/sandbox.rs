@@ -326,3 +326,122 @@ fn low_ports_need_the_low_ports_option() {
         assert_eq!(bind_under_shim(&ins, port), want, "{args:?}");
     }
 }
+
+/// A named network namespace with only loopback up, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("ins-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let st = Command::new(require("ip")).args(&args).status().unwrap();
+            assert!(st.success(), "ip {args:?}");
+        }
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// `--instance-netns NAME` (issue 15): the driver's instances run in that
+/// namespace, so a program under the shim reaches only its network. A
+/// host listener on 127.0.0.1 is out of reach (refused: nothing listens
+/// on the namespace's loopback), a listener the program opens is reached
+/// from inside the namespace and refused from the host; the instance's
+/// `/proc/PID/ns/net` is the namespace's. Control: the same program with
+/// instances in the host namespace reaches the host listener.
+#[test]
+fn instance_netns_puts_the_instances_on_that_network_only() {
+    let _g = serial();
+    if !is_root() {
+        eprintln!("SKIP: needs root");
+        return;
+    }
+    let ns = Netns::new("inst");
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    let connect = format!(
+        "import socket\ns=socket.socket()\ntry:\n    s.connect(('127.0.0.1',{host_port}))\n    print('ok')\nexcept OSError as e:\n    print('errno', e.errno)\n"
+    );
+    let connect_under = |ins: &Ins| {
+        let mut c = ins.shim_cmd(require("python3"));
+        c.args(["-c", &connect]);
+        let o = run(c, Duration::from_secs(20));
+        assert!(o.ok(), "python3 under the shim\n{o}\n{}", ins.diagnostics());
+        o.stdout.trim().to_string()
+    };
+    let ins_bin = bins().ins.to_string_lossy().into_owned();
+    let start = |extra: &[&str]| {
+        let mut args = vec!["--ins-bin", &ins_bin, "--instances", "1"];
+        args.extend_from_slice(extra);
+        let ins = Ins::start_with(0, &args);
+        let joined = wait_for(Duration::from_secs(10), || {
+            ins.driver_log().contains("instance joined").then_some(())
+        });
+        assert!(joined.is_some(), "{}", ins.diagnostics());
+        ins
+    };
+
+    // Control: instances in the host namespace reach the host listener.
+    {
+        let ins = start(&[]);
+        assert_eq!(connect_under(&ins), "ok");
+    }
+
+    let mut ins = start(&["--instance-netns", &ns.0]);
+    let driver = ins.driver.pid();
+    let kids: Vec<u32> = std::fs::read_to_string(format!("/proc/{driver}/task/{driver}/children"))
+        .expect("children")
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    let ino = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0)
+    };
+    let inst_ns = ino(&format!("/proc/{}/ns/net", kids[0]));
+    assert_eq!(inst_ns, ino(&format!("/run/netns/{}", ns.0)));
+    assert_ne!(inst_ns, ino(&format!("/proc/{driver}/ns/net")));
+
+    // The host listener is out of reach.
+    assert_eq!(connect_under(&ins), format!("errno {}", libc::ECONNREFUSED));
+
+    // A listener under the shim: reached inside the namespace only.
+    let port = free_port();
+    let server = format!(
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',{port}))\ns.listen()\nprint('listening',flush=True)\nc,_=s.accept()\nc.sendall(b'hello from INS')\nc.close()\n"
+    );
+    let mut c = ins.shim_cmd(require("python3"));
+    c.args(["-c", &server]).stdout(Stdio::piped());
+    let mut srv = Proc::spawn("python3 server", c);
+    let client = format!(
+        "import socket,sys\ntry:\n    s=socket.create_connection(('127.0.0.1',{port}),timeout=5)\n    sys.stdout.write(s.recv(100).decode())\nexcept OSError as e:\n    print('errno', e.errno)\n"
+    );
+    let listening = wait_for(Duration::from_secs(10), || {
+        let mut c = Command::new(require("python3"));
+        c.args(["-c", &client]);
+        // From the host: refused while the server is up.
+        let host = run(c, Duration::from_secs(10));
+        let mut c = Command::new(require("ip"));
+        c.args(["netns", "exec", &ns.0, "python3", "-c", &client]);
+        let inside = run(c, Duration::from_secs(10));
+        (inside.stdout.trim() == "hello from INS").then_some(host.stdout.trim().to_string())
+    });
+    assert_eq!(
+        listening.as_deref(),
+        Some(format!("errno {}", libc::ECONNREFUSED).as_str()),
+        "{}",
+        ins.diagnostics()
+    );
+    srv.wait_timeout(Duration::from_secs(10));
+    assert!(ins.driver_alive());
+}

@@ -207,8 +207,9 @@ pub struct Args {
     /// root (`ins --sandbox-user`; default `nobody`).
     #[arg(long, value_name = "USER", default_value = "nobody")]
     pub instance_user: String,
-    /// Run spawned instances in this network namespace (`ip netns exec`).
-    #[arg(long, value_name = "NAME")]
+    /// Run spawned instances in this named network namespace (`ip netns
+    /// exec`): their sockets see only its interfaces.
+    #[arg(long, visible_alias = "instance-netns", value_name = "NAME")]
     pub netns: Option<String>,
     /// Once its sockets are bound, drop every capability the driver does
     /// not need at run time (CAP_NET_ADMIN, CAP_KILL, and for spawned

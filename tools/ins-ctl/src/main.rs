@@ -23,8 +23,10 @@ enum Cmd {
         /// Instances to start.
         #[arg(long, default_value_t = 1)]
         instances: usize,
-        /// Run the instances in this network namespace.
-        #[arg(long)]
+        /// Run the instances in this named network namespace (`ip netns
+        /// add NAME` first): they and their sockets see only its
+        /// interfaces, the driver and the programs stay where they are.
+        #[arg(long, visible_alias = "instance-netns", value_name = "NAME")]
         netns: Option<String>,
         /// Stay attached; the driver logs to stderr.
         #[arg(long)]
