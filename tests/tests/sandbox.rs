@@ -223,6 +223,24 @@ fn without_the_sandbox_the_same_checks_fail() {
     assert!(!p.alive());
 }
 
+/// Waits until the driver of `ins` (started with `--ins-bin` and one
+/// instance) says its instance joined; that instance's pid (the driver's
+/// only child).
+fn the_spawned_instance(ins: &Ins) -> u32 {
+    let joined = wait_for(Duration::from_secs(10), || {
+        ins.driver_log().contains("instance joined").then_some(())
+    });
+    assert!(joined.is_some(), "{}", ins.diagnostics());
+    let driver = ins.driver.pid();
+    let kids: Vec<u32> = std::fs::read_to_string(format!("/proc/{driver}/task/{driver}/children"))
+        .expect("children")
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    kids[0]
+}
+
 /// The driver's own instances (`--ins-bin`) are sandboxed by default, as
 /// the user given with `--instance-user`.
 #[test]
@@ -244,18 +262,7 @@ fn driver_spawned_instances_run_as_the_instance_user() {
             "4242:4243",
         ],
     );
-    let joined = wait_for(Duration::from_secs(10), || {
-        ins.driver_log().contains("instance joined").then_some(())
-    });
-    assert!(joined.is_some(), "{}", ins.diagnostics());
-    let driver = ins.driver.pid();
-    let kids: Vec<u32> = std::fs::read_to_string(format!("/proc/{driver}/task/{driver}/children"))
-        .expect("children")
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    assert_eq!(kids.len(), 1, "{kids:?}");
-    let st = sandboxed_status(kids[0]);
+    let st = sandboxed_status(the_spawned_instance(&ins));
     assert_eq!(st.get("Seccomp").map(String::as_str), Some("2"), "{st:?}");
     assert_eq!(
         st.get("Uid").map(String::as_str),
@@ -383,32 +390,23 @@ fn instance_netns_puts_the_instances_on_that_network_only() {
         let mut args = vec!["--ins-bin", &ins_bin, "--instances", "1"];
         args.extend_from_slice(extra);
         let ins = Ins::start_with(0, &args);
-        let joined = wait_for(Duration::from_secs(10), || {
-            ins.driver_log().contains("instance joined").then_some(())
-        });
-        assert!(joined.is_some(), "{}", ins.diagnostics());
-        ins
+        let pid = the_spawned_instance(&ins);
+        (ins, pid)
     };
 
     // Control: instances in the host namespace reach the host listener.
     {
-        let ins = start(&[]);
+        let (ins, _) = start(&[]);
         assert_eq!(connect_under(&ins), "ok");
     }
 
-    let mut ins = start(&["--instance-netns", &ns.0]);
+    let (mut ins, inst) = start(&["--instance-netns", &ns.0]);
     let driver = ins.driver.pid();
-    let kids: Vec<u32> = std::fs::read_to_string(format!("/proc/{driver}/task/{driver}/children"))
-        .expect("children")
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    assert_eq!(kids.len(), 1, "{kids:?}");
     let ino = |p: &str| {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0)
     };
-    let inst_ns = ino(&format!("/proc/{}/ns/net", kids[0]));
+    let inst_ns = ino(&format!("/proc/{inst}/ns/net"));
     assert_eq!(inst_ns, ino(&format!("/run/netns/{}", ns.0)));
     assert_ne!(inst_ns, ino(&format!("/proc/{driver}/ns/net")));
 
