@@ -67,6 +67,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 pub mod addr;
+pub mod cmsg;
 pub mod config;
 mod ctl;
 pub mod dns;
