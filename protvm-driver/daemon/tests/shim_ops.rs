@@ -287,6 +287,12 @@ fn udp_pktinfo_both_ways() {
         }),
         v6: None,
     };
+    // Packet information is validated like any wire input: a header whose
+    // (absent) IPv6 part has a stray byte is dropped and logged.
+    let mut bad = encode_pair_header(from, &reply, PAIR_HEADER_MAGIC).to_vec();
+    bad[PAIR_HEADER_LEN - 10] = 1;
+    bad.extend_from_slice(b"invalid");
+    write_all(&u, &bad);
     let mut pkt = encode_pair_header(from, &reply, PAIR_HEADER_MAGIC).to_vec();
     pkt.extend_from_slice(b"from 127.0.0.9");
     write_all(&u, &pkt);
@@ -294,6 +300,11 @@ fn udp_pktinfo_both_ways() {
     let (n, src) = native.recv_from(&mut b).unwrap();
     assert_eq!(&b[..n], b"from 127.0.0.9");
     assert_eq!(src, to, "the source the packet information chose");
+    assert!(
+        d.log_text().contains("invalid address header"),
+        "the invalid header was not logged\n{}",
+        d.log_text()
+    );
 }
 
 #[test]
