@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use common::*;
@@ -193,8 +193,9 @@ fn connect_out_blocking_nonblocking_and_refused() {
     assert_eq!(r.status, ECONNREFUSED);
 }
 
-#[test]
-fn udp_both_ways() {
+/// A driver with one instance, a client, a native UDP socket on loopback
+/// and an INS UDP socket bound to `bind`.
+fn udp_setup(bind: &str) -> (Driver, Client, UdpSocket, OwnedFd) {
     let mut d = Driver::start(&[]);
     d.add_instance(1);
     let mut c = Client::connect(&d.shim_path());
@@ -202,10 +203,16 @@ fn udp_both_ways() {
     native
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let naddr = native.local_addr().unwrap();
     let u = c.socket(AF_INET, DGRAM);
-    let r = c.op(Op::Bind, &u, [0; 4], Some("127.0.0.1:0".parse().unwrap()));
+    let r = c.op(Op::Bind, &u, [0; 4], Some(bind.parse().unwrap()));
     assert_eq!(r.status, 0);
+    (d, c, native, u)
+}
+
+#[test]
+fn udp_both_ways() {
+    let (_d, mut c, native, u) = udp_setup("127.0.0.1:0");
+    let naddr = native.local_addr().unwrap();
     let mut pkt = encode_pair_header(Some(naddr), &PktInfo::NONE, PAIR_HEADER_MAGIC).to_vec();
     pkt.extend_from_slice(b"datagram out");
     write_all(&u, &pkt);
@@ -232,16 +239,7 @@ fn udp_both_ways() {
 /// one's packet information picks the source address there.
 #[test]
 fn udp_pktinfo_both_ways() {
-    let mut d = Driver::start(&[]);
-    d.add_instance(1);
-    let mut c = Client::connect(&d.shim_path());
-    let native = UdpSocket::bind("127.0.0.1:0").unwrap();
-    native
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let u = c.socket(AF_INET, DGRAM);
-    let r = c.op(Op::Bind, &u, [0; 4], Some("0.0.0.0:0".parse().unwrap()));
-    assert_eq!(r.status, 0);
+    let (d, mut c, native, u) = udp_setup("0.0.0.0:0");
     let on = 1i32.to_ne_bytes();
     let r = c.call(
         Op::SetOpt,
