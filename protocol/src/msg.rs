@@ -23,7 +23,7 @@
 //! | 0x0b `Mitigate` | D→I | op u16, reserved (8) + per op, see [`records`] | `SetFlowOpt` value |
 //! | 0x0c `SockOpt` | D→I | level i32, name i32 (8) | value ≤ [`MAX_OPT_LEN`] |
 //! | 0x20 `Data` | both | – | stream bytes (≥ 1) |
-//! | 0x21 `DataTo` | both | [`WireAddr`] (32; family 0 = none) | datagram (may be empty) |
+//! | 0x21 `DataTo` | both | [`WireAddr`] (32; family 0 = none), [`PktInfo`] (40), see [`pktinfo`] | datagram (may be empty) |
 //! | 0x22 `Credit` | both | bytes u32, reserved u32 (8) | – |
 //! | 0x23 `Eof` | both | – | – |
 //! | 0x40 `Reply` | I→D | errno i32, reserved u32 (8) | value ≤ [`MAX_OPT_LEN`] (empty if errno ≠ 0) |
@@ -72,11 +72,15 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 pub mod addr;
 pub mod owned;
+pub mod pktinfo;
 pub mod records;
 pub mod telemetry;
 
 pub use addr::{AF_INET, AF_INET6, AF_UNSPEC, PAIR_HEADER_MAGIC, Prefix, WireAddr};
 pub use owned::{OptValue, OwnedMitigation, OwnedMsg};
+pub use pktinfo::{
+    PAIR_HEADER_LEN, PktInfo, PktInfo4, PktInfo6, decode_pair_header, encode_pair_header,
+};
 pub use records::{
     CloseReason, FlowRecord, FlowState, IPPROTO_TCP, IPPROTO_UDP, Mitigation, MitigationOf, Stats,
     TOGGLE_OFF, TOGGLE_ON, TOGGLE_UNCHANGED, TcpSettings,
@@ -97,8 +101,10 @@ pub const INSTANCE_SOCK_BIT: u32 = 1 << 31;
 /// Largest errno value carried on the wire (Linux `MAX_ERRNO`).
 pub const MAX_ERRNO: i32 = 4095;
 
-/// Bytes before the payload of a `DataTo` frame: header plus address.
-pub const DATA_TO_PREFIX_LEN: usize = HEADER_LEN + WireAddr::LEN;
+/// Bytes before the payload of a `DataTo` frame: header, address and
+/// packet information (the body before the payload is laid out as a
+/// [`PAIR_HEADER_LEN`]-byte pair header).
+pub const DATA_TO_PREFIX_LEN: usize = HEADER_LEN + PAIR_HEADER_LEN;
 
 /// The frame header, 16 bytes little-endian.
 #[derive(
@@ -673,6 +679,10 @@ pub enum MsgOf<P> {
         sock: u32,
         /// Peer address.
         addr: Option<SocketAddr>,
+        /// Packet information: instance→driver what the instance's kernel
+        /// reported (only for options on), driver→instance what the app
+        /// gave `sendmsg`.
+        info: PktInfo,
         /// The datagram (may be empty).
         bytes: P,
     },
@@ -937,20 +947,22 @@ pub fn encode_data_header(
     Ok(())
 }
 
-/// Writes the header and address of a [`Msg::DataTo`] frame carrying
-/// `payload_len` bytes; the payload follows directly.
+/// Writes the header, address and packet information of a
+/// [`Msg::DataTo`] frame carrying `payload_len` bytes; the payload follows
+/// directly.
 pub fn encode_data_to_header(
     sock: u32,
     addr: Option<SocketAddr>,
+    info: &PktInfo,
     payload_len: usize,
     out: &mut [u8; DATA_TO_PREFIX_LEN],
 ) -> Result<(), EncodeError> {
     check_sock(Kind::DataTo, sock, SockRule::NonZero)?;
-    let body = payload_len.saturating_add(WireAddr::LEN);
+    let body = payload_len.saturating_add(PAIR_HEADER_LEN);
     let len = u32::try_from(body).map_err(|_| EncodeError::FrameTooLong { len: body })?;
     let (h, a) = out.split_at_mut(HEADER_LEN);
     write_header(h, Kind::DataTo, sock, 0, len);
-    a.copy_from_slice(WireAddr::from(addr).as_bytes());
+    a.copy_from_slice(&encode_pair_header(addr, info, 0));
     Ok(())
 }
 
@@ -1087,8 +1099,11 @@ impl<'a> Msg<'a> {
             ),
             Msg::Mitigate { cmd, .. } => payload = cmd.encode(&mut fixed),
             Msg::Data { bytes, .. } => payload = bytes,
-            Msg::DataTo { addr, bytes, .. } => {
+            Msg::DataTo {
+                addr, info, bytes, ..
+            } => {
                 fixed.push(WireAddr::from(addr).as_bytes());
+                fixed.push(info.to_wire().as_bytes());
                 payload = bytes;
             }
             Msg::Credit { bytes, .. } => fixed.push(u32_body(bytes).as_bytes()),
@@ -1311,10 +1326,12 @@ impl<'a> Msg<'a> {
                 Msg::Data { sock, bytes: body }
             }
             Kind::DataTo => {
-                let (a, bytes) = split::<WireAddr>(kind, body)?;
+                let (a, rest) = split::<WireAddr>(kind, body)?;
+                let (i, bytes) = split::<pktinfo::PktInfoWire>(kind, rest)?;
                 Msg::DataTo {
                     sock,
                     addr: a.check(kind)?,
+                    info: PktInfo::from_wire(&i, kind)?,
                     bytes,
                 }
             }

@@ -38,6 +38,20 @@ fn errno() -> impl Strategy<Value = i32> {
     1..=MAX_ERRNO
 }
 
+fn pkt_info() -> impl Strategy<Value = PktInfo> {
+    let v4 =
+        (any::<u32>(), any::<[u8; 4]>(), any::<[u8; 4]>()).prop_map(|(ifindex, s, a)| PktInfo4 {
+            ifindex,
+            spec_dst: Ipv4Addr::from(s),
+            addr: Ipv4Addr::from(a),
+        });
+    let v6 = (any::<u32>(), any::<[u8; 16]>()).prop_map(|(ifindex, a)| PktInfo6 {
+        ifindex,
+        addr: Ipv6Addr::from(a),
+    });
+    (proptest::option::of(v4), proptest::option::of(v6)).prop_map(|(v4, v6)| PktInfo { v4, v6 })
+}
+
 fn socket_addr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
         (any::<[u8; 4]>(), any::<u16>())
@@ -369,9 +383,15 @@ fn msg() -> impl Strategy<Value = Msg<'static>> {
         (
             any_sock(),
             proptest::option::of(socket_addr()),
+            pkt_info(),
             bytes(0, 600),
         )
-            .prop_map(|(sock, addr, bytes)| Msg::DataTo { sock, addr, bytes })
+            .prop_map(|(sock, addr, info, bytes)| Msg::DataTo {
+                sock,
+                addr,
+                info,
+                bytes,
+            })
             .boxed(),
         (any_sock(), any::<u32>())
             .prop_map(|(sock, bytes)| Msg::Credit { sock, bytes })
@@ -467,7 +487,19 @@ fn reserved_offsets(m: &Msg<'_>) -> Vec<usize> {
         | Msg::Reset { .. } => (20..24).collect(),
         Msg::GetOpt { .. } => (28..32).collect(),
         Msg::Bind { addr, .. } | Msg::Connect { addr, .. } => wa(16, Some(*addr)),
-        Msg::DataTo { addr, .. } => wa(16, *addr),
+        Msg::DataTo { addr, info, .. } => {
+            // PktInfoWire at 48: reserved +2..4 and +36..40, and every byte
+            // of an absent part.
+            let mut v = wa(16, *addr);
+            v.extend((50..52).chain(84..88));
+            if info.v4.is_none() {
+                v.extend(52..64);
+            }
+            if info.v6.is_none() {
+                v.extend(64..84);
+            }
+            v
+        }
         Msg::Connected { local, peer, .. } => {
             let mut v: Vec<usize> = (20..24).collect();
             v.extend(wa(24, *local));

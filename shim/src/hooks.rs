@@ -13,7 +13,8 @@
 //! peer address as absent (as TCP does), and turns end-of-file into the
 //! socket's pending error once (`TakeError`, asked only when the pair's end
 //! hangs up: see `ops::eof_error`). Datagram INS fds add and strip
-//! the 32-byte address header on every packet.
+//! the 72-byte pair header ([`frame`]) on every packet, and carry
+//! `sendmsg`/`recvmsg` packet information ([`crate::cmsg`]) in it.
 //!
 //! ABI note: `fcntl`/`fcntl64` are variadic in C; the hooks take the third
 //! argument as `c_ulong`, which is how an int or pointer argument arrives on
@@ -35,6 +36,7 @@ use libc::{
 };
 
 use crate::addr::{self, MAX_ADDR_LEN, Parsed, Purpose};
+use crate::cmsg;
 use crate::ctl;
 use crate::errno::Errno;
 use crate::frame;
@@ -42,6 +44,7 @@ use crate::inband;
 use crate::ops;
 use crate::sys::{self, real};
 use crate::table::{Entry, TABLE};
+use ins_protocol::msg::PktInfo;
 
 thread_local! {
     /// Set while the shim runs a slow path: hooked calls made from inside
@@ -669,7 +672,8 @@ unsafe fn with_header_iov<R>(
     }
 }
 
-/// Sends one datagram on a UDP INS fd.
+/// Sends one datagram on a UDP INS fd; `control`: `sendmsg`'s control
+/// messages ([`cmsg::parse_send`]).
 ///
 /// # Safety
 /// `iov` readable for `n` entries; `dest` (if any) as `addr_bytes`.
@@ -679,6 +683,7 @@ unsafe fn udp_send(
     iov: *const iovec,
     n: usize,
     dest: Option<(*const sockaddr, socklen_t)>,
+    control: &[u8],
     flags: c_int,
 ) -> Result<ssize_t, Errno> {
     let to = match dest {
@@ -701,13 +706,14 @@ unsafe fn udp_send(
     if to.is_none() && !e.connected() {
         return Err(Errno(libc::EDESTADDRREQ));
     }
+    let info = cmsg::parse_send(control, e.v6(), to)?;
     if n > MAX_IOV {
         return Err(Errno(libc::EMSGSIZE));
     }
     // SAFETY: n readable entries.
     let total = unsafe { iov_total(iov, n) }?;
     frame::check_len(total, e.v6())?;
-    let mut hdr = frame::header(to);
+    let mut hdr = frame::header(to, &info);
     let hdr_ptr = hdr.as_mut_ptr();
     let send = |v: *mut iovec, cnt: usize| {
         // SAFETY: msghdr is plain data; zero is valid.
@@ -726,10 +732,11 @@ unsafe fn udp_send(
 }
 
 /// One received datagram: payload length (per `MSG_TRUNC` rules), source,
-/// `msg_flags`.
+/// packet information, `msg_flags`.
 struct Got {
     len: usize,
     src: Option<SocketAddr>,
+    info: PktInfo,
     flags: c_int,
 }
 
@@ -764,16 +771,18 @@ unsafe fn udp_recv(fd: c_int, iov: *const iovec, n: usize, flags: c_int) -> Resu
             0 => Ok(Got {
                 len: 0,
                 src: None,
+                info: PktInfo::NONE,
                 flags: 0,
             }),
             err => Err(Errno(err)),
         };
     }
     let len = frame::payload_len(r as usize)?;
-    let src = frame::source(&hdr)?;
+    let (src, info) = frame::source(&hdr)?;
     Ok(Got {
         len,
         src,
+        info,
         flags: mflags,
     })
 }
@@ -850,7 +859,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
     if e.dgram() {
         let v = one_iov(buf as *mut c_void, count);
         // SAFETY: one readable buffer.
-        return run(-1, || unsafe { udp_send(fd, e, &v, 1, None, 0) });
+        return run(-1, || unsafe { udp_send(fd, e, &v, 1, None, &[], 0) });
     }
     if let Some(r) = stream_write_refused(e, 0) {
         return r;
@@ -920,7 +929,9 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
     }
     if e.dgram() {
         // SAFETY: the caller's iovecs.
-        return run(-1, || unsafe { udp_send(fd, e, iov, n as usize, None, 0) });
+        return run(-1, || unsafe {
+            udp_send(fd, e, iov, n as usize, None, &[], 0)
+        });
     }
     if let Some(r) = stream_write_refused(e, 0) {
         return r;
@@ -957,7 +968,7 @@ pub unsafe extern "C" fn send(
     if e.dgram() {
         let v = one_iov(buf as *mut c_void, count);
         // SAFETY: one readable buffer.
-        return run(-1, || unsafe { udp_send(fd, e, &v, 1, None, flags) });
+        return run(-1, || unsafe { udp_send(fd, e, &v, 1, None, &[], flags) });
     }
     if let Some(r) = stream_write_refused(e, flags) {
         return r;
@@ -992,7 +1003,7 @@ pub unsafe extern "C" fn sendto(
         let v = one_iov(buf as *mut c_void, count);
         let dest = (!addr.is_null()).then_some((addr, len));
         // SAFETY: one readable buffer; the caller's address.
-        return run(-1, || unsafe { udp_send(fd, e, &v, 1, dest, flags) });
+        return run(-1, || unsafe { udp_send(fd, e, &v, 1, dest, &[], flags) });
     }
     // TCP ignores the address; a Unix stream socket would refuse it.
     if let Some(r) = stream_write_refused(e, flags) {
@@ -1021,9 +1032,11 @@ unsafe fn sendmsg_ins(fd: c_int, e: Entry, msg: *const msghdr, flags: c_int) -> 
             m.msg_name as *const sockaddr,
             m.msg_namelen.min(MAX_ADDR_LEN as socklen_t),
         ));
-        // SAFETY: the caller's iovecs and address.
-        return run(-1, || unsafe {
-            udp_send(fd, e, m.msg_iov, m.msg_iovlen, dest, flags)
+        return run(-1, || {
+            // SAFETY: the caller's control buffer.
+            let control = unsafe { control_in(&m) }?;
+            // SAFETY: the caller's iovecs and address.
+            unsafe { udp_send(fd, e, m.msg_iov, m.msg_iovlen, dest, control, flags) }
         });
     }
     if let Some(r) = stream_write_refused(e, flags) {
@@ -1240,6 +1253,41 @@ unsafe fn note_received_fds(msg: *const msghdr) {
     unsafe { sys::for_each_fd(msg, |fd| TABLE.set(fd, Entry::UNKNOWN)) };
 }
 
+/// The control buffer of a `sendmsg` (`EFAULT` for a null one with a
+/// length, `ENOBUFS` past `INT_MAX`, as the kernel says).
+///
+/// # Safety
+/// `m` the caller's `msghdr`: `msg_control` readable for `msg_controllen`
+/// bytes when not null.
+unsafe fn control_in(m: &msghdr) -> Result<&[u8], Errno> {
+    if m.msg_controllen == 0 {
+        return Ok(&[]);
+    }
+    if m.msg_controllen > c_int::MAX as usize {
+        return Err(Errno(libc::ENOBUFS));
+    }
+    if m.msg_control.is_null() {
+        return Err(Errno(libc::EFAULT));
+    }
+    // SAFETY: readable for msg_controllen bytes per the caller.
+    Ok(unsafe { std::slice::from_raw_parts(m.msg_control.cast::<u8>(), m.msg_controllen) })
+}
+
+/// The part of a `recvmsg` control buffer the shim may write (no more
+/// than [`cmsg::MAX_RECV`] bytes; empty for a null buffer).
+///
+/// # Safety
+/// `m` the caller's `msghdr`: `msg_control` writable for `msg_controllen`
+/// bytes when not null, and not otherwise borrowed.
+unsafe fn control_out<'a>(m: &msghdr) -> &'a mut [u8] {
+    if m.msg_control.is_null() {
+        return &mut [];
+    }
+    let n = m.msg_controllen.min(cmsg::MAX_RECV);
+    // SAFETY: writable for msg_controllen ≥ n bytes per the caller.
+    unsafe { std::slice::from_raw_parts_mut(m.msg_control.cast::<u8>(), n) }
+}
+
 /// `recvmsg` on an INS fd.
 ///
 /// # Safety
@@ -1271,10 +1319,14 @@ unsafe fn recvmsg_ins(fd: c_int, e: Entry, msg: *mut msghdr, flags: c_int) -> ss
             unsafe {
                 (*msg).msg_namelen = if avail.is_some() { namelen } else { 0 };
             }
+            // SAFETY: the caller's control buffer.
+            let control = unsafe { control_out(&m) };
+            let (used, ctrunc) = cmsg::put_recv(&g.info, control);
             // SAFETY: msg is writable.
-            unsafe { (*msg).msg_controllen = 0 };
+            unsafe { (*msg).msg_controllen = used };
+            let ctrunc = if ctrunc { libc::MSG_CTRUNC } else { 0 };
             // SAFETY: msg is writable.
-            unsafe { (*msg).msg_flags = g.flags };
+            unsafe { (*msg).msg_flags = g.flags | ctrunc };
             Ok(g.len as ssize_t)
         });
     }

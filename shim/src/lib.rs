@@ -23,8 +23,12 @@
 //!   host fd costs one atomic load and the real call.
 //! * [`addr`] — `sockaddr` bytes ⇄ [`std::net::SocketAddr`] with the
 //!   kernel's length and family checks and its truncation rule on output.
-//! * [`frame`] — the 32-byte [`ins_protocol::msg::WireAddr`] header that
-//!   starts every datagram on a UDP pair.
+//! * [`frame`] — the 72-byte header that starts every datagram on a UDP
+//!   pair: the peer's [`ins_protocol::msg::WireAddr`] and the datagram's
+//!   [`ins_protocol::msg::PktInfo`].
+//! * [`cmsg`] — `recvmsg`/`sendmsg` control messages of UDP sockets:
+//!   `IP_PKTINFO` / `IPV6_PKTINFO` with Linux's layout, truncation
+//!   (`MSG_CTRUNC`) and errors.
 //! * [`route`] — which `socket()` calls go to INS, which to libc, which fail.
 //! * `sys` (unsafe) — the real libc functions (`dlsym(RTLD_NEXT)`, resolved
 //!   once) and safe wrappers around the syscalls the shim makes itself.
@@ -54,9 +58,11 @@
 //! resolver's `__socket`/`__connect` as still used by `res_*`,
 //! `fclose` of an fdopen'd socket) are not visible to `LD_PRELOAD`; socket
 //! fds closed through them keep a stale table entry until the number is
-//! reused by a hooked call. UDP ancillary data
-//! (`IP_PKTINFO`, …) is neither sent nor received; `recvmmsg`'s timeout is
-//! ignored on INS fds; `FIONREAD` on a UDP INS fd counts the 32-byte header.
+//! reused by a hooked call. Of UDP ancillary data only packet information
+//! (`IP_PKTINFO`, `IPV6_PKTINFO`) travels: other received control messages
+//! are not delivered, and sending one Linux would apply is `EOPNOTSUPP`
+//! ([`cmsg`]); `recvmmsg`'s timeout is ignored on INS fds; `FIONREAD` on a
+//! UDP INS fd counts the 72-byte header.
 //! `SOCK_RAW` Internet sockets and `AF_PACKET` fail with `EPERM`, ICMP
 //! datagram sockets with `EACCES`, other Internet socket types with
 //! `EPROTONOSUPPORT`: nothing Internet-facing reaches the host kernel unless
@@ -67,6 +73,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 pub mod addr;
+pub mod cmsg;
 pub mod config;
 mod ctl;
 pub mod dns;

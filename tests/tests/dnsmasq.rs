@@ -1,7 +1,11 @@
 //! Debian's dnsmasq under INS (issue 15): by default dnsmasq listens on the
 //! wildcard addresses of both families (`0.0.0.0:P` and `[::]:P` with
 //! `IPV6_V6ONLY`, UDP and TCP), which failed under the shim with
-//! `EADDRINUSE` before the driver's port table followed Linux's rules.
+//! `EADDRINUSE` before the driver's port table followed Linux's rules, and
+//! sets `IP_PKTINFO` / `IPV6_RECVPKTINFO`: it drops a UDP query that comes
+//! without the destination address and interface (its control message)
+//! and answers with `IP_PKTINFO` / `IPV6_PKTINFO` to pick the reply's
+//! source, which INS carries both ways (`ins_protocol::msg::pktinfo`).
 //!
 //! dnsmasq answers `host.test.example` with 10.1.2.3 from
 //! `--address=/test.example/10.1.2.3` (`--no-resolv --no-hosts`, no
@@ -10,20 +14,25 @@
 //!
 //! * default listening (wildcard, both families): it starts under INS,
 //!   the four wildcard listeners (UDP and TCP, both families) belong to the
-//!   instance, and `dig +tcp @127.0.0.1` and `dig +tcp @::1` get the
-//!   answer. UDP in this mode is a documented gap: dnsmasq then needs
-//!   `IP_PKTINFO`/`IPV6_PKTINFO` (the destination address and interface of
-//!   each query) and drops a query without it; INS does not carry UDP
-//!   ancillary data yet (README, known gaps).
+//!   instance, and `dig @127.0.0.1` and `dig @::1` get the answer over UDP
+//!   and TCP.
 //! * `--bind-interfaces --listen-address=127.0.0.1,::1` (one socket per
-//!   address): `dig @127.0.0.1 -p P` over UDP and TCP and `dig @::1 -p P`
-//!   over TCP get the answer, dnsmasq logs each query from the client's
-//!   address, the queries are UDP and TCP flows in `ins-ctl flows`, and
-//!   dnsmasq owns no host socket. UDP over IPv6 needs `IPV6_PKTINFO` in
-//!   this mode too (the same gap).
+//!   address): the same four queries get the answer (UDP over IPv6 needs
+//!   `IPV6_PKTINFO` in this mode too), dnsmasq logs each query from the
+//!   client's address, the queries are UDP and TCP flows in `ins-ctl
+//!   flows`, and dnsmasq owns no host socket.
 //!
-//! Needs root (dnsmasq drops to its own user), dnsmasq-base and
-//! bind9-dnsutils (`./.ci/install-deps`).
+//! `pktinfo_matches_native` checks the values themselves: a Python program
+//! with wildcard-bound UDP sockets of both families, `IP_PKTINFO` /
+//! `IPV6_RECVPKTINFO` on, reports the control messages of a datagram sent
+//! to 127.0.0.1, 127.0.0.2 and ::1 and answers with a reply whose source
+//! its own `sendmsg` control message picks; under INS every value equals
+//! the native run's (the interface is the same: the instance shares the
+//! network namespace), and so do `getsockopt` of both options and
+//! `MSG_CTRUNC` with a control buffer too small.
+//!
+//! Needs root (dnsmasq drops to its own user), dnsmasq-base,
+//! bind9-dnsutils and python3 (`./.ci/install-deps`).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -118,8 +127,7 @@ fn query_all(
     }
 }
 
-/// Waits for dnsmasq to answer on 127.0.0.1 (over TCP: the wildcard mode
-/// under INS does not answer UDP, see the module docs).
+/// Waits for dnsmasq to answer on 127.0.0.1 (over TCP).
 fn wait_up(p: &mut Proc, port: u16, log: &std::path::Path, what: &str) {
     let up = wait_for(Duration::from_secs(15), || {
         let o = dig("127.0.0.1", port, true);
@@ -227,7 +235,13 @@ impl Run {
 fn dnsmasq_default_wildcard_listeners_both_families() {
     let _g = serial();
     let mut r = Run::start(false);
-    query_all(r.port, &[], "under INS (wildcard)", &r.log, &|| r.diag());
+    query_all(
+        r.port,
+        &["127.0.0.1", "::1"],
+        "under INS (wildcard)",
+        &r.log,
+        &|| r.diag(),
+    );
     // The wildcard listeners of both families, UDP and TCP, are the
     // instance's.
     let inst = r.ins.instances[0].pid();
@@ -255,14 +269,19 @@ fn dnsmasq_default_wildcard_listeners_both_families() {
 fn dnsmasq_bound_loopback_udp_and_tcp() {
     let _g = serial();
     let mut r = Run::start(true);
-    query_all(r.port, &["127.0.0.1"], "under INS (bound)", &r.log, &|| {
-        r.diag()
-    });
+    query_all(
+        r.port,
+        &["127.0.0.1", "::1"],
+        "under INS (bound)",
+        &r.log,
+        &|| r.diag(),
+    );
     // The queries are INS flows: UDP and TCP to port P on both families.
     // A record is made when the flow ends: TCP at the close, UDP after
     // the instance's 1 s idle time.
     let wanted = [
         ("udp", format!("127.0.0.1:{}", r.port)),
+        ("udp", format!("[::1]:{}", r.port)),
         ("tcp", format!("127.0.0.1:{}", r.port)),
         ("tcp", format!("[::1]:{}", r.port)),
     ];
@@ -288,6 +307,83 @@ fn dnsmasq_bound_loopback_udp_and_tcp() {
         r.diag()
     );
     r.check_no_host_sockets();
+}
+
+/// `tests/fixtures/pktinfo.py`: one `step: value` line per observation.
+const PKTINFO_PY: &str = include_str!("../fixtures/pktinfo.py");
+
+/// Steps where INS differs from Linux on purpose, and what it gives.
+const PKTINFO_DIFFERS: &[(&str, &str, &str)] = &[(
+    "send-ip-ttl",
+    // Python's name for errno 95 (EOPNOTSUPP).
+    "ENOTSUP",
+    "IP_TTL as a sendmsg control message: Linux applies it, INS does not \
+     carry it and says so (shim/src/cmsg.rs)",
+)];
+
+fn steps(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn pktinfo_matches_native() {
+    let _g = serial();
+    let ins = Ins::start(1);
+    let py = require("python3");
+    let mut n = Command::new(&py);
+    n.args(["-c", PKTINFO_PY]);
+    let native = run(n, Duration::from_secs(60));
+    assert!(native.ok(), "pktinfo.py failed natively\n{native}");
+    let mut s = ins.shim_cmd(&py);
+    s.args(["-c", PKTINFO_PY]);
+    let shim = run(s, Duration::from_secs(60));
+    println!("native:\n{}\nunder INS:\n{}", native.stdout, shim.stdout);
+    let nat = steps(&native.stdout);
+    let got = steps(&shim.stdout);
+    // The native run is the baseline; check it says what the test is about.
+    let find = |v: &[(String, String)], k: &str| {
+        v.iter()
+            .find(|(s, _)| s == k)
+            .map(|(_, x)| x.clone())
+            .unwrap_or_else(|| panic!("step {k} missing\n{native}\n{shim}"))
+    };
+    for (k, want) in [
+        ("recv-v4-off", "none ctrunc=False"),
+        ("recv-v4-127.0.0.2", "spec_dst=127.0.0.2 addr=127.0.0.2"),
+        ("reply-v4-127.0.0.2", "from 127.0.0.2"),
+        ("recv-v6", "IPV6_PKTINFO ifindex="),
+        ("reply-v6", "from ::1"),
+        ("small-control-0", "[] ctrunc=True"),
+        ("small-control-24", "ctrunc=True"),
+        ("send-ip-pktinfo-13-bytes", "EINVAL"),
+        ("send-ipv6-pktinfo-19-bytes", "EINVAL"),
+    ] {
+        let v = find(&nat, k);
+        assert!(v.contains(want), "native {k}: {v} (expected {want})");
+    }
+    assert!(nat.len() >= 20, "native printed {} steps", nat.len());
+    let mut diffs = Vec::new();
+    for (k, nv) in &nat {
+        let sv = got.iter().find(|(s, _)| s == k).map(|(_, v)| v);
+        match (sv, PKTINFO_DIFFERS.iter().find(|(s, _, _)| s == k)) {
+            (Some(sv), None) if sv == nv => {}
+            (Some(sv), Some((_, want, _))) if sv == want => {}
+            (sv, why) => diffs.push(format!(
+                "{k}: native {nv}, under INS {}{}",
+                sv.map_or("<missing>", |s| s.as_str()),
+                why.map_or(String::new(), |(_, w, r)| format!(" (expected {w}: {r})"))
+            )),
+        }
+    }
+    assert!(
+        diffs.is_empty() && shim.ok() && got.len() == nat.len(),
+        "packet information under INS differs from Linux:\n{}\n{shim}\n{}",
+        diffs.join("\n"),
+        ins.diagnostics()
+    );
 }
 
 /// TCP and UDP sockets of `pid` in `ss -tuanp`.

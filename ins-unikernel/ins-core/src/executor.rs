@@ -122,6 +122,7 @@ use crate::flow::{
 use crate::hash::HashMap;
 use crate::mitigation::{Admit, LimitSpec, MitigationError, Mitigations, Prefix, Rate};
 use crate::profile::{SockOpt, TcpSettings, random_profile};
+use crate::stack::PktInfo;
 use crate::stack::{Family, Readiness, Shutdown, SockType, Stack, opt};
 use crate::telemetry::{ConnTel, ReportInput};
 
@@ -250,8 +251,8 @@ fn wire_errno(e: Errno) -> i32 {
 fn wire_addr_bytes(addr: SocketAddr) -> [u8; 32] {
     let mut pre = [0u8; DATA_TO_PREFIX_LEN];
     let mut out = [0u8; 32];
-    if msg::encode_data_to_header(1, Some(addr), 0, &mut pre).is_ok()
-        && let Some(a) = pre.get(HEADER_LEN..)
+    if msg::encode_data_to_header(1, Some(addr), &msg::PktInfo::NONE, 0, &mut pre).is_ok()
+        && let Some(a) = pre.get(HEADER_LEN..HEADER_LEN + 32)
     {
         out.copy_from_slice(a);
     }
@@ -975,8 +976,15 @@ impl<S: Stack> Executor<S> {
                 let r = self.mitigate(cmd, now, wall_ns, out);
                 self.reply(out, 0, req, r.map(|()| &[][..]));
             }
-            Msg::Data { sock, bytes } => self.on_data(sock, None, bytes, now, wall_ns, out),
-            Msg::DataTo { sock, addr, bytes } => self.on_data(sock, addr, bytes, now, wall_ns, out),
+            Msg::Data { sock, bytes } => {
+                self.on_data(sock, None, &PktInfo::NONE, bytes, now, wall_ns, out);
+            }
+            Msg::DataTo {
+                sock,
+                addr,
+                info,
+                bytes,
+            } => self.on_data(sock, addr, &info, bytes, now, wall_ns, out),
             Msg::Credit { sock, bytes } => self.on_credit(sock, bytes),
             Msg::Eof { sock } => self.on_eof(sock, now, wall_ns, out),
             Msg::Close { sock, req } => self.close(sock, req, now, wall_ns, out),
@@ -1342,10 +1350,12 @@ impl<S: Stack> Executor<S> {
 
     // ------------------------------------------------------------ data path
 
+    #[allow(clippy::too_many_arguments)]
     fn on_data(
         &mut self,
         sock: u32,
         addr: Option<SocketAddr>,
+        info: &PktInfo,
         bytes: &[u8],
         now: u64,
         wall_ns: u64,
@@ -1370,10 +1380,12 @@ impl<S: Stack> Executor<S> {
         }
         if s.ty == SockType::Datagram {
             s.outstanding = total;
-            self.send_datagram(sock, addr, bytes, now, out);
+            self.send_datagram(sock, addr, info, bytes, now, out);
             return;
         }
-        // DataTo on a stream: the address is ignored, as sendto() on TCP.
+        // DataTo on a stream: the address and packet information are
+        // ignored, as sendto() on TCP ignores the address (the shim sends
+        // none on a stream).
         if s.phase == Phase::Listening {
             self.counters.stray_frames += 1;
             return;
@@ -1506,6 +1518,7 @@ impl<S: Stack> Executor<S> {
         &mut self,
         sock: u32,
         addr: Option<SocketAddr>,
+        info: &PktInfo,
         bytes: &[u8],
         now: u64,
         out: &mut impl Outbox,
@@ -1518,7 +1531,7 @@ impl<S: Stack> Executor<S> {
         let dst = addr.or(s.peer);
         let sent = match dst {
             None => Err(Errno::EDESTADDRREQ),
-            Some(dst) => self.stack.send_to(s.handle, bytes, dst),
+            Some(dst) => self.stack.send_to_info(s.handle, bytes, dst, info),
         };
         match sent {
             Ok(_) => {
@@ -1874,16 +1887,16 @@ impl<S: Stack> Executor<S> {
             };
             // A datagram held for credit goes first.
             if let Some(u) = s.udp.as_mut()
-                && let Some((src, d)) = u.held.take()
+                && let Some((src, info, d)) = u.held.take()
             {
                 if (s.credit as usize) < d.len() {
-                    u.held = Some((src, d));
+                    u.held = Some((src, info, d));
                     result = Visit::Done;
                     break;
                 }
                 s.credit = s.credit.saturating_sub(d.len() as u32);
                 let mut pre = [0u8; DATA_TO_PREFIX_LEN];
-                if msg::encode_data_to_header(id, Some(src), d.len(), &mut pre).is_ok()
+                if msg::encode_data_to_header(id, Some(src), &info, d.len(), &mut pre).is_ok()
                     && !self.emit_parts(out, &[&pre, &d])
                 {
                     result = Visit::Stalled;
@@ -1895,7 +1908,7 @@ impl<S: Stack> Executor<S> {
                 result = Visit::Done;
                 break;
             }
-            let (n, src) = match self.stack.recv_from(s.handle, &mut scratch) {
+            let (n, src, info) = match self.stack.recv_from_info(s.handle, &mut scratch) {
                 Ok(v) => v,
                 Err(Errno::EAGAIN) => {
                     s.readable = false;
@@ -1961,14 +1974,14 @@ impl<S: Stack> Executor<S> {
             let d = scratch.get(..n).unwrap_or(&[]);
             if (s.credit as usize) < n {
                 if let Some(u) = s.udp.as_mut() {
-                    u.held = Some((src, d.to_vec()));
+                    u.held = Some((src, info, d.to_vec()));
                 }
                 result = Visit::Done;
                 break;
             }
             s.credit = s.credit.saturating_sub(n as u32);
             let mut pre = [0u8; DATA_TO_PREFIX_LEN];
-            if msg::encode_data_to_header(id, Some(src), n, &mut pre).is_err() {
+            if msg::encode_data_to_header(id, Some(src), &info, n, &mut pre).is_err() {
                 continue;
             }
             if !self.emit_parts(out, &[&pre, d]) {

@@ -70,6 +70,7 @@ use core::net::{IpAddr, SocketAddr};
 use core::ops::{BitOr, BitOrAssign};
 
 use crate::errno::Errno;
+pub use ins_protocol::msg::PktInfo;
 
 /// Address family of a new socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -359,6 +360,37 @@ pub trait Stack {
 
     /// Sends one datagram to `dst` whole, or fails (`EMSGSIZE`, `EAGAIN`).
     fn send_to(&mut self, h: Self::Handle, buf: &[u8], dst: SocketAddr) -> Result<usize, Errno>;
+
+    /// [`Stack::recv_from`] with the datagram's packet information: the
+    /// `IP_PKTINFO` / `IPV6_PKTINFO` control messages the stack reports
+    /// for it (only those whose option is on for the socket). The default,
+    /// for stacks without them, reports none.
+    fn recv_from_info(
+        &mut self,
+        h: Self::Handle,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr, PktInfo), Errno> {
+        let (n, from) = self.recv_from(h, buf)?;
+        Ok((n, from, PktInfo::NONE))
+    }
+
+    /// [`Stack::send_to`] with packet information from the app's `sendmsg`
+    /// (source address, interface), applied as Linux applies those control
+    /// messages. The default, for stacks without them, sends a datagram
+    /// without information and refuses one with it (`EOPNOTSUPP`).
+    fn send_to_info(
+        &mut self,
+        h: Self::Handle,
+        buf: &[u8],
+        dst: SocketAddr,
+        info: &PktInfo,
+    ) -> Result<usize, Errno> {
+        if info.is_none() {
+            self.send_to(h, buf, dst)
+        } else {
+            Err(Errno::EOPNOTSUPP)
+        }
+    }
 
     /// Shuts down one or both directions (`ENOTCONN` if not connected).
     fn shutdown(&mut self, h: Self::Handle, how: Shutdown) -> Result<(), Errno>;

@@ -12,7 +12,7 @@ use ins_core::Errno;
 use ins_core::config::InstanceConfig;
 use ins_core::executor::{Executor, Outbox, OutboxFull};
 use ins_core::stack::{Family, Readiness, SockType, Stack};
-use ins_protocol::msg::{self, FlowRecord, Mitigation, Msg, Prefix};
+use ins_protocol::msg::{self, FlowRecord, Mitigation, Msg, PktInfo, Prefix};
 
 struct Out(Vec<Vec<u8>>);
 
@@ -321,6 +321,7 @@ fn udp_request_response_through_the_executor() {
             sock: 6,
             addr: Some(a),
             bytes,
+            ..
         } = m
         {
             asked.push((a, bytes.to_vec()));
@@ -334,6 +335,7 @@ fn udp_request_response_through_the_executor() {
         r.send(Msg::DataTo {
             sock: 6,
             addr: Some(*a),
+            info: PktInfo::NONE,
             bytes: &reply,
         });
     }

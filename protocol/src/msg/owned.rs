@@ -204,10 +204,12 @@ impl<P: AsRef<[u8]>> MsgOf<P> {
             MsgOf::DataTo {
                 sock,
                 addr,
+                info,
                 ref bytes,
             } => MsgOf::DataTo {
                 sock,
                 addr,
+                info,
                 bytes: bytes.as_ref(),
             },
             MsgOf::Credit { sock, bytes } => MsgOf::Credit { sock, bytes },

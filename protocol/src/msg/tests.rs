@@ -537,10 +537,11 @@ fn empty_data_is_refused() {
     let m = Msg::DataTo {
         sock: 1,
         addr: None,
+        info: PktInfo::NONE,
         bytes: &[],
     };
     let (buf, n) = enc(&m);
-    assert_eq!(n, 48);
+    assert_eq!(n, 88);
     assert_eq!(Msg::decode(&buf[..n]), Ok(m));
 }
 
@@ -572,14 +573,22 @@ fn data_header_matches_encode() {
     assert!(encode_data_header(1, 0, &mut h).is_err());
 
     let addr = Some(sa("[fe80::1%2]:53"));
+    let info = PktInfo {
+        v4: None,
+        v6: Some(PktInfo6 {
+            ifindex: 2,
+            addr: "fe80::2".parse().unwrap(),
+        }),
+    };
     let m = Msg::DataTo {
         sock: 5,
         addr,
+        info,
         bytes: payload,
     };
     let (buf, _) = enc(&m);
     let mut p = [0u8; DATA_TO_PREFIX_LEN];
-    encode_data_to_header(5, addr, payload.len(), &mut p).unwrap();
+    encode_data_to_header(5, addr, &info, payload.len(), &mut p).unwrap();
     assert_eq!(&buf[..DATA_TO_PREFIX_LEN], &p);
 }
 

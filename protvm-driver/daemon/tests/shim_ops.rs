@@ -5,14 +5,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use common::*;
 use ins_protocol::control::Op;
-use ins_protocol::msg::{PAIR_HEADER_MAGIC, WireAddr};
+use ins_protocol::msg::{
+    PAIR_HEADER_LEN, PAIR_HEADER_MAGIC, PktInfo, PktInfo4, decode_pair_header, encode_pair_header,
+};
 use rustix::event::PollFlags;
-use zerocopy::IntoBytes;
 
 const ENOTSOCK: i32 = 88;
 const ENETDOWN: i32 = 100;
@@ -192,8 +193,9 @@ fn connect_out_blocking_nonblocking_and_refused() {
     assert_eq!(r.status, ECONNREFUSED);
 }
 
-#[test]
-fn udp_both_ways() {
+/// A driver with one instance, a client, a native UDP socket on loopback
+/// and an INS UDP socket bound to `bind`.
+fn udp_setup(bind: &str) -> (Driver, Client, UdpSocket, OwnedFd) {
     let mut d = Driver::start(&[]);
     d.add_instance(1);
     let mut c = Client::connect(&d.shim_path());
@@ -201,12 +203,17 @@ fn udp_both_ways() {
     native
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let naddr = native.local_addr().unwrap();
     let u = c.socket(AF_INET, DGRAM);
-    let r = c.op(Op::Bind, &u, [0; 4], Some("127.0.0.1:0".parse().unwrap()));
+    let r = c.op(Op::Bind, &u, [0; 4], Some(bind.parse().unwrap()));
     assert_eq!(r.status, 0);
-    let mut pkt = WireAddr::from(Some(naddr)).as_bytes().to_vec();
-    pkt[28..32].copy_from_slice(&PAIR_HEADER_MAGIC.to_le_bytes());
+    (d, c, native, u)
+}
+
+#[test]
+fn udp_both_ways() {
+    let (_d, mut c, native, u) = udp_setup("127.0.0.1:0");
+    let naddr = native.local_addr().unwrap();
+    let mut pkt = encode_pair_header(Some(naddr), &PktInfo::NONE, PAIR_HEADER_MAGIC).to_vec();
     pkt.extend_from_slice(b"datagram out");
     write_all(&u, &pkt);
     let mut b = [0u8; 64];
@@ -216,10 +223,86 @@ fn udp_both_ways() {
     assert!(poll_fd(u.as_fd(), PollFlags::IN, 10_000).contains(PollFlags::IN));
     let mut rb = [0u8; 128];
     let n = rustix::io::read(&u, &mut rb).unwrap();
-    assert_eq!(WireAddr::parse(&rb[..32]).unwrap(), Some(naddr));
-    assert_eq!(&rb[32..n], b"datagram back");
+    assert_eq!(
+        decode_pair_header(&rb[..PAIR_HEADER_LEN]).unwrap(),
+        (Some(naddr), PktInfo::NONE),
+        "no packet information unless IP_PKTINFO is on"
+    );
+    assert_eq!(&rb[PAIR_HEADER_LEN..n], b"datagram back");
     let r = c.op(Op::GetSockName, &u, [0; 4], None);
     assert_eq!(r.addr, Some(from));
+}
+
+/// `IP_PKTINFO` through driver and instance: once on, a received
+/// datagram's header carries what the instance's kernel reported (a
+/// wildcard-bound socket: the destination, loopback's index); a sent
+/// one's packet information picks the source address there.
+#[test]
+fn udp_pktinfo_both_ways() {
+    let (d, mut c, native, u) = udp_setup("0.0.0.0:0");
+    let on = 1i32.to_ne_bytes();
+    let r = c.call(
+        Op::SetOpt,
+        [libc::IPPROTO_IP, libc::IP_PKTINFO, 0, 0],
+        None,
+        &on,
+        Some(u.as_fd()),
+    );
+    assert_eq!(r.status, 0, "setsockopt(IP_PKTINFO)");
+    let r = c.op(Op::GetSockName, &u, [0; 4], None);
+    let port = r.addr.unwrap().port();
+    let to: SocketAddr = format!("127.0.0.9:{port}").parse().unwrap();
+    native.send_to(b"to 127.0.0.9", to).unwrap();
+    assert!(poll_fd(u.as_fd(), PollFlags::IN, 10_000).contains(PollFlags::IN));
+    let mut rb = [0u8; 128];
+    let n = rustix::io::read(&u, &mut rb).unwrap();
+    let (from, info) = decode_pair_header(&rb[..PAIR_HEADER_LEN]).unwrap();
+    assert_eq!(from, Some(native.local_addr().unwrap()));
+    assert_eq!(&rb[PAIR_HEADER_LEN..n], b"to 127.0.0.9");
+    let lo: u32 = std::fs::read_to_string("/sys/class/net/lo/ifindex")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let want = PktInfo4 {
+        ifindex: lo,
+        spec_dst: "127.0.0.9".parse().unwrap(),
+        addr: "127.0.0.9".parse().unwrap(),
+    };
+    assert_eq!(
+        info,
+        PktInfo {
+            v4: Some(want),
+            v6: None
+        }
+    );
+    // The reply from the address the query went to.
+    let reply = PktInfo {
+        v4: Some(PktInfo4 {
+            ifindex: 0,
+            spec_dst: "127.0.0.9".parse().unwrap(),
+            addr: "0.0.0.0".parse().unwrap(),
+        }),
+        v6: None,
+    };
+    // Packet information is validated like any wire input: a header whose
+    // (absent) IPv6 part has a stray byte is dropped and logged.
+    let mut bad = encode_pair_header(from, &reply, PAIR_HEADER_MAGIC).to_vec();
+    bad[PAIR_HEADER_LEN - 10] = 1;
+    bad.extend_from_slice(b"invalid");
+    write_all(&u, &bad);
+    let mut pkt = encode_pair_header(from, &reply, PAIR_HEADER_MAGIC).to_vec();
+    pkt.extend_from_slice(b"from 127.0.0.9");
+    write_all(&u, &pkt);
+    let mut b = [0u8; 64];
+    let (n, src) = native.recv_from(&mut b).unwrap();
+    assert_eq!(&b[..n], b"from 127.0.0.9");
+    assert_eq!(src, to, "the source the packet information chose");
+    assert!(
+        d.log_text().contains("invalid address header"),
+        "the invalid header was not logged\n{}",
+        d.log_text()
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use ins_protocol::msg::OptValue;
 use crate::hash::HashSet;
 
 use crate::flow::FlowId;
-use crate::stack::SockType;
+use crate::stack::{PktInfo, SockType};
 use crate::telemetry::ConnTel;
 
 /// Lifecycle of a socket as the executor sees it.
@@ -80,8 +80,9 @@ impl TxBuf {
 pub(super) struct UdpState {
     /// Open UDP flows carried by this socket.
     pub(super) flows: HashSet<FlowId>,
-    /// A received datagram waiting for driver credit.
-    pub(super) held: Option<(SocketAddr, Vec<u8>)>,
+    /// A received datagram (source, packet information, bytes) waiting
+    /// for driver credit.
+    pub(super) held: Option<(SocketAddr, PktInfo, Vec<u8>)>,
 }
 
 /// One socket of the executor's table.

@@ -34,7 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use ins_core::Errno;
-use ins_core::stack::{Accepted, Family, Readiness, SockType, Stack, TcpCounters, opt};
+use ins_core::stack::{Accepted, Family, PktInfo, Readiness, SockType, Stack, TcpCounters, opt};
 use rustix::event::epoll;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
@@ -568,6 +568,32 @@ impl Stack for LinuxStack {
 
     fn send_to(&mut self, h: SockHandle, buf: &[u8], dst: SocketAddr) -> Result<usize, Errno> {
         rustix::net::sendto(self.fd(h)?, buf, SendFlags::NOSIGNAL, &dst).map_err(errno)
+    }
+
+    fn recv_from_info(
+        &mut self,
+        h: SockHandle,
+        buf: &mut [u8],
+    ) -> Result<(usize, SocketAddr, PktInfo), Errno> {
+        let (n, from, info) = raw::recvmsg_pktinfo(self.fd(h)?, buf).map_err(|e| io_errno(&e))?;
+        let from = match from {
+            Some(a) => a,
+            None => self.peer_addr(h)?,
+        };
+        Ok((n, from, info))
+    }
+
+    fn send_to_info(
+        &mut self,
+        h: SockHandle,
+        buf: &[u8],
+        dst: SocketAddr,
+        info: &PktInfo,
+    ) -> Result<usize, Errno> {
+        if info.is_none() {
+            return self.send_to(h, buf, dst);
+        }
+        raw::sendmsg_pktinfo(self.fd(h)?, buf, dst, info).map_err(|e| io_errno(&e))
     }
 
     fn shutdown(&mut self, h: SockHandle, how: ins_core::stack::Shutdown) -> Result<(), Errno> {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use ins_protocol::hello::{Hello, Role};
 use ins_protocol::msg::{
-    self, Family, FlowRecord, HEADER_LEN, Kind, Mitigation, Msg, SockType, Stats,
+    self, Family, FlowRecord, HEADER_LEN, Kind, Mitigation, Msg, PktInfo, SockType, Stats,
 };
 use ins_protocol::ring::RingError;
 use ins_transport::{ChannelConfig, Doorbell, Endpoint, offer_channel};
@@ -487,7 +487,9 @@ impl Driver {
                 s.rx.extend(bytes);
                 s.rx_total += bytes.len() as u64;
             }
-            Msg::DataTo { sock, addr, bytes } => {
+            Msg::DataTo {
+                sock, addr, bytes, ..
+            } => {
                 let s = self.sock_mut(sock);
                 s.granted -= bytes.len() as i64;
                 assert!(
@@ -1007,7 +1009,12 @@ impl Driver {
             assert!(Instant::now() < deadline, "no datagram credit on {sock:#x}");
             self.pump(Duration::from_millis(20));
         }
-        self.send_msg(&Msg::DataTo { sock, addr, bytes });
+        self.send_msg(&Msg::DataTo {
+            sock,
+            addr,
+            info: PktInfo::NONE,
+            bytes,
+        });
         let s = self.sock_mut(sock);
         s.send_credit -= bytes.len() as u64;
     }

@@ -8,8 +8,11 @@
 //! ```
 //!
 //! Streams use `SOCK_STREAM` pairs; datagrams `SOCK_SEQPACKET` pairs whose
-//! packets start with a [`WireAddr`] (the peer address, in-band; app →
-//! driver its reserved word is [`PAIR_HEADER_MAGIC`]). A packet without the
+//! packets start with a [`PAIR_HEADER_LEN`]-byte header: a [`WireAddr`]
+//! (the peer address, in-band; app → driver its reserved word is
+//! [`PAIR_HEADER_MAGIC`]) and the datagram's [`PktInfo`]
+//! (`ins_protocol::msg::pktinfo`), validated as any ring frame is, both
+//! ways carried in the `DataTo` frame. A packet without the
 //! magic was written past the shim (a raw `syscall(SYS_sendmmsg, …)`, as
 //! Debian's libuv sends): on a connected datagram socket it goes, whole, to
 //! the peer; elsewhere it is dropped, counted (`app_datagrams_dropped` in
@@ -41,7 +44,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use driver_core::{Handle, Marked, Violation};
 use ins_protocol::msg::{
-    self, DATA_TO_PREFIX_LEN, HEADER_LEN, MAX_OPT_LEN, Msg, PAIR_HEADER_MAGIC, WireAddr,
+    self, DATA_TO_PREFIX_LEN, HEADER_LEN, MAX_OPT_LEN, Msg, PAIR_HEADER_LEN, PAIR_HEADER_MAGIC,
+    PktInfo, WireAddr,
 };
 use ins_protocol::ring::RingError;
 use rustix::event::epoll::EventFlags;
@@ -296,14 +300,13 @@ impl Daemon {
                 self.core
                     .delivered(h, written as u32, drained, &mut self.actions);
             }
-            Msg::DataTo { addr, bytes, .. } => {
-                let wa = WireAddr::from(addr);
+            Msg::DataTo {
+                addr, info, bytes, ..
+            } => {
+                let hdr = msg::encode_pair_header(addr, &info, 0);
                 let r = rustix::net::sendmsg(
                     &s.drv,
-                    &[
-                        io::IoSlice::new(zerocopy_bytes(&wa)),
-                        io::IoSlice::new(bytes),
-                    ],
+                    &[io::IoSlice::new(&hdr), io::IoSlice::new(bytes)],
                     &mut rustix::net::SendAncillaryBuffer::default(),
                     SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
                 );
@@ -602,21 +605,21 @@ impl Daemon {
             // header-less datagram written past the shim: the connected
             // peer's, whole.
             let magic = PAIR_HEADER_MAGIC.to_le_bytes();
-            let (addr, off) = if len >= WireAddr::LEN
+            let (addr, info, off) = if len >= PAIR_HEADER_LEN
                 && self.scratch[WireAddr::LEN - 4..WireAddr::LEN] == magic
             {
-                let mut hdr = [0u8; WireAddr::LEN];
-                hdr.copy_from_slice(&self.scratch[..WireAddr::LEN]);
-                hdr[WireAddr::LEN - 4..].fill(0);
-                match WireAddr::parse(&hdr) {
-                    Ok(a) => (a, WireAddr::LEN),
+                let mut hdr = [0u8; PAIR_HEADER_LEN];
+                hdr.copy_from_slice(&self.scratch[..PAIR_HEADER_LEN]);
+                hdr[WireAddr::LEN - 4..WireAddr::LEN].fill(0);
+                match msg::decode_pair_header(&hdr) {
+                    Ok((a, info)) => (a, info, PAIR_HEADER_LEN),
                     Err(_) => {
                         self.app_dgram_dropped(h, len, "invalid address header");
                         continue;
                     }
                 }
             } else if self.core.socket(h).is_some_and(|i| i.connected) {
-                (None, 0)
+                (None, PktInfo::NONE, 0)
             } else {
                 // Linux would say EDESTADDRREQ; the call is past the shim,
                 // so only the count and the log can say it.
@@ -652,7 +655,7 @@ impl Daemon {
                 continue;
             }
             let mut pre = [0u8; DATA_TO_PREFIX_LEN];
-            if msg::encode_data_to_header(wire, addr, payload, &mut pre).is_err() {
+            if msg::encode_data_to_header(wire, addr, &info, payload, &mut pre).is_err() {
                 continue;
             }
             match x.ep.tx.try_push_parts(&[&pre, &self.scratch[off..len]]) {
@@ -684,9 +687,4 @@ impl Daemon {
             }
         }
     }
-}
-
-/// The wire bytes of an address.
-fn zerocopy_bytes(wa: &WireAddr) -> &[u8] {
-    zerocopy::IntoBytes::as_bytes(wa)
 }
