@@ -350,3 +350,53 @@ fn iperf3_server_reopens_its_listener() {
     );
     assert!(ok >= 10, "only {ok} of 20 runs ok\n{}", ins.diagnostics());
 }
+
+/// What Linux allows: the largest UDP datagrams (65,507 bytes over IPv4,
+/// 65,527 over IPv6) go out whole and come back whole, one byte more is
+/// `EMSGSIZE`. A python client sends to a native echo socket of each
+/// family, natively and under the shim; the outcomes must be identical.
+/// Under INS the datagram and its prefix must fit one ring frame
+/// (`--max-frame`'s default leaves room for both).
+#[test]
+fn largest_udp_datagrams_cross_ins_whole() {
+    let _g = serial();
+    let echo = |bind: &str| {
+        let s = std::net::UdpSocket::bind(bind).expect("bind the echo socket");
+        let port = s.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut b = vec![0u8; 70_000];
+            while let Ok((n, from)) = s.recv_from(&mut b) {
+                let _ = s.send_to(&b[..n], from);
+            }
+        });
+        port
+    };
+    let (p4, p6) = (echo("127.0.0.1:0"), echo("[::1]:0"));
+    let script = format!(
+        "import socket\n\
+         for fam, host, port, big in ((socket.AF_INET, '127.0.0.1', {p4}, 65507), (socket.AF_INET6, '::1', {p6}, 65527)):\n\
+         \x20   s = socket.socket(fam, socket.SOCK_DGRAM)\n\
+         \x20   s.settimeout(5)\n\
+         \x20   for n in (big, big + 1):\n\
+         \x20       data = bytes((i * 7) & 255 for i in range(n))\n\
+         \x20       try:\n\
+         \x20           s.sendto(data, (host, port))\n\
+         \x20           back, _ = s.recvfrom(70000)\n\
+         \x20           print(fam, n, 'echoed', len(back), back == data)\n\
+         \x20       except OSError as e:\n\
+         \x20           print(fam, n, 'errno', e.errno)\n"
+    );
+    let mut n = Command::new(require("python3"));
+    n.args(["-c", &script]);
+    let native = run(n, Duration::from_secs(30));
+    assert!(native.ok(), "natively\n{native}");
+    assert!(
+        native.stdout.contains("65507 echoed 65507 True"),
+        "{native}"
+    );
+    let ins = Ins::start(1);
+    let mut c = ins.shim_cmd(require("python3"));
+    c.args(["-c", &script]);
+    let o = run(c, Duration::from_secs(30));
+    assert_eq!(o.stdout, native.stdout, "{o}\n{}", ins.diagnostics());
+}
