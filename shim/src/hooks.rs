@@ -39,6 +39,7 @@ use crate::ctl;
 use crate::errno::Errno;
 use crate::frame;
 use crate::inband;
+use crate::keeper;
 use crate::ops;
 use crate::sys::{self, real};
 use crate::table::{Entry, TABLE};
@@ -475,6 +476,9 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         ctl::forget(fd);
     } else if e.is_ins() {
         inband::forget(fd);
+        if e.listening() {
+            keeper::release(fd);
+        }
     }
     // SAFETY: forwarded.
     unsafe { real::close(fd) }
@@ -494,19 +498,38 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     r
 }
 
-/// `new` is now a copy of `old`: the fd table and the option cache follow.
+/// `new` is now a copy of `old`: the fd table, the option cache and a
+/// listener's keeper follow.
 fn on_dup(old: c_int, new: c_int) {
     TABLE.on_dup(old, new);
-    if TABLE.get(new).is_ins() {
+    let e = TABLE.get(new);
+    if e.is_ins() {
         inband::on_dup(old, new);
     } else {
         inband::forget(new);
     }
+    if e.is_ins() && e.listening() {
+        keeper::copy(old, new);
+    }
 }
 
-fn before_dup_onto(old: c_int, new: c_int) {
-    if old != new && TABLE.get(new) == Entry::CONTROL {
+/// Before `dup2`/`dup3` onto `new`; returns whether `new` was a listener
+/// (its keeper goes once the call replaced it).
+fn before_dup_onto(old: c_int, new: c_int) -> bool {
+    let e = TABLE.get(new);
+    if old != new && e == Entry::CONTROL {
         ctl::forget(new);
+    }
+    old != new && e.is_ins() && e.listening()
+}
+
+/// After `dup2`/`dup3` onto `new` returned `r`.
+fn after_dup_onto(old: c_int, new: c_int, r: c_int, was_listener: bool) {
+    if r >= 0 && old != new {
+        if was_listener {
+            keeper::release(new);
+        }
+        on_dup(old, new);
     }
 }
 
@@ -516,12 +539,10 @@ fn before_dup_onto(old: c_int, new: c_int) {
 /// As the C function.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    before_dup_onto(old, new);
+    let was_listener = before_dup_onto(old, new);
     // SAFETY: forwarded.
     let r = unsafe { real::dup2(old, new) };
-    if r >= 0 && old != new {
-        on_dup(old, new);
-    }
+    after_dup_onto(old, new, r, was_listener);
     r
 }
 
@@ -531,12 +552,10 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// As the C function.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    before_dup_onto(old, new);
+    let was_listener = before_dup_onto(old, new);
     // SAFETY: forwarded.
     let r = unsafe { real::dup3(old, new, flags) };
-    if r >= 0 {
-        on_dup(old, new);
-    }
+    after_dup_onto(old, new, r, was_listener);
     r
 }
 

@@ -16,6 +16,7 @@ use crate::config;
 use crate::ctl::{self, CtlError, Request, Wait};
 use crate::errno::Errno;
 use crate::inband;
+use crate::keeper;
 use crate::route::{self, Route};
 use crate::sys;
 use crate::table::{Entry, TABLE};
@@ -120,6 +121,11 @@ fn identify(fd: i32) -> Entry {
     } else {
         Entry::CONNECTED
     };
+    if listening != 0
+        && let Some(k) = r.fd
+    {
+        keeper::keep(fd, k);
+    }
     e
 }
 
@@ -242,7 +248,7 @@ pub fn listen(fd: i32, e: Entry, backlog: i32) -> Result<(), Errno> {
         return Err(Errno(libc::EOPNOTSUPP));
     }
     let (carried, n) = inband::take_pending(fd);
-    exchange(
+    let r = exchange(
         fd,
         &Request {
             op: Op::Listen,
@@ -253,6 +259,9 @@ pub fn listen(fd: i32, e: Entry, backlog: i32) -> Result<(), Errno> {
     )?;
     TABLE.clear_bits(fd, Entry::CONNECTED);
     TABLE.set_bits(fd, Entry::LISTENING);
+    if let Some(k) = r.fd {
+        keeper::keep(fd, k);
+    }
     Ok(())
 }
 
@@ -340,6 +349,20 @@ pub fn connect(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
     }
 }
 
+/// A token was read but the connection cannot be taken: the driver is
+/// gone (or the exchange broke). The connection is lost as one aborted
+/// before `accept` is on Linux (`ECONNABORTED`, which servers such as
+/// nginx skip quietly); the fd-limit errors stay what they are.
+fn accept_failed(e: CtlError) -> Errno {
+    match e {
+        CtlError::Unreachable(_) | CtlError::Failed(_) | CtlError::TimedOut => match failed(e) {
+            Errno::EIO => Errno(libc::ECONNABORTED),
+            e => e,
+        },
+        CtlError::Interrupted => Errno(libc::EINTR),
+    }
+}
+
 /// `accept4()` on an INS listener: consume a token, take the connection.
 /// Returns the new fd and the peer address.
 pub fn accept(fd: i32, e: Entry, flags: i32) -> Result<(i32, Option<SocketAddr>), Errno> {
@@ -357,7 +380,7 @@ pub fn accept(fd: i32, e: Entry, flags: i32) -> Result<(i32, Option<SocketAddr>)
             _ => return Err(Errno::EINVAL),
         }
         let r = ctl::call(&Request::new(Op::Accept), Some(fd), cloexec, Wait::Prompt)
-            .map_err(failed)?;
+            .map_err(accept_failed)?;
         if r.status == libc::EAGAIN {
             // A token without a queued connection (only after an instance
             // died between the two): like a connection aborted before

@@ -443,6 +443,12 @@ pub fn set_nonblock(fd: c_int, on: bool) -> Result<(), Errno> {
     Ok(())
 }
 
+/// A close-on-exec duplicate of `fd` (the real `fcntl(F_DUPFD_CLOEXEC)`).
+pub fn dup_cloexec(fd: c_int) -> Result<c_int, Errno> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int (the lowest number to use).
+    check(unsafe { real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })
+}
+
 /// Reads one accept token byte with the real `read` (blocking or not per
 /// the fd's own flags; `EINTR` is returned, not retried).
 pub fn read_token(fd: c_int) -> Result<usize, Errno> {

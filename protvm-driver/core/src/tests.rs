@@ -116,6 +116,8 @@ fn listener(d: &mut Driver, insts: &[InstId]) -> Handle {
     out.clear();
     ok_all(d, first, &f, a("127.0.0.1:8080"), &mut out);
     assert_eq!(replies(&out)[0].ctl.status, 0);
+    // The program keeps a copy of the driver's end of a listener's pair.
+    assert_eq!(replies(&out)[0].fd, ReplyFd::Keeper(h));
     // The GetSockName for replication.
     let f = sent(&out, first);
     let mut out2 = Vec::new();
@@ -165,6 +167,28 @@ fn listener_replicated_and_replayed_on_join() {
         Some(OwnedMsg::Bind { .. }) | Some(OwnedMsg::Listen { .. })
     ));
     assert_eq!(d.socket(l).unwrap().replicas, vec![i1, i2, i3]);
+}
+
+/// A listener's keeper ([`ReplyFd::Keeper`]) comes with every successful
+/// `listen()` (a repeated one too) and with `Identify` (after exec); other
+/// sockets get none.
+#[test]
+fn listener_answers_carry_the_keeper() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let l = listener(&mut d, &[i1]);
+    for op in [Op::Listen, Op::Identify] {
+        out.clear();
+        d.shim_request(1, &req(op, [16, 0, 0, 0], None), Some(l), &mut out);
+        let r = replies(&out);
+        assert_eq!((r.len(), r[0].ctl.status), (1, 0), "{op:?}: {out:?}");
+        assert_eq!(r[0].fd, ReplyFd::Keeper(l), "{op:?}");
+    }
+    let s = d.new_socket(200, 2, 1, 0).unwrap();
+    out.clear();
+    d.shim_request(1, &req(Op::Identify, [0; 4], None), Some(s), &mut out);
+    assert_eq!(replies(&out)[0].fd, ReplyFd::None);
 }
 
 #[test]
@@ -762,6 +786,7 @@ fn relisten_on_a_port_waits_until_the_old_listener_is_released() {
         let r = replies(&out);
         assert_eq!(r.len(), 1, "{out:?}");
         assert_eq!((r[0].ctl.op, r[0].ctl.status), (Op::Listen, 0));
+        assert_eq!(r[0].fd, ReplyFd::Keeper(l2), "a held answer keeps too");
         assert!(out.contains(&Action::Forget { sock: l1 }));
     }
 }
