@@ -44,6 +44,15 @@ pub fn keep(listener: i32, keeper: Fd) {
     let Some(s) = slot(listener) else {
         return;
     };
+    let mut keeper = keeper;
+    if keeper.raw() <= libc::STDERR_FILENO {
+        // A program that closed a standard stream expects the next file it
+        // opens to take that number: the keeper moves out of the way.
+        match sys::dup_cloexec(keeper.raw(), libc::STDERR_FILENO + 1) {
+            Ok(d) => keeper = Fd::adopt(d),
+            Err(_) => return,
+        }
+    }
     let k = keeper.raw();
     let Ok((true, ino)) = sys::fstat_sock(k) else {
         return;
@@ -73,7 +82,7 @@ pub fn copy(old: i32, new: i32) {
         release(new);
         return;
     };
-    match sys::dup_cloexec(k) {
+    match sys::dup_cloexec(k, libc::STDERR_FILENO + 1) {
         Ok(d) => keep(new, Fd::adopt(d)),
         Err(_) => release(new),
     }
@@ -116,7 +125,7 @@ mod tests {
         let (app, drv) = pair();
         keep(app, Fd::adopt(drv));
         assert!(open(drv));
-        let app2 = sys::dup_cloexec(app).unwrap();
+        let app2 = sys::dup_cloexec(app, 0).unwrap();
         copy(app, app2);
         release(app);
         assert!(!open(drv), "the keeper is closed with its listener");

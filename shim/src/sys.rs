@@ -443,10 +443,11 @@ pub fn set_nonblock(fd: c_int, on: bool) -> Result<(), Errno> {
     Ok(())
 }
 
-/// A close-on-exec duplicate of `fd` (the real `fcntl(F_DUPFD_CLOEXEC)`).
-pub fn dup_cloexec(fd: c_int) -> Result<c_int, Errno> {
+/// A close-on-exec duplicate of `fd` numbered `min` or above (the real
+/// `fcntl(F_DUPFD_CLOEXEC)`).
+pub fn dup_cloexec(fd: c_int, min: c_int) -> Result<c_int, Errno> {
     // SAFETY: F_DUPFD_CLOEXEC takes an int (the lowest number to use).
-    check(unsafe { real::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })
+    check(unsafe { real::fcntl(fd, libc::F_DUPFD_CLOEXEC, min as libc::c_ulong) })
 }
 
 /// Reads one accept token byte with the real `read` (blocking or not per
