@@ -15,10 +15,10 @@
 //! hangs up: see `ops::eof_error`). Datagram INS fds add and strip
 //! the 32-byte address header on every packet.
 //!
-//! ABI note: `fcntl`/`fcntl64` are variadic in C; the hooks take the third
-//! argument as `c_ulong`, which is how an int or pointer argument arrives on
-//! x86_64 (SysV) and aarch64 (AAPCS64, Linux) alike. Not portable beyond
-//! those.
+//! ABI note: `fcntl`/`fcntl64` and `prctl` are variadic in C; the hooks
+//! take the variadic arguments as `c_ulong`, which is how an int or pointer
+//! argument arrives on x86_64 (SysV) and aarch64 (AAPCS64, Linux) alike.
+//! Not portable beyond those.
 //!
 //! Size: over 800 lines because it holds every exported C symbol and nothing
 //! else (one short function each, all with the same lookup-then-forward
@@ -584,6 +584,27 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: forwarded.
     after_fcntl(fd, cmd, unsafe { real::fcntl64(fd, cmd, arg) })
+}
+
+/// `prctl(2)` (variadic in C: see the module's ABI note). A seccomp filter
+/// that goes in makes the process confined (`ops::note_confined`).
+///
+/// # Safety
+/// As the C function.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn prctl(
+    option: c_int,
+    a2: c_ulong,
+    a3: c_ulong,
+    a4: c_ulong,
+    a5: c_ulong,
+) -> c_int {
+    // SAFETY: forwarded.
+    let r = unsafe { real::prctl(option, a2, a3, a4, a5) };
+    if r == 0 && option == libc::PR_SET_SECCOMP {
+        ops::note_confined();
+    }
+    r
 }
 
 // ------------------------------------------------------------ stream data

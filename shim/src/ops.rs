@@ -22,6 +22,22 @@ use crate::sys;
 use crate::table::{Entry, TABLE};
 
 static WARNED: AtomicBool = AtomicBool::new(false);
+static CONFINED: AtomicBool = AtomicBool::new(false);
+
+/// The process installed a seccomp filter (`prctl(PR_SET_SECCOMP)`, seen
+/// by the hook; the mark is inherited by `fork`, as the filter is). Its
+/// filter may kill it for the `socket()` that opens a control connection
+/// (OpenSSH's pre-authentication child is killed so): the paths that can
+/// answer without the driver then do ([`eof_error`], [`shutdown`]). An
+/// image started by `exec` under an inherited filter is not marked, nor a
+/// process whose filter went in through a raw `seccomp` system call.
+pub fn note_confined() {
+    CONFINED.store(true, Ordering::Relaxed);
+}
+
+fn confined() -> bool {
+    CONFINED.load(Ordering::Relaxed)
+}
 
 fn warn_once(err: CtlError, fail_open: bool) {
     if WARNED.swap(true, Ordering::Relaxed) {
@@ -407,10 +423,25 @@ pub fn accept(fd: i32, e: Entry, flags: i32) -> Result<(i32, Option<SocketAddr>)
 
 /// `shutdown()`: the driver answers the errno, then the app end is shut
 /// down for real so the kernel's own EOF reaches the driver (and the
-/// program's later reads see it).
+/// program's later reads see it). A confined process ([`note_confined`])
+/// only shuts the app end: the driver's checks (`ENOTCONN` on a socket
+/// never connected) and a read side's shutdown on the instance are
+/// skipped; the write side's EOF still reaches the peer.
 pub fn shutdown(fd: i32, _e: Entry, how: i32) -> Result<(), Errno> {
     if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
         return Err(Errno::EINVAL);
+    }
+    if confined() {
+        // No driver to ask (see `eof_error`): the app end is shut for
+        // real, its EOF reaches the driver; the hang-up a shut read side
+        // shows is the program's own doing, not an error.
+        if how != libc::SHUT_WR {
+            TABLE.set_bits(fd, Entry::ERR_TAKEN);
+        }
+        return match sys::shutdown(fd, how) {
+            Err(e) if e.0 != libc::ENOTCONN => Err(e),
+            _ => Ok(()),
+        };
     }
     exchange(
         fd,
@@ -452,20 +483,29 @@ pub fn take_error(fd: i32) -> Result<i32, Errno> {
 /// connect failed), and then shuts its end of the pair both ways, so the
 /// app end hangs up; a plain end-of-file (the peer's FIN) shuts only the
 /// driver end's write side. Without hang-up there is nothing to ask, and
-/// no control connection is needed: a forked child confined by seccomp to
-/// `read`/`write`/`poll` (OpenSSH's pre-authentication child) would be
-/// killed by the `socket()` that opens its first one. A connect still in
-/// progress is asked regardless (the driver shuts its end both ways only
-/// once the connect filler is drained).
+/// no control connection is needed. A connect still in progress is asked
+/// regardless (the driver shuts its end both ways only once the connect
+/// filler is drained).
+///
+/// A confined process ([`note_confined`]: it installed a seccomp filter,
+/// as OpenSSH's pre-authentication child does, which kills it for the
+/// `socket()` a control connection needs) does not ask: there a hang-up
+/// reads as `ECONNRESET`, what a reset gives on Linux, with no system call
+/// beyond the `poll` that sees the hang-up. The driver's actual error may
+/// be another (`ETIMEDOUT` after a keep-alive or user timeout); a confined
+/// process reads `ECONNRESET` for it too.
 pub fn eof_error(fd: i32) -> i32 {
-    if !TABLE.get(fd).has(Entry::CONNECTING) && !sys::hung_up(fd) {
+    let confined = confined();
+    if (confined || !TABLE.get(fd).has(Entry::CONNECTING)) && !sys::hung_up(fd) {
         return 0;
     }
-    if TABLE.claim_bits(fd, Entry::ERR_TAKEN) {
-        take_error(fd).unwrap_or(0)
-    } else {
-        0
+    if !TABLE.claim_bits(fd, Entry::ERR_TAKEN) {
+        return 0;
     }
+    if confined {
+        return libc::ECONNRESET;
+    }
+    take_error(fd).unwrap_or(0)
 }
 
 const SO_RCVTIMEO_NEW: i32 = 66;

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub mod bench;
 mod sys;
 
-pub use sys::{raise_nofile, signal_group};
+pub use sys::{raise_nofile, reset_on_close, signal_group};
 
 /// Serializes heavy tests within one test binary. Hold the guard for the
 /// whole test.
