@@ -476,7 +476,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         ctl::forget(fd);
     } else if e.is_ins() {
         inband::forget(fd);
-        if e.listening() {
+        if keeper::may_keep(e) {
             keeper::release(fd);
         }
     }
@@ -499,7 +499,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 }
 
 /// `new` is now a copy of `old`: the fd table, the option cache and a
-/// listener's keeper follow.
+/// keeper follow.
 fn on_dup(old: c_int, new: c_int) {
     TABLE.on_dup(old, new);
     let e = TABLE.get(new);
@@ -508,25 +508,25 @@ fn on_dup(old: c_int, new: c_int) {
     } else {
         inband::forget(new);
     }
-    if e.is_ins() && e.listening() {
+    if keeper::may_keep(e) {
         keeper::copy(old, new);
     }
 }
 
-/// Before `dup2`/`dup3` onto `new`; returns whether `new` was a listener
-/// (its keeper goes once the call replaced it).
+/// Before `dup2`/`dup3` onto `new`; returns whether `new` may have had a
+/// keeper (it goes once the call replaced the fd).
 fn before_dup_onto(old: c_int, new: c_int) -> bool {
     let e = TABLE.get(new);
     if old != new && e == Entry::CONTROL {
         ctl::forget(new);
     }
-    old != new && e.is_ins() && e.listening()
+    old != new && keeper::may_keep(e)
 }
 
 /// After `dup2`/`dup3` onto `new` returned `r`.
-fn after_dup_onto(old: c_int, new: c_int, r: c_int, was_listener: bool) {
+fn after_dup_onto(old: c_int, new: c_int, r: c_int, was_kept: bool) {
     if r >= 0 && old != new {
-        if was_listener {
+        if was_kept {
             keeper::release(new);
         }
         on_dup(old, new);
@@ -539,10 +539,10 @@ fn after_dup_onto(old: c_int, new: c_int, r: c_int, was_listener: bool) {
 /// As the C function.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    let was_listener = before_dup_onto(old, new);
+    let was_kept = before_dup_onto(old, new);
     // SAFETY: forwarded.
     let r = unsafe { real::dup2(old, new) };
-    after_dup_onto(old, new, r, was_listener);
+    after_dup_onto(old, new, r, was_kept);
     r
 }
 
@@ -552,10 +552,10 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// As the C function.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    let was_listener = before_dup_onto(old, new);
+    let was_kept = before_dup_onto(old, new);
     // SAFETY: forwarded.
     let r = unsafe { real::dup3(old, new, flags) };
-    after_dup_onto(old, new, r, was_listener);
+    after_dup_onto(old, new, r, was_kept);
     r
 }
 

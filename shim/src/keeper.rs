@@ -1,5 +1,5 @@
-//! Listener keepers: the program's copy of the driver's end of each INS
-//! listener's pair.
+//! Keepers: the program's copy of the driver's end of the pair of each INS
+//! listener and explicitly bound datagram socket.
 //!
 //! A listener's app end reads one token byte per connection to accept
 //! (`ops::accept`). When the driver exits, the kernel closes its end of
@@ -13,6 +13,13 @@
 //! whose network is gone never becomes readable, and `accept()` waits
 //! (`EAGAIN` when non-blocking), as a Linux listener no connection reaches
 //! does. Its cost is one fd per listener fd.
+//!
+//! A datagram socket the program bound (a UDP server such as dnsmasq) is
+//! kept the same way, from its `bind()`: without it, its app end (a
+//! `SOCK_SEQPACKET` pair end) read empty datagrams for ever once the
+//! driver was gone, and a `select` loop around `recvfrom` spun. Sends on
+//! it then go nowhere (the driver's end takes them until its buffer is
+//! full), as datagrams into a network that is gone do.
 //!
 //! Invariants: `KEEPERS[l]` is 0 or `inode << 21 | (keeper fd + 1)` for
 //! listener fd `l`; keeper fds are host entries in the fd table. A keeper
@@ -38,8 +45,15 @@ fn slot(fd: i32) -> Option<&'static AtomicU64> {
     usize::try_from(fd).ok().and_then(|i| KEEPERS.get(i))
 }
 
-/// `keeper` came with a successful `listen()` or `Identify` of listener
-/// `listener`: keep it (a keeper the number held before is released).
+/// Whether an fd with entry `e` may have a keeper: an INS listener or
+/// datagram socket.
+pub fn may_keep(e: Entry) -> bool {
+    e.is_ins() && (e.listening() || e.dgram())
+}
+
+/// `keeper` came with a successful `listen()`, explicit datagram `bind()`
+/// or `Identify` of `listener`: keep it (a keeper the number held before
+/// is released).
 pub fn keep(listener: i32, keeper: Fd) {
     let Some(s) = slot(listener) else {
         return;
@@ -69,14 +83,15 @@ pub fn keep(listener: i32, keeper: Fd) {
     close_kept(old);
 }
 
-/// Listener fd `listener` is being closed (or replaced): close its keeper.
+/// Fd `listener` is being closed (or replaced): close its keeper.
 pub fn release(listener: i32) {
     if let Some(s) = slot(listener) {
         close_kept(s.swap(0, Ordering::AcqRel));
     }
 }
 
-/// `new` is now a copy of listener fd `old`: it gets a keeper of its own.
+/// `new` is now a copy of fd `old`: it gets a keeper of its own if `old`
+/// has one.
 pub fn copy(old: i32, new: i32) {
     let Some(k) = slot(old).and_then(|s| live(s.load(Ordering::Acquire))) else {
         release(new);

@@ -137,7 +137,7 @@ fn identify(fd: i32) -> Entry {
     } else {
         Entry::CONNECTED
     };
-    if listening != 0
+    if keeper::may_keep(e)
         && let Some(k) = r.fd
     {
         keeper::keep(fd, k);
@@ -210,7 +210,7 @@ pub fn bind(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
         // Already bound (by a send, see `Entry::AUTOBOUND`, or by bind).
         return Err(Errno::EINVAL);
     }
-    exchange(
+    let r = exchange(
         fd,
         &Request {
             op: Op::Bind,
@@ -222,6 +222,9 @@ pub fn bind(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
     if e.dgram() {
         // Sends need no auto-bind now.
         TABLE.set_bits(fd, Entry::AUTOBOUND);
+        if let Some(k) = r.fd {
+            keeper::keep(fd, k);
+        }
     }
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! waiting. Before the shim kept a copy of each listener's driver end (its
 //! `keeper` module), the listener's app end read end-of-file for ever and
 //! polled readable, and nginx's workers and sshd spun at 100 % CPU on an
-//! `accept()` failing with `EINVAL`. New Internet sockets fail with
+//! `accept()` failing with `EINVAL`; a bound UDP socket read empty
+//! datagrams for ever, and a `select` loop around `recvfrom` spun. New
+//! Internet sockets fail with
 //! `EAFNOSUPPORT` (fail closed, as documented; `INS_FAIL_OPEN=1` would use
 //! the host stack).
 //!
@@ -209,4 +211,52 @@ fn sys_euid() -> u32 {
         .and_then(|r| r.split_whitespace().nth(1))
         .and_then(|u| u.parse().ok())
         .unwrap_or(u32::MAX)
+}
+
+/// A UDP echo server (python3: `select`, then `recvfrom`, as dnsmasq's
+/// loop does) bound under the shim.
+#[test]
+fn udp_server_stays_idle_after_the_driver_exits() {
+    let mut ins = Ins::start(1);
+    let port = free_port();
+    let mut c = ins.shim_cmd(require("python3"));
+    c.args([
+        "-c",
+        "import select, socket, sys\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+         while True:\n    \
+             select.select([s], [], [])\n    \
+             d, a = s.recvfrom(2048)\n    \
+             if a:\n        s.sendto(d, a)\n",
+        &port.to_string(),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut server = Proc::spawn("python3 UDP server", c);
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let echoed = wait_for(Duration::from_secs(15), || {
+        client.send_to(b"ping", ("127.0.0.1", port)).ok()?;
+        let mut b = [0u8; 16];
+        let (n, _) = client.recv_from(&mut b).ok()?;
+        (b[..n] == b"ping"[..]).then_some(())
+    });
+    assert!(
+        echoed.is_some(),
+        "the UDP server under the shim does not echo\n{}",
+        ins.diagnostics()
+    );
+
+    down(&mut ins);
+    std::thread::sleep(Duration::from_millis(500));
+    let (used, each) = cpu_over_window(&[server.pid()]);
+    assert!(
+        used < BOUND,
+        "the UDP server used {used:?} of CPU in {WINDOW:?} after the driver exited (a busy loop)\n{each}"
+    );
+    assert!(server.alive(), "the UDP server died");
 }
