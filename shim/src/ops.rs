@@ -492,20 +492,22 @@ pub fn take_error(fd: i32) -> Result<i32, Errno> {
 ///
 /// A confined process ([`note_confined`]: it installed a seccomp filter,
 /// as OpenSSH's pre-authentication child does, which kills it for the
-/// `socket()` a control connection needs) does not ask: there a hang-up
-/// reads as `ECONNRESET`, what a reset gives on Linux, with no system call
-/// beyond the `poll` that sees the hang-up. The driver's actual error may
-/// be another (`ETIMEDOUT` after a keep-alive or user timeout); a confined
-/// process reads `ECONNRESET` for it too.
+/// `socket()` a control connection needs) does not ask about a connected
+/// stream: there a hang-up reads as `ECONNRESET`, what a reset gives on
+/// Linux, with no system call beyond the `poll` that sees the hang-up.
+/// The driver's actual error may be another (`ETIMEDOUT` after a
+/// keep-alive or user timeout); a confined process reads `ECONNRESET` for
+/// it too. A connect of its own still in progress needed the driver
+/// already, so its error is asked for.
 pub fn eof_error(fd: i32) -> i32 {
-    let confined = confined();
-    if (confined || !TABLE.get(fd).has(Entry::CONNECTING)) && !sys::hung_up(fd) {
+    let connecting = TABLE.get(fd).has(Entry::CONNECTING);
+    if !connecting && !sys::hung_up(fd) {
         return 0;
     }
     if !TABLE.claim_bits(fd, Entry::ERR_TAKEN) {
         return 0;
     }
-    if confined {
+    if confined() && !connecting {
         return libc::ECONNRESET;
     }
     take_error(fd).unwrap_or(0)
