@@ -64,6 +64,11 @@ pub enum Wait {
 pub struct Fd(i32);
 
 impl Fd {
+    /// Takes ownership of `fd`.
+    pub fn adopt(fd: i32) -> Fd {
+        Fd(fd)
+    }
+
     /// The fd number (still owned).
     pub fn raw(&self) -> i32 {
         self.0

@@ -11,7 +11,7 @@
 //!
 //! Invariant: after a successful range close every entry in the range is
 //! what the `close` hook leaves for one fd (host, its option cache and
-//! control slot forgotten); `CLOSE_RANGE_CLOEXEC` closes nothing and
+//! control slot forgotten, a keeper closed); `CLOSE_RANGE_CLOEXEC` closes nothing and
 //! leaves the table alone.
 
 use libc::{c_int, c_uint};
@@ -33,6 +33,9 @@ fn forget_range(first: c_uint, last: c_uint) {
             crate::ctl::forget(n);
         } else if e.is_ins() {
             crate::inband::forget(n);
+            if crate::keeper::may_keep(e) {
+                crate::keeper::release(n);
+            }
         }
         fd += 1;
     }

@@ -16,10 +16,10 @@
 //! the 72-byte pair header ([`frame`]) on every packet, and carry
 //! `sendmsg`/`recvmsg` packet information ([`crate::cmsg`]) in it.
 //!
-//! ABI note: `fcntl`/`fcntl64` are variadic in C; the hooks take the third
-//! argument as `c_ulong`, which is how an int or pointer argument arrives on
-//! x86_64 (SysV) and aarch64 (AAPCS64, Linux) alike. Not portable beyond
-//! those.
+//! ABI note: `fcntl`/`fcntl64` and `prctl` are variadic in C; the hooks
+//! take the variadic arguments as `c_ulong`, which is how an int or pointer
+//! argument arrives on x86_64 (SysV) and aarch64 (AAPCS64, Linux) alike.
+//! Not portable beyond those.
 //!
 //! Size: over 800 lines because it holds every exported C symbol and nothing
 //! else (one short function each, all with the same lookup-then-forward
@@ -41,6 +41,7 @@ use crate::ctl;
 use crate::errno::Errno;
 use crate::frame;
 use crate::inband;
+use crate::keeper;
 use crate::ops;
 use crate::sys::{self, real};
 use crate::table::{Entry, TABLE};
@@ -478,6 +479,9 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         ctl::forget(fd);
     } else if e.is_ins() {
         inband::forget(fd);
+        if keeper::may_keep(e) {
+            keeper::release(fd);
+        }
     }
     // SAFETY: forwarded.
     unsafe { real::close(fd) }
@@ -497,19 +501,38 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     r
 }
 
-/// `new` is now a copy of `old`: the fd table and the option cache follow.
+/// `new` is now a copy of `old`: the fd table, the option cache and a
+/// keeper follow.
 fn on_dup(old: c_int, new: c_int) {
     TABLE.on_dup(old, new);
-    if TABLE.get(new).is_ins() {
+    let e = TABLE.get(new);
+    if e.is_ins() {
         inband::on_dup(old, new);
     } else {
         inband::forget(new);
     }
+    if keeper::may_keep(e) {
+        keeper::copy(old, new);
+    }
 }
 
-fn before_dup_onto(old: c_int, new: c_int) {
-    if old != new && TABLE.get(new) == Entry::CONTROL {
+/// Before `dup2`/`dup3` onto `new`; returns whether `new` may have had a
+/// keeper (it goes once the call replaced the fd).
+fn before_dup_onto(old: c_int, new: c_int) -> bool {
+    let e = TABLE.get(new);
+    if old != new && e == Entry::CONTROL {
         ctl::forget(new);
+    }
+    old != new && keeper::may_keep(e)
+}
+
+/// After `dup2`/`dup3` onto `new` returned `r`.
+fn after_dup_onto(old: c_int, new: c_int, r: c_int, was_kept: bool) {
+    if r >= 0 && old != new {
+        if was_kept {
+            keeper::release(new);
+        }
+        on_dup(old, new);
     }
 }
 
@@ -519,12 +542,10 @@ fn before_dup_onto(old: c_int, new: c_int) {
 /// As the C function.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    before_dup_onto(old, new);
+    let was_kept = before_dup_onto(old, new);
     // SAFETY: forwarded.
     let r = unsafe { real::dup2(old, new) };
-    if r >= 0 && old != new {
-        on_dup(old, new);
-    }
+    after_dup_onto(old, new, r, was_kept);
     r
 }
 
@@ -534,12 +555,10 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// As the C function.
 #[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    before_dup_onto(old, new);
+    let was_kept = before_dup_onto(old, new);
     // SAFETY: forwarded.
     let r = unsafe { real::dup3(old, new, flags) };
-    if r >= 0 {
-        on_dup(old, new);
-    }
+    after_dup_onto(old, new, r, was_kept);
     r
 }
 
@@ -568,6 +587,27 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     // SAFETY: forwarded.
     after_fcntl(fd, cmd, unsafe { real::fcntl64(fd, cmd, arg) })
+}
+
+/// `prctl(2)` (variadic in C: see the module's ABI note). A seccomp filter
+/// that goes in makes the process confined (`ops::note_confined`).
+///
+/// # Safety
+/// As the C function.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn prctl(
+    option: c_int,
+    a2: c_ulong,
+    a3: c_ulong,
+    a4: c_ulong,
+    a5: c_ulong,
+) -> c_int {
+    // SAFETY: forwarded.
+    let r = unsafe { real::prctl(option, a2, a3, a4, a5) };
+    if r == 0 && option == libc::PR_SET_SECCOMP {
+        ops::note_confined();
+    }
+    r
 }
 
 // ------------------------------------------------------------ stream data

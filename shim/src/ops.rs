@@ -16,11 +16,28 @@ use crate::config;
 use crate::ctl::{self, CtlError, Request, Wait};
 use crate::errno::Errno;
 use crate::inband;
+use crate::keeper;
 use crate::route::{self, Route};
 use crate::sys;
 use crate::table::{Entry, TABLE};
 
 static WARNED: AtomicBool = AtomicBool::new(false);
+static CONFINED: AtomicBool = AtomicBool::new(false);
+
+/// The process installed a seccomp filter (`prctl(PR_SET_SECCOMP)`, seen
+/// by the hook; the mark is inherited by `fork`, as the filter is). Its
+/// filter may kill it for the `socket()` that opens a control connection
+/// (OpenSSH's pre-authentication child is killed so): the paths that can
+/// answer without the driver then do ([`eof_error`], [`shutdown`]). An
+/// image started by `exec` under an inherited filter is not marked, nor a
+/// process whose filter went in through a raw `seccomp` system call.
+pub fn note_confined() {
+    CONFINED.store(true, Ordering::Relaxed);
+}
+
+fn confined() -> bool {
+    CONFINED.load(Ordering::Relaxed)
+}
 
 fn warn_once(err: CtlError, fail_open: bool) {
     if WARNED.swap(true, Ordering::Relaxed) {
@@ -120,6 +137,11 @@ fn identify(fd: i32) -> Entry {
     } else {
         Entry::CONNECTED
     };
+    if keeper::may_keep(e)
+        && let Some(k) = r.fd
+    {
+        keeper::keep(fd, k);
+    }
     e
 }
 
@@ -188,7 +210,7 @@ pub fn bind(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
         // Already bound (by a send, see `Entry::AUTOBOUND`, or by bind).
         return Err(Errno::EINVAL);
     }
-    exchange(
+    let r = exchange(
         fd,
         &Request {
             op: Op::Bind,
@@ -200,6 +222,9 @@ pub fn bind(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
     if e.dgram() {
         // Sends need no auto-bind now.
         TABLE.set_bits(fd, Entry::AUTOBOUND);
+        if let Some(k) = r.fd {
+            keeper::keep(fd, k);
+        }
     }
     Ok(())
 }
@@ -242,7 +267,7 @@ pub fn listen(fd: i32, e: Entry, backlog: i32) -> Result<(), Errno> {
         return Err(Errno(libc::EOPNOTSUPP));
     }
     let (carried, n) = inband::take_pending(fd);
-    exchange(
+    let r = exchange(
         fd,
         &Request {
             op: Op::Listen,
@@ -253,6 +278,9 @@ pub fn listen(fd: i32, e: Entry, backlog: i32) -> Result<(), Errno> {
     )?;
     TABLE.clear_bits(fd, Entry::CONNECTED);
     TABLE.set_bits(fd, Entry::LISTENING);
+    if let Some(k) = r.fd {
+        keeper::keep(fd, k);
+    }
     Ok(())
 }
 
@@ -340,6 +368,20 @@ pub fn connect(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
     }
 }
 
+/// A token was read but the connection cannot be taken: the driver is
+/// gone (or the exchange broke). The connection is lost as one aborted
+/// before `accept` is on Linux (`ECONNABORTED`, which servers such as
+/// nginx skip quietly); the fd-limit errors stay what they are.
+fn accept_failed(e: CtlError) -> Errno {
+    match e {
+        CtlError::Unreachable(_) | CtlError::Failed(_) | CtlError::TimedOut => match failed(e) {
+            Errno::EIO => Errno(libc::ECONNABORTED),
+            e => e,
+        },
+        CtlError::Interrupted => Errno(libc::EINTR),
+    }
+}
+
 /// `accept4()` on an INS listener: consume a token, take the connection.
 /// Returns the new fd and the peer address.
 pub fn accept(fd: i32, e: Entry, flags: i32) -> Result<(i32, Option<SocketAddr>), Errno> {
@@ -357,7 +399,7 @@ pub fn accept(fd: i32, e: Entry, flags: i32) -> Result<(i32, Option<SocketAddr>)
             _ => return Err(Errno::EINVAL),
         }
         let r = ctl::call(&Request::new(Op::Accept), Some(fd), cloexec, Wait::Prompt)
-            .map_err(failed)?;
+            .map_err(accept_failed)?;
         if r.status == libc::EAGAIN {
             // A token without a queued connection (only after an instance
             // died between the two): like a connection aborted before
@@ -384,10 +426,25 @@ pub fn accept(fd: i32, e: Entry, flags: i32) -> Result<(i32, Option<SocketAddr>)
 
 /// `shutdown()`: the driver answers the errno, then the app end is shut
 /// down for real so the kernel's own EOF reaches the driver (and the
-/// program's later reads see it).
+/// program's later reads see it). A confined process ([`note_confined`])
+/// only shuts the app end: the driver's checks (`ENOTCONN` on a socket
+/// never connected) and a read side's shutdown on the instance are
+/// skipped; the write side's EOF still reaches the peer.
 pub fn shutdown(fd: i32, _e: Entry, how: i32) -> Result<(), Errno> {
     if !(libc::SHUT_RD..=libc::SHUT_RDWR).contains(&how) {
         return Err(Errno::EINVAL);
+    }
+    if confined() {
+        // No driver to ask (see `eof_error`): the app end is shut for
+        // real, its EOF reaches the driver; the hang-up a shut read side
+        // shows is the program's own doing, not an error.
+        if how != libc::SHUT_WR {
+            TABLE.set_bits(fd, Entry::ERR_TAKEN);
+        }
+        return match sys::shutdown(fd, how) {
+            Err(e) if e.0 != libc::ENOTCONN => Err(e),
+            _ => Ok(()),
+        };
     }
     exchange(
         fd,
@@ -429,20 +486,31 @@ pub fn take_error(fd: i32) -> Result<i32, Errno> {
 /// connect failed), and then shuts its end of the pair both ways, so the
 /// app end hangs up; a plain end-of-file (the peer's FIN) shuts only the
 /// driver end's write side. Without hang-up there is nothing to ask, and
-/// no control connection is needed: a forked child confined by seccomp to
-/// `read`/`write`/`poll` (OpenSSH's pre-authentication child) would be
-/// killed by the `socket()` that opens its first one. A connect still in
-/// progress is asked regardless (the driver shuts its end both ways only
-/// once the connect filler is drained).
+/// no control connection is needed. A connect still in progress is asked
+/// regardless (the driver shuts its end both ways only once the connect
+/// filler is drained).
+///
+/// A confined process ([`note_confined`]: it installed a seccomp filter,
+/// as OpenSSH's pre-authentication child does, which kills it for the
+/// `socket()` a control connection needs) does not ask about a connected
+/// stream: there a hang-up reads as `ECONNRESET`, what a reset gives on
+/// Linux, with no system call beyond the `poll` that sees the hang-up.
+/// The driver's actual error may be another (`ETIMEDOUT` after a
+/// keep-alive or user timeout); a confined process reads `ECONNRESET` for
+/// it too. A connect of its own still in progress needed the driver
+/// already, so its error is asked for.
 pub fn eof_error(fd: i32) -> i32 {
-    if !TABLE.get(fd).has(Entry::CONNECTING) && !sys::hung_up(fd) {
+    let connecting = TABLE.get(fd).has(Entry::CONNECTING);
+    if !connecting && !sys::hung_up(fd) {
         return 0;
     }
-    if TABLE.claim_bits(fd, Entry::ERR_TAKEN) {
-        take_error(fd).unwrap_or(0)
-    } else {
-        0
+    if !TABLE.claim_bits(fd, Entry::ERR_TAKEN) {
+        return 0;
     }
+    if confined() && !connecting {
+        return libc::ECONNRESET;
+    }
+    take_error(fd).unwrap_or(0)
 }
 
 const SO_RCVTIMEO_NEW: i32 = 66;

@@ -357,6 +357,34 @@ pub mod real {
         static SLOT: AtomicUsize = AtomicUsize::new(0);
         fcntl_impl(&SLOT, c"fcntl64", fd, cmd, arg)
     }
+
+    /// The real `prctl` (`int prctl(int option, ...)`), its four optional
+    /// arguments passed as integer registers.
+    ///
+    /// # Safety
+    /// As `prctl(2)`: where `option` takes pointers, they must be valid.
+    pub unsafe fn prctl(
+        option: c_int,
+        a2: c_ulong,
+        a3: c_ulong,
+        a4: c_ulong,
+        a5: c_ulong,
+    ) -> c_int {
+        static SLOT: AtomicUsize = AtomicUsize::new(0);
+        let p = resolve(&SLOT, c"prctl");
+        if p == 0 {
+            set_errno(libc::ENOSYS);
+            return -1;
+        }
+        // SAFETY: p is dlsym's non-null address of the variadic C function
+        // `int prctl(int, ...)`.
+        let f =
+            unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(c_int, ...) -> c_int>(p) };
+        // SAFETY: four integer-class variadic arguments; every prctl option
+        // takes integers or pointers, read from the integer argument
+        // registers (x86_64 SysV, aarch64 AAPCS64); unused ones are ignored.
+        unsafe { f(option, a2, a3, a4, a5) }
+    }
 }
 
 fn check(r: c_int) -> Result<c_int, Errno> {
@@ -441,6 +469,13 @@ pub fn set_nonblock(fd: c_int, on: bool) -> Result<(), Errno> {
         check(unsafe { real::fcntl(fd, libc::F_SETFL, new as libc::c_ulong) })?;
     }
     Ok(())
+}
+
+/// A close-on-exec duplicate of `fd` numbered `min` or above (the real
+/// `fcntl(F_DUPFD_CLOEXEC)`).
+pub fn dup_cloexec(fd: c_int, min: c_int) -> Result<c_int, Errno> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int (the lowest number to use).
+    check(unsafe { real::fcntl(fd, libc::F_DUPFD_CLOEXEC, min as libc::c_ulong) })
 }
 
 /// Reads one accept token byte with the real `read` (blocking or not per

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 pub mod bench;
 mod sys;
 
-pub use sys::{raise_nofile, signal_group};
+pub use sys::{raise_nofile, reset_on_close, signal_group};
 
 /// Serializes heavy tests within one test binary. Hold the guard for the
 /// whole test.
@@ -514,6 +514,37 @@ pub fn socket_fds(pid: u32) -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+/// CPU time `pid` has used so far (user + system, from `/proc/PID/stat`).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is 3,
+    // utime 14 and stime 15.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / sys::clock_ticks() as f64,
+    ))
+}
+
+/// The pids whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(d) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// `VmRSS` of `pid` in KiB.

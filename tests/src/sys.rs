@@ -58,3 +58,38 @@ pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
 }
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, the unit of the CPU
+/// times in `/proc/PID/stat`).
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// Makes closing `s` reset the connection (`SO_LINGER` on, 0 s): the
+/// kernel sends an RST instead of a FIN.
+pub fn reset_on_close(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `l` is a valid linger value of the length given; the fd is
+    // open for the borrow's duration.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const l).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setsockopt(SO_LINGER): {}",
+        std::io::Error::last_os_error()
+    );
+}

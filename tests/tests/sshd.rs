@@ -218,8 +218,12 @@ impl Setup {
     /// `KEXINIT` its sandboxed pre-authentication child sends) and closes:
     /// that child reads end-of-file and sshd logs the close (`[preauth]`);
     /// under the shim the child must not need a control connection for it
-    /// (its seccomp filter kills on `socket()`).
-    fn preauth_close(&self, what: &str, diag: &dyn Fn() -> String) {
+    /// (its seccomp filter kills on `socket()`). With `reset`, the client
+    /// resets instead (`SO_LINGER` 0): the child reads `ECONNRESET` and
+    /// sshd logs "Connection reset by" (under the shim the child is
+    /// confined, so a hang-up reads `ECONNRESET` without asking the driver:
+    /// shim `ops::eof_error`).
+    fn preauth_end(&self, reset: bool, what: &str, diag: &dyn Fn() -> String) {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -239,8 +243,15 @@ impl Setup {
             String::from_utf8_lossy(&got)
         );
         let port = c.local_addr().unwrap().port();
+        if reset {
+            reset_on_close(&c);
+        }
         drop(c);
-        let line = format!("Connection closed by 127.0.0.1 port {port} [preauth]");
+        let line = if reset {
+            format!("Connection reset by 127.0.0.1 port {port} [preauth]")
+        } else {
+            format!("Connection closed by 127.0.0.1 port {port} [preauth]")
+        };
         let seen = wait_for(Duration::from_secs(20), || {
             read_lossy(&self.log()).contains(&line).then_some(())
         });
@@ -269,9 +280,9 @@ fn listeners(port: u16) -> Vec<String> {
 /// the already queued `KEXINIT` never made. The seccomp kill of that child
 /// (syscall 41) seen then came after, when the test's timeout closed the
 /// client: at end-of-file the shim asked the driver for the pending error
-/// over a new control connection; a plain end-of-file needs none now
-/// ([`Setup::preauth_close`]; after a reset it still does: README, known
-/// gaps).
+/// over a new control connection; a plain end-of-file needs none now, and
+/// a confined child reads a reset's hang-up as `ECONNRESET` without one
+/// ([`Setup::preauth_end`]).
 #[test]
 fn sshd_default_listen_address_both_families() {
     let _g = serial();
@@ -290,7 +301,8 @@ fn sshd_default_listen_address_both_families() {
             "native sshd should listen on 0.0.0.0 and [::]: {l:?}"
         );
         s.check_both("native", &String::new);
-        s.preauth_close("native", &String::new);
+        s.preauth_end(false, "native", &String::new);
+        s.preauth_end(true, "native", &String::new);
         p.kill();
         let gone = wait_for(Duration::from_secs(10), || {
             listeners(s.port).is_empty().then_some(())
@@ -314,7 +326,8 @@ fn sshd_default_listen_address_both_families() {
         ins.diagnostics()
     );
     s.check_both("under INS", &|| ins.diagnostics());
-    s.preauth_close("under INS", &|| ins.diagnostics());
+    s.preauth_end(false, "under INS", &|| ins.diagnostics());
+    s.preauth_end(true, "under INS", &|| ins.diagnostics());
     // The wildcard listeners of both families belong to the instance, and
     // sshd (the `ins-ctl run` child and its descendants) owns no host TCP
     // socket: the connections came through INS.

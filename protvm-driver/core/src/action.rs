@@ -21,6 +21,13 @@ pub enum ReplyFd {
     /// The app-side object the host keeps for this socket (an accepted
     /// connection's; the host hands it over and drops its copy).
     AppEnd(Handle),
+    /// A copy of the host's own end of a listener's pair (the host keeps
+    /// its end). With it the program holds the pair's other end too, so
+    /// the listener it accepts on never reads end-of-file (and never polls
+    /// readable) only because the host went away: a listener whose
+    /// network is gone then waits, as a Linux listener with no incoming
+    /// connections does, instead of spinning on a readable fd.
+    Keeper(Handle),
 }
 
 /// A reply to a shim request.

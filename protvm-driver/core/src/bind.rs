@@ -20,7 +20,7 @@ use ins_protocol::msg::{Family, MsgOf, SockType};
 use crate::pending::{Pending, reply_addr};
 use crate::shim::Call;
 use crate::socket::addr_fits;
-use crate::{Action, ConnId, Driver, Handle, InstId, Note, ShimReply, errno};
+use crate::{Action, ConnId, Driver, Handle, InstId, Note, ReplyFd, ShimReply, errno};
 
 impl Driver {
     /// `bind()`; with `args[0] == 1` the shim's auto-bind of a datagram
@@ -121,12 +121,41 @@ impl Driver {
         }
         if learn_port {
             // The reply waits for the port the kernel chose.
-            self.request(inst, Pending::BindAddr { sock, conn, seq }, out, |req| {
-                MsgOf::GetSockName { sock, req }
-            });
+            let p = Pending::BindAddr {
+                sock,
+                conn,
+                seq,
+                auto,
+            };
+            self.request(inst, p, out, |req| MsgOf::GetSockName { sock, req });
             return;
         }
-        out.push(Action::Reply(ShimReply::new(conn, Op::Bind, seq, status)));
+        out.push(Action::Reply(
+            self.bind_reply(conn, seq, sock, auto, status),
+        ));
+    }
+
+    /// The answer to a shim's `Bind` of `sock`: a successful explicit bind
+    /// of a datagram socket carries its keeper ([`ReplyFd::Keeper`]), so
+    /// a bound datagram socket outlives the driver as a listener does
+    /// (never readable, instead of reading empty datagrams for ever).
+    fn bind_reply(
+        &self,
+        conn: ConnId,
+        seq: u32,
+        sock: Handle,
+        auto: bool,
+        status: i32,
+    ) -> ShimReply {
+        let mut r = ShimReply::new(conn, Op::Bind, seq, status);
+        let dgram = self
+            .socks
+            .get(&sock)
+            .is_some_and(|s| s.ty == SockType::Dgram);
+        if status == 0 && !auto && dgram {
+            r.fd = ReplyFd::Keeper(sock);
+        }
+        r
     }
 
     /// The port the kernel chose for a bind to port 0 is known (or its
@@ -136,6 +165,7 @@ impl Driver {
         &mut self,
         inst: InstId,
         (sock, conn, seq): (Handle, ConnId, u32),
+        auto: bool,
         errno: i32,
         value: &[u8],
         out: &mut Vec<Action>,
@@ -150,7 +180,7 @@ impl Driver {
                 errno: if errno == 0 { errno::EPROTO } else { errno },
             }),
         }
-        out.push(Action::Reply(ShimReply::new(conn, Op::Bind, seq, 0)));
+        out.push(Action::Reply(self.bind_reply(conn, seq, sock, auto, 0)));
     }
 
     /// `sock` is bound to `addr` as its instance reports it (port 0 or an

@@ -28,7 +28,19 @@ use ins_protocol::msg::{MsgOf, SockType};
 
 use crate::pending::{Pending, reply_addr};
 use crate::shim::Call;
-use crate::{Action, ConnId, Driver, Handle, InstId, InstState, Note, ShimReply, SockState, errno};
+use crate::{
+    Action, ConnId, Driver, Handle, InstId, InstState, Note, ReplyFd, ShimReply, SockState, errno,
+};
+
+/// The answer to `listen()` on `sock`: a success carries the keeper
+/// ([`ReplyFd::Keeper`]).
+fn listen_reply(conn: ConnId, seq: u32, sock: Handle, status: i32) -> ShimReply {
+    let mut r = ShimReply::new(conn, Op::Listen, seq, status);
+    if status == 0 {
+        r.fd = ReplyFd::Keeper(sock);
+    }
+    r
+}
 
 /// The listener part of a socket.
 #[derive(Debug, Clone)]
@@ -57,7 +69,9 @@ impl Driver {
         let backlog = u32::try_from(req.args[0].clamp(1, 4096)).unwrap_or(128);
         if s.listener.is_some() {
             // Linux lets listen() change the backlog; the replicas keep theirs.
-            out.push(c.reply(0));
+            let mut r = c.answer(0);
+            r.fd = ReplyFd::Keeper(h);
+            out.push(Action::Reply(r));
             return;
         }
         if matches!(
@@ -136,7 +150,7 @@ impl Driver {
                 }
             }
         }
-        out.push(Action::Reply(ShimReply::new(conn, Op::Listen, seq, status)));
+        out.push(Action::Reply(listen_reply(conn, seq, sock, status)));
     }
 
     /// `sock` is forgotten: if it was a closing listener, the `listen()`
@@ -156,7 +170,7 @@ impl Driver {
             if blocked {
                 self.held_listens.push((h, conn, seq));
             } else {
-                out.push(Action::Reply(ShimReply::new(conn, Op::Listen, seq, 0)));
+                out.push(Action::Reply(listen_reply(conn, seq, h, 0)));
             }
         }
     }

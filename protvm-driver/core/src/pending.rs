@@ -55,6 +55,7 @@ pub(crate) enum Pending {
         sock: Handle,
         conn: ConnId,
         seq: u32,
+        auto: bool,
     },
     /// `Listen` on the first instance.
     Listen {
@@ -212,9 +213,12 @@ impl Driver {
                 addr,
                 auto,
             } => self.bind_replied(inst, (sock, conn, seq), addr, auto, errno, out),
-            Pending::BindAddr { sock, conn, seq } => {
-                self.bind_port_known(inst, (sock, conn, seq), errno, value, out)
-            }
+            Pending::BindAddr {
+                sock,
+                conn,
+                seq,
+                auto,
+            } => self.bind_port_known(inst, (sock, conn, seq), auto, errno, value, out),
             Pending::Listen {
                 sock,
                 conn,

@@ -28,7 +28,7 @@ use ins_protocol::msg::{MsgOf, OwnedMsg, Shutdown, SockType};
 
 use crate::pending::Pending;
 use crate::socket::unspecified;
-use crate::{Action, ConnId, Driver, Handle, InstId, ShimReply, SockState, errno};
+use crate::{Action, ConnId, Driver, Handle, InstId, ReplyFd, ShimReply, SockState, errno};
 
 /// A shim request being handled: who asked (`conn`), what (`req`), about
 /// which socket (`h`, checked to exist).
@@ -102,6 +102,11 @@ impl Driver {
             i32::from(s.listener.is_some()),
             0,
         ];
+        if s.listener.is_some() || (s.ty == SockType::Dgram && s.bound.is_some()) {
+            // A listener or bound datagram socket inherited across exec:
+            // its new image keeps a keeper too.
+            r.fd = ReplyFd::Keeper(c.h);
+        }
         out.push(Action::Reply(r));
     }
 

@@ -116,6 +116,8 @@ fn listener(d: &mut Driver, insts: &[InstId]) -> Handle {
     out.clear();
     ok_all(d, first, &f, a("127.0.0.1:8080"), &mut out);
     assert_eq!(replies(&out)[0].ctl.status, 0);
+    // The program keeps a copy of the driver's end of a listener's pair.
+    assert_eq!(replies(&out)[0].fd, ReplyFd::Keeper(h));
     // The GetSockName for replication.
     let f = sent(&out, first);
     let mut out2 = Vec::new();
@@ -165,6 +167,82 @@ fn listener_replicated_and_replayed_on_join() {
         Some(OwnedMsg::Bind { .. }) | Some(OwnedMsg::Listen { .. })
     ));
     assert_eq!(d.socket(l).unwrap().replicas, vec![i1, i2, i3]);
+}
+
+/// A listener's keeper ([`ReplyFd::Keeper`]) comes with every successful
+/// `listen()` (a repeated one too) and with `Identify` (after exec); other
+/// sockets get none.
+#[test]
+fn listener_answers_carry_the_keeper() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let l = listener(&mut d, &[i1]);
+    for op in [Op::Listen, Op::Identify] {
+        out.clear();
+        d.shim_request(1, &req(op, [16, 0, 0, 0], None), Some(l), &mut out);
+        let r = replies(&out);
+        assert_eq!((r.len(), r[0].ctl.status), (1, 0), "{op:?}: {out:?}");
+        assert_eq!(r[0].fd, ReplyFd::Keeper(l), "{op:?}");
+    }
+    let s = d.new_socket(200, 2, 1, 0).unwrap();
+    out.clear();
+    d.shim_request(1, &req(Op::Identify, [0; 4], None), Some(s), &mut out);
+    assert_eq!(replies(&out)[0].fd, ReplyFd::None);
+}
+
+/// An explicit `bind()` of a datagram socket (to a port or to port 0,
+/// whose answer waits for the port) carries the keeper; an auto-bind
+/// before a first send and a stream's bind do not.
+#[test]
+fn datagram_bind_answers_carry_the_keeper() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 4096, &mut out);
+    let cases = [
+        (2, 0, "127.0.0.1:5353", true),
+        (2, 0, "127.0.0.1:0", true),
+        (2, 1, "0.0.0.0:0", false),
+        (1, 0, "127.0.0.1:5354", false),
+    ];
+    for (n, (ty, auto, at, keeper)) in cases.into_iter().enumerate() {
+        let h = d.new_socket(300 + n as u64, 2, ty, 0).unwrap();
+        out.clear();
+        d.shim_request(
+            1,
+            &req(Op::Bind, [auto, 0, 0, 0], Some(a(at))),
+            Some(h),
+            &mut out,
+        );
+        let mut r = replies(&out);
+        // Answer the instance's requests until the shim has its reply
+        // (a bind to port 0 asks the chosen port first).
+        for _ in 0..3 {
+            if !r.is_empty() {
+                break;
+            }
+            let f = sent(&out, i1);
+            out.clear();
+            ok_all(&mut d, i1, &f, a("127.0.0.1:40000"), &mut out);
+            r = replies(&out);
+        }
+        assert_eq!((r.len(), r[0].ctl.status), (1, 0), "{at}: {out:?}");
+        let want = if keeper {
+            ReplyFd::Keeper(h)
+        } else {
+            ReplyFd::None
+        };
+        assert_eq!(r[0].fd, want, "type {ty}, auto {auto}, {at}");
+        // After exec (Identify), every bound datagram socket is kept.
+        out.clear();
+        d.shim_request(1, &req(Op::Identify, [0; 4], None), Some(h), &mut out);
+        let want = if ty == 2 {
+            ReplyFd::Keeper(h)
+        } else {
+            ReplyFd::None
+        };
+        assert_eq!(replies(&out)[0].fd, want, "Identify: type {ty}, {at}");
+    }
 }
 
 #[test]
@@ -762,6 +840,7 @@ fn relisten_on_a_port_waits_until_the_old_listener_is_released() {
         let r = replies(&out);
         assert_eq!(r.len(), 1, "{out:?}");
         assert_eq!((r[0].ctl.op, r[0].ctl.status), (Op::Listen, 0));
+        assert_eq!(r[0].fd, ReplyFd::Keeper(l2), "a held answer keeps too");
         assert!(out.contains(&Action::Forget { sock: l1 }));
     }
 }

@@ -178,6 +178,12 @@ impl ShimReplies for DaemonHost<'_> {
                     shim::send_reply(self.shims, r.conn, &c2.borrowed(), None);
                 }
             },
+            // The kernel passes a copy; the driver keeps its end. A socket
+            // already gone gets its answer without one.
+            ReplyFd::Keeper(h) => {
+                let keeper = self.socks.get(&h).map(|s| s.drv.as_fd());
+                shim::send_reply(self.shims, r.conn, &r.ctl.borrowed(), keeper)
+            }
         }
     }
 }
