@@ -1,5 +1,5 @@
 //! Keepers: the program's copy of the driver's end of the pair of each INS
-//! listener and explicitly bound datagram socket.
+//! listener and bound or connected datagram socket.
 //!
 //! A listener's app end reads one token byte per connection to accept
 //! (`ops::accept`). When the driver exits, the kernel closes its end of
@@ -14,12 +14,17 @@
 //! (`EAGAIN` when non-blocking), as a Linux listener no connection reaches
 //! does. Its cost is one fd per listener fd.
 //!
-//! A datagram socket the program bound (a UDP server such as dnsmasq) is
-//! kept the same way, from its `bind()`: without it, its app end (a
+//! A datagram socket is kept the same way from the answer that binds it:
+//! its `bind()` (a UDP server such as dnsmasq), the auto-bind before its
+//! first send (`ops::autobind`) or its `connect()` (UDP clients), and
+//! `Identify` of such a socket. Without it, its app end (a
 //! `SOCK_SEQPACKET` pair end) read empty datagrams for ever once the
-//! driver was gone, and a `select` loop around `recvfrom` spun. Sends on
-//! it then go nowhere (the driver's end takes them until its buffer is
-//! full), as datagrams into a network that is gone do.
+//! driver was gone, and a `select` loop around `recv` spun. Sends on it
+//! then go nowhere (the driver's end takes them until its queue is full;
+//! then a send waits, or says `EAGAIN`), as datagrams into a network that
+//! is gone do. A datagram socket never bound, sent on nor connected is
+//! not kept (one fd fewer for sockets that never carry anything); it
+//! reads empty datagrams once the driver is gone.
 //!
 //! Invariants: `KEEPERS[l]` is 0 or `inode << 21 | (keeper fd + 1)` for
 //! listener fd `l`; keeper fds are host entries in the fd table. A keeper

@@ -38,9 +38,9 @@
 //!   (a record to the driver, a marker byte in the stream), and the per-fd
 //!   option cache that answers their `getsockopt`.
 //! * `keeper` — the program's copy of the driver's end of the pair of each
-//!   listener and bound datagram socket, so that such a socket whose
-//!   driver is gone waits instead of reading end-of-file (or empty
-//!   datagrams) for ever: an event loop would spin on it.
+//!   listener and bound or connected datagram socket, so that such a
+//!   socket whose driver is gone waits instead of reading end-of-file (or
+//!   empty datagrams) for ever: an event loop would spin on it.
 //! * `ops` — the INS side of each call, safe code over `sys` and `ctl`.
 //! * `hooks` (unsafe) — the exported C symbols. They never unwind into C:
 //!   the slow paths run under `catch_unwind` and fail with `EIO`.

@@ -255,10 +255,19 @@ pub fn autobind(fd: i32, e: Entry) -> Result<(), Errno> {
             value: &[],
         },
     );
-    if r.is_err() {
-        TABLE.clear_bits(fd, Entry::AUTOBOUND);
+    match r {
+        Ok(r) => {
+            // A UDP client is kept as a server is (see `keeper`).
+            if let Some(k) = r.fd {
+                keeper::keep(fd, k);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            TABLE.clear_bits(fd, Entry::AUTOBOUND);
+            Err(e)
+        }
     }
-    r.map(|_| ())
 }
 
 /// `listen()`.
@@ -331,6 +340,13 @@ pub fn connect(fd: i32, e: Entry, sa: &[u8]) -> Result<(), Errno> {
                 r.status,
                 0 | libc::EINPROGRESS | libc::EALREADY | libc::EISCONN
             ));
+            // A datagram connect carries the keeper (see `keeper`).
+            if e.dgram()
+                && r.status == 0
+                && let Some(k) = r.fd
+            {
+                keeper::keep(fd, k);
+            }
             match r.status {
                 0 => {
                     TABLE.clear_bits(fd, Entry::CONNECTING);

@@ -6,11 +6,11 @@
 //! waiting. Before the shim kept a copy of each listener's driver end (its
 //! `keeper` module), the listener's app end read end-of-file for ever and
 //! polled readable, and nginx's workers and sshd spun at 100 % CPU on an
-//! `accept()` failing with `EINVAL`; a bound UDP socket read empty
-//! datagrams for ever, and a `select` loop around `recvfrom` spun. New
-//! Internet sockets fail with
-//! `EAFNOSUPPORT` (fail closed, as documented; `INS_FAIL_OPEN=1` would use
-//! the host stack).
+//! `accept()` failing with `EINVAL`; a UDP socket (bound by the program,
+//! auto-bound by its first send, or connected) read empty datagrams for
+//! ever, and a `select` loop around `recv` spun. New Internet sockets
+//! fail with `EAFNOSUPPORT` (fail closed, as documented; `INS_FAIL_OPEN=1`
+//! would use the host stack).
 //!
 //! The bound (under 0.5 s of CPU in 3 s, for the program and its children)
 //! is a correctness check, not a speed figure: an idle server uses next to
@@ -259,4 +259,92 @@ fn udp_server_stays_idle_after_the_driver_exits() {
         "the UDP server used {used:?} of CPU in {WINDOW:?} after the driver exited (a busy loop)\n{each}"
     );
     assert!(server.alive(), "the UDP server died");
+}
+
+/// A native UDP echo server on 127.0.0.1; returns its port.
+fn native_udp_echo() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the echo socket");
+    let port = s.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut b) {
+            let _ = s.send_to(&b[..n], from);
+        }
+    });
+    port
+}
+
+/// UDP clients (python3) under the shim that never bind: one `connect()`s
+/// and `send`s, one `sendto`s (the shim's auto-bind). Each waits for its
+/// echo, then loops on `select` and `recv`, as a client waiting for
+/// answers does. Before the auto-bind's and the datagram connect's
+/// answers carried the keeper, both read empty datagrams for ever once
+/// the driver was gone and spun.
+#[test]
+fn udp_clients_stay_idle_after_the_driver_exits() {
+    let mut ins = Ins::start(1);
+    let port = native_udp_echo();
+    let dir = TempDir::new("udp-clients");
+    let mut clients = Vec::new();
+    for mode in ["connect", "sendto"] {
+        let flag = dir.path().join(mode);
+        let mut c = ins.shim_cmd(require("python3"));
+        c.args([
+            "-c",
+            "import select, socket, sys\n\
+             port, mode, flag = int(sys.argv[1]), sys.argv[2], sys.argv[3]\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             to = ('127.0.0.1', port)\n\
+             if mode == 'connect':\n    s.connect(to)\n\
+             while True:\n    \
+                 if mode == 'connect':\n        s.send(b'ping')\n    \
+                 else:\n        s.sendto(b'ping', to)\n    \
+                 r, _, _ = select.select([s], [], [], 0.3)\n    \
+                 if r and s.recv(2048) == b'ping':\n        break\n\
+             open(flag, 'w').close()\n\
+             n = 0\n\
+             while True:\n    \
+                 select.select([s], [], [])\n    \
+                 s.recv(2048)\n    \
+                 n += 1\n    \
+                 if n == 100:\n        open(flag + '.woke', 'w').close()\n",
+            &port.to_string(),
+            mode,
+        ])
+        .arg(&flag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        let mut p = Proc::spawn(&format!("python3 UDP client ({mode})"), c);
+        let echoed = wait_for(Duration::from_secs(15), || flag.exists().then_some(()));
+        assert!(
+            echoed.is_some(),
+            "the UDP client ({mode}) under the shim got no echo (alive: {})\n{}",
+            p.alive(),
+            ins.diagnostics()
+        );
+        clients.push((mode, p));
+    }
+
+    down(&mut ins);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut found = Vec::new();
+    for (mode, p) in &mut clients {
+        let (used, each) = cpu_over_window(&[p.pid()]);
+        eprintln!("UDP client ({mode}): {used:?} of CPU in {WINDOW:?}");
+        found.push((*mode, used, each, p.alive()));
+    }
+    for (mode, used, each, alive) in found {
+        // The echoes of a few extra pings may arrive late; a hundred
+        // wake-ups with nothing sent to it are a loop on a dead pair.
+        assert!(
+            !dir.path().join(format!("{mode}.woke")).exists(),
+            "the UDP client ({mode}) woke a hundred times with no datagram for it after the driver exited"
+        );
+        assert!(
+            used < BOUND,
+            "the UDP client ({mode}) used {used:?} of CPU in {WINDOW:?} after the driver exited (a busy loop)\n{each}"
+        );
+        assert!(alive, "the UDP client ({mode}) died");
+    }
 }

@@ -41,7 +41,7 @@ impl Driver {
                 return;
             }
             if s.bound.is_some() || s.bind_pending || s.dgram_connected {
-                out.push(c.reply(0));
+                out.push(Action::Reply(self.bind_reply(conn, req.seq, h, 0)));
                 return;
             }
         }
@@ -100,7 +100,7 @@ impl Driver {
             if let Some(s) = self.socks.get_mut(&sock) {
                 s.bind_pending = false;
             }
-            out.push(Action::Reply(ShimReply::new(conn, Op::Bind, seq, 0)));
+            out.push(Action::Reply(self.bind_reply(conn, seq, sock, 0)));
             return;
         }
         let mut learn_port = false;
@@ -121,38 +121,26 @@ impl Driver {
         }
         if learn_port {
             // The reply waits for the port the kernel chose.
-            let p = Pending::BindAddr {
-                sock,
-                conn,
-                seq,
-                auto,
-            };
-            self.request(inst, p, out, |req| MsgOf::GetSockName { sock, req });
+            self.request(inst, Pending::BindAddr { sock, conn, seq }, out, |req| {
+                MsgOf::GetSockName { sock, req }
+            });
             return;
         }
-        out.push(Action::Reply(
-            self.bind_reply(conn, seq, sock, auto, status),
-        ));
+        out.push(Action::Reply(self.bind_reply(conn, seq, sock, status)));
     }
 
-    /// The answer to a shim's `Bind` of `sock`: a successful explicit bind
-    /// of a datagram socket carries its keeper ([`ReplyFd::Keeper`]), so
-    /// a bound datagram socket outlives the driver as a listener does
-    /// (never readable, instead of reading empty datagrams for ever).
-    fn bind_reply(
-        &self,
-        conn: ConnId,
-        seq: u32,
-        sock: Handle,
-        auto: bool,
-        status: i32,
-    ) -> ShimReply {
+    /// The answer to a shim's `Bind` of `sock`: a successful bind of a
+    /// datagram socket (explicit, or the shim's auto-bind before a first
+    /// send) carries its keeper ([`ReplyFd::Keeper`]), so a bound datagram
+    /// socket outlives the driver as a listener does (never readable,
+    /// instead of reading empty datagrams for ever).
+    fn bind_reply(&self, conn: ConnId, seq: u32, sock: Handle, status: i32) -> ShimReply {
         let mut r = ShimReply::new(conn, Op::Bind, seq, status);
         let dgram = self
             .socks
             .get(&sock)
             .is_some_and(|s| s.ty == SockType::Dgram);
-        if status == 0 && !auto && dgram {
+        if status == 0 && dgram {
             r.fd = ReplyFd::Keeper(sock);
         }
         r
@@ -165,7 +153,6 @@ impl Driver {
         &mut self,
         inst: InstId,
         (sock, conn, seq): (Handle, ConnId, u32),
-        auto: bool,
         errno: i32,
         value: &[u8],
         out: &mut Vec<Action>,
@@ -180,7 +167,7 @@ impl Driver {
                 errno: if errno == 0 { errno::EPROTO } else { errno },
             }),
         }
-        out.push(Action::Reply(self.bind_reply(conn, seq, sock, auto, 0)));
+        out.push(Action::Reply(self.bind_reply(conn, seq, sock, 0)));
     }
 
     /// `sock` is bound to `addr` as its instance reports it (port 0 or an

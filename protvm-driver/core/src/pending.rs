@@ -17,9 +17,11 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use ins_protocol::control::Op;
-use ins_protocol::msg::{MsgOf, OptValue, OwnedMsg, WireAddr};
+use ins_protocol::msg::{MsgOf, OptValue, OwnedMsg, SockType, WireAddr};
 
-use crate::{Action, ConnId, Driver, Handle, InstId, Note, ShimReply, SockState, Violation, errno};
+use crate::{
+    Action, ConnId, Driver, Handle, InstId, Note, ReplyFd, ShimReply, SockState, Violation, errno,
+};
 
 /// Why a request was sent, so its reply can be routed.
 // `SetOpt` carries the option value (up to 256 bytes) inline: one entry
@@ -55,7 +57,6 @@ pub(crate) enum Pending {
         sock: Handle,
         conn: ConnId,
         seq: u32,
-        auto: bool,
     },
     /// `Listen` on the first instance.
     Listen {
@@ -213,12 +214,9 @@ impl Driver {
                 addr,
                 auto,
             } => self.bind_replied(inst, (sock, conn, seq), addr, auto, errno, out),
-            Pending::BindAddr {
-                sock,
-                conn,
-                seq,
-                auto,
-            } => self.bind_port_known(inst, (sock, conn, seq), auto, errno, value, out),
+            Pending::BindAddr { sock, conn, seq } => {
+                self.bind_port_known(inst, (sock, conn, seq), errno, value, out)
+            }
             Pending::Listen {
                 sock,
                 conn,
@@ -259,8 +257,14 @@ impl Driver {
                     }
                 }
                 Op::Connect => {
+                    // Only a datagram connect is passed through; it
+                    // carries the keeper as a bound datagram socket's
+                    // answers do.
                     if let Some(s) = self.socks.get_mut(&sock) {
                         s.dgram_connected = true;
+                        if s.ty == SockType::Dgram {
+                            r.fd = ReplyFd::Keeper(sock);
+                        }
                     }
                 }
                 _ => {}

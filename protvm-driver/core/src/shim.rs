@@ -102,9 +102,11 @@ impl Driver {
             i32::from(s.listener.is_some()),
             0,
         ];
-        if s.listener.is_some() || (s.ty == SockType::Dgram && s.bound.is_some()) {
-            // A listener or bound datagram socket inherited across exec:
-            // its new image keeps a keeper too.
+        if s.listener.is_some()
+            || (s.ty == SockType::Dgram && (s.bound.is_some() || s.dgram_connected))
+        {
+            // A listener or bound or connected datagram socket inherited
+            // across exec: its new image keeps a keeper too.
             r.fd = ReplyFd::Keeper(c.h);
         }
         out.push(Action::Reply(r));

@@ -191,49 +191,57 @@ fn listener_answers_carry_the_keeper() {
     assert_eq!(replies(&out)[0].fd, ReplyFd::None);
 }
 
-/// An explicit `bind()` of a datagram socket (to a port or to port 0,
-/// whose answer waits for the port) carries the keeper; an auto-bind
-/// before a first send and a stream's bind do not.
+/// Every successful `bind()` of a datagram socket (explicit, to a port or
+/// to port 0 whose answer waits for the port, or the shim's auto-bind
+/// before a first send, also on a socket already bound) and a datagram
+/// `connect()` carry the keeper; a stream's bind does not.
 #[test]
-fn datagram_bind_answers_carry_the_keeper() {
+fn datagram_bind_and_connect_answers_carry_the_keeper() {
     let mut d = driver();
     let mut out = Vec::new();
     let i1 = d.instance_joined(0, 4096, &mut out);
+    let bind = |auto, at| (Op::Bind, [auto, 0, 0, 0], a(at));
+    let connect = (Op::Connect, [0; 4], a("127.0.0.1:53"));
     let cases = [
-        (2, 0, "127.0.0.1:5353", true),
-        (2, 0, "127.0.0.1:0", true),
-        (2, 1, "0.0.0.0:0", false),
-        (1, 0, "127.0.0.1:5354", false),
+        (2, vec![bind(0, "127.0.0.1:5353")], true),
+        (2, vec![bind(0, "127.0.0.1:0")], true),
+        (2, vec![bind(1, "0.0.0.0:0")], true),
+        (2, vec![connect], true),
+        (2, vec![connect, bind(1, "0.0.0.0:0")], true),
+        (
+            2,
+            vec![bind(0, "127.0.0.1:5355"), bind(1, "0.0.0.0:0")],
+            true,
+        ),
+        (1, vec![bind(0, "127.0.0.1:5354")], false),
     ];
-    for (n, (ty, auto, at, keeper)) in cases.into_iter().enumerate() {
+    for (n, (ty, calls, keeper)) in cases.into_iter().enumerate() {
         let h = d.new_socket(300 + n as u64, 2, ty, 0).unwrap();
-        out.clear();
-        d.shim_request(
-            1,
-            &req(Op::Bind, [auto, 0, 0, 0], Some(a(at))),
-            Some(h),
-            &mut out,
-        );
-        let mut r = replies(&out);
-        // Answer the instance's requests until the shim has its reply
-        // (a bind to port 0 asks the chosen port first).
-        for _ in 0..3 {
-            if !r.is_empty() {
-                break;
-            }
-            let f = sent(&out, i1);
+        for (op, args, at) in calls {
             out.clear();
-            ok_all(&mut d, i1, &f, a("127.0.0.1:40000"), &mut out);
-            r = replies(&out);
+            d.shim_request(1, &req(op, args, Some(at)), Some(h), &mut out);
+            let mut r = replies(&out);
+            // Answer the instance's requests until the shim has its reply
+            // (a bind to port 0 asks the chosen port first).
+            for _ in 0..3 {
+                if !r.is_empty() {
+                    break;
+                }
+                let f = sent(&out, i1);
+                out.clear();
+                ok_all(&mut d, i1, &f, a("127.0.0.1:40000"), &mut out);
+                r = replies(&out);
+            }
+            assert_eq!((r.len(), r[0].ctl.status), (1, 0), "{op:?} {at}: {out:?}");
+            let want = if keeper {
+                ReplyFd::Keeper(h)
+            } else {
+                ReplyFd::None
+            };
+            assert_eq!(r[0].fd, want, "type {ty}, {op:?} {args:?} {at}");
         }
-        assert_eq!((r.len(), r[0].ctl.status), (1, 0), "{at}: {out:?}");
-        let want = if keeper {
-            ReplyFd::Keeper(h)
-        } else {
-            ReplyFd::None
-        };
-        assert_eq!(r[0].fd, want, "type {ty}, auto {auto}, {at}");
-        // After exec (Identify), every bound datagram socket is kept.
+        // After exec (Identify), every bound or connected datagram socket
+        // is kept.
         out.clear();
         d.shim_request(1, &req(Op::Identify, [0; 4], None), Some(h), &mut out);
         let want = if ty == 2 {
@@ -241,7 +249,7 @@ fn datagram_bind_answers_carry_the_keeper() {
         } else {
             ReplyFd::None
         };
-        assert_eq!(replies(&out)[0].fd, want, "Identify: type {ty}, {at}");
+        assert_eq!(replies(&out)[0].fd, want, "Identify: type {ty}, case {n}");
     }
 }
 
