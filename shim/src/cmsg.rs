@@ -1,5 +1,5 @@
-//! Control messages (ancillary data) of UDP INS sockets, over the bytes of
-//! a `msghdr`'s control buffer, with Linux's rules.
+//! Control messages (ancillary data) of INS sockets, over the bytes of a
+//! `msghdr`'s control buffer, with Linux's rules.
 //!
 //! Receiving: the datagram's [`PktInfo`] (what the instance's kernel
 //! reported, present only when the option is on there) becomes
@@ -31,6 +31,11 @@
 //!
 //! On a connected IPv6 socket without an address in the call, the shim
 //! does not know whether the peer is IPv4-mapped: both rule sets apply.
+//!
+//! TCP sockets: [`check_stream_send`] checks a `sendmsg`'s messages as
+//! Linux's TCP does (only `SOL_SOCKET` ones count); the data then goes
+//! with no control message, so no descriptor (`SCM_RIGHTS`) or
+//! credential reaches the driver.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -147,6 +152,20 @@ pub fn parse_send(control: &[u8], v6: bool, dest: Option<SocketAddr>) -> Result<
         (true, None) => Path::Unknown,
     };
     let mut info = PktInfo::NONE;
+    walk(control, |level, ty, len, data| {
+        one(path, level, ty, len, data, &mut info)
+    })?;
+    Ok(info)
+}
+
+/// Calls `f(level, type, cmsg_len, data)` for each control message in
+/// order, as the kernel's `for_each_cmsghdr` walks them: a header whose
+/// `cmsg_len` is below the header size or past the buffer is `EINVAL`
+/// (`CMSG_OK`); the first error ends the walk.
+fn walk(
+    control: &[u8],
+    mut f: impl FnMut(i32, i32, usize, &[u8]) -> Result<(), Errno>,
+) -> Result<(), Errno> {
     let mut off = 0;
     while control.len().saturating_sub(off) >= HDR {
         let h = &control[off..];
@@ -159,14 +178,76 @@ pub fn parse_send(control: &[u8], v6: bool, dest: Option<SocketAddr>) -> Result<
         let level = i32::from_ne_bytes([h[WORD], h[WORD + 1], h[WORD + 2], h[WORD + 3]]);
         let ty = i32::from_ne_bytes([h[WORD + 4], h[WORD + 5], h[WORD + 6], h[WORD + 7]]);
         let data = h.get(align(HDR)..len).unwrap_or_default();
-        one(path, level, ty, len, data, &mut info)?;
+        f(level, ty, len, data)?;
         // The next header, if a whole one fits after this message.
         match off.checked_add(align(len)) {
             Some(next) => off = next,
             None => break,
         }
     }
-    Ok(info)
+    Ok(())
+}
+
+/// Linux's `SOF_TIMESTAMPING_TX_RECORD_MASK`: `TX_HARDWARE`,
+/// `TX_SOFTWARE`, `TX_SCHED`, `TX_ACK`, `TX_COMPLETION`.
+const TX_RECORD_MASK: u32 = 1 | 2 | 1 << 8 | 1 << 9 | 1 << 18;
+
+/// The highest `SO_PRIORITY` a process without `CAP_NET_ADMIN` or
+/// `CAP_NET_RAW` may ask for.
+const PRIO_UNPRIVILEGED_MAX: u32 = 6;
+
+/// Checks the control messages of a `sendmsg` on a TCP INS socket as
+/// Linux's `tcp_sendmsg_locked` (`sock_cmsg_send`) does; the data is then
+/// sent with none. `net_cap`: whether the process has `CAP_NET_ADMIN` or
+/// `CAP_NET_RAW` (asked only when a message needs it).
+///
+/// * A malformed header is `EINVAL`; messages of levels other than
+///   `SOL_SOCKET` are skipped.
+/// * `SCM_RIGHTS` and `SCM_CREDENTIALS` are ignored: no descriptor or
+///   credential leaves the program (a Unix socket would pass them).
+/// * `SO_MARK` (privileged, length `CMSG_LEN(4)`), `SO_PRIORITY` (length
+///   `CMSG_LEN(4)`; above 6 privileged) are checked and then have no
+///   effect, as on Linux, whose TCP sends by the socket's own mark and
+///   priority.
+/// * `SO_TIMESTAMPING` (length `CMSG_LEN(4)`, transmit-record flags only)
+///   asks for transmit timestamps INS does not carry: with any flag set
+///   the call fails with `EOPNOTSUPP` (not silently without them), unless
+///   another message fails Linux's checks (`EINVAL` first).
+/// * `SCM_TXTIME` is `EINVAL`, as on a socket without `SO_TXTIME` (the
+///   shim does not track that option; on a socket that set it Linux
+///   accepts the message and ignores it).
+/// * Any other `SOL_SOCKET` type is `EINVAL` (Linux TCP answers every
+///   failure of these checks with `EINVAL`, a missing privilege too).
+pub fn check_stream_send(control: &[u8], net_cap: impl Fn() -> bool) -> Result<(), Errno> {
+    let mut unsupported = false;
+    walk(control, |level, ty, len, data| {
+        if level != libc::SOL_SOCKET {
+            return Ok(());
+        }
+        let u32_value = || {
+            (len == cmsg_len(4)).then(|| u32::from_ne_bytes([data[0], data[1], data[2], data[3]]))
+        };
+        let ok = match ty {
+            libc::SCM_RIGHTS | libc::SCM_CREDENTIALS => true,
+            libc::SO_MARK => net_cap() && u32_value().is_some(),
+            libc::SO_PRIORITY => {
+                u32_value().is_some_and(|p| p <= PRIO_UNPRIVILEGED_MAX || net_cap())
+            }
+            SO_TIMESTAMPING_OLD | libc::SO_TIMESTAMPING_NEW => match u32_value() {
+                Some(f) if f & !TX_RECORD_MASK == 0 => {
+                    unsupported |= f != 0;
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if ok { Ok(()) } else { Err(Errno::EINVAL) }
+    })?;
+    if unsupported {
+        return Err(Errno(libc::EOPNOTSUPP));
+    }
+    Ok(())
 }
 
 /// One control message of a send.
@@ -399,5 +480,60 @@ mod tests {
         assert_eq!(put_recv(&info, &mut out), (0, true));
         let mut out = [0u8; 0];
         assert_eq!(put_recv(&PktInfo::NONE, &mut out), (0, false));
+    }
+
+    /// TCP: Linux's `sock_cmsg_send` rules, every failure `EINVAL`;
+    /// transmit timestamps INS does not carry are `EOPNOTSUPP` only when
+    /// Linux would have accepted the whole buffer.
+    #[test]
+    fn stream_send_rules() {
+        let check = |c: &[u8], cap: bool| check_stream_send(c, || cap).map_err(|e| e.0);
+        let fd = 7i32.to_ne_bytes();
+        let rights = msg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &fd);
+        let creds = msg(libc::SOL_SOCKET, libc::SCM_CREDENTIALS, &[0; 12]);
+        let ttl = msg(libc::IPPROTO_IP, libc::IP_TTL, &[0; 4]);
+        let bogus_level = msg(12345, 1, &[]);
+        for c in [&rights, &creds, &ttl, &bogus_level, &[][..].to_vec()] {
+            assert_eq!(check(c, false), Ok(()), "{c:?}");
+        }
+        assert_eq!(
+            check(&[rights.clone(), ttl.clone()].concat(), false),
+            Ok(())
+        );
+        // Malformed: cmsg_len below a header, or past the buffer.
+        let mut short = rights.clone();
+        short[..WORD].copy_from_slice(&8usize.to_ne_bytes());
+        let mut long = ttl.clone();
+        long[..WORD].copy_from_slice(&64usize.to_ne_bytes());
+        for c in [&short, &long] {
+            assert_eq!(check(c, true), Err(libc::EINVAL));
+        }
+        // A buffer shorter than a header is no message.
+        assert_eq!(check(&[0u8; HDR - 1], false), Ok(()));
+        let four = |ty, v: u32| msg(libc::SOL_SOCKET, ty, &v.to_ne_bytes());
+        let mark = four(libc::SO_MARK, 5);
+        assert_eq!(check(&mark, true), Ok(()));
+        assert_eq!(check(&mark, false), Err(libc::EINVAL), "unprivileged");
+        let mark8 = msg(libc::SOL_SOCKET, libc::SO_MARK, &[0; 8]);
+        assert_eq!(check(&mark8, true), Err(libc::EINVAL));
+        assert_eq!(check(&four(libc::SO_PRIORITY, 6), false), Ok(()));
+        assert_eq!(check(&four(libc::SO_PRIORITY, 7), false), Err(libc::EINVAL));
+        assert_eq!(check(&four(libc::SO_PRIORITY, 7), true), Ok(()));
+        let ts = four(libc::SO_TIMESTAMPING_NEW, 2);
+        assert_eq!(check(&ts, false), Err(libc::EOPNOTSUPP));
+        assert_eq!(check(&four(SO_TIMESTAMPING_OLD, 0), false), Ok(()));
+        // A receive flag is not a transmit-record flag.
+        assert_eq!(
+            check(&four(SO_TIMESTAMPING_OLD, 4), false),
+            Err(libc::EINVAL)
+        );
+        // Linux's failure wins over what INS cannot carry, in any order.
+        assert_eq!(
+            check(&[ts.clone(), short.clone()].concat(), false),
+            Err(libc::EINVAL)
+        );
+        let txtime = msg(libc::SOL_SOCKET, libc::SCM_TXTIME, &[0; 8]);
+        assert_eq!(check(&txtime, true), Err(libc::EINVAL));
+        assert_eq!(check(&four(libc::SO_KEEPALIVE, 1), true), Err(libc::EINVAL));
     }
 }

@@ -1079,13 +1079,28 @@ unsafe fn sendmsg_ins(fd: c_int, e: Entry, msg: *const msghdr, flags: c_int) -> 
             unsafe { udp_send(fd, e, m.msg_iov, m.msg_iovlen, dest, control, flags) }
         });
     }
+    // The kernel copies the control buffer in before TCP sees the call;
+    // TCP checks its messages once the socket may send (see
+    // `cmsg::check_stream_send`).
+    // SAFETY: the caller's control buffer.
+    let control = match unsafe { control_in(&m) } {
+        Ok(c) => c,
+        Err(e) => return fail(e.0),
+    };
     if let Some(r) = stream_write_refused(e, flags) {
         return r;
+    }
+    if let Err(e) = cmsg::check_stream_send(control, sys::net_capable) {
+        return fail(e.0);
     }
     let mut copy = m;
     copy.msg_name = ptr::null_mut();
     copy.msg_namelen = 0;
-    // SAFETY: forwarded with the address removed.
+    // No control message reaches the pair: a descriptor or credential
+    // would go to the driver.
+    copy.msg_control = ptr::null_mut();
+    copy.msg_controllen = 0;
+    // SAFETY: forwarded with the address and control messages removed.
     stream_write_result(
         fd,
         unsafe { real::sendmsg(fd, &copy, flags | libc::MSG_NOSIGNAL) },

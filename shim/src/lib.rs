@@ -28,7 +28,9 @@
 //!   [`ins_protocol::msg::PktInfo`].
 //! * [`cmsg`] — `recvmsg`/`sendmsg` control messages of UDP sockets:
 //!   `IP_PKTINFO` / `IPV6_PKTINFO` with Linux's layout, truncation
-//!   (`MSG_CTRUNC`) and errors.
+//!   (`MSG_CTRUNC`) and errors; a TCP `sendmsg`'s messages checked as
+//!   Linux's TCP does, then dropped (none reaches the pair, so no
+//!   `SCM_RIGHTS` descriptor reaches the driver).
 //! * [`route`] — which `socket()` calls go to INS, which to libc, which fail.
 //! * `sys` (unsafe) — the real libc functions (`dlsym(RTLD_NEXT)`, resolved
 //!   once) and safe wrappers around the syscalls the shim makes itself.
@@ -65,7 +67,8 @@
 //! reused by a hooked call. Of UDP ancillary data only packet information
 //! (`IP_PKTINFO`, `IPV6_PKTINFO`) travels: other received control messages
 //! are not delivered, and sending one Linux would apply is `EOPNOTSUPP`
-//! ([`cmsg`]); `recvmmsg`'s timeout is ignored on INS fds; `FIONREAD` on a
+//! ([`cmsg`]), as is a TCP `sendmsg` asking for transmit timestamps;
+//! `recvmmsg`'s timeout is ignored on INS fds; `FIONREAD` on a
 //! UDP INS fd counts the 72-byte header.
 //! `SOCK_RAW` Internet sockets and `AF_PACKET` fail with `EPERM`, ICMP
 //! datagram sockets with `EACCES`, other Internet socket types with

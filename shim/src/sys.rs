@@ -403,6 +403,22 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// Whether the process's effective capabilities include `CAP_NET_ADMIN`
+/// or `CAP_NET_RAW` (`capget`; false if it fails).
+pub fn net_capable() -> bool {
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_NET_RAW: u32 = 13;
+    // struct __user_cap_header_struct { version, pid } and two
+    // __user_cap_data_struct { effective, permitted, inheritable }.
+    let mut hdr = [VERSION_3, 0];
+    let mut data = [0u32; 6];
+    // SAFETY: hdr and data are the header and the two data structs the
+    // kernel reads and writes for version 3.
+    let r = unsafe { libc::syscall(libc::SYS_capget, hdr.as_mut_ptr(), data.as_mut_ptr()) };
+    r == 0 && data[0] & (1 << CAP_NET_ADMIN | 1 << CAP_NET_RAW) != 0
+}
+
 /// `(is a socket, inode)` of an open fd.
 pub fn fstat_sock(fd: c_int) -> Result<(bool, u64), Errno> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();

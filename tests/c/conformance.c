@@ -75,6 +75,44 @@ static unsigned tcp_info_u32(int fd, size_t off)
     return v;
 }
 
+/* sendmsg of one byte on TCP socket s with one control message (level,
+ * type, dlen bytes of data; cmsg_len clen, or CMSG_LEN(dlen) when 0),
+ * printed as step name; a byte sent is read back on c ("name-recv": 1,
+ * or 0 when nothing was sent). */
+static void cmsg_step(const char *name, int s, int c, int level, int type,
+                      const void *data, size_t dlen, size_t clen)
+{
+    union { char b[CMSG_SPACE(64)]; struct cmsghdr align; } cb;
+    memset(&cb, 0, sizeof cb);
+    char x = 'x', got = 0;
+    struct iovec iov = { &x, 1 };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cb.b,
+                         .msg_controllen = CMSG_SPACE(dlen) };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = level;
+    cm->cmsg_type = type;
+    cm->cmsg_len = clen ? clen : CMSG_LEN(dlen);
+    memcpy(CMSG_DATA(cm), data, dlen);
+    alarm(3);
+    errno = 0;
+    long r = sendmsg(s, &mh, MSG_NOSIGNAL);
+    int e = errno;
+    alarm(0);
+    step(name, r, e);
+    char n[96];
+    snprintf(n, sizeof n, "%s-recv", name);
+    if (r != 1) {
+        step(n, 0, 0);
+    } else {
+        alarm(3);
+        errno = 0;
+        r = recv(c, &got, 1, MSG_WAITALL);
+        e = errno;
+        alarm(0);
+        step(n, r == 1 && got == 'x' ? 1 : -1, e);
+    }
+}
+
 static volatile sig_atomic_t sigpipes;
 
 static void count_sigpipe(int sig)
@@ -431,6 +469,50 @@ int main(int argc, char **argv)
         STEP("inband-recv-after", recv(c, rb, 4, MSG_WAITALL));
         STEP("inband-send-back", send(c, "back", 4, MSG_NOSIGNAL));
         STEP("inband-recv-back", recv(s, rb, 4, MSG_WAITALL));
+
+        /* --- sendmsg control messages on TCP: Linux checks only the
+         * SOL_SOCKET ones (sock_cmsg_send, every failure EINVAL), ignores
+         * SCM_RIGHTS and SCM_CREDENTIALS, and the peer gets only the data.
+         * Under the shim no descriptor may reach the driver: the pipe's
+         * write end passed and then closed here leaves its read end at
+         * end-of-file (the test also counts the driver's fds). */
+        {
+            int pfd[2];
+            if (pipe(pfd) != 0)
+                return 1;
+            int fds[3] = { pfd[1], pfd[1], pfd[0] };
+            cmsg_step("tcp-sendmsg-scm-rights", s, c, SOL_SOCKET, SCM_RIGHTS, fds, sizeof fds, 0);
+            close(pfd[1]);
+            fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+            STEP("tcp-sendmsg-scm-rights-no-copy-left", read(pfd[0], rb, 1));
+            close(pfd[0]);
+            struct ucred cr = { getpid(), getuid(), getgid() };
+            cmsg_step("tcp-sendmsg-scm-credentials", s, c, SOL_SOCKET, SCM_CREDENTIALS, &cr, sizeof cr, 0);
+            struct ucred bogus = { 1, 12345, 12345 };
+            cmsg_step("tcp-sendmsg-scm-credentials-bogus", s, c, SOL_SOCKET, SCM_CREDENTIALS, &bogus, sizeof bogus, 0);
+            int v = 5;
+            cmsg_step("tcp-sendmsg-cmsg-len-short", s, c, SOL_SOCKET, SCM_RIGHTS, &v, sizeof v,
+                      sizeof(struct cmsghdr) - 1);
+            cmsg_step("tcp-sendmsg-cmsg-len-past-buffer", s, c, IPPROTO_IP, IP_TTL, &v, sizeof v,
+                      CMSG_SPACE(sizeof v) + 8);
+            cmsg_step("tcp-sendmsg-ip-ttl-ignored", s, c, IPPROTO_IP, IP_TTL, &v, sizeof v, 0);
+            cmsg_step("tcp-sendmsg-unknown-level", s, c, 12345, 1, &v, sizeof v, 0);
+            cmsg_step("tcp-sendmsg-so-mark", s, c, SOL_SOCKET, SO_MARK, &v, sizeof v, 0);
+            long long big = 5;
+            cmsg_step("tcp-sendmsg-so-mark-len8", s, c, SOL_SOCKET, SO_MARK, &big, sizeof big, 0);
+            int prio = 3;
+            cmsg_step("tcp-sendmsg-so-priority-3", s, c, SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio, 0);
+            prio = 9;
+            cmsg_step("tcp-sendmsg-so-priority-9", s, c, SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio, 0);
+            unsigned ts = 0;
+            cmsg_step("tcp-sendmsg-timestamping-0", s, c, SOL_SOCKET, SO_TIMESTAMPING, &ts, sizeof ts, 0);
+            ts = 4; /* SOF_TIMESTAMPING_RX_HARDWARE: not a transmit flag */
+            cmsg_step("tcp-sendmsg-timestamping-rx", s, c, SOL_SOCKET, SO_TIMESTAMPING, &ts, sizeof ts, 0);
+            ts = 2; /* SOF_TIMESTAMPING_TX_SOFTWARE */
+            cmsg_step("tcp-sendmsg-timestamping-tx", s, c, SOL_SOCKET, SO_TIMESTAMPING, &ts, sizeof ts, 0);
+            cmsg_step("tcp-sendmsg-txtime-unset", s, c, SOL_SOCKET, SCM_TXTIME, &big, sizeof big, 0);
+            cmsg_step("tcp-sendmsg-so-keepalive-cmsg", s, c, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v, 0);
+        }
         close(s);
         close(c);
         close(l2);
