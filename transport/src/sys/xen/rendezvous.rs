@@ -44,8 +44,8 @@ use ins_protocol::hello::{Hello, Role};
 use ins_protocol::region::RegionView;
 use ins_protocol::ring::{Consumer, Producer, init_ring};
 use ins_xen::channel::{
-    ChannelId, DriverSide, DriverStep, DriverView, InstanceSide, InstanceStep, Limits, Offer,
-    PeerView, RingSizes, State,
+    ChannelId, DriverSide, DriverStep, DriverView, InstanceSide, InstanceStep, LIVENESS_KEY,
+    Limits, Offer, PeerView, RingSizes, State,
 };
 use ins_xen::gnttab::PAGE_SIZE;
 use ins_xen::xenstore::{self, Client, TxId, XsErrno};
@@ -65,7 +65,6 @@ use crate::sys::linux::poll_until;
 type Xs = Client<XenbusStream>;
 
 const PEER_TOKEN: &str = "ins-peer";
-const LIVENESS_KEY: &str = "liveness-channel";
 
 /// An open Xen channel: the endpoint, and the link thread watching the
 /// peer. Drop the endpoint (or call [`XenChannel::close`]) to tear down.
