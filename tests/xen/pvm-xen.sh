@@ -19,6 +19,10 @@
 #   pvm-xen.sh ukr-web               nginx under libshim.so on that driver
 #   pvm-xen.sh ukr-down              stop that nginx, then that driver
 #                                    (`ins-ctl down`: it closes the channel)
+#   pvm-xen.sh ukr-big DOMID CH      a fourth driver (/run/insb) with the
+#                                    default 1 MiB rings offers CH to DOMID
+#                                    for 20 s (the unikernel must refuse:
+#                                    prints "UKBIG attach exit N"), then down
 set -e
 export PATH=/opt/ins/bin:$PATH
 D=/run/insx
@@ -70,5 +74,12 @@ ukr-down)
   ins-ctl --run-dir /run/insu down
   grep -h -i "xen channel" /run/insu/*.log 2>/dev/null | tail -n 4 | sed 's/^/UKDOWN /'
   ;;
-*) echo "usage: pvm-xen.sh attach DOMID CHANNEL | web | flows | gone | ukr-attach DOMID CHANNEL | ukr-web | ukr-down"; exit 2 ;;
+ukr-big)
+  B=/run/insb; mkdir -p $B
+  ins-ctl --run-dir $B up --instances 0 -- --heartbeat-timeout-ms 60000
+  rc=0; ins-ctl --run-dir $B attach-xen --domid "$2" --channel "$3" --rendezvous-s 20 || rc=$?
+  echo "UKBIG attach exit $rc"
+  ins-ctl --run-dir $B down
+  ;;
+*) echo "usage: pvm-xen.sh attach DOMID CHANNEL | web | flows | gone | ukr-attach DOMID CHANNEL | ukr-web | ukr-down | ukr-big DOMID CHANNEL"; exit 2 ;;
 esac

@@ -13,7 +13,13 @@
 #      byte-exact (sha256);
 #   18 unikernel-channel-teardown: `ins-ctl down` closes the channel: the
 #      unikernel unmaps, closes its ports, removes its keys, prints
-#      INS_PV_CHANNEL_CLOSED and powers off; neither directory is left.
+#      INS_PV_CHANNEL_CLOSED and powers off; neither directory is left;
+#   19 unikernel-refuses-large-offer: domain "ukb" (same image, 169.254.100.7)
+#      is offered a channel with the driver's default 1 MiB rings (515
+#      pages, more than its 2 MiB foreign window): it refuses before
+#      mapping anything (INS_PV_CHANNEL_FAILED naming the window) and
+#      powers off; the driver's attach-xen fails (the domain went, or at
+#      the latest after its 20 s rendezvous) and removes its keys.
 #   env (dom0's): UKL_TIMEOUT (s, default 180) for the boot.
 UKR_IP=169.254.100.6
 UKR_TIMEOUT=${UKL_TIMEOUT:-180}
@@ -84,3 +90,26 @@ else
   result unikernel-channel-teardown fail "the unikernel did not join"
 fi
 xl destroy ukr 2>/dev/null
+
+# --- 19. an offer larger than the unikernel's foreign window is refused
+UKB_LOG=/var/log/xen/console/guest-ukb.log
+sed 's/^name = .*/name = "ukb"/; s/channel=ukr/channel=ukbig/; s/00:64:06/00:64:07/; s/ip=169.254.100.6/ip=169.254.100.7/' /etc/xen/ukr.cfg > /etc/xen/ukb.cfg
+if create ukb; then
+  console ukb
+  B=$(domid ukb); i=0
+  until grep -q INS_PV_READY $UKB_LOG 2>/dev/null || [ $i -ge $((UKR_TIMEOUT * 10)) ]; do usleep 100000; i=$((i+1)); done
+  run pvm "sh /opt/ins/pvm-xen.sh ukr-big $B ukbig"; wait_cmd pvm $N 120 >/dev/null
+  i=0; while xl domid ukb >/dev/null 2>&1 && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
+  grep "INS_PV_CHANNEL_FAILED" $UKB_LOG
+  grep "UKBIG" /var/log/xen/console/guest-pvm.log | tail -n 1
+  left=$(xenstore-ls /local/domain/$P/data/ins/ukbig 2>/dev/null)
+  if grep -q "INS_PV_CHANNEL_FAILED .*above our limit.*foreign window" $UKB_LOG && ! xl domid ukb >/dev/null 2>&1 \
+     && grep -q "UKBIG attach exit [1-9]" /var/log/xen/console/guest-pvm.log && [ -z "$left" ]; then
+    result unikernel-refuses-large-offer pass "1 MiB rings refused (window), dom$B powered off, attach-xen failed, no keys left"
+  else
+    result unikernel-refuses-large-offer fail "see INS_PV_CHANNEL_FAILED and UKBIG above; keys left: $(echo $left | wc -w)"
+  fi
+else
+  result unikernel-refuses-large-offer fail "xl create ukb failed"
+fi
+xl destroy ukb 2>/dev/null

@@ -49,8 +49,8 @@ use core::fmt;
 use crate::domid::DomId;
 use crate::evtchn::Port;
 use crate::gnttab::{GrantRef, PAGE_SIZE};
-use crate::xenstore::path;
 use crate::xenstore::perms::{Access, Permission};
+use crate::xenstore::{self, Client, Stream, TxId, XsErrno, path};
 
 /// The newest rendezvous version this build speaks.
 pub const VERSION: u32 = 1;
@@ -524,6 +524,31 @@ pub enum DriverView {
     Absent,
     /// The driver's `state` (`None`: absent or unparsable).
     State(Option<State>),
+}
+
+/// Reads a channel key: absent and unreadable alike are `None`
+/// (xenstored answers `EACCES` for a missing node under a parent we may
+/// not read, as when the peer's directory is gone).
+pub fn read_key<S: Stream>(
+    xs: &mut Client<S>,
+    path: &str,
+) -> Result<Option<Vec<u8>>, xenstore::Error<S::Error>> {
+    match xs.read(TxId::NONE, path) {
+        Ok(v) => Ok(Some(v)),
+        Err(xenstore::Error::Xs(XsErrno::ENOENT | XsErrno::EACCES)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The instance's fresh look at the driver's directory (its `state`).
+pub fn read_driver_view<S: Stream>(
+    xs: &mut Client<S>,
+    id: &ChannelId,
+) -> Result<DriverView, xenstore::Error<S::Error>> {
+    Ok(match read_key(xs, &format!("{}/state", id.driver_dir()))? {
+        None => DriverView::Absent,
+        Some(v) => DriverView::State(State::parse(&v)),
+    })
 }
 
 /// What the instance should do next.

@@ -31,13 +31,14 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::Ordering;
 
+use ins_core::outbox::RingOutbox;
 use ins_protocol::hello::{Hello, Role};
 use ins_protocol::ring::{Consumer, Producer, RingConfig};
 use ins_xen::channel::{
     ChannelId, DriverView, INSTANCE_ALIVE, InstanceSide, InstanceStep, LIVENESS_KEY, Limits, Offer,
-    State,
+    State, read_driver_view, read_key,
 };
-use ins_xen::xenstore::{self, Client, TxId, XsErrno};
+use ins_xen::xenstore::{Client, TxId};
 use ins_xen::{DomId, Port};
 use ins_xen_pv::abi::PAGE_SIZE;
 use ins_xen_pv::events::Events;
@@ -113,8 +114,8 @@ pub struct Channel {
     pub ring_port: u32,
     /// The liveness port (our end).
     pub live_port: u32,
-    /// Ring instance→driver.
-    pub tx: Producer<Mapped>,
+    /// Ring instance→driver, as the executor's outbox.
+    pub outbox: RingOutbox<Mapped>,
     /// Ring driver→instance.
     pub rx: Consumer<Mapped>,
     /// The driver's hello.
@@ -128,21 +129,12 @@ fn key(dir: &str, k: &str) -> String {
     format!("{dir}/{k}")
 }
 
-/// Reads a key; absent and unreadable alike are `None` (xenstored answers
-/// `EACCES` for a missing node under a parent we cannot read).
 fn read_opt(xs: &mut Xs, path: &str) -> Result<Option<Vec<u8>>, ChanError> {
-    match xs.read(TxId::NONE, path) {
-        Ok(v) => Ok(Some(v)),
-        Err(xenstore::Error::Xs(XsErrno::ENOENT | XsErrno::EACCES)) => Ok(None),
-        Err(e) => Err(err("xenstore read", e)),
-    }
+    read_key(xs, path).map_err(|e| err("xenstore read", e))
 }
 
 fn driver_view(xs: &mut Xs, id: &ChannelId) -> Result<DriverView, ChanError> {
-    Ok(match read_opt(xs, &key(&id.driver_dir(), "state"))? {
-        None => DriverView::Absent,
-        Some(v) => DriverView::State(State::parse(&v)),
-    })
+    read_driver_view(xs, id).map_err(|e| err("xenstore read", e))
 }
 
 /// Takes queued and arriving watch events without blocking; returns
@@ -267,11 +259,16 @@ pub fn join(p: &mut Platform<'_>, args: &ChanArgs, hello: Hello) -> Result<Chann
             return Err(ChanError("timed out waiting for the driver's offer".into()));
         }
     }
-    let limits = Limits {
-        max_pages: args.max_pages,
-    };
-    let offer = Offer::parse(me, limits, |k| read_opt(p.xs, &key(&ddir, k)))?
-        .map_err(|e| err("the driver's offer", e))?;
+    // The region must fit the foreign window as well as `chan_pages`.
+    let max_pages = args
+        .max_pages
+        .min(u32::try_from(p.window.free_pages()).unwrap_or(u32::MAX));
+    let limits = Limits { max_pages };
+    let offer = Offer::parse(me, limits, |k| read_opt(p.xs, &key(&ddir, k)))?.map_err(|e| {
+        ChanError(format!(
+            "the driver's offer: {e} (we accept at most {max_pages} pages: chan_pages= and the free foreign window; the driver can offer smaller rings, --ring-capacity)"
+        ))
+    })?;
     let live_port = read_opt(p.xs, &key(&ddir, LIVENESS_KEY))?
         .and_then(|v| Port::parse(&v))
         .ok_or_else(|| ChanError(format!("the offer's {LIVENESS_KEY} is missing or invalid")))?;
@@ -318,7 +315,7 @@ pub fn join(p: &mut Platform<'_>, args: &ChanArgs, hello: Hello) -> Result<Chann
             status,
             ring_port: b.ring.unwrap_or_default(),
             live_port: b.live.unwrap_or_default(),
-            tx,
+            outbox: RingOutbox::new(tx),
             rx,
             peer,
             version,

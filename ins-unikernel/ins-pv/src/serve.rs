@@ -25,9 +25,9 @@
 
 use alloc::vec::Vec;
 
-use ins_core::executor::{Executor, Outbox, OutboxFull};
-use ins_protocol::msg::HEADER_LEN;
-use ins_protocol::ring::{Producer, RingError};
+use ins_core::executor::Executor;
+use ins_core::outbox::RingOutbox;
+use ins_protocol::ring::RingError;
 use ins_xen_pv::events::Events;
 use ins_xen_pv::page::Mapped;
 use ins_xen_pv::println;
@@ -39,44 +39,13 @@ use crate::demo::S;
 /// Frames taken from the driver's ring before other work gets a turn.
 const RX_BATCH: usize = 256;
 
-/// The executor's outbox: the ring toward the driver; frames become
-/// visible at [`RingOutbox::flush`].
-struct RingOutbox<'a> {
-    tx: &'a mut Producer<Mapped>,
-    max_payload: usize,
-    error: Option<RingError>,
-}
-
-impl Outbox for RingOutbox<'_> {
-    fn try_push(&mut self, parts: &[&[u8]]) -> Result<(), OutboxFull> {
-        if self.error.is_some() {
-            return Err(OutboxFull);
-        }
-        match self.tx.try_push_parts(parts) {
-            Ok(()) => Ok(()),
-            Err(RingError::Full) => Err(OutboxFull),
-            Err(e) => {
-                self.error = Some(e);
-                Err(OutboxFull)
-            }
-        }
+/// Publishes the pushed frames, raising the ring port if the driver
+/// waits for them.
+fn flush(ob: &mut RingOutbox<Mapped>, events: &Events, port: u32) -> Result<(), RingError> {
+    if ob.publish()? {
+        let _ = events.notify(port);
     }
-
-    fn max_frame(&self) -> usize {
-        self.max_payload
-    }
-}
-
-impl RingOutbox<'_> {
-    fn flush(&mut self, events: &Events, port: u32) -> Result<(), RingError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        if self.tx.flush()? {
-            let _ = events.notify(port);
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Why the loop ended.
@@ -107,24 +76,18 @@ pub fn run(
     clock: Clock,
 ) -> End {
     let ring_port = ch.ring_port;
-    let max_payload = (ch.tx.config().max_frame as usize).saturating_sub(HEADER_LEN);
     let mut rxbuf = alloc::vec![0u8; ch.rx.config().max_frame as usize];
     let mut evs = Vec::new();
     let ring_err = |what: &str, e: RingError| End::Error(alloc::format!("{what}: {e}"));
     loop {
         let now = clock.now_ns();
         let wall = clock.wall_ns();
-        let (ch_rx, ch_tx) = (&mut ch.rx, &mut ch.tx);
-        let mut ob = RingOutbox {
-            tx: ch_tx,
-            max_payload,
-            error: None,
-        };
+        let (ch_rx, ob) = (&mut ch.rx, &mut ch.outbox);
         let mut popped = 0;
         while popped < RX_BATCH {
             match ch_rx.pop(&mut rxbuf) {
                 Ok(Some(n)) => {
-                    exec.on_frame(&rxbuf[..n], now, wall, &mut ob);
+                    exec.on_frame(&rxbuf[..n], now, wall, ob);
                     popped += 1;
                 }
                 Ok(None) => break,
@@ -139,16 +102,16 @@ pub fn run(
             Err(e) => return ring_err("the driver's ring", e),
         }
         if exec.next_deadline().is_some_and(|d| d <= now) {
-            exec.on_tick(now, wall, &mut ob);
+            exec.on_tick(now, wall, ob);
         }
         if let Some(need) = exec.wants_ring_space() {
-            match ob.tx.free_frame_space() {
-                Ok(free) if free >= need => exec.on_ring_space(now, wall, &mut ob),
-                Ok(_) => {}
+            match ob.fits(need) {
+                Ok(true) => exec.on_ring_space(now, wall, ob),
+                Ok(false) => {}
                 Err(e) => return ring_err("our ring", e),
             }
         }
-        if let Err(e) = ob.flush(&events, ring_port) {
+        if let Err(e) = flush(ob, &events, ring_port) {
             return ring_err("our ring", e);
         }
 
@@ -168,7 +131,7 @@ pub fn run(
             Err(e) => return ring_err("the driver's ring", e),
         }
         if let Some(need) = exec.wants_ring_space() {
-            match ch.tx.prepare_wait_space(need) {
+            match ch.outbox.tx.prepare_wait_space(need) {
                 Ok(true) => timeout = Some(0),
                 Ok(false) => {}
                 Err(e) => return ring_err("our ring", e),
@@ -179,13 +142,9 @@ pub fn run(
             println!("ins-pv: stack poll: errno {}", e.0);
         }
         if !evs.is_empty() {
-            let mut ob = RingOutbox {
-                tx: &mut ch.tx,
-                max_payload,
-                error: None,
-            };
-            exec.on_events(&evs, clock.now_ns(), clock.wall_ns(), &mut ob);
-            if let Err(e) = ob.flush(&events, ring_port) {
+            let ob = &mut ch.outbox;
+            exec.on_events(&evs, clock.now_ns(), clock.wall_ns(), ob);
+            if let Err(e) = flush(ob, &events, ring_port) {
                 return ring_err("our ring", e);
             }
         }
