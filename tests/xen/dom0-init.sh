@@ -65,7 +65,24 @@ wait_cmd() {
   done
 }
 
+# ins_tests= on dom0's command line (INS_XEN_TESTS for run.sh) selects
+# a part of the lab: "unikernel" boots only the PVM and runs the
+# unikernel's tests (16-19, then 11-15); empty or "all": everything.
+ONLY=$(sed -n 's/.*ins_tests=\([^ ]*\).*/\1/p' /proc/cmdline)
+case "${ONLY:-all}" in all|unikernel) ;; *) echo "XENTEST ins-tests FAIL unknown ins_tests=$ONLY (all, unikernel)"; ONLY=all ;; esac
+echo "LAB_TESTS ${ONLY:-all}"
+
 T0=$(up)
+if [ "$ONLY" = unikernel ]; then
+  create pvm || result create-pvm fail ""
+  console pvm; wait_up pvm 300
+  P=$(domid pvm)
+  . /etc/ins/ukring.sh   # tests 16-19: the unikernel joins the driver (tests/xen/ukring.sh)
+  run pvm poweroff; sleep 2
+  . /etc/ins/unikernel.sh
+  echo "XENLAB_DONE failed=$FAILED elapsed=$(since $T0) s"
+  sync; poweroff -f
+fi
 # The three domains are built at once (dom0's memory is fixed: no ballooning).
 create pvm & c1=$!; create ins1 & c2=$!; create snoop & c3=$!
 wait $c1 || result create-pvm fail ""; wait $c2 || result create-ins1 fail ""; wait $c3 || result create-snoop fail ""
@@ -216,6 +233,7 @@ r=$(wait_cmd pvm $N 120)
 [ "$r" = 0 ] && result xen-instance-dead pass "after xl destroy: no instance, no xen channel left on the driver" \
   || result xen-instance-dead fail "pvm-xen.sh gone exited $r"
 
+. /etc/ins/ukring.sh   # tests 16-19: the unikernel joins the driver (tests/xen/ukring.sh)
 for n in pvm snoop; do run $n poweroff; done
 sleep 2
 . /etc/ins/unikernel.sh   # tests 11-15: the PV unikernel (tests/xen/unikernel.sh)

@@ -10,6 +10,19 @@
 #                                    state local" lines, then `ins-ctl list`
 #   pvm-xen.sh gone                  wait (60 s) until the driver has no
 #                                    instance and no Xen channel left
+#   pvm-xen.sh ukr-attach DOMID CH   a third driver (/run/insu) whose only
+#                                    instance is the PV unikernel in DOMID:
+#                                    256 KiB rings (the unikernel maps the
+#                                    channel in its 2 MiB foreign window),
+#                                    offers CH, returns once it joined; then
+#                                    `ins-ctl list` as "UKLIST" lines
+#   pvm-xen.sh ukr-web               nginx under libshim.so on that driver
+#   pvm-xen.sh ukr-down              stop that nginx, then that driver
+#                                    (`ins-ctl down`: it closes the channel)
+#   pvm-xen.sh ukr-big DOMID CH      a fourth driver (/run/insb) with the
+#                                    default 1 MiB rings offers CH to DOMID
+#                                    for 20 s (the unikernel must refuse:
+#                                    prints "UKBIG attach exit N"), then down
 set -e
 export PATH=/opt/ins/bin:$PATH
 D=/run/insx
@@ -44,5 +57,29 @@ gone)
   echo "XGONE no instance and no xen channel left after $((i / 10)) s"
   tail -n 20 $D/*.log 2>/dev/null | grep -i -E "xen|instance" | tail -n 8
   ;;
-*) echo "usage: pvm-xen.sh attach DOMID CHANNEL | web | flows | gone"; exit 2 ;;
+ukr-attach)
+  U=/run/insu; mkdir -p $U
+  ins-ctl --run-dir $U up --instances 0 -- --ring-capacity 262144 --heartbeat-timeout-ms 60000 --handshake-timeout-ms 60000
+  ins-ctl --run-dir $U attach-xen --domid "$2" --channel "$3" --rendezvous-s 300
+  ins-ctl --run-dir $U list | sed 's/^/UKLIST /'
+  ;;
+ukr-web)
+  mkdir -p /tmp/nginxu-body
+  sed 's|/tmp/nginx|/tmp/nginxu|g' /etc/ins/nginx.conf > /tmp/nginx-ukr.conf
+  ins-ctl --run-dir /run/insu run -- nginx -c /tmp/nginx-ukr.conf > /tmp/nginx-ukr.log 2>&1 &
+  echo "PVM_UKR_WEB started (nginx under the shim, driver /run/insu)"
+  ;;
+ukr-down)
+  [ -f /tmp/nginxu.pid ] && kill "$(cat /tmp/nginxu.pid)" 2>/dev/null; sleep 1
+  ins-ctl --run-dir /run/insu down
+  grep -h -i "xen channel" /run/insu/*.log 2>/dev/null | tail -n 4 | sed 's/^/UKDOWN /'
+  ;;
+ukr-big)
+  B=/run/insb; mkdir -p $B
+  ins-ctl --run-dir $B up --instances 0 -- --heartbeat-timeout-ms 60000
+  rc=0; ins-ctl --run-dir $B attach-xen --domid "$2" --channel "$3" --rendezvous-s 20 || rc=$?
+  echo "UKBIG attach exit $rc"
+  ins-ctl --run-dir $B down
+  ;;
+*) echo "usage: pvm-xen.sh attach DOMID CHANNEL | web | flows | gone | ukr-attach DOMID CHANNEL | ukr-web | ukr-down | ukr-big DOMID CHANNEL"; exit 2 ;;
 esac

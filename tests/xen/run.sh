@@ -3,6 +3,7 @@
 # serial console goes to a log with host timestamps. dom0's /init runs the
 # lab's tests and powers off.
 #   env: INS_XEN_OUT (images, default <repo>/target/xen), LOG, CPU (qemu64),
+#        INS_XEN_TESTS (a part of the lab: unikernel; default all),
 #        SMP (2), MEM (3072 MiB), DOM0MEM (1024M), TIMEOUT (1500 s; a whole run took 1,044 s at load average 9), XEN_EXTRA
 set -euo pipefail
 HERE=$(dirname "$(readlink -f "$0")")
@@ -11,7 +12,7 @@ OUT=${INS_XEN_OUT:-$ROOT/target/xen}
 LOG=${LOG:-$OUT/logs/boot-$(date +%H%M%S).log}
 mkdir -p "$(dirname "$LOG")"
 XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=${DOM0MEM:-1024M},max:${DOM0MEM:-1024M} dom0_max_vcpus=${SMP:-2} loglvl=warning guest_loglvl=warning noreboot spec-ctrl=no xpti=false ${XEN_EXTRA:-}"
-DOM0_ARGS="console=hvc0 earlyprintk=xen rdinit=/init loglevel=4 mitigations=off"
+DOM0_ARGS="console=hvc0 earlyprintk=xen rdinit=/init loglevel=4 mitigations=off${INS_XEN_TESTS:+ ins_tests=$INS_XEN_TESTS}"
 T0=$(date +%s.%N)
 echo "== booting Xen in QEMU (TCG); log: $LOG"
 set +e

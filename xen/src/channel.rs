@@ -18,6 +18,7 @@
 //!      ring-pages                 number of granted pages
 //!      ring-ref/<k>               up to REFS_PER_KEY grant refs, space-separated
 //!      event-channel              unbound port for <instance>
+//!      liveness-channel           second unbound port (see LIVENESS_KEY)
 //!      state                      xenbus-style state
 //!  /local/domain/<instance>/data/ins/<driver>-<name>/  owner instance, r<driver>
 //!      version                    the version the instance chose
@@ -48,13 +49,25 @@ use core::fmt;
 use crate::domid::DomId;
 use crate::evtchn::Port;
 use crate::gnttab::{GrantRef, PAGE_SIZE};
-use crate::xenstore::path;
 use crate::xenstore::perms::{Access, Permission};
+use crate::xenstore::{self, Client, Stream, TxId, XsErrno, path};
 
 /// The newest rendezvous version this build speaks.
 pub const VERSION: u32 = 1;
 /// The oldest rendezvous version this build accepts.
 pub const MIN_VERSION: u32 = 1;
+/// Key, in the driver's directory, of the *liveness* event channel: an
+/// unbound port for the instance, raised only when a side lets go of the
+/// pages (the ring's own port stays the rings' alone).
+pub const LIVENESS_KEY: &str = "liveness-channel";
+/// Offset of the driver's alive word in the *status page*, the region's
+/// last page (after the two rings): non-zero first byte while the driver
+/// holds the pages.
+pub const DRIVER_ALIVE: usize = 0;
+/// Offset of the instance's alive word in the status page: set to 1 once
+/// it mapped the region, first byte cleared when it lets go (by its
+/// kernel's unmap notification, or by itself before unmapping).
+pub const INSTANCE_ALIVE: usize = 64;
 /// Grant references per `ring-ref/<k>` key (≤ 2,816 bytes of value).
 pub const REFS_PER_KEY: usize = 256;
 
@@ -511,6 +524,31 @@ pub enum DriverView {
     Absent,
     /// The driver's `state` (`None`: absent or unparsable).
     State(Option<State>),
+}
+
+/// Reads a channel key: absent and unreadable alike are `None`
+/// (xenstored answers `EACCES` for a missing node under a parent we may
+/// not read, as when the peer's directory is gone).
+pub fn read_key<S: Stream>(
+    xs: &mut Client<S>,
+    path: &str,
+) -> Result<Option<Vec<u8>>, xenstore::Error<S::Error>> {
+    match xs.read(TxId::NONE, path) {
+        Ok(v) => Ok(Some(v)),
+        Err(xenstore::Error::Xs(XsErrno::ENOENT | XsErrno::EACCES)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The instance's fresh look at the driver's directory (its `state`).
+pub fn read_driver_view<S: Stream>(
+    xs: &mut Client<S>,
+    id: &ChannelId,
+) -> Result<DriverView, xenstore::Error<S::Error>> {
+    Ok(match read_key(xs, &format!("{}/state", id.driver_dir()))? {
+        None => DriverView::Absent,
+        Some(v) => DriverView::State(State::parse(&v)),
+    })
 }
 
 /// What the instance should do next.

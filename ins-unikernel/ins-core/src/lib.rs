@@ -13,6 +13,7 @@
 //! * [`config`]: the instance's limits and timers.
 //! * [`executor`]: the [`executor::Executor`] that glues them together over a
 //!   stack and the driver's ring.
+//! * [`outbox`]: the executor's outbox over the ring toward the driver.
 //! * [`telemetry`]: live per-connection telemetry (timings, TCP window,
 //!   statistics of the first bytes each way).
 //! * [`hash`]: the keyed hash maps the above use.
@@ -32,6 +33,7 @@ pub mod executor;
 pub mod flow;
 pub mod hash;
 pub mod mitigation;
+pub mod outbox;
 pub mod profile;
 pub mod stack;
 pub mod telemetry;

@@ -6,15 +6,26 @@
 //! `INS_PV_READY` is printed with boot figures, and the instance serves.
 //! `then=poweroff` / `then=panic` stop after READY instead, and `net=none`
 //! skips networking (boot tests without a vif).
+//!
+//! With `driver=<domid> channel=<name>` the instance joins that driver
+//! over an INS Xen channel ([`chan`]) and runs ins-core's executor over
+//! smoltcp on the driver's ring ([`serve`]) until the driver closes the
+//! channel or goes away; it then tears the channel down and powers off.
+//! Without them it serves the stand-alone demo of [`demo`].
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod chan;
 mod demo;
 mod platform;
+mod serve;
 
+use ins_core::Executor;
+use ins_core::config::InstanceConfig;
 use ins_netfront::front::{NetConfig, Netfront};
+use ins_protocol::hello::{Hello, Role};
 use ins_smol_stack::SmolStack;
 use ins_xen::xenstore::Client;
 use ins_xen_pv::abi::sched::POWEROFF;
@@ -95,7 +106,115 @@ fn main(mut boot: Boot) -> ! {
     let mut stack = SmolStack::new(cfg, nf, waiter);
 
     report_ready(boot.clock, boot.boot_ns);
+    if si.arg("driver").is_some() || si.arg("channel").is_some() {
+        let args = match chan_args(&si) {
+            Ok(a) => a,
+            Err(e) => panic!("command line: {}", e.0),
+        };
+        let mut p = chan::Platform {
+            xs: &mut xs,
+            events: boot.events,
+            clock: boot.clock,
+            window: boot.memory.window(),
+            store_port: si.store_evtchn,
+        };
+        join_and_serve(&si, &args, &mut p, stack)
+    }
     finish(&si, Some(&mut stack))
+}
+
+/// The channel's command-line arguments.
+fn chan_args(si: &StartInfo) -> Result<chan::ChanArgs, platform::BadArg> {
+    use platform::BadArg;
+    fn num<T: core::str::FromStr>(
+        si: &StartInfo,
+        k: &'static str,
+        default: T,
+    ) -> Result<T, BadArg> {
+        si.arg(k)
+            .map_or(Ok(default), |v| v.parse().map_err(|_| BadArg(k)))
+    }
+    let driver = si
+        .arg("driver")
+        .and_then(|v| ins_xen::DomId::parse(v.as_bytes()))
+        .filter(|d| d.is_real())
+        .ok_or(BadArg(
+            "driver= (a real domain id) is required with channel=",
+        ))?;
+    let name = si
+        .arg("channel")
+        .ok_or(BadArg("channel= is required with driver="))?;
+    Ok(chan::ChanArgs {
+        driver,
+        name: name.into(),
+        max_pages: num(si, "chan_pages", 256u32)?,
+        max_frame_limit: num(si, "chan_max_frame", 1u32 << 20)?,
+        rendezvous_ns: num(si, "rendezvous_s", 300u64)?.saturating_mul(1_000_000_000),
+        hello_ns: num(si, "hello_s", 60u64)?.saturating_mul(1_000_000_000),
+    })
+}
+
+/// Joins the driver, serves its ring until it goes, tears the channel
+/// down and powers off.
+fn join_and_serve(
+    si: &StartInfo,
+    args: &chan::ChanArgs,
+    p: &mut chan::Platform<'_>,
+    stack: demo::S,
+) -> ! {
+    let icfg = InstanceConfig {
+        max_sockets: 1024,
+        window_bytes: 64 * 1024,
+        max_flows: 4096,
+        max_mitigation_rules: 1024,
+        telemetry: false,
+        ..InstanceConfig::default()
+    };
+    let instance_id: u32 = si
+        .arg("instance_id")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut hello = Hello::new(Role::Instance);
+    hello.instance_id = instance_id;
+    hello.max_sockets = icfg.max_sockets as u32;
+    hello.window = icfg.window_bytes;
+    hello.time_ns = p.clock.wall_ns();
+    let t = p.clock.now_ns();
+    let mut ch = match chan::join(p, args, hello) {
+        Ok(ch) => ch,
+        Err(e) => {
+            println!("INS_PV_CHANNEL_FAILED {e}");
+            hypercall::shutdown(POWEROFF)
+        }
+    };
+    println!(
+        "INS_PV_JOINED driver={} channel={} version={} pages={} ring_port={} live_port={} driver_window={} in {} ms",
+        ch.id().driver,
+        ch.id().name,
+        ch.version,
+        ch.pages(),
+        ch.ring_port,
+        ch.live_port,
+        ch.peer.window,
+        (p.clock.now_ns() - t) / 1_000_000
+    );
+    let mut stack = stack;
+    stack
+        .waiter_mut()
+        .add_outside(&[ch.ring_port, ch.live_port, p.store_port]);
+    let mut exec = match Executor::new(stack, icfg, ch.peer.window, instance_id) {
+        Ok(e) => e,
+        Err(e) => panic!("instance config: {e}"),
+    };
+    let end = serve::run(&mut exec, &mut ch, p.xs, p.events, p.clock);
+    let c = exec.counters();
+    println!("INS_PV_SERVING_ENDED {end}; executor {c:?}");
+    exec.stack_mut().waiter_mut().clear_outside();
+    match ch.close(p) {
+        Ok(pages) => println!("INS_PV_CHANNEL_CLOSED unmapped={pages} ports closed, keys removed"),
+        Err(e) => println!("INS_PV_CHANNEL_CLOSE_FAILED {e}"),
+    }
+    hypercall::shutdown(POWEROFF)
 }
 
 fn report_ready(clock: Clock, boot_ns: u64) {

@@ -1,6 +1,7 @@
 //! Glue between the PV platform and the network stack: the waiter that
 //! sleeps in `SCHEDOP_poll`, the command-line configuration and entropy.
 
+use alloc::vec::Vec;
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 use ins_smol_stack::{StackConfig, Waiter};
@@ -9,28 +10,49 @@ use ins_xen_pv::start_info::StartInfo;
 use ins_xen_pv::time::Clock;
 
 /// Sleeps until one of its ports fires or the one-shot timer expires.
+///
+/// `ports` are the stack's own (netfront); `outside` ports belong to the
+/// platform's loop (the driver's ring, the liveness port, xenstore): when
+/// one of them was pending after a wait, [`Waiter::take_outside_wake`]
+/// says so once. Pending bits are only wake-up hints: every owner looks
+/// at its shared state (ring indices, alive words) afterwards.
 pub struct PvWaiter {
     clock: Clock,
     events: Events,
     timer: Timer,
-    ports: [u32; 3],
-    n: usize,
+    /// The stack's ports, then the outside ones, then the timer's.
+    ports: Vec<u32>,
+    stack_ports: usize,
+    outside_woke: bool,
 }
 
 impl PvWaiter {
-    /// Waits on `ports` (at most two) and the timer.
+    /// Waits on `ports` and the timer.
     pub fn new(clock: Clock, events: Events, timer: Timer, ports: &[u32]) -> PvWaiter {
-        let mut p = [0u32; 3];
-        let n = ports.len().min(2);
-        p[..n].copy_from_slice(&ports[..n]);
-        p[n] = timer.port();
+        let mut p = ports.to_vec();
+        p.push(timer.port());
         PvWaiter {
             clock,
             events,
             timer,
             ports: p,
-            n: n + 1,
+            stack_ports: ports.len(),
+            outside_woke: false,
         }
+    }
+
+    /// Also waits on `ports`, which belong to the platform's loop.
+    pub fn add_outside(&mut self, ports: &[u32]) {
+        let timer = self.ports.pop();
+        self.ports.extend_from_slice(ports);
+        self.ports.extend(timer);
+    }
+
+    /// Stops waiting on the outside ports (before they are closed).
+    pub fn clear_outside(&mut self) {
+        let timer = self.ports.pop();
+        self.ports.truncate(self.stack_ports);
+        self.ports.extend(timer);
     }
 }
 
@@ -43,11 +65,17 @@ impl Waiter for PvWaiter {
         if let Some(t) = timeout_ns {
             let _ = self.timer.arm(self.clock.now_ns().saturating_add(t));
         }
-        let ports = &self.ports[..self.n];
-        let _ = self.events.wait(ports, None);
-        for &p in ports {
-            self.events.take(p);
+        let _ = self.events.wait(&self.ports, None);
+        let outside = self.stack_ports..self.ports.len() - 1;
+        for (i, &p) in self.ports.iter().enumerate() {
+            if self.events.take(p) && outside.contains(&i) {
+                self.outside_woke = true;
+            }
         }
+    }
+
+    fn take_outside_wake(&mut self) -> bool {
+        core::mem::take(&mut self.outside_woke)
     }
 }
 

@@ -35,11 +35,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ins_core::config::ConfigError;
-use ins_core::executor::{Executor, Outbox, OutboxFull};
+use ins_core::executor::Executor;
 use ins_protocol::hello::{Hello, Role};
-use ins_protocol::msg::HEADER_LEN;
 use ins_protocol::region::SharedRegion;
-use ins_protocol::ring::{Consumer, Producer, RingError};
+use ins_protocol::ring::{Consumer, RingError};
 use ins_transport::channel::Transport;
 use ins_transport::sys::xen::connect_xen;
 use ins_transport::{Doorbell, Endpoint, MemfdRegion};
@@ -138,68 +137,20 @@ fn wall_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// The executor's [`Outbox`]: the ring producer toward the driver. Frames
-/// become visible at [`RingOutbox::flush`], after each batch.
-pub struct RingOutbox<R: SharedRegion = MemfdRegion> {
-    tx: Producer<Arc<R>>,
-    max_payload: usize,
-    /// The first non-`Full` ring error; the loop stops on it.
-    error: Option<RingError>,
-}
+/// The executor's outbox: ins-core's ring outbox over the channel's
+/// producer. Frames become visible at [`flush`], after each batch.
+pub type RingOutbox<R = MemfdRegion> = ins_core::outbox::RingOutbox<Arc<R>>;
 
-impl<R: SharedRegion> RingOutbox<R> {
-    /// Wraps the transport's producer.
-    pub fn new(tx: Producer<Arc<R>>) -> Self {
-        let max_payload = (tx.config().max_frame as usize).saturating_sub(HEADER_LEN);
-        RingOutbox {
-            tx,
-            max_payload,
-            error: None,
-        }
+/// Publishes pushed frames, ringing `bell` if the driver waits for them.
+pub fn flush<R: SharedRegion, B: Doorbell>(
+    ob: &mut RingOutbox<R>,
+    bell: &B,
+) -> Result<(), InstanceError> {
+    if ob.publish().map_err(ring_err)? {
+        bell.notify()
+            .map_err(io_err("ring the driver's doorbell"))?;
     }
-
-    /// Publishes pushed frames, ringing `bell` if the driver waits for them.
-    pub fn flush<B: Doorbell>(&mut self, bell: &B) -> Result<(), InstanceError> {
-        self.check()?;
-        if self.tx.flush().map_err(ring_err)? {
-            bell.notify()
-                .map_err(io_err("ring the driver's doorbell"))?;
-        }
-        Ok(())
-    }
-
-    fn check(&mut self) -> Result<(), InstanceError> {
-        match self.error {
-            Some(e) => Err(ring_err(e)),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether a frame of `len` bytes fits now.
-    fn fits(&mut self, len: usize) -> Result<bool, InstanceError> {
-        Ok(self.tx.free_frame_space().map_err(ring_err)? >= len)
-    }
-}
-
-impl<R: SharedRegion> Outbox for RingOutbox<R> {
-    fn try_push(&mut self, parts: &[&[u8]]) -> Result<(), OutboxFull> {
-        if self.error.is_some() {
-            return Err(OutboxFull);
-        }
-        match self.tx.try_push_parts(parts) {
-            Ok(()) => Ok(()),
-            Err(RingError::Full) => Err(OutboxFull),
-            Err(e) => {
-                tracing::error!("outgoing ring: {e}");
-                self.error = Some(e);
-                Err(OutboxFull)
-            }
-        }
-    }
-
-    fn max_frame(&self) -> usize {
-        self.max_payload
-    }
+    Ok(())
 }
 
 /// The hello this instance sends.
@@ -419,17 +370,17 @@ pub fn serve<T: Transport>(
                 .notify()
                 .map_err(io_err("ring the driver's doorbell"))?;
         }
-        ob.check()?;
+        ob.check().map_err(ring_err)?;
 
         if exec.next_deadline().is_some_and(|d| d <= now) {
             exec.on_tick(now, wall, &mut ob);
         }
         if let Some(need) = exec.wants_ring_space()
-            && ob.fits(need)?
+            && ob.fits(need).map_err(ring_err)?
         {
             exec.on_ring_space(now, wall, &mut ob);
         }
-        ob.flush(&tx_bell)?;
+        flush(&mut ob, &tx_bell)?;
 
         // How long may we sleep? Right after work (an answer is likely on
         // its way) spin on the ring first, before asking for a doorbell:
@@ -477,7 +428,7 @@ pub fn serve<T: Transport>(
         worked = !events.is_empty();
         if worked {
             exec.on_events(&events, mono_ns(), wall_ns(), &mut ob);
-            ob.flush(&tx_bell)?;
+            flush(&mut ob, &tx_bell)?;
         }
     }
 }
@@ -510,7 +461,7 @@ fn graceful_shutdown<R: SharedRegion, B: Doorbell>(
     rx_bell: &B,
 ) -> Result<(), InstanceError> {
     exec.shutdown(mono_ns(), wall_ns(), ob);
-    ob.flush(tx_bell)?;
+    flush(ob, tx_bell)?;
     let deadline = mono_ns().saturating_add(SHUTDOWN_GRACE.as_nanos() as u64);
     let mut scratch = Vec::new();
     while let Some(need) = exec.wants_ring_space() {
@@ -519,9 +470,9 @@ fn graceful_shutdown<R: SharedRegion, B: Doorbell>(
             tracing::warn!("the driver did not make room for the last frames; dropping them");
             break;
         }
-        if ob.fits(need)? {
+        if ob.fits(need).map_err(ring_err)? {
             exec.on_ring_space(now, wall_ns(), ob);
-            ob.flush(tx_bell)?;
+            flush(ob, tx_bell)?;
             continue;
         }
         if ob.tx.prepare_wait_space(need).map_err(ring_err)? {

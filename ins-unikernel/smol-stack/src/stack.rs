@@ -27,6 +27,13 @@ pub trait Waiter {
     /// Sleeps until the device may have a frame to receive or `timeout_ns`
     /// passed (`None`: no timeout). May return early.
     fn wait(&mut self, timeout_ns: Option<u64>);
+    /// Whether the last [`Waiter::wait`] ended because of an event source
+    /// outside the stack (another ring of the platform's loop); clears it.
+    /// `poll_events` then returns without stack events so that its caller
+    /// can look at that source. Default: never.
+    fn take_outside_wake(&mut self) -> bool {
+        false
+    }
 }
 
 /// Addresses and limits of a [`SmolStack`].
@@ -580,6 +587,11 @@ impl<D: Device, W: Waiter> Stack for SmolStack<D, W> {
             } else {
                 zero_waits = 0;
                 self.waiter.wait(wait);
+            }
+            if self.waiter.take_outside_wake() {
+                self.poll_iface();
+                self.collect(out);
+                return Ok(());
             }
         }
     }

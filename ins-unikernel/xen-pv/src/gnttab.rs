@@ -159,53 +159,122 @@ impl GrantTable {
     }
 }
 
-/// A peer's page mapped in the window.
+/// A peer's granted pages mapped side by side in the window, as one
+/// region (an INS channel's rings and status page).
+///
+/// Invariant: `handles[i]` is the live mapping of page `i`. When Xen
+/// refuses to unmap a page, the region's window slots all stay reserved
+/// for good (a page may still hold the peer's frame), so the window never
+/// hands them out again.
 #[derive(Debug)]
-pub struct ForeignPage {
-    page: Mapped,
-    handle: u32,
+pub struct ForeignRegion {
+    region: Mapped,
+    handles: Vec<u32>,
 }
 
-impl ForeignPage {
-    /// Maps grant `gref` of domain `domid` into `window`.
+/// Why unmapping a [`ForeignRegion`] was incomplete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnmapError {
+    /// Pages Xen refused to unmap (their window slots stay reserved).
+    pub failed: usize,
+    /// The first refusal.
+    pub first: GrantError,
+}
+
+impl fmt::Display for UnmapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Xen refused to unmap {} page(s): {}",
+            self.failed, self.first
+        )
+    }
+}
+
+impl ForeignRegion {
+    /// Maps grants `grefs` of domain `domid`, in order, into consecutive
+    /// pages of `window`. On any failure the pages mapped so far are
+    /// unmapped again and the error returned.
     pub fn map(
         window: &mut Window,
         domid: u16,
-        gref: u32,
+        grefs: &[u32],
         readonly: bool,
-    ) -> Result<ForeignPage, GrantError> {
-        let va = window.alloc(1).ok_or(GrantError::Xen(XenError::ENOSPC))?;
-        // SAFETY: `va` was just reserved in the window (it has an L1 table
-        // and nothing uses it); the peer's page is then shared memory.
-        #[allow(unsafe_code)]
-        let handle = match unsafe { hypercall::gnttab_map(va as u64, domid, gref, readonly) } {
-            Ok(h) => h,
-            Err(e) => {
-                window.free(va, 1);
-                return Err(e);
+    ) -> Result<ForeignRegion, GrantError> {
+        let n = grefs.len();
+        let va = window.alloc(n).ok_or(GrantError::Xen(XenError::ENOSPC))?;
+        let mut handles = Vec::with_capacity(n);
+        for (i, &gref) in grefs.iter().enumerate() {
+            // SAFETY: `va + i` pages were just reserved in the window (they
+            // have an L1 table and nothing uses them); the peer's page is
+            // then shared memory, reached only through `Mapped`.
+            #[allow(unsafe_code)]
+            let r = unsafe {
+                hypercall::gnttab_map((va + i * PAGE_SIZE) as u64, domid, gref, readonly)
+            };
+            match r {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // SAFETY: the pages below `i` were mapped above and
+                    // nothing has used them yet.
+                    #[allow(unsafe_code)]
+                    let region = unsafe { Mapped::new(va, n) };
+                    let partial = ForeignRegion { region, handles };
+                    if partial.unmap_pages().is_ok() {
+                        window.free(va, n);
+                    }
+                    return Err(e);
+                }
             }
-        };
-        // SAFETY: mapped above until `unmap`.
+        }
+        // SAFETY: all `n` pages are mapped (above) until `unmap`.
         #[allow(unsafe_code)]
-        let page = unsafe { Mapped::new(va, 1) };
-        Ok(ForeignPage { page, handle })
+        let region = unsafe { Mapped::new(va, n) };
+        Ok(ForeignRegion { region, handles })
     }
 
-    /// The mapped page.
-    pub fn page(&self) -> &Mapped {
-        &self.page
+    /// The mapped pages (copies must not be used after [`Self::unmap`]).
+    pub fn region(&self) -> Mapped {
+        self.region
     }
 
-    /// Unmaps the page and releases its window slot.
-    pub fn unmap(self, window: &mut Window) -> Result<(), GrantError> {
-        // SAFETY: `self` is consumed, so nothing reaches the page again
-        // through it; copies of `page()` must not outlive it (documented).
-        #[allow(unsafe_code)]
-        unsafe {
-            hypercall::gnttab_unmap(self.page.va() as u64, self.handle)?
-        };
-        window.free(self.page.va(), 1);
-        Ok(())
+    /// Pages mapped.
+    pub fn pages(&self) -> usize {
+        self.handles.len()
+    }
+
+    fn unmap_pages(&self) -> Result<(), UnmapError> {
+        let mut err: Option<UnmapError> = None;
+        let va = self.region.va();
+        for (i, &h) in self.handles.iter().enumerate() {
+            let page = va + i * PAGE_SIZE;
+            // SAFETY: the owner is being consumed (`unmap`) or was never
+            // handed out (`map`'s failure path): nothing reaches the page.
+            #[allow(unsafe_code)]
+            let r = unsafe { hypercall::gnttab_unmap(page as u64, h) };
+            if let Err(e) = r {
+                match &mut err {
+                    Some(u) => u.failed += 1,
+                    None => {
+                        err = Some(UnmapError {
+                            failed: 1,
+                            first: e,
+                        })
+                    }
+                }
+            }
+        }
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Unmaps every page and releases the window slots, unless Xen refused
+    /// a page (then the slots stay reserved, see [`UnmapError`]).
+    pub fn unmap(self, window: &mut Window) -> Result<(), UnmapError> {
+        let r = self.unmap_pages();
+        if r.is_ok() {
+            window.free(self.region.va(), self.handles.len());
+        }
+        r
     }
 }
 

@@ -345,6 +345,16 @@ impl Window {
         None
     }
 
+    /// Pages not reserved (not necessarily contiguous).
+    pub fn free_pages(&self) -> usize {
+        WINDOW_PAGES
+            - self
+                .used
+                .iter()
+                .map(|w| w.count_ones() as usize)
+                .sum::<usize>()
+    }
+
     /// Releases `n` pages from `va` (they must be unmapped first).
     pub fn free(&mut self, va: usize, n: usize) {
         let first = va.wrapping_sub(WINDOW_VA as usize) / PAGE_SIZE;

@@ -66,6 +66,19 @@ impl XsRing {
         }
     }
 
+    /// Whether xenstored has written bytes we have not read (a watch
+    /// event, when no request is outstanding). Never blocks.
+    pub fn has_input(&self) -> bool {
+        let v = self.page.view();
+        match (
+            v.load_u32(RSP_PROD, Ordering::Acquire),
+            v.load_u32(RSP_CONS, Ordering::Relaxed),
+        ) {
+            (Ok(prod), Ok(cons)) => prod != cons,
+            _ => false,
+        }
+    }
+
     fn wait(&self, deadline: u64) -> Result<(), RingError> {
         if self.clock.now_ns() >= deadline {
             return Err(RingError::Timeout);

@@ -97,10 +97,7 @@ unsafe impl SharedRegion for XenRegion {
     }
 }
 
-/// Offset of the driver's alive word within the status page.
-pub const DRIVER_ALIVE: usize = 0;
-/// Offset of the instance's alive word within the status page.
-pub const INSTANCE_ALIVE: usize = 64;
+pub use ins_xen::channel::{DRIVER_ALIVE, INSTANCE_ALIVE};
 
 /// Device paths and limits of the Xen transport. Every limit is a field.
 #[derive(Debug, Clone, PartialEq, Eq)]

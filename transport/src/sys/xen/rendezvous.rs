@@ -44,8 +44,8 @@ use ins_protocol::hello::{Hello, Role};
 use ins_protocol::region::RegionView;
 use ins_protocol::ring::{Consumer, Producer, init_ring};
 use ins_xen::channel::{
-    ChannelId, DriverSide, DriverStep, DriverView, InstanceSide, InstanceStep, Limits, Offer,
-    PeerView, RingSizes, State,
+    ChannelId, DriverSide, DriverStep, DriverView, InstanceSide, InstanceStep, LIVENESS_KEY,
+    Limits, Offer, PeerView, RingSizes, State, read_driver_view, read_key,
 };
 use ins_xen::gnttab::PAGE_SIZE;
 use ins_xen::xenstore::{self, Client, TxId, XsErrno};
@@ -65,7 +65,6 @@ use crate::sys::linux::poll_until;
 type Xs = Client<XenbusStream>;
 
 const PEER_TOKEN: &str = "ins-peer";
-const LIVENESS_KEY: &str = "liveness-channel";
 
 /// An open Xen channel: the endpoint, and the link thread watching the
 /// peer. Drop the endpoint (or call [`XenChannel::close`]) to tear down.
@@ -133,24 +132,19 @@ fn key(dir: &str, k: &str) -> String {
     format!("{dir}/{k}")
 }
 
-/// Reads a key, treating "absent" and "not readable" alike (xenstored
-/// answers `EACCES` for a missing node under a parent we cannot read).
+/// Reads a key, treating "absent" and "not readable" alike
+/// ([`ins_xen::channel::read_key`]).
 fn read_opt(xs: &mut Xs, path: &str) -> Result<Option<Vec<u8>>, Error> {
-    match xs.read(TxId::NONE, path) {
-        Ok(v) => Ok(Some(v)),
-        Err(xenstore::Error::Xs(XsErrno::ENOENT | XsErrno::EACCES)) => Ok(None),
-        Err(e) => Err(Error::Xenstore {
-            op: "read",
-            source: e,
-        }),
-    }
+    read_key(xs, path).map_err(|e| Error::Xenstore {
+        op: "read",
+        source: e,
+    })
 }
 
 fn driver_view(xs: &mut Xs, id: &ChannelId) -> Result<DriverView, Error> {
-    let dir = id.driver_dir();
-    Ok(match read_opt(xs, &key(&dir, "state"))? {
-        None => DriverView::Absent,
-        Some(v) => DriverView::State(State::parse(&v)),
+    read_driver_view(xs, id).map_err(|e| Error::Xenstore {
+        op: "read",
+        source: e,
     })
 }
 
