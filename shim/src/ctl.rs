@@ -252,6 +252,28 @@ fn take() -> Result<Conn, CtlError> {
     })
 }
 
+/// Whether the driver this process talked to is gone: a pooled control
+/// connection hangs up once it exits (one `poll`, no work for a live
+/// driver), and without one the shim socket refuses a new connection.
+/// A pooled connection that hung up is dropped and the socket tried once
+/// more, so a restarted driver counts as there (the caller's sockets,
+/// though, belonged to the old one). Unknown failures count as there: the
+/// caller must not drop data on a guess.
+pub fn driver_gone() -> bool {
+    for _ in 0..2 {
+        match take() {
+            Err(CtlError::Unreachable(_)) => return true,
+            Err(_) => return false,
+            Ok(conn) if !conn.fresh && sys::hung_up(conn.fd) => conn.poison(),
+            Ok(conn) => {
+                conn.release();
+                return false;
+            }
+        }
+    }
+    false
+}
+
 /// A request: what [`call`] sends.
 pub struct Request<'a> {
     /// The operation.

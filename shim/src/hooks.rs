@@ -755,16 +755,43 @@ unsafe fn udp_send(
     frame::check_len(total, e.v6())?;
     let mut hdr = frame::header(to, &info);
     let hdr_ptr = hdr.as_mut_ptr();
-    let send = |v: *mut iovec, cnt: usize| {
-        // SAFETY: msghdr is plain data; zero is valid.
-        let mut msg: msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = v;
-        msg.msg_iovlen = cnt as _;
-        // SAFETY: msg describes live buffers.
-        unsafe { real::sendmsg(fd, &msg, flags & (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)) }
+    // A kept socket (see `keeper`) is tried without waiting first: once
+    // its driver is gone, its sends fill the keeper's queue, which nothing
+    // reads, and a blocking send would then wait for ever.
+    let kept = keeper::has(fd);
+    let flags = flags & (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+    let send = |f: c_int| {
+        move |v: *mut iovec, cnt: usize| {
+            // SAFETY: msghdr is plain data; zero is valid.
+            let mut msg: msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = v;
+            msg.msg_iovlen = cnt as _;
+            // SAFETY: msg describes live buffers.
+            unsafe { real::sendmsg(fd, &msg, f) }
+        }
+    };
+    let first = if kept {
+        flags | libc::MSG_DONTWAIT
+    } else {
+        flags
     };
     // SAFETY: iov has n ≤ MAX_IOV readable entries.
-    let r = unsafe { with_header_iov(hdr_ptr, iov, n, send) };
+    let mut r = unsafe { with_header_iov(hdr_ptr, iov, n, send(first)) };
+    if r < 0 && kept && sys::errno() == libc::EAGAIN {
+        if ctl::driver_gone() {
+            // The network is gone: the datagram is lost in it, as Linux
+            // loses one it cannot deliver, and what waited is dropped
+            // so the queue never fills.
+            keeper::discard_queued(fd);
+            return Ok(total as ssize_t);
+        }
+        if flags & libc::MSG_DONTWAIT == 0 && !sys::get_nonblock(fd)? {
+            // SAFETY: as above.
+            r = unsafe { with_header_iov(hdr_ptr, iov, n, send(flags)) };
+        } else {
+            sys::set_errno(libc::EAGAIN);
+        }
+    }
     if r < 0 {
         return Err(Errno(sys::errno()));
     }

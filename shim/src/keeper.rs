@@ -108,6 +108,20 @@ pub fn copy(old: i32, new: i32) {
     }
 }
 
+/// Whether fd `fd` has a keeper (no system call: the slot only).
+pub fn has(fd: i32) -> bool {
+    slot(fd).is_some_and(|s| s.load(Ordering::Relaxed) != 0)
+}
+
+/// Discards the datagrams waiting in `fd`'s keeper: what the program sent
+/// on a datagram socket after its driver was gone, which nothing else will
+/// ever read. Bounded by the keeper's queue (its receive buffer).
+pub fn discard_queued(fd: i32) {
+    if let Some(k) = slot(fd).and_then(|s| live(s.load(Ordering::Acquire))) {
+        sys::discard_all(k);
+    }
+}
+
 /// The keeper fd a slot value names, if the number still names it.
 fn live(v: u64) -> Option<i32> {
     if v == 0 {

@@ -720,6 +720,26 @@ pub fn hung_up(fd: c_int) -> bool {
     r > 0 && p.revents & libc::POLLHUP != 0
 }
 
+/// Reads and drops every packet queued on `fd` without waiting (the
+/// packets' bytes are cut with `MSG_TRUNC`; a 1-byte buffer is enough).
+pub fn discard_all(fd: c_int) {
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: b is a live 1-byte buffer.
+        let r = unsafe {
+            libc::recv(
+                fd,
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if r < 0 && errno() != libc::EINTR {
+            return;
+        }
+    }
+}
+
 /// Writes a diagnostic line to stderr with the real `write`.
 pub fn write_stderr(msg: &[u8]) {
     let mut rest = msg;

@@ -348,3 +348,70 @@ fn udp_clients_stay_idle_after_the_driver_exits() {
         assert!(alive, "the UDP client ({mode}) died");
     }
 }
+
+/// Blocking UDP senders (python3 under the shim: connected, `sendto`, and
+/// an explicitly bound one) keep sending after the driver exits, as a
+/// metrics or syslog client does: each of 20,000 sends must return at once
+/// with the datagram's length (lost in a network that is gone, as Linux
+/// loses one it cannot deliver). A kept socket's sends used to fill the
+/// keeper's queue, which nothing reads, and a blocking send then waited
+/// for ever (after a few hundred datagrams).
+#[test]
+fn udp_senders_never_block_after_the_driver_exits() {
+    let mut ins = Ins::start(1);
+    let port = native_udp_echo();
+    let dir = TempDir::new("udp-senders");
+    let mut senders = Vec::new();
+    for mode in ["connect", "sendto", "bound"] {
+        let flag = dir.path().join(mode);
+        let mut c = ins.shim_cmd(require("python3"));
+        c.args([
+            "-c",
+            "import os, select, socket, sys, time\n\
+             port, mode, flag = int(sys.argv[1]), sys.argv[2], sys.argv[3]\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             to = ('127.0.0.1', port)\n\
+             if mode == 'bound':\n    s.bind(('127.0.0.1', 0))\n\
+             if mode == 'connect':\n    s.connect(to)\n\
+             send = (lambda b: s.send(b)) if mode == 'connect' else (lambda b: s.sendto(b, to))\n\
+             while True:\n    \
+                 send(b'ping')\n    \
+                 r, _, _ = select.select([s], [], [], 0.3)\n    \
+                 if r and s.recv(2048) == b'ping':\n        break\n\
+             open(flag, 'w').close()\n\
+             while not os.path.exists(flag + '.go'):\n    time.sleep(0.05)\n\
+             sent = sum(send(b'x' * 100) for _ in range(20000))\n\
+             print('sent', sent, flush=True)\n",
+            &port.to_string(),
+            mode,
+        ])
+        .arg(&flag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let p = Proc::spawn(&format!("python3 UDP sender ({mode})"), c);
+        let echoed = wait_for(Duration::from_secs(15), || flag.exists().then_some(()));
+        assert!(
+            echoed.is_some(),
+            "the UDP sender ({mode}) under the shim got no echo\n{}",
+            ins.diagnostics()
+        );
+        senders.push((mode, flag, p));
+    }
+    down(&mut ins);
+    for (_, flag, _) in &senders {
+        std::fs::write(flag.with_extension("go"), b"").unwrap();
+    }
+    for (mode, _, mut p) in senders {
+        let status = p.wait_timeout(Duration::from_secs(30));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the UDP sender ({mode}) did not finish its sends within 30 s after the driver exited (a send blocked for ever?): {status:?}"
+        );
+        let mut out = String::new();
+        if let Some(o) = p.child.stdout.as_mut() {
+            let _ = o.read_to_string(&mut out);
+        }
+        assert_eq!(out.trim(), "sent 2000000", "UDP sender ({mode})");
+    }
+}
