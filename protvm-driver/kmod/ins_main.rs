@@ -2,20 +2,40 @@
 
 //! `ins`: the INS protected-VM driver as a kernel module.
 //!
-//! Phase 1 (this file): the misc device `/dev/ins` and per-socket files
-//! (sockfile.rs) whose data goes through ins-protocol rings. One ioctl:
+//! The misc device `/dev/ins`, per-socket files (sockfile.rs) whose data
+//! goes through ins-protocol rings, and instances joining over the local
+//! in-kernel transport (instance.rs, driver-core as their host).
 //!
 //! * `INS_IOC_PAIR` (`_IOWR('I', 1, struct ins_pair)`): makes two connected
 //!   socket files and returns their fds, like `socketpair()`. It is how the
-//!   file side is tested before instances exist (tests/kmod/guest).
+//!   file side is tested before the shim's messages reach the module.
+//! * `INS_IOC_INSTANCE` (`_IOWR('I', 2, struct ins_instance)`, needs
+//!   `CAP_NET_ADMIN`: an instance sees every socket placed on it): a new
+//!   instance channel with rings of `ring_capacity` bytes (a power of two,
+//!   256 ..= 16 MiB) and frames of at most `max_frame` bytes (64 ..=
+//!   capacity / 2) each way. Returns the channel fd, the offset of the
+//!   instance→driver ring and the region length to `mmap` (instance.rs
+//!   says what the fd does).
+//! * `read()`: a text snapshot of the instances driver-core knows, one line
+//!   each (`instance <id> live|draining|dead pid … version … frames …
+//!   channel open|closed|<why it failed> heartbeat <seq> death "<why>"`),
+//!   and of channels still in their handshake.
 //!
 //! ```c
 //! struct ins_pair { __u32 flags; /* INS_PAIR_CLOEXEC = 1 */ __s32 fds[2]; };
+//! struct ins_instance {
+//!         __u32 flags;            /* in: INS_INSTANCE_CLOEXEC = 1 */
+//!         __u32 ring_capacity;    /* in */
+//!         __u32 max_frame;        /* in */
+//!         __s32 fd;               /* out */
+//!         __u64 to_driver_offset; /* out */
+//!         __u64 region_len;       /* out */
+//! };
 //! ```
 //!
-//! Not yet here (phase 2): the shim's control messages
-//! (ins_protocol::control) through driver-core, instances and their rings
-//! (local transport, then Xen grant tables and event channels).
+//! Not yet here (phase 2, next): the shim's control messages
+//! (ins_protocol::control) through driver-core onto socket files; the Xen
+//! transport (grant tables and event channels).
 //!
 //! Lifetime: the misc device and both `file_operations` live in one boxed
 //! [`State`] from init to exit; every file made here holds a reference on
@@ -25,6 +45,8 @@
 #[allow(unused_extern_crates)]
 extern crate alloc;
 
+#[path = "instance.rs"]
+mod instance;
 #[path = "kalloc.rs"]
 mod kalloc;
 #[path = "kregion.rs"]
@@ -33,18 +55,21 @@ mod kregion;
 mod ksys;
 #[path = "sockfile.rs"]
 mod sockfile;
+#[path = "vregion.rs"]
+mod vregion;
 
 use kernel::ffi::{c_long, c_uint, c_ulong};
 
 use kernel::bindings;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use kernel::uaccess::UserSlice;
 
 module! {
     type: Ins,
     name: "ins",
     author: "INS",
-    description: "INS protected-VM driver: /dev/ins and ring-backed socket files",
+    description: "INS protected-VM driver: /dev/ins, ring-backed socket files, instances",
     license: "GPL",
 }
 
@@ -55,6 +80,13 @@ const PAIR_LEN: usize = 12;
 /// `ins_pair.flags`: make the fds close-on-exec.
 const INS_PAIR_CLOEXEC: u32 = 1;
 
+/// `_IOWR('I', 2, struct ins_instance)`: dir 3 << 30, size 32 << 16.
+const INS_IOC_INSTANCE: c_uint = (3 << 30) | (32 << 16) | ((b'I' as c_uint) << 8) | 2;
+/// `struct ins_instance` size.
+const INSTANCE_LEN: usize = 32;
+/// `ins_instance.flags`: make the fd close-on-exec.
+const INS_INSTANCE_CLOEXEC: u32 = 1;
+
 /// The misc device and the operations tables. `misc` is first so that the
 /// `private_data` misc_open() stores (the miscdevice) is the `State`.
 #[repr(C)]
@@ -62,6 +94,11 @@ struct State {
     misc: ksys::MiscDevice,
     misc_fops: bindings::file_operations,
     sock_fops: bindings::file_operations,
+    chan_fops: bindings::file_operations,
+    /// The channel mappings' operations: none (no fault handler; every
+    /// page is inserted at mmap), but not null, which means anonymous.
+    chan_vm_ops: bindings::vm_operations_struct,
+    core: Arc<instance::Core>,
 }
 
 struct Ins {
@@ -96,6 +133,64 @@ fn pair_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
     Ok(0)
 }
 
+fn instance_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
+    // SAFETY: plain capability check of the current task.
+    if !unsafe { bindings::capable(bindings::CAP_NET_ADMIN as i32) } {
+        return Err(EPERM);
+    }
+    let mut req = [0u8; INSTANCE_LEN];
+    UserSlice::new(arg, INSTANCE_LEN)
+        .reader()
+        .read_slice(&mut req)?;
+    let u32_at = |i: usize| u32::from_ne_bytes([req[i], req[i + 1], req[i + 2], req[i + 3]]);
+    let flags = u32_at(0);
+    if flags & !INS_INSTANCE_CLOEXEC != 0 {
+        return Err(EINVAL);
+    }
+    let layout = instance::Layout::new(u32_at(4), u32_at(8))?;
+    let chan = state.core.new_channel(layout, &state.chan_vm_ops)?;
+    let (fd, file) = instance::install(chan, &state.chan_fops, flags & INS_INSTANCE_CLOEXEC != 0)?;
+    let mut out = req;
+    out[12..16].copy_from_slice(&fd.to_ne_bytes());
+    out[16..24].copy_from_slice(&(layout.to_driver_offset as u64).to_ne_bytes());
+    out[24..32].copy_from_slice(&(layout.len as u64).to_ne_bytes());
+    if let Err(e) = UserSlice::new(arg, INSTANCE_LEN).writer().write_slice(&out) {
+        instance::discard(fd, file);
+        return Err(e);
+    }
+    // SAFETY: `fd` was reserved for this task and `file` is ours; this
+    // hands our reference to the fd table.
+    unsafe { bindings::fd_install(fd as u32, file) };
+    Ok(0)
+}
+
+/// `read` of `/dev/ins`: the instance table as text.
+///
+/// # Safety
+///
+/// Called by the VFS with a file opened through the misc device, a user
+/// buffer of `len` bytes and the file position.
+unsafe extern "C" fn misc_read(
+    file: *mut bindings::file,
+    buf: *mut kernel::ffi::c_char,
+    len: usize,
+    pos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: the VFS passes a valid file.
+    let private = unsafe { (*file).private_data };
+    // SAFETY: as in misc_ioctl.
+    let state = unsafe { &*(private as *const State) };
+    let mut text = KVec::new();
+    if let Err(e) = state.core.status(&mut text) {
+        return e.to_errno() as isize;
+    }
+    // SAFETY: `buf`/`len` are the caller's user buffer, `pos` the file
+    // position the VFS passed; `text` is readable for its length.
+    unsafe {
+        bindings::simple_read_from_buffer(buf.cast(), len, pos, text.as_ptr().cast(), text.len())
+    }
+}
+
 /// `unlocked_ioctl` of `/dev/ins`.
 ///
 /// # Safety
@@ -110,6 +205,7 @@ unsafe extern "C" fn misc_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_u
     let state = unsafe { &*(private as *const State) };
     let r = match cmd {
         INS_IOC_PAIR => pair_ioctl(state, arg),
+        INS_IOC_INSTANCE => instance_ioctl(state, arg),
         _ => Err(ENOTTY),
     };
     match r {
@@ -139,11 +235,16 @@ impl kernel::Module for Ins {
                 misc_fops: bindings::file_operations {
                     owner,
                     unlocked_ioctl: Some(misc_ioctl),
+                    read: Some(misc_read),
                     llseek: Some(bindings::noop_llseek),
                     // SAFETY: all-zero is a valid `file_operations`.
                     ..unsafe { core::mem::zeroed() }
                 },
                 sock_fops: sockfile::sock_fops(owner),
+                chan_fops: instance::chan_fops(owner),
+                // SAFETY: all-zero is a valid `vm_operations_struct`.
+                chan_vm_ops: unsafe { core::mem::zeroed() },
+                core: instance::Core::new()?,
             },
             GFP_KERNEL,
         )?;

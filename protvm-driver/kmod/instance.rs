@@ -1,0 +1,791 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Instances over the local in-kernel transport, and driver-core as their
+//! host.
+//!
+//! An instance process joins with `INS_IOC_INSTANCE` on `/dev/ins`
+//! (ins_main.rs): the module allocates the channel's region (vregion.rs),
+//! lays out the two ins-protocol rings exactly as the memfd transport does
+//! (`ins_transport::Layout`: ring driver→instance at 0, ring
+//! instance→driver at the next page boundary), pushes its driver `Hello`
+//! and returns a *channel file*:
+//!
+//! | on the channel fd | does |
+//! | --- | --- |
+//! | `mmap(len, PROT_READ|PROT_WRITE, MAP_SHARED, 0)` | maps the region (exactly its length, offset 0) |
+//! | `write(8 bytes)` | the instance's doorbell: the module reads the instance→driver ring now, in this call |
+//! | `read(8 bytes)` | consumes the module's doorbell (u64 1); `EAGAIN` if not rung (non-blocking), `EPIPE` once dead |
+//! | `poll`/`epoll` | `EPOLLIN` while the module's doorbell is rung, `EPOLLOUT` always, `EPOLLHUP|EPOLLERR` once the channel is dead |
+//! | `close` (last reference) | the instance leaves: driver-core declares it dead, the rings are freed |
+//!
+//! ```text
+//!   instance                         module (this file, under Core's mutex)
+//!     │ ioctl(INS_IOC_INSTANCE) ───▶ region + rings + Hello(Driver) on ring d→i
+//!     │ mmap, Hello(Instance) on ring i→d, write(doorbell)
+//!     │                          ──▶ pop, decode, negotiate: Driver::instance_joined
+//!     │ Heartbeat … write(doorbell)
+//!     │                          ──▶ pop, Msg::decode, Driver::instance_frame
+//!     │ ◀── frames driver-core sends (Action::Send), EPOLLIN when asked for
+//!     │ close ───────────────────▶ Driver::instance_failed(ChannelFailed), free
+//! ```
+//!
+//! Invariants:
+//! * Everything the module reads from the region goes through
+//!   ins-protocol's ring (copy out, then validate; a bad index or frame
+//!   length is a sticky `Corrupt`), and every frame is decoded from the
+//!   private copy (`Msg::decode`, `Hello::decode`). The first bad index,
+//!   frame, hello or protocol violation marks only that channel dead
+//!   (poll: `EPOLLHUP|EPOLLERR`; doorbell writes: `EPIPE`); nothing the
+//!   instance writes reaches a panic or an unbounded loop (a doorbell reads
+//!   at most [`RX_BATCH`] frames).
+//! * One mutex ([`Core`]) holds driver-core and every channel's rings: the
+//!   core is single-threaded, and a doorbell, a status read, a new channel
+//!   and a release each take it once, never while sleeping.
+//! * A channel file holds an `Arc<Chan>`; the core's table holds the rings
+//!   (with another `Arc<Chan>` to wake the instance) from creation to the
+//!   file's release, which removes them. A mapping holds the file, so the
+//!   region outlives every mapping of it.
+//! * Not yet (phase 2, next): sockets. No app-side socket exists without
+//!   the shim's control messages on `/dev/ins`, so driver-core never asks
+//!   this host for one ([`KHost`]'s socket methods have nothing to act on),
+//!   and there is no timer yet: heartbeat timeouts are checked
+//!   (`Driver::tick`) on every doorbell and status read.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec as AVec;
+use core::ffi::c_void;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use driver_core::{
+    Action, AppSockets, Config, Driver, Handle, InstId, InstState, InstanceLinks, LinkFailed,
+    NoAppSide, ShimReplies, ShimReply, Violation,
+};
+use ins_protocol::hello::{Hello, Role};
+use ins_protocol::msg::{Msg, OwnedMsg};
+use ins_protocol::region::SharedRegion;
+use ins_protocol::ring::{init_ring, Consumer, Producer, RingConfig, RingError};
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+
+use crate::ksys::{self, WaitQueue};
+use crate::vregion::{VRegion, PAGE};
+
+/// Frames a doorbell reads at most; the rest wait for the next one (the
+/// ring is armed, so the instance's next publish rings again).
+pub(crate) const RX_BATCH: usize = 1024;
+/// Largest ring capacity an instance may ask for (each direction).
+pub(crate) const MAX_RING: u32 = 16 << 20;
+/// Frames kept for an instance whose ring is full (then it is failed).
+pub(crate) const MAX_BACKLOG: usize = 4096;
+
+/// A shared handle on a channel's region.
+struct Region(Arc<VRegion>);
+
+// SAFETY: the Arc keeps the region (and its guarantees) alive as long as
+// this handle lives.
+unsafe impl SharedRegion for Region {
+    fn base(&self) -> core::ptr::NonNull<u8> {
+        self.0.base()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Where the rings sit (ins-transport's `Layout`, recomputed here).
+#[derive(Clone, Copy)]
+pub(crate) struct Layout {
+    pub(crate) ring: RingConfig,
+    pub(crate) to_driver_offset: usize,
+    pub(crate) len: usize,
+}
+
+impl Layout {
+    /// Both rings with `capacity` and `max_frame`, each page aligned.
+    pub(crate) fn new(capacity: u32, max_frame: u32) -> Result<Layout> {
+        if capacity > MAX_RING || (max_frame as usize) < Hello::LEN {
+            return Err(EINVAL);
+        }
+        let ring = RingConfig::new(capacity, max_frame).map_err(|_| EINVAL)?;
+        let off = ring
+            .region_len()
+            .checked_next_multiple_of(PAGE)
+            .ok_or(EINVAL)?;
+        let end = off.checked_add(ring.region_len()).ok_or(EINVAL)?;
+        let len = end.checked_next_multiple_of(PAGE).ok_or(EINVAL)?;
+        Ok(Layout {
+            ring,
+            to_driver_offset: off,
+            len,
+        })
+    }
+}
+
+/// What a channel file points to.
+#[pin_data]
+pub(crate) struct Chan {
+    #[pin]
+    wq: WaitQueue,
+    core: Arc<Core>,
+    key: u64,
+    region: Arc<VRegion>,
+    vm_ops: *const bindings::vm_operations_struct,
+    /// The module rang the instance's doorbell and it has not read it.
+    bell: AtomicBool,
+    /// The channel failed or the instance was declared dead.
+    dead: AtomicBool,
+}
+
+// SAFETY: `vm_ops` points to the module's operations table (immutable,
+// module lifetime); everything else is Send/Sync on its own.
+unsafe impl Send for Chan {}
+// SAFETY: as above.
+unsafe impl Sync for Chan {}
+
+impl Chan {
+    fn ring(&self) {
+        self.bell.store(true, Ordering::Release);
+        self.wq.wake(ksys::EPOLLIN | ksys::EPOLLRDNORM);
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.wq
+            .wake(ksys::EPOLLIN | ksys::EPOLLOUT | ksys::EPOLLHUP | ksys::EPOLLERR);
+    }
+}
+
+/// One channel's rings and counters (in the core's table).
+struct ChanState {
+    key: u64,
+    chan: Arc<Chan>,
+    tx: Producer<Region>,
+    rx: Consumer<Region>,
+    /// Frames copied out of the ring.
+    buf: KVec<u8>,
+    /// Frames encoded for the ring.
+    out: KVec<u8>,
+    /// Frames for a full ring, oldest first.
+    backlog: VecDeque<OwnedMsg>,
+    /// Set when the handshake is done.
+    inst: Option<InstId>,
+    pid: u32,
+    version: u16,
+    frames: u64,
+    /// Why the channel failed, if it did.
+    failed: Option<&'static str>,
+}
+
+/// driver-core and every channel, behind one mutex.
+#[pin_data]
+pub(crate) struct Core {
+    #[pin]
+    inner: Mutex<CoreInner>,
+}
+
+struct CoreInner {
+    driver: Driver,
+    chans: AVec<ChanState>,
+    next_key: u64,
+    actions: AVec<Action>,
+}
+
+/// Monotonic nanoseconds.
+fn now_ns() -> u64 {
+    // SAFETY: plain clock read.
+    let t = unsafe { bindings::ktime_get() };
+    u64::try_from(t).unwrap_or(0)
+}
+
+impl Core {
+    /// A core with driver-core's default configuration.
+    pub(crate) fn new() -> Result<Arc<Core>> {
+        Arc::pin_init(
+            pin_init!(Core {
+                inner <- kernel::new_mutex!(CoreInner {
+                    driver: Driver::new(Config::default()),
+                    chans: AVec::new(),
+                    next_key: 1,
+                    actions: AVec::new(),
+                }),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// A new channel for an instance, with the driver's hello on its ring.
+    pub(crate) fn new_channel(
+        self: &Arc<Core>,
+        layout: Layout,
+        vm_ops: *const bindings::vm_operations_struct,
+    ) -> Result<Arc<Chan>> {
+        let region = Arc::new(VRegion::new(layout.len)?, GFP_KERNEL)?;
+        init_ring(&*region, 0, layout.ring).map_err(|_| EINVAL)?;
+        init_ring(&*region, layout.to_driver_offset, layout.ring).map_err(|_| EINVAL)?;
+        let mut tx = Producer::new(Region(region.clone()), 0, layout.ring).map_err(|_| EINVAL)?;
+        let rx = Consumer::new(Region(region.clone()), layout.to_driver_offset, layout.ring)
+            .map_err(|_| EINVAL)?;
+        let max = layout.ring.max_frame as usize;
+        let buf = KVec::from_elem(0u8, max, GFP_KERNEL)?;
+        let out = KVec::from_elem(0u8, max, GFP_KERNEL)?;
+        let mut inner = self.inner.lock();
+        let key = inner.next_key;
+        inner.next_key += 1;
+        let mut hello = Hello::new(Role::Driver);
+        hello.ring_capacity = layout.ring.capacity;
+        hello.max_frame = layout.ring.max_frame;
+        hello.window = inner.driver.config().window;
+        tx.try_push(&hello.encode()).map_err(|_| EINVAL)?;
+        tx.flush().map_err(|_| EINVAL)?;
+        let chan = Arc::pin_init(
+            pin_init!(Chan {
+                wq <- WaitQueue::new(),
+                core: self.clone(),
+                key,
+                region,
+                vm_ops,
+                bell: AtomicBool::new(false),
+                dead: AtomicBool::new(false),
+            }),
+            GFP_KERNEL,
+        )?;
+        // Fallible: `try_reserve` first, so `push` cannot allocate.
+        inner.chans.try_reserve(1).map_err(|_| ENOMEM)?;
+        inner.chans.push(ChanState {
+            key,
+            chan: chan.clone(),
+            tx,
+            rx,
+            buf,
+            out,
+            backlog: VecDeque::new(),
+            inst: None,
+            pid: 0,
+            version: 0,
+            frames: 0,
+            failed: None,
+        });
+        Ok(chan)
+    }
+
+    /// The instance rang: read its ring.
+    fn doorbell(&self, key: u64) -> Result {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let now = now_ns();
+        let Some(c) = inner.chans.iter_mut().find(|c| c.key == key) else {
+            return Err(EPIPE);
+        };
+        if c.failed.is_some() {
+            return Err(EPIPE);
+        }
+        frames_in(c, &mut inner.driver, &mut inner.actions, now);
+        inner.driver.tick(now, &mut inner.actions);
+        inner.execute();
+        Ok(())
+    }
+
+    /// The channel file is gone: the instance left.
+    fn release(&self, key: u64) {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let Some(i) = inner.chans.iter().position(|c| c.key == key) else {
+            return;
+        };
+        if let Some(inst) = inner.chans[i].inst {
+            pr_info!("instance {} left: channel closed\n", inst);
+            inner
+                .driver
+                .instance_failed(inst, Violation::ChannelFailed, &mut inner.actions);
+        }
+        inner.execute();
+        // Its rings and region go now (no mapping is left: each holds the
+        // file, whose release this is).
+        drop(inner.chans.remove(i));
+    }
+
+    /// A text snapshot: one line per instance driver-core knows (live or
+    /// dead) and per channel whose handshake has not finished.
+    pub(crate) fn status(&self, out: &mut KVec<u8>) -> Result {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        inner.driver.tick(now_ns(), &mut inner.actions);
+        inner.execute();
+        let mut w = TextOut(out);
+        let r = (|| -> core::fmt::Result {
+            for (id, i) in inner.driver.instances() {
+                let state = match i.state {
+                    InstState::Live => "live",
+                    InstState::Draining => "draining",
+                    InstState::Dead => "dead",
+                };
+                write!(w, "instance {id} {state}")?;
+                match inner.chans.iter().find(|c| c.inst == Some(id)) {
+                    Some(c) => write!(
+                        w,
+                        " pid {} version {} frames {} channel {}",
+                        c.pid,
+                        c.version,
+                        c.frames,
+                        c.failed.unwrap_or("open")
+                    )?,
+                    None => w.write_str(" channel closed")?,
+                }
+                if let Some(s) = i.stats {
+                    write!(w, " heartbeat {}", s.seq)?;
+                }
+                if let Some(d) = i.death {
+                    write!(w, " death \"{d}\"")?;
+                }
+                w.write_str("\n")?;
+            }
+            for c in inner.chans.iter().filter(|c| c.inst.is_none()) {
+                writeln!(
+                    w,
+                    "channel {} handshake {}",
+                    c.key,
+                    c.failed.unwrap_or("pending")
+                )?;
+            }
+            Ok(())
+        })();
+        r.map_err(|_| ENOMEM)
+    }
+}
+
+/// `core::fmt::Write` over a `KVec<u8>` (allocation failure: `fmt::Error`).
+struct TextOut<'a>(&'a mut KVec<u8>);
+
+impl Write for TextOut<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0
+            .extend_from_slice(s.as_bytes(), GFP_KERNEL)
+            .map_err(|_| core::fmt::Error)
+    }
+}
+
+/// Marks a channel failed (before or after its handshake).
+fn fail(c: &mut ChanState, why: &'static str, driver: &mut Driver, actions: &mut AVec<Action>) {
+    if c.failed.is_some() {
+        return;
+    }
+    c.failed = Some(why);
+    match c.inst {
+        Some(inst) => {
+            pr_warn!("instance {} failed: {}\n", inst, why);
+            driver.instance_failed(inst, Violation::ChannelFailed, actions);
+        }
+        None => pr_warn!("channel {} failed before joining: {}\n", c.key, why),
+    }
+    c.chan.kill();
+}
+
+/// Pops, copies out, decodes and hands to driver-core at most
+/// [`RX_BATCH`] frames, then releases the space and re-arms the ring.
+fn frames_in(c: &mut ChanState, driver: &mut Driver, actions: &mut AVec<Action>, now: u64) {
+    let mut popped = 0;
+    while popped < RX_BATCH {
+        let n = match c.rx.pop(&mut c.buf) {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(RingError::Corrupt(_)) => return fail(c, "corrupt ring", driver, actions),
+            Err(_) => return fail(c, "ring error", driver, actions),
+        };
+        popped += 1;
+        c.frames += 1;
+        match c.inst {
+            None => {
+                if let Err(why) = handshake(c, n, driver, actions, now) {
+                    return fail(c, why, driver, actions);
+                }
+            }
+            Some(inst) => {
+                let Some(frame) = c.buf.get(..n) else {
+                    return fail(c, "frame length", driver, actions);
+                };
+                let Ok(msg) = Msg::decode(frame) else {
+                    return fail(c, "malformed frame", driver, actions);
+                };
+                match driver.instance_frame(inst, &msg, now, actions) {
+                    Ok(None) => {}
+                    // Data for a socket: none exists before the shim's
+                    // control messages reach this module (phase 2, next).
+                    Ok(Some(_)) => return fail(c, "data without a socket", driver, actions),
+                    Err(v) => {
+                        pr_warn!("instance {} violated the protocol: {}\n", inst, v);
+                        c.failed = Some("protocol violation");
+                        c.chan.kill();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    match c.rx.release() {
+        Ok(true) => c.chan.ring(),
+        Ok(false) => {}
+        Err(_) => return fail(c, "corrupt ring", driver, actions),
+    }
+    // Ask to be rung on the next frame; frames left over (batch limit)
+    // are read at the next doorbell.
+    if c.rx.prepare_wait().is_err() {
+        fail(c, "corrupt ring", driver, actions);
+    }
+}
+
+/// The first frame: the instance's hello.
+fn handshake(
+    c: &mut ChanState,
+    n: usize,
+    driver: &mut Driver,
+    actions: &mut AVec<Action>,
+    now: u64,
+) -> core::result::Result<(), &'static str> {
+    let frame = c.buf.get(..n).ok_or("hello length")?;
+    let peer = Hello::decode(frame).map_err(|_| "malformed hello")?;
+    let version = Hello::new(Role::Driver)
+        .negotiate(&peer)
+        .map_err(|_| "incompatible hello")?;
+    let ring = c.tx.config();
+    if peer.ring_capacity != ring.capacity || peer.max_frame != ring.max_frame {
+        return Err("hello disagrees with the rings");
+    }
+    let window = if peer.window == 0 {
+        driver.config().window
+    } else {
+        peer.window
+    };
+    let inst = driver.instance_joined(now, window, actions);
+    c.inst = Some(inst);
+    c.pid = peer.pid;
+    c.version = version;
+    pr_info!(
+        "instance {} joined: pid {}, protocol {}, ring {} bytes, window {}\n",
+        inst,
+        peer.pid,
+        version,
+        ring.capacity,
+        window
+    );
+    Ok(())
+}
+
+impl CoreInner {
+    /// Carries out driver-core's actions, then publishes what was pushed.
+    fn execute(&mut self) {
+        let CoreInner {
+            driver,
+            chans,
+            actions,
+            ..
+        } = self;
+        let mut host = KHost { chans };
+        driver.execute(actions, &mut host);
+        for c in chans.iter_mut() {
+            if c.failed.is_some() {
+                continue;
+            }
+            let need = c.backlog.front().map(|m| m.borrowed().encoded_len());
+            let r = c.tx.flush().and_then(|rang| match need {
+                // Ask for a doorbell once the backlog's head fits.
+                Some(n) => c.tx.prepare_wait_space(n).map(|_| rang),
+                None => Ok(rang),
+            });
+            match r {
+                Ok(true) => c.chan.ring(),
+                Ok(false) => {}
+                Err(_) => {
+                    c.failed = Some("corrupt ring");
+                    c.chan.kill();
+                }
+            }
+        }
+    }
+}
+
+/// driver-core's host: the channels.
+struct KHost<'a> {
+    chans: &'a mut AVec<ChanState>,
+}
+
+impl ChanState {
+    /// Encodes and pushes `frame`; `Ok(false)` if the ring is full.
+    fn push(&mut self, frame: &OwnedMsg) -> core::result::Result<bool, LinkFailed> {
+        let n = frame.encode(&mut self.out).map_err(|_| LinkFailed)?;
+        let bytes = self.out.get(..n).ok_or(LinkFailed)?;
+        match self.tx.try_push(bytes) {
+            Ok(()) => Ok(true),
+            Err(RingError::Full) => Ok(false),
+            Err(_) => Err(LinkFailed),
+        }
+    }
+}
+
+impl InstanceLinks for KHost<'_> {
+    fn send(&mut self, inst: InstId, frame: &OwnedMsg) -> core::result::Result<(), LinkFailed> {
+        let Some(c) = self.chans.iter_mut().find(|c| c.inst == Some(inst)) else {
+            return Ok(());
+        };
+        if c.failed.is_some() {
+            return Ok(());
+        }
+        // Older frames first: a backlog drains (in order) before this one.
+        while let Some(head) = c.backlog.front().copied() {
+            if !c.push(&head)? {
+                break;
+            }
+            c.backlog.pop_front();
+        }
+        if c.backlog.is_empty() && c.push(frame)? {
+            return Ok(());
+        }
+        if c.backlog.len() >= MAX_BACKLOG {
+            return Err(LinkFailed);
+        }
+        c.backlog.try_reserve(1).map_err(|_| LinkFailed)?;
+        c.backlog.push_back(*frame);
+        Ok(())
+    }
+
+    fn close(&mut self, inst: InstId) {
+        if let Some(c) = self.chans.iter_mut().find(|c| c.inst == Some(inst)) {
+            if c.failed.is_none() {
+                c.failed = Some("instance dead");
+            }
+            c.chan.kill();
+        }
+    }
+}
+
+// No app-side socket exists until the shim's control messages reach
+// /dev/ins (phase 2, next step): driver-core asks for these only about
+// sockets, so they have nothing to act on yet.
+impl AppSockets for KHost<'_> {
+    fn new_connection(
+        &mut self,
+        _sock: Handle,
+        _listener: Handle,
+        _inst: InstId,
+    ) -> core::result::Result<u64, NoAppSide> {
+        Err(NoAppSide)
+    }
+    fn token(&mut self, _listener: Handle) {}
+    fn connect_done(&mut self, _sock: Handle, _errno: i32) {}
+    fn peer_eof(&mut self, _sock: Handle) {}
+    fn peer_reset(&mut self, _sock: Handle, _errno: i32) {}
+    fn shutdown_app_write(&mut self, _sock: Handle) {}
+    fn resume(&mut self, _sock: Handle) {}
+    fn forget(&mut self, _sock: Handle) {}
+}
+
+impl ShimReplies for KHost<'_> {
+    fn reply(&mut self, _reply: &ShimReply) {}
+}
+
+/// The `Chan` behind a channel file.
+///
+/// # Safety
+///
+/// `file` is one of our channel files (its `private_data` came from
+/// `Arc::into_raw` in [`install`] and is released only in `release`).
+unsafe fn chan_of<'a>(file: *mut bindings::file) -> &'a Chan {
+    // SAFETY: `file` is valid (caller's contract).
+    let private = unsafe { (*file).private_data };
+    // SAFETY: by the contract `private_data` is a live `Chan` until
+    // release, and the VFS calls no other file operation after release.
+    unsafe { &*(private as *const Chan) }
+}
+
+/// `read` of channel files: consume the module's doorbell.
+///
+/// # Safety
+///
+/// Called by the VFS with one of our files and a user buffer of `len`.
+unsafe extern "C" fn chan_read(
+    file: *mut bindings::file,
+    buf: *mut kernel::ffi::c_char,
+    len: usize,
+    _pos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: the VFS passes one of our files.
+    let chan = unsafe { chan_of(file) };
+    // SAFETY: as above.
+    let nonblock = unsafe { (*file).f_flags } & bindings::O_NONBLOCK != 0;
+    let r = (|| -> Result<isize> {
+        if len < 8 {
+            return Err(EINVAL);
+        }
+        loop {
+            if chan.bell.swap(false, Ordering::AcqRel) {
+                let one = 1u64.to_ne_bytes();
+                kernel::uaccess::UserSlice::new(buf as usize, 8)
+                    .writer()
+                    .write_slice(&one)?;
+                return Ok(8);
+            }
+            if chan.dead.load(Ordering::Acquire) {
+                return Err(EPIPE);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            chan.wq.wait_until(|| {
+                chan.bell.load(Ordering::Acquire) || chan.dead.load(Ordering::Acquire)
+            })?;
+        }
+    })();
+    r.unwrap_or_else(|e| e.to_errno() as isize)
+}
+
+/// `write` of channel files: the instance's doorbell.
+///
+/// # Safety
+///
+/// Called by the VFS with one of our files.
+unsafe extern "C" fn chan_write(
+    file: *mut bindings::file,
+    _buf: *const kernel::ffi::c_char,
+    len: usize,
+    _pos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: the VFS passes one of our files.
+    let chan = unsafe { chan_of(file) };
+    if len != 8 {
+        return EINVAL.to_errno() as isize;
+    }
+    match chan.core.doorbell(chan.key) {
+        Ok(()) => 8,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// `poll` of channel files.
+///
+/// # Safety
+///
+/// Called by the VFS with one of our files and its poll table (or null).
+unsafe extern "C" fn chan_poll(
+    file: *mut bindings::file,
+    pt: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: the VFS passes one of our files.
+    let chan = unsafe { chan_of(file) };
+    // SAFETY: the queue lives in the Chan, which the file keeps alive until
+    // release, after poll/epoll entries are gone.
+    unsafe { ksys::poll_wait(file, chan.wq.as_ptr(), pt.cast()) };
+    let mut bits = 0;
+    if chan.bell.load(Ordering::Acquire) {
+        bits |= ksys::EPOLLIN | ksys::EPOLLRDNORM;
+    }
+    if chan.dead.load(Ordering::Acquire) {
+        bits |= ksys::EPOLLHUP | ksys::EPOLLERR;
+    } else {
+        bits |= ksys::EPOLLOUT | ksys::EPOLLWRNORM;
+    }
+    bits
+}
+
+/// `mmap` of channel files: the region, whole, shared.
+///
+/// # Safety
+///
+/// Called by the VFS with one of our files and the new area.
+unsafe extern "C" fn chan_mmap(
+    file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> i32 {
+    // SAFETY: the VFS passes one of our files.
+    let chan = unsafe { chan_of(file) };
+    // SAFETY: `vma` is the area being set up under the mmap lock.
+    match unsafe { chan.region.map_into(vma, chan.vm_ops) } {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// `release` of channel files.
+///
+/// # Safety
+///
+/// Called by the VFS once, when the last reference to one of our files
+/// goes; no other operation on it follows.
+unsafe extern "C" fn chan_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> i32 {
+    // SAFETY: the VFS passes the file being released.
+    let private = unsafe { (*file).private_data };
+    // SAFETY: last reference to one of our files: `private_data` is the
+    // `Arc<Chan>` reference from `Arc::into_raw`, never used again.
+    let chan = unsafe { Arc::from_raw(private as *const Chan) };
+    chan.core.release(chan.key);
+    0
+}
+
+/// The channel files' operations (module lifetime).
+pub(crate) fn chan_fops(owner: *mut bindings::module) -> bindings::file_operations {
+    bindings::file_operations {
+        owner,
+        read: Some(chan_read),
+        write: Some(chan_write),
+        poll: Some(chan_poll),
+        mmap: Some(chan_mmap),
+        release: Some(chan_release),
+        llseek: Some(bindings::noop_llseek),
+        // SAFETY: all-zero is a valid `file_operations` (no operation).
+        ..unsafe { core::mem::zeroed() }
+    }
+}
+
+/// Makes the channel's file and reserves an fd (`O_CLOEXEC` if asked)
+/// without installing it: the caller installs it with `fd_install` once
+/// nothing else can fail, or drops both with [`discard`].
+pub(crate) fn install(
+    chan: Arc<Chan>,
+    fops: *const bindings::file_operations,
+    cloexec: bool,
+) -> Result<(i32, *mut bindings::file)> {
+    let flags = if cloexec { bindings::O_CLOEXEC } else { 0 };
+    // SAFETY: plain fd reservation for the current task.
+    let fd = unsafe { bindings::get_unused_fd_flags(flags) };
+    if fd < 0 {
+        // Dropping `chan` leaves its state in the core's table: remove it.
+        chan.core.release(chan.key);
+        return Err(Error::from_errno(fd));
+    }
+    let key = chan.key;
+    let core = chan.core.clone();
+    let raw = Arc::into_raw(chan);
+    // SAFETY: `fops` is our channel fops (module lifetime, owner set);
+    // `raw` becomes the file's private data, released by chan_release.
+    let f = unsafe {
+        ksys::anon_inode_getfile(
+            c"[ins-instance]".as_ptr().cast(),
+            fops,
+            raw.cast_mut().cast::<c_void>(),
+            bindings::O_RDWR as i32,
+        )
+    };
+    let errno = f as isize;
+    if f.is_null() || (-4095..0).contains(&errno) {
+        // SAFETY: the file was not made: we still own the reference.
+        drop(unsafe { Arc::from_raw(raw) });
+        core.release(key);
+        // SAFETY: `fd` was reserved above and not installed.
+        unsafe { bindings::put_unused_fd(fd as u32) };
+        return Err(if f.is_null() {
+            ENOMEM
+        } else {
+            Error::from_errno(errno as i32)
+        });
+    }
+    Ok((fd, f))
+}
+
+/// Drops a file and fd made by [`install`] but not installed.
+pub(crate) fn discard(fd: i32, f: *mut bindings::file) {
+    // SAFETY: a file we made and did not install: this drops the only
+    // reference (its release removes the channel).
+    unsafe { bindings::fput(f) };
+    // SAFETY: reserved by us and not installed.
+    unsafe { bindings::put_unused_fd(fd as u32) };
+}
