@@ -16,6 +16,8 @@
 //!   capacity / 2) each way. Returns the channel fd, the offset of the
 //!   instance→driver ring and the region length to `mmap` (instance.rs
 //!   says what the fd does).
+//! * `INS_IOC_CONTROL` (`_IOWR('I', 3, struct ins_control)`): one shim
+//!   control request, through driver-core (control.rs).
 //! * `read()`: a text snapshot of the instances driver-core knows, one line
 //!   each (`instance <id> live|draining|dead pid … version … frames …
 //!   channel open|closed|<why it failed> heartbeat <seq> death "<why>"`),
@@ -33,8 +35,7 @@
 //! };
 //! ```
 //!
-//! Not yet here (phase 2, next): the shim's control messages
-//! (ins_protocol::control) through driver-core onto socket files; the Xen
+//! Not yet here: the socket files' data path (control.rs); the Xen
 //! transport (grant tables and event channels).
 //!
 //! Lifetime: the misc device and both `file_operations` live in one boxed
@@ -45,6 +46,8 @@
 #[allow(unused_extern_crates)]
 extern crate alloc;
 
+#[path = "control.rs"]
+mod control;
 #[path = "instance.rs"]
 mod instance;
 #[path = "kalloc.rs"]
@@ -95,6 +98,8 @@ struct State {
     misc_fops: bindings::file_operations,
     sock_fops: bindings::file_operations,
     chan_fops: bindings::file_operations,
+    /// Socket files made by the shim's `Socket` request (control.rs).
+    ctl_sock_fops: bindings::file_operations,
     /// The channel mappings' operations: none (no fault handler; every
     /// page is inserted at mmap), but not null, which means anonymous.
     chan_vm_ops: bindings::vm_operations_struct,
@@ -155,7 +160,7 @@ fn instance_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
     out[16..24].copy_from_slice(&(layout.to_driver_offset as u64).to_ne_bytes());
     out[24..32].copy_from_slice(&(layout.len as u64).to_ne_bytes());
     if let Err(e) = UserSlice::new(arg, INSTANCE_LEN).writer().write_slice(&out) {
-        instance::discard(fd, file);
+        ksys::discard_file(fd, file);
         return Err(e);
     }
     // SAFETY: `fd` was reserved for this task and `file` is ours; this
@@ -191,6 +196,20 @@ unsafe extern "C" fn misc_read(
     }
 }
 
+/// `release` of `/dev/ins`: its shim connection is gone.
+///
+/// # Safety
+///
+/// Called by the VFS once per open file of the misc device, last.
+unsafe extern "C" fn misc_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> i32 {
+    // SAFETY: the VFS passes a valid file.
+    let private = unsafe { (*file).private_data };
+    // SAFETY: as in misc_ioctl.
+    let state = unsafe { &*(private as *const State) };
+    control::conn_closed(&state.core, file as u64);
+    0
+}
+
 /// `unlocked_ioctl` of `/dev/ins`.
 ///
 /// # Safety
@@ -206,6 +225,9 @@ unsafe extern "C" fn misc_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_u
     let r = match cmd {
         INS_IOC_PAIR => pair_ioctl(state, arg),
         INS_IOC_INSTANCE => instance_ioctl(state, arg),
+        control::INS_IOC_CONTROL => {
+            control::control_ioctl(&state.core, &state.ctl_sock_fops, file as u64, arg)
+        }
         _ => Err(ENOTTY),
     };
     match r {
@@ -236,12 +258,14 @@ impl kernel::Module for Ins {
                     owner,
                     unlocked_ioctl: Some(misc_ioctl),
                     read: Some(misc_read),
+                    release: Some(misc_release),
                     llseek: Some(bindings::noop_llseek),
                     // SAFETY: all-zero is a valid `file_operations`.
                     ..unsafe { core::mem::zeroed() }
                 },
                 sock_fops: sockfile::sock_fops(owner),
                 chan_fops: instance::chan_fops(owner),
+                ctl_sock_fops: control::sock_fops(owner),
                 // SAFETY: all-zero is a valid `vm_operations_struct`.
                 chan_vm_ops: unsafe { core::mem::zeroed() },
                 core: instance::Core::new()?,

@@ -45,15 +45,16 @@
 //!   (with another `Arc<Chan>` to wake the instance) from creation to the
 //!   file's release, which removes them. A mapping holds the file, so the
 //!   region outlives every mapping of it.
-//! * Not yet (phase 2, next): sockets. No app-side socket exists without
-//!   the shim's control messages on `/dev/ins`, so driver-core never asks
-//!   this host for one ([`KHost`]'s socket methods have nothing to act on),
-//!   and there is no timer yet: heartbeat timeouts are checked
-//!   (`Driver::tick`) on every doorbell and status read.
+//! * Not yet: the socket files' data path (control.rs). Bytes an instance
+//!   sends for a socket (a bound UDP socket may receive datagrams) have
+//!   nowhere to go: they are counted (`undelivered` in the status line)
+//!   and dropped, and driver-core's window for that socket is not reopened,
+//!   so the instance stops sending. [`KHost`]'s socket methods have nothing
+//!   to act on yet. No timer either: heartbeat timeouts are checked
+//!   (`Driver::tick`) on every doorbell, status read and control request.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec as AVec;
-use core::ffi::c_void;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -174,6 +175,8 @@ struct ChanState {
     pid: u32,
     version: u16,
     frames: u64,
+    /// Data frames dropped: socket files have no data path yet.
+    undelivered: u64,
     /// Why the channel failed, if it did.
     failed: Option<&'static str>,
 }
@@ -182,18 +185,25 @@ struct ChanState {
 #[pin_data]
 pub(crate) struct Core {
     #[pin]
-    inner: Mutex<CoreInner>,
+    pub(crate) inner: Mutex<CoreInner>,
+    /// Shim requests waiting for their reply (control.rs) sleep here.
+    #[pin]
+    pub(crate) replies_wq: WaitQueue,
 }
 
-struct CoreInner {
-    driver: Driver,
+pub(crate) struct CoreInner {
+    pub(crate) driver: Driver,
     chans: AVec<ChanState>,
     next_key: u64,
-    actions: AVec<Action>,
+    pub(crate) actions: AVec<Action>,
+    /// Replies to shim requests not yet taken by their caller (control.rs).
+    pub(crate) replies: AVec<ShimReply>,
+    /// The identity of the next socket file (driver-core's "inode").
+    pub(crate) next_sock: u64,
 }
 
 /// Monotonic nanoseconds.
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     // SAFETY: plain clock read.
     let t = unsafe { bindings::ktime_get() };
     u64::try_from(t).unwrap_or(0)
@@ -209,7 +219,10 @@ impl Core {
                     chans: AVec::new(),
                     next_key: 1,
                     actions: AVec::new(),
+                    replies: AVec::new(),
+                    next_sock: 1,
                 }),
+                replies_wq <- WaitQueue::new(),
             }),
             GFP_KERNEL,
         )
@@ -265,6 +278,7 @@ impl Core {
             pid: 0,
             version: 0,
             frames: 0,
+            undelivered: 0,
             failed: None,
         });
         Ok(chan)
@@ -283,7 +297,9 @@ impl Core {
         }
         frames_in(c, &mut inner.driver, &mut inner.actions, now);
         inner.driver.tick(now, &mut inner.actions);
-        inner.execute();
+        if inner.execute() {
+            self.replies_wq.wake(ksys::EPOLLIN);
+        }
         Ok(())
     }
 
@@ -300,7 +316,9 @@ impl Core {
                 .driver
                 .instance_failed(inst, Violation::ChannelFailed, &mut inner.actions);
         }
-        inner.execute();
+        if inner.execute() {
+            self.replies_wq.wake(ksys::EPOLLIN);
+        }
         // Its rings and region go now (no mapping is left: each holds the
         // file, whose release this is).
         drop(inner.chans.remove(i));
@@ -312,7 +330,9 @@ impl Core {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         inner.driver.tick(now_ns(), &mut inner.actions);
-        inner.execute();
+        if inner.execute() {
+            self.replies_wq.wake(ksys::EPOLLIN);
+        }
         let mut w = TextOut(out);
         let r = (|| -> core::fmt::Result {
             for (id, i) in inner.driver.instances() {
@@ -335,6 +355,10 @@ impl Core {
                 }
                 if let Some(s) = i.stats {
                     write!(w, " heartbeat {}", s.seq)?;
+                }
+                let chan = inner.chans.iter().find(|c| c.inst == Some(id));
+                if let Some(n) = chan.map(|c| c.undelivered).filter(|&n| n > 0) {
+                    write!(w, " undelivered {n}")?;
                 }
                 if let Some(d) = i.death {
                     write!(w, " death \"{d}\"")?;
@@ -410,9 +434,8 @@ fn frames_in(c: &mut ChanState, driver: &mut Driver, actions: &mut AVec<Action>,
                 };
                 match driver.instance_frame(inst, &msg, now, actions) {
                     Ok(None) => {}
-                    // Data for a socket: none exists before the shim's
-                    // control messages reach this module (phase 2, next).
-                    Ok(Some(_)) => return fail(c, "data without a socket", driver, actions),
+                    // Data for a socket: no data path yet (see above).
+                    Ok(Some(_)) => c.undelivered += 1,
                     Err(v) => {
                         pr_warn!("instance {} violated the protocol: {}\n", inst, v);
                         c.failed = Some("protocol violation");
@@ -474,15 +497,19 @@ fn handshake(
 
 impl CoreInner {
     /// Carries out driver-core's actions, then publishes what was pushed.
-    fn execute(&mut self) {
+    /// Returns whether a shim reply arrived (the caller wakes its waiters).
+    pub(crate) fn execute(&mut self) -> bool {
         let CoreInner {
             driver,
             chans,
             actions,
+            replies,
             ..
         } = self;
-        let mut host = KHost { chans };
+        let before = replies.len();
+        let mut host = KHost { chans, replies };
         driver.execute(actions, &mut host);
+        let replied = replies.len() > before;
         for c in chans.iter_mut() {
             if c.failed.is_some() {
                 continue;
@@ -502,12 +529,14 @@ impl CoreInner {
                 }
             }
         }
+        replied
     }
 }
 
-/// driver-core's host: the channels.
+/// driver-core's host: the channels, and the replies for shim requests.
 struct KHost<'a> {
     chans: &'a mut AVec<ChanState>,
+    replies: &'a mut AVec<ShimReply>,
 }
 
 impl ChanState {
@@ -559,9 +588,11 @@ impl InstanceLinks for KHost<'_> {
     }
 }
 
-// No app-side socket exists until the shim's control messages reach
-// /dev/ins (phase 2, next step): driver-core asks for these only about
-// sockets, so they have nothing to act on yet.
+// Socket files (control.rs) have no data path yet: no bytes, tokens or
+// connections flow to or from them, so what driver-core asks of their
+// app side has nothing to act on; an announced connection has no app side
+// (driver-core drops it). A socket file holds only its handle, so
+// `forget` has nothing to free either.
 impl AppSockets for KHost<'_> {
     fn new_connection(
         &mut self,
@@ -581,7 +612,15 @@ impl AppSockets for KHost<'_> {
 }
 
 impl ShimReplies for KHost<'_> {
-    fn reply(&mut self, _reply: &ShimReply) {}
+    fn reply(&mut self, reply: &ShimReply) {
+        // Kept for the caller waiting on it (control.rs). If memory is
+        // short the reply is lost and the caller waits until a signal.
+        if self.replies.try_reserve(1).is_ok() {
+            self.replies.push(*reply);
+        } else {
+            pr_warn!("shim reply dropped: out of memory\n");
+        }
+    }
 }
 
 /// The `Chan` behind a channel file.
@@ -737,55 +776,13 @@ pub(crate) fn chan_fops(owner: *mut bindings::module) -> bindings::file_operatio
 }
 
 /// Makes the channel's file and reserves an fd (`O_CLOEXEC` if asked)
-/// without installing it: the caller installs it with `fd_install` once
-/// nothing else can fail, or drops both with [`discard`].
+/// without installing it (`ksys::new_anon_file`). On failure the channel
+/// is removed from the core's table.
 pub(crate) fn install(
     chan: Arc<Chan>,
     fops: *const bindings::file_operations,
     cloexec: bool,
 ) -> Result<(i32, *mut bindings::file)> {
-    let flags = if cloexec { bindings::O_CLOEXEC } else { 0 };
-    // SAFETY: plain fd reservation for the current task.
-    let fd = unsafe { bindings::get_unused_fd_flags(flags) };
-    if fd < 0 {
-        // Dropping `chan` leaves its state in the core's table: remove it.
-        chan.core.release(chan.key);
-        return Err(Error::from_errno(fd));
-    }
-    let key = chan.key;
-    let core = chan.core.clone();
-    let raw = Arc::into_raw(chan);
-    // SAFETY: `fops` is our channel fops (module lifetime, owner set);
-    // `raw` becomes the file's private data, released by chan_release.
-    let f = unsafe {
-        ksys::anon_inode_getfile(
-            c"[ins-instance]".as_ptr().cast(),
-            fops,
-            raw.cast_mut().cast::<c_void>(),
-            bindings::O_RDWR as i32,
-        )
-    };
-    let errno = f as isize;
-    if f.is_null() || (-4095..0).contains(&errno) {
-        // SAFETY: the file was not made: we still own the reference.
-        drop(unsafe { Arc::from_raw(raw) });
-        core.release(key);
-        // SAFETY: `fd` was reserved above and not installed.
-        unsafe { bindings::put_unused_fd(fd as u32) };
-        return Err(if f.is_null() {
-            ENOMEM
-        } else {
-            Error::from_errno(errno as i32)
-        });
-    }
-    Ok((fd, f))
-}
-
-/// Drops a file and fd made by [`install`] but not installed.
-pub(crate) fn discard(fd: i32, f: *mut bindings::file) {
-    // SAFETY: a file we made and did not install: this drops the only
-    // reference (its release removes the channel).
-    unsafe { bindings::fput(f) };
-    // SAFETY: reserved by us and not installed.
-    unsafe { bindings::put_unused_fd(fd as u32) };
+    let (core, key) = (chan.core.clone(), chan.key);
+    ksys::new_anon_file(c"[ins-instance]", fops, chan, cloexec).inspect_err(|_| core.release(key))
 }

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The shim's control messages on /dev/ins (protvm-driver/kmod,
+ * control.rs), sent by hand: not the shim, a test client that encodes the
+ * same ins-protocol control packets (protocol/src/control.rs: a 112-byte
+ * little-endian header) and sends them with INS_IOC_CONTROL. Needs a live
+ * instance (guest/init starts `ins --kmod`): socket(), bind() and listen()
+ * go through driver-core in the module to that instance, whose real
+ * listening socket must then appear in /proc/net/tcp, and go away when the
+ * socket file is closed.
+ *
+ * Prints `KMODTEST PASS <name>` or `KMODTEST FAIL <name>: <why>`.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#define MAX_PACKET (112 + 256)
+struct ins_control {
+	int32_t fd;
+	uint32_t len;
+	uint8_t packet[MAX_PACKET];
+};
+#define INS_IOC_CONTROL _IOWR('I', 3, struct ins_control)
+enum { OP_SOCKET = 1, OP_BIND = 2, OP_LISTEN = 3, OP_CONNECT = 4, OP_GETSOCKNAME = 9 };
+#define PORT 8097
+
+static int failures;
+static uint32_t next_seq = 1;
+
+static void report(const char *name, int ok, const char *why)
+{
+	if (ok) {
+		printf("KMODTEST PASS shimctl-%s\n", name);
+	} else {
+		printf("KMODTEST FAIL shimctl-%s: %s (errno %d %s)\n", name, why, errno,
+		       strerror(errno));
+		failures++;
+	}
+	fflush(stdout);
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+struct reply {
+	int status; /* the reply's errno, or -1 if the ioctl failed */
+	int fd;
+	uint16_t family, port;
+};
+
+/* One request: op, the socket fd it is about, four args, an IPv4 port
+ * (bound to 0.0.0.0) or 0 for no address. */
+static struct reply control(int dev, uint16_t op, int fd, int32_t a0, int32_t a1, uint16_t port)
+{
+	struct ins_control c;
+	struct reply r = { .status = -1, .fd = -1 };
+	memset(&c, 0, sizeof c);
+	uint8_t *h = c.packet;
+	uint32_t seq = next_seq++;
+	put16(h + 0, op);
+	put32(h + 4, seq);
+	put32(h + 16, (uint32_t)a0);
+	put32(h + 20, (uint32_t)a1);
+	if (port) {
+		put16(h + 32, 2); /* AF_INET */
+		put16(h + 34, port);
+	}
+	c.fd = fd;
+	c.len = 112;
+	if (ioctl(dev, INS_IOC_CONTROL, &c) < 0)
+		return r;
+	if (c.len < 112 || get32(h + 4) != seq || (get32(h) & 0xffff) != op) {
+		errno = EPROTO;
+		return r;
+	}
+	r.status = (int)get32(h + 8);
+	r.fd = c.fd;
+	r.family = (uint16_t)get32(h + 32);
+	r.port = (uint16_t)(get32(h + 32) >> 16);
+	return r;
+}
+
+/* Whether /proc/net/tcp lists a socket in LISTEN (0A) on PORT. */
+static int listening(void)
+{
+	char line[512], want[16];
+	FILE *f = fopen("/proc/net/tcp", "r");
+	if (!f)
+		return 0;
+	snprintf(want, sizeof want, ":%04X", PORT);
+	int found = 0;
+	while (fgets(line, sizeof line, f)) {
+		/* "  sl  local_address rem_address   st ..." */
+		char local[64], remote[64], st[8];
+		if (sscanf(line, "%*s %63s %63s %7s", local, remote, st) != 3)
+			continue;
+		size_t l = strlen(local);
+		if (l >= 5 && strcmp(local + l - 5, want) == 0 && strcmp(st, "0A") == 0)
+			found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+static int listening_within(int want, int tenths)
+{
+	for (int i = 0; i < tenths; i++) {
+		if (listening() == want)
+			return 1;
+		usleep(100000);
+	}
+	return listening() == want;
+}
+
+int main(void)
+{
+	int dev = open("/dev/ins", O_RDWR | O_CLOEXEC);
+	if (dev < 0) {
+		report("open", 0, "open /dev/ins");
+		return 1;
+	}
+	report("not-yet-listening", !listening(), "port already listening before the test");
+	struct reply s = control(dev, OP_SOCKET, -1, 2, 1, 0);
+	report("socket", s.status == 0 && s.fd >= 0, "Socket(AF_INET, SOCK_STREAM)");
+	if (s.fd < 0)
+		return 1;
+	char link[64] = "";
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", s.fd);
+	ssize_t n = readlink(path, link, sizeof link - 1);
+	if (n > 0)
+		link[n] = 0;
+	report("socket-file", strcmp(link, "anon_inode:[ins-socket]") == 0, link);
+	char b;
+	errno = 0;
+	report("no-data-path-yet", read(s.fd, &b, 1) < 0 && errno == ENOTCONN,
+	       "read on a socket file did not fail ENOTCONN");
+
+	struct reply r = control(dev, OP_BIND, s.fd, 0, 0, PORT);
+	report("bind", r.status == 0, "Bind(0.0.0.0:8097) through the instance");
+	r = control(dev, OP_LISTEN, s.fd, 16, 0, 0);
+	report("listen", r.status == 0, "Listen(16) through the instance");
+	report("instance-listens", listening_within(1, 30),
+	       "no LISTEN socket on 8097 in /proc/net/tcp");
+	r = control(dev, OP_GETSOCKNAME, s.fd, 0, 0, 0);
+	report("getsockname", r.status == 0 && r.family == 2 && r.port == PORT,
+	       "GetSockName does not say 0.0.0.0:8097");
+
+	/* driver-core's port table answers a second bind on the port. */
+	struct reply s2 = control(dev, OP_SOCKET, -1, 2, 1, 0);
+	r = control(dev, OP_BIND, s2.fd, 0, 0, PORT);
+	report("bind-in-use", s2.status == 0 && r.status == EADDRINUSE,
+	       "a second bind on 8097 was not EADDRINUSE");
+	/* No data path yet: connect is refused, not half done. */
+	r = control(dev, OP_CONNECT, s2.fd, 0, 0, PORT);
+	report("connect-not-yet", r.status == EOPNOTSUPP, "Connect was not EOPNOTSUPP");
+	/* Only our socket files name a socket. */
+	int null = open("/dev/null", O_RDWR);
+	r = control(dev, OP_BIND, null, 0, 0, PORT + 1);
+	report("not-a-socket", r.status == ENOTSOCK, "Bind on /dev/null was not ENOTSOCK");
+	close(null);
+	/* Garbage is refused before it reaches driver-core. */
+	struct ins_control bad;
+	memset(&bad, 0, sizeof bad);
+	bad.fd = -1;
+	bad.len = 112;
+	put16(bad.packet, 77); /* no such op */
+	errno = 0;
+	report("bad-packet", ioctl(dev, INS_IOC_CONTROL, &bad) < 0 && errno == EINVAL,
+	       "an unknown op was accepted");
+
+	/* The app lets go: the instance closes its listener. */
+	close(s.fd);
+	report("close-unlistens", listening_within(0, 30),
+	       "LISTEN socket on 8097 still there after close");
+	close(s2.fd);
+	close(dev);
+	return failures ? 1 : 0;
+}
