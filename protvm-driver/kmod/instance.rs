@@ -13,8 +13,8 @@
 //! | on the channel fd | does |
 //! | --- | --- |
 //! | `mmap(len, PROT_READ|PROT_WRITE, MAP_SHARED, 0)` | maps the region (exactly its length, offset 0) |
-//! | `write(8 bytes)` | the instance's doorbell: the module reads the instance→driver ring now, in this call |
-//! | `read(8 bytes)` | consumes the module's doorbell (u64 1); `EAGAIN` if not rung (non-blocking), `EPIPE` once dead |
+//! | `write(8 bytes)` | the instance's doorbell: the module reads the instance→driver ring now, in this call (once dead: accepted and ignored, as an eventfd nobody reads) |
+//! | `read(8 bytes)` | consumes the module's doorbell (u64 1); `EAGAIN` if not rung (non-blocking); 0 (end of file) once dead |
 //! | `poll`/`epoll` | `EPOLLIN` while the module's doorbell is rung, `EPOLLOUT` always, `EPOLLHUP|EPOLLERR` once the channel is dead |
 //! | `close` (last reference) | the instance leaves: driver-core declares it dead, the rings are freed |
 //!
@@ -35,7 +35,7 @@
 //!   length is a sticky `Corrupt`), and every frame is decoded from the
 //!   private copy (`Msg::decode`, `Hello::decode`). The first bad index,
 //!   frame, hello or protocol violation marks only that channel dead
-//!   (poll: `EPOLLHUP|EPOLLERR`; doorbell writes: `EPIPE`); nothing the
+//!   (poll: `EPOLLHUP|EPOLLERR`; doorbell reads: end of file); nothing the
 //!   instance writes reaches a panic or an unbounded loop (a doorbell reads
 //!   at most [`RX_BATCH`] frames).
 //! * One mutex ([`Core`]) holds driver-core and every channel's rings: the
@@ -289,11 +289,13 @@ impl Core {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let now = now_ns();
+        // A dead channel ignores its doorbell: the instance learns of the
+        // death from the hang-up, as from a daemon's closed socket.
         let Some(c) = inner.chans.iter_mut().find(|c| c.key == key) else {
-            return Err(EPIPE);
+            return Ok(());
         };
         if c.failed.is_some() {
-            return Err(EPIPE);
+            return Ok(());
         }
         frames_in(c, &mut inner.driver, &mut inner.actions, now);
         inner.driver.tick(now, &mut inner.actions);
@@ -665,7 +667,7 @@ unsafe extern "C" fn chan_read(
                 return Ok(8);
             }
             if chan.dead.load(Ordering::Acquire) {
-                return Err(EPIPE);
+                return Ok(0);
             }
             if nonblock {
                 return Err(EAGAIN);
