@@ -37,7 +37,7 @@
 //!   frame, hello or protocol violation marks only that channel dead
 //!   (poll: `EPOLLHUP|EPOLLERR`; doorbell reads: end of file); nothing the
 //!   instance writes reaches a panic or an unbounded loop (a doorbell reads
-//!   at most [`RX_BATCH`] frames).
+//!   at most [`MAX_ROUNDS`] ring-fulls of frames).
 //! * One mutex ([`Core`]) holds driver-core and every channel's rings: the
 //!   core is single-threaded, and a doorbell, a status read, a new channel
 //!   and a release each take it once, never while sleeping.
@@ -73,9 +73,9 @@ use kernel::sync::{Arc, Mutex};
 use crate::ksys::{self, WaitQueue};
 use crate::vregion::{VRegion, PAGE};
 
-/// Frames a doorbell reads at most; the rest wait for the next one (the
-/// ring is armed, so the instance's next publish rings again).
-pub(crate) const RX_BATCH: usize = 1024;
+/// Rounds of reading (each bounded by the ring's capacity) a doorbell
+/// does at most (see [`frames_in`]).
+pub(crate) const MAX_ROUNDS: usize = 4;
 /// Largest ring capacity an instance may ask for (each direction).
 pub(crate) const MAX_RING: u32 = 16 << 20;
 /// Frames kept for an instance whose ring is full (then it is failed).
@@ -408,56 +408,73 @@ fn fail(c: &mut ChanState, why: &'static str, driver: &mut Driver, actions: &mut
     c.chan.kill();
 }
 
-/// Pops, copies out, decodes and hands to driver-core at most
-/// [`RX_BATCH`] frames, then releases the space and re-arms the ring.
+/// Pops, copies out, decodes and hands to driver-core every frame
+/// published, then releases the space and re-arms the ring; again while
+/// re-arming finds more (at most [`MAX_ROUNDS`] times).
+///
+/// Bounded work: within a round nothing is released, so the instance
+/// cannot add frames beyond the ring's capacity (every frame takes at
+/// least 8 bytes: at most capacity / 8 frames a round). The instance's
+/// own thread is in this call, so a well-behaved (single-producer-thread)
+/// instance has published nothing new when the round ends and re-arming
+/// succeeds at once. Only frames published by another thread during the
+/// last round can be left unarmed, and then only that instance waits.
 fn frames_in(c: &mut ChanState, driver: &mut Driver, actions: &mut AVec<Action>, now: u64) {
-    let mut popped = 0;
-    while popped < RX_BATCH {
-        let n = match c.rx.pop(&mut c.buf) {
-            Ok(Some(n)) => n,
-            Ok(None) => break,
-            Err(RingError::Corrupt(_)) => return fail(c, "corrupt ring", driver, actions),
-            Err(_) => return fail(c, "ring error", driver, actions),
-        };
-        popped += 1;
-        c.frames += 1;
-        match c.inst {
-            None => {
-                if let Err(why) = handshake(c, n, driver, actions, now) {
-                    return fail(c, why, driver, actions);
-                }
+    for _ in 0..MAX_ROUNDS {
+        loop {
+            let n = match c.rx.pop(&mut c.buf) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(RingError::Corrupt(_)) => return fail(c, "corrupt ring", driver, actions),
+                Err(_) => return fail(c, "ring error", driver, actions),
+            };
+            c.frames += 1;
+            if let Err(why) = frame_in(c, n, driver, actions, now) {
+                return fail(c, why, driver, actions);
             }
-            Some(inst) => {
-                let Some(frame) = c.buf.get(..n) else {
-                    return fail(c, "frame length", driver, actions);
-                };
-                let Ok(msg) = Msg::decode(frame) else {
-                    return fail(c, "malformed frame", driver, actions);
-                };
-                match driver.instance_frame(inst, &msg, now, actions) {
-                    Ok(None) => {}
-                    // Data for a socket: no data path yet (see above).
-                    Ok(Some(_)) => c.undelivered += 1,
-                    Err(v) => {
-                        pr_warn!("instance {} violated the protocol: {}\n", inst, v);
-                        c.failed = Some("protocol violation");
-                        c.chan.kill();
-                        return;
-                    }
-                }
+            if c.failed.is_some() {
+                return;
             }
         }
+        match c.rx.release() {
+            Ok(true) => c.chan.ring(),
+            Ok(false) => {}
+            Err(_) => return fail(c, "corrupt ring", driver, actions),
+        }
+        // Ask to be rung on the next frame; `true`: more came meanwhile.
+        match c.rx.prepare_wait() {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(_) => return fail(c, "corrupt ring", driver, actions),
+        }
     }
-    match c.rx.release() {
-        Ok(true) => c.chan.ring(),
-        Ok(false) => {}
-        Err(_) => return fail(c, "corrupt ring", driver, actions),
+}
+
+/// One frame, `n` bytes in `c.buf`: the hello first, then messages.
+fn frame_in(
+    c: &mut ChanState,
+    n: usize,
+    driver: &mut Driver,
+    actions: &mut AVec<Action>,
+    now: u64,
+) -> core::result::Result<(), &'static str> {
+    let Some(inst) = c.inst else {
+        return handshake(c, n, driver, actions, now);
+    };
+    let frame = c.buf.get(..n).ok_or("frame length")?;
+    let msg = Msg::decode(frame).map_err(|_| "malformed frame")?;
+    match driver.instance_frame(inst, &msg, now, actions) {
+        Ok(None) => {}
+        // Data for a socket: no data path yet (see the module docs).
+        Ok(Some(_)) => c.undelivered += 1,
+        Err(v) => {
+            // driver-core declared it dead already.
+            pr_warn!("instance {} violated the protocol: {}\n", inst, v);
+            c.failed = Some("protocol violation");
+            c.chan.kill();
+        }
     }
-    // Ask to be rung on the next frame; frames left over (batch limit)
-    // are read at the next doorbell.
-    if c.rx.prepare_wait().is_err() {
-        fail(c, "corrupt ring", driver, actions);
-    }
+    Ok(())
 }
 
 /// The first frame: the instance's hello.
