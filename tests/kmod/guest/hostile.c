@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct ins_instance {
@@ -102,6 +103,18 @@ int main(void)
 		report("open", 0, "open /dev/ins");
 		return 1;
 	}
+	/* Only CAP_NET_ADMIN may be an instance (it sees every socket). */
+	pid_t child = fork();
+	if (child == 0) {
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(2);
+		struct ins_instance q = { .ring_capacity = RING, .max_frame = FRAME, .fd = -1 };
+		_exit(ioctl(dev, INS_IOC_INSTANCE, &q) < 0 && errno == EPERM ? 0 : 1);
+	}
+	int wst = -1;
+	waitpid(child, &wst, 0);
+	report("needs-cap-net-admin", WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
+	       "an unprivileged process got an instance channel");
 	/* Bad requests are refused. */
 	struct ins_instance bad = { .ring_capacity = 3000, .max_frame = 1024 };
 	errno = 0;
