@@ -12,7 +12,7 @@
 //! * `INS_IOC_INSTANCE` (`_IOWR('I', 2, struct ins_instance)`, needs
 //!   `CAP_NET_ADMIN`: an instance sees every socket placed on it): a new
 //!   instance channel with rings of `ring_capacity` bytes (a power of two,
-//!   256 ..= 16 MiB) and frames of at most `max_frame` bytes (64 ..=
+//!   2048 ..= 16 MiB) and frames of at most `max_frame` bytes (1024 ..=
 //!   capacity / 2) each way. Returns the channel fd, the offset of the
 //!   instance→driver ring and the region length to `mmap` (instance.rs
 //!   says what the fd does).

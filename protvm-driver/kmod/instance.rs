@@ -78,6 +78,10 @@ use crate::vregion::{VRegion, PAGE};
 pub(crate) const MAX_ROUNDS: usize = 4;
 /// Largest ring capacity an instance may ask for (each direction).
 pub(crate) const MAX_RING: u32 = 16 << 20;
+/// Smallest frame limit an instance may ask for: every frame driver-core
+/// sends (a 16-byte header, its fixed part and at most a 256-byte option
+/// value) and every hello fits.
+pub(crate) const MIN_FRAME: u32 = 1024;
 /// Frames kept for an instance whose ring is full (then it is failed).
 pub(crate) const MAX_BACKLOG: usize = 4096;
 
@@ -106,7 +110,7 @@ pub(crate) struct Layout {
 impl Layout {
     /// Both rings with `capacity` and `max_frame`, each page aligned.
     pub(crate) fn new(capacity: u32, max_frame: u32) -> Result<Layout> {
-        if capacity > MAX_RING || (max_frame as usize) < Hello::LEN {
+        if capacity > MAX_RING || max_frame < MIN_FRAME {
             return Err(EINVAL);
         }
         let ring = RingConfig::new(capacity, max_frame).map_err(|_| EINVAL)?;

@@ -118,8 +118,11 @@ int main(void)
 	/* Bad requests are refused. */
 	struct ins_instance bad = { .ring_capacity = 3000, .max_frame = 1024 };
 	errno = 0;
-	report("bad-request", ioctl(dev, INS_IOC_INSTANCE, &bad) < 0 && errno == EINVAL,
-	       "ring capacity 3000 accepted");
+	int refused = ioctl(dev, INS_IOC_INSTANCE, &bad) < 0 && errno == EINVAL;
+	struct ins_instance small = { .ring_capacity = RING, .max_frame = 512 };
+	errno = 0;
+	refused = refused && ioctl(dev, INS_IOC_INSTANCE, &small) < 0 && errno == EINVAL;
+	report("bad-request", refused, "ring capacity 3000 or frames of 512 bytes accepted");
 
 	struct ins_instance req = { .flags = 1, .ring_capacity = RING, .max_frame = FRAME, .fd = -1 };
 	if (ioctl(dev, INS_IOC_INSTANCE, &req) < 0 || req.fd < 0) {
