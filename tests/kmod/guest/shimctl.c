@@ -7,7 +7,8 @@
  * instance (guest/init starts `ins --kmod`): socket(), bind() and listen()
  * go through driver-core in the module to that instance, whose real
  * listening socket must then appear in /proc/net/tcp, and go away when the
- * socket file is closed.
+ * socket file is closed. `shimctl hold` makes such a listener and keeps it
+ * until killed.
  *
  * Prints `KMODTEST PASS <name>` or `KMODTEST FAIL <name>: <why>`.
  */
@@ -134,13 +135,30 @@ static int listening_within(int want, int tenths)
 	return listening() == want;
 }
 
-int main(void)
+/* `shimctl hold`: a listener on PORT through whatever instance is live,
+ * held until the process is killed. */
+static int hold(int dev)
+{
+	struct reply s = control(dev, OP_SOCKET, -1, 2, 1, 0);
+	struct reply b = control(dev, OP_BIND, s.fd, 0, 0, PORT);
+	struct reply l = control(dev, OP_LISTEN, s.fd, 16, 0, 0);
+	printf("KMOD: shimctl hold: socket %d bind %d listen %d\n", s.status, b.status, l.status);
+	fflush(stdout);
+	if (s.status || b.status || l.status)
+		return 1;
+	for (;;)
+		pause();
+}
+
+int main(int argc, char **argv)
 {
 	int dev = open("/dev/ins", O_RDWR | O_CLOEXEC);
 	if (dev < 0) {
 		report("open", 0, "open /dev/ins");
 		return 1;
 	}
+	if (argc > 1 && strcmp(argv[1], "hold") == 0)
+		return hold(dev);
 	report("not-yet-listening", !listening(), "port already listening before the test");
 	struct reply s = control(dev, OP_SOCKET, -1, 2, 1, 0);
 	report("socket", s.status == 0 && s.fd >= 0, "Socket(AF_INET, SOCK_STREAM)");
