@@ -32,11 +32,34 @@
 //! * The last close of a socket file is the app letting go
 //!   (`Driver::app_eof(hup)`: the instances close their replicas).
 //!
-//! Not yet: the socket files' data path (read/write through the rings,
-//! accept tokens, in-band options), so a socket can be made, bound and
-//! listened on, but not carry bytes: `Connect`, `Accept` and `SockOpt`
-//! are `EOPNOTSUPP`, `read`/`write` `ENOTCONN`; a connection an instance
-//! announces gets no app side (driver-core drops it).
+//! The data path of a connected stream socket (a blocking `Connect`
+//! answered 0):
+//!
+//! ```text
+//!  write() ── send_credit ─▶ Data frames (≤ credit, ≤ 1008 bytes, ≤ ring room)
+//!          ── consume_credit; no credit or room: sleep until Resume/doorbell
+//!  read()  ◀─ receive buffer ◀─ instance Data (window checked by driver-core)
+//!          ── delivered (Credit back to the instance as the app reads)
+//!  EOF / reset from the instance: read 0 / the errno once the buffer is empty
+//! ```
+//!
+//! The receive buffer lives in the core's table ([`SockEntry`], under its
+//! mutex) and never holds more than driver-core's window, because credit
+//! goes back only as the app reads. `poll` says readable (bytes, EOF,
+//! reset, or not connected) and writable (credit and ring room);
+//! writers and readers sleep on the file's wait queue, woken by data,
+//! EOF/reset, `Resume` and every doorbell (ring space).
+//!
+//! Not yet: accepted connections (tokens on listeners, `Accept` handing
+//! over a socket file: `EOPNOTSUPP`, and a connection an instance announces
+//! gets no app side, so driver-core drops it), non-blocking `Connect`
+//! (`EOPNOTSUPP`), datagram sockets' data (`write` `EOPNOTSUPP`), in-band
+//! options (`SockOpt` `EOPNOTSUPP`), `shutdown(SHUT_WR)` refusing later
+//! writes, writes straight into ring space (one copy through a bounce
+//! buffer today).
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec as AVec;
 
 use driver_core::{Handle, ReplyFd};
 use ins_protocol::control::{Control, Op, MAX_PACKET};
@@ -46,7 +69,7 @@ use kernel::sync::Arc;
 use kernel::uaccess::UserSlice;
 
 use crate::instance::{now_ns, Core};
-use crate::ksys;
+use crate::ksys::{self, WaitQueue};
 
 /// `struct ins_control` size.
 pub(crate) const CONTROL_LEN: usize = 8 + MAX_PACKET;
@@ -55,11 +78,96 @@ pub(crate) const INS_IOC_CONTROL: u32 =
     (3 << 30) | ((CONTROL_LEN as u32) << 16) | ((b'I' as u32) << 8) | 3;
 /// `EOPNOTSUPP`.
 const EOPNOTSUPP_N: i32 = 95;
+/// `ENOMEM`.
+const ENOMEM_N: i32 = 12;
 
 /// What a socket file points to.
+#[pin_data]
 pub(crate) struct SockFile {
     core: Arc<Core>,
     handle: Handle,
+    /// Readers, writers and poll/epoll wait here.
+    #[pin]
+    wq: WaitQueue,
+}
+
+impl SockFile {
+    /// Something changed for this socket: look again.
+    pub(crate) fn wake(&self) {
+        self.wq
+            .wake(ksys::EPOLLIN | ksys::EPOLLRDNORM | ksys::EPOLLOUT | ksys::EPOLLWRNORM);
+    }
+}
+
+/// A socket file's receive side, in the core's table (under its mutex).
+pub(crate) struct SockEntry {
+    pub(crate) handle: Handle,
+    pub(crate) file: Arc<SockFile>,
+    /// Bytes from the instance the app has not read (at most driver-core's
+    /// window: credit goes back only as the app reads).
+    rx: VecDeque<u8>,
+    /// A stream socket (datagram sockets have no data path yet).
+    stream: bool,
+    /// The connect was answered 0.
+    connected: bool,
+    /// The peer sent its last byte.
+    eof: bool,
+    /// The connection was reset (errno), or 0.
+    err: i32,
+}
+
+/// Instance data for socket `h` (driver-core checked the window): into its
+/// receive buffer. False if there is no such socket file any more, or no
+/// memory (then the bytes are dropped and the socket reset).
+pub(crate) fn data_in(socks: &mut AVec<SockEntry>, h: Handle, bytes: &[u8]) -> bool {
+    let Some(e) = socks.iter_mut().find(|e| e.handle == h) else {
+        return false;
+    };
+    if e.rx.try_reserve(bytes.len()).is_err() {
+        e.err = ENOMEM_N;
+        e.file.wake();
+        return false;
+    }
+    e.rx.extend(bytes.iter().copied());
+    e.file.wake();
+    true
+}
+
+/// One `/dev/ins` status line for a socket file: its driver-core state,
+/// send credit, bytes in flight from the instance, and bytes buffered.
+pub(crate) fn status_line(
+    e: &SockEntry,
+    driver: &driver_core::Driver,
+    w: &mut crate::instance::TextOut<'_>,
+) -> core::fmt::Result {
+    use core::fmt::Write;
+    let Some(i) = driver.socket(e.handle) else {
+        return Ok(());
+    };
+    writeln!(
+        w,
+        "socket {} {:?} instance {:?} credit {} inflight {} buffered {}{}{}",
+        e.handle,
+        i.state,
+        i.inst,
+        i.send_credit,
+        i.recv_inflight,
+        e.rx.len(),
+        if e.eof { " eof" } else { "" },
+        if e.err != 0 { " reset" } else { "" },
+    )
+}
+
+/// The peer ended socket `h`: EOF (`errno` 0) or reset.
+pub(crate) fn peer_end(socks: &mut AVec<SockEntry>, h: Handle, errno: i32) {
+    if let Some(e) = socks.iter_mut().find(|e| e.handle == h) {
+        if errno == 0 {
+            e.eof = true;
+        } else {
+            e.err = errno;
+        }
+        e.file.wake();
+    }
 }
 
 /// One control request from the `/dev/ins` file `conn`.
@@ -83,10 +191,10 @@ pub(crate) fn control_ioctl(
     let mut out = KVec::from_elem(0u8, CONTROL_LEN, GFP_KERNEL)?;
     let (ctl_len, new_file) = match req.op {
         Op::Socket => socket_op(core, sock_fops, &req, &mut out)?,
-        // These need the socket files' data path (not yet).
-        Op::SockOpt | Op::Connect | Op::Accept => {
-            (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None)
-        }
+        // Accepted connections, in-band options and non-blocking connects
+        // need what socket files do not have yet (control.rs docs).
+        Op::SockOpt | Op::Accept => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
+        Op::Connect if req.args[0] != 0 => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
         _ => (shim_op(core, sock_fops, conn, &req, fd, &mut out)?, None),
     };
     out[4..8].copy_from_slice(&(ctl_len as u32).to_ne_bytes());
@@ -133,18 +241,33 @@ fn socket_op(
             Err(errno) => return Ok((reply_status(req, errno, out)?, None)),
         }
     };
-    let sock = Arc::new(
-        SockFile {
+    let made = Arc::pin_init(
+        pin_init!(SockFile {
             core: core.clone(),
             handle,
-        },
+            wq <- WaitQueue::new(),
+        }),
         GFP_KERNEL,
-    );
-    let sock = match sock {
+    )
+    .and_then(|sock| {
+        let mut inner = core.inner.lock();
+        inner.socks.try_reserve(1).map_err(|_| ENOMEM)?;
+        inner.socks.push(SockEntry {
+            handle,
+            file: sock.clone(),
+            rx: VecDeque::new(),
+            stream: ty == 1,
+            connected: false,
+            eof: false,
+            err: 0,
+        });
+        Ok(sock)
+    });
+    let sock = match made {
         Ok(s) => s,
         Err(e) => {
             let_go(core, handle);
-            return Err(e.into());
+            return Err(e);
         }
     };
     // Not close-on-exec, as socket() without SOCK_CLOEXEC (the shim sets
@@ -158,6 +281,7 @@ fn socket_op(
 fn let_go(core: &Core, handle: Handle) {
     let mut guard = core.inner.lock();
     let inner = &mut *guard;
+    inner.socks.retain(|e| e.handle != handle);
     inner.driver.app_eof(handle, true, &mut inner.actions);
     if inner.execute() {
         core.replies_wq.wake(ksys::EPOLLIN);
@@ -232,6 +356,14 @@ fn shim_op(
         return Err(EINTR);
     };
     let mut ctl = r.ctl;
+    if ctl.op == Op::Connect && ctl.status == 0 {
+        if let Some(h) = sock {
+            let mut inner = core.inner.lock();
+            if let Some(e) = inner.socks.iter_mut().find(|e| e.handle == h) {
+                e.connected = true;
+            }
+        }
+    }
     if r.fd != ReplyFd::None {
         // A reply passing a connection's fd needs the data path.
         ctl.status = EOPNOTSUPP_N;
@@ -246,16 +378,299 @@ pub(crate) fn conn_closed(core: &Core, conn: u64) {
     core.inner.lock().replies.retain(|r| r.conn != conn);
 }
 
-/// `read`/`write` of socket files: no data path yet.
+/// The `SockFile` behind a socket file.
 ///
 /// # Safety
 ///
-/// Called by the VFS; nothing is dereferenced.
-unsafe extern "C" fn sock_read_iter(
-    _iocb: *mut bindings::kiocb,
-    _iter: *mut bindings::iov_iter,
+/// `file` is one of our socket files (its `private_data` is the
+/// `Arc<SockFile>` reference from `Arc::into_raw`, released only in
+/// `release`, after which the VFS calls nothing else).
+unsafe fn sock_of<'a>(file: *mut bindings::file) -> &'a SockFile {
+    // SAFETY: `file` is valid (caller's contract).
+    let private = unsafe { (*file).private_data };
+    // SAFETY: a live `SockFile` until release (caller's contract).
+    unsafe { &*(private as *const SockFile) }
+}
+
+/// Whether a read or write on `iocb` must not block.
+///
+/// # Safety
+///
+/// `iocb` is the valid kiocb the VFS passed.
+unsafe fn nonblocking(iocb: *mut bindings::kiocb) -> bool {
+    // SAFETY: `iocb` is valid during the call (caller's contract).
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: so is its file.
+    let f_flags = unsafe { (*file).f_flags };
+    // SAFETY: as above.
+    let ki_flags = unsafe { (*iocb).ki_flags };
+    // IOCB_NOWAIT = 0x8 (include/linux/fs.h).
+    f_flags & bindings::O_NONBLOCK != 0 || ki_flags & 0x8 != 0
+}
+
+impl SockFile {
+    /// `read()`: bytes from the receive buffer; driver-core credits the
+    /// instance for what the app took.
+    ///
+    /// # Safety
+    ///
+    /// `iter` is the valid destination iterator the VFS passed.
+    unsafe fn read(&self, iter: *mut bindings::iov_iter, nonblock: bool) -> Result<usize> {
+        // SAFETY: `iter` is valid (caller's contract).
+        let want = unsafe { ksys::iov_iter_count(iter) };
+        if want == 0 {
+            return Ok(0);
+        }
+        loop {
+            {
+                let mut guard = self.core.inner.lock();
+                let inner = &mut *guard;
+                let e = inner
+                    .socks
+                    .iter_mut()
+                    .find(|e| e.handle == self.handle)
+                    .ok_or(EBADF)?;
+                if !e.rx.is_empty() {
+                    let mut done = 0usize;
+                    let (a, b) = e.rx.as_slices();
+                    for part in [a, b] {
+                        let part = part.get(..part.len().min(want - done)).unwrap_or(&[]);
+                        if part.is_empty() {
+                            continue;
+                        }
+                        // SAFETY: `part` is readable for its length; `iter`
+                        // is valid (caller's contract).
+                        let c = unsafe {
+                            bindings::_copy_to_iter(part.as_ptr().cast(), part.len(), iter)
+                        };
+                        done += c;
+                        if c < part.len() {
+                            break;
+                        }
+                    }
+                    if done == 0 {
+                        return Err(EFAULT);
+                    }
+                    e.rx.drain(..done);
+                    let drained = e.rx.is_empty();
+                    inner
+                        .driver
+                        .delivered(self.handle, done as u32, drained, &mut inner.actions);
+                    if inner.execute() {
+                        self.core.replies_wq.wake(ksys::EPOLLIN);
+                    }
+                    return Ok(done);
+                }
+                if e.err != 0 {
+                    return Err(Error::from_errno(-e.err));
+                }
+                if e.eof {
+                    return Ok(0);
+                }
+                if !e.connected {
+                    return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
+                }
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            self.wq.wait_until(|| self.readable())?;
+        }
+    }
+
+    fn readable(&self) -> bool {
+        let inner = self.core.inner.lock();
+        inner
+            .socks
+            .iter()
+            .find(|e| e.handle == self.handle)
+            .map_or(true, |e| {
+                !e.rx.is_empty() || e.eof || e.err != 0 || !e.connected
+            })
+    }
+
+    /// `write()`: `Data` frames within driver-core's send credit onto the
+    /// instance's ring. Blocking writes put everything in; non-blocking
+    /// ones what the credit and the ring admit now.
+    ///
+    /// # Safety
+    ///
+    /// `iter` is the valid source iterator the VFS passed.
+    unsafe fn write(&self, iter: *mut bindings::iov_iter, nonblock: bool) -> Result<usize> {
+        let mut done = 0usize;
+        let mut bounce = KVec::from_elem(0u8, MAX_DATA, GFP_KERNEL)?;
+        loop {
+            // SAFETY: `iter` is valid (caller's contract).
+            let left = unsafe { ksys::iov_iter_count(iter) };
+            if left == 0 {
+                return Ok(done);
+            }
+            let progress = {
+                let mut guard = self.core.inner.lock();
+                let inner = &mut *guard;
+                let e = inner
+                    .socks
+                    .iter()
+                    .find(|e| e.handle == self.handle)
+                    .ok_or(EBADF)?;
+                if e.err != 0 {
+                    return if done > 0 { Ok(done) } else { Err(EPIPE) };
+                }
+                if !e.stream {
+                    return Err(Error::from_errno(-EOPNOTSUPP_N));
+                }
+                let connected = e.connected;
+                match inner.driver.send_credit(self.handle, &mut inner.actions) {
+                    None if !connected => {
+                        return Err(Error::from_errno(-(bindings::ENOTCONN as i32)))
+                    }
+                    None => false,
+                    Some((_, _, 0)) => false,
+                    Some((inst, wire, credit)) => {
+                        // What the credit, a frame and the ring take now
+                        // (0: wait for the instance's doorbell).
+                        let n = left
+                            .min(credit as usize)
+                            .min(MAX_DATA)
+                            .min(inner.data_room(inst));
+                        if n == 0 {
+                            false
+                        } else {
+                            let buf = bounce.get_mut(..n).ok_or(EINVAL)?;
+                            // SAFETY: `buf` is writable for `n` bytes; `iter`
+                            // is valid. A short copy advances `iter` by `c`.
+                            let c = unsafe {
+                                bindings::_copy_from_iter(buf.as_mut_ptr().cast(), n, iter)
+                            };
+                            if c == 0 {
+                                return if done > 0 { Ok(done) } else { Err(EFAULT) };
+                            }
+                            let chunk = buf.get(..c).ok_or(EINVAL)?;
+                            if inner.push_data(inst, wire, chunk)? {
+                                inner.driver.consume_credit(self.handle, c as u32);
+                                done += c;
+                                true
+                            } else {
+                                // Not expected (room was measured under the
+                                // lock): give the bytes back and wait.
+                                // SAFETY: `iter` was advanced by exactly `c`.
+                                unsafe { bindings::iov_iter_revert(iter, c) };
+                                false
+                            }
+                        }
+                    }
+                }
+            };
+            if progress {
+                continue;
+            }
+            if nonblock {
+                return if done > 0 { Ok(done) } else { Err(EAGAIN) };
+            }
+            if let Err(e) = self.wq.wait_until(|| self.writable()) {
+                return if done > 0 { Ok(done) } else { Err(e) };
+            }
+        }
+    }
+
+    fn writable(&self) -> bool {
+        let mut guard = self.core.inner.lock();
+        let inner = &mut *guard;
+        let gone = inner
+            .socks
+            .iter()
+            .find(|e| e.handle == self.handle)
+            .map_or(true, |e| e.err != 0 || !e.connected || !e.stream);
+        if gone {
+            return true;
+        }
+        // Credit, and room on the instance's ring for a frame.
+        match inner.driver.send_credit(self.handle, &mut inner.actions) {
+            Some((inst, _, c)) if c > 0 => inner.data_room(inst) > 0,
+            _ => false,
+        }
+    }
+}
+
+/// Largest payload of one `Data` frame from a socket file (frames are at
+/// least MIN_FRAME = 1024 bytes with their 16-byte header).
+const MAX_DATA: usize = 1024 - 16;
+
+/// One read or write on a socket file: `op` is [`SockFile::read`] or
+/// [`SockFile::write`].
+///
+/// # Safety
+///
+/// Called by the VFS with a valid kiocb for one of our socket files and a
+/// valid iterator of the direction `op` needs.
+unsafe fn sock_rw(
+    iocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+    op: unsafe fn(&SockFile, *mut bindings::iov_iter, bool) -> Result<usize>,
 ) -> isize {
-    -(bindings::ENOTCONN as isize)
+    // SAFETY: the VFS passes a valid kiocb.
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: the kiocb is for one of our socket files.
+    let sock = unsafe { sock_of(file) };
+    // SAFETY: `iocb` is valid.
+    let nb = unsafe { nonblocking(iocb) };
+    // SAFETY: `iter` is valid for `op`'s direction (caller's contract).
+    match unsafe { op(sock, iter, nb) } {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// `read_iter` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS with a valid kiocb for one of our socket files and a
+/// valid destination iterator.
+unsafe extern "C" fn sock_read_iter(
+    iocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+) -> isize {
+    // SAFETY: as the VFS calls read_iter (this function's contract).
+    unsafe { sock_rw(iocb, iter, SockFile::read) }
+}
+
+/// `write_iter` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS with a valid kiocb for one of our socket files and a
+/// valid source iterator.
+unsafe extern "C" fn sock_write_iter(
+    iocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+) -> isize {
+    // SAFETY: as the VFS calls write_iter (this function's contract).
+    unsafe { sock_rw(iocb, iter, SockFile::write) }
+}
+
+/// `poll` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS with one of our socket files and its poll table.
+unsafe extern "C" fn sock_poll(
+    file: *mut bindings::file,
+    pt: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: the VFS passes one of our socket files.
+    let sock = unsafe { sock_of(file) };
+    // SAFETY: the queue lives in the SockFile, which the file keeps alive
+    // until release, after poll/epoll entries are gone.
+    unsafe { ksys::poll_wait(file, sock.wq.as_ptr(), pt.cast()) };
+    let mut bits = 0;
+    if sock.readable() {
+        bits |= ksys::EPOLLIN | ksys::EPOLLRDNORM;
+    }
+    if sock.writable() {
+        bits |= ksys::EPOLLOUT | ksys::EPOLLWRNORM;
+    }
+    bits
 }
 
 /// `release` of socket files: the app let go.
@@ -279,7 +694,8 @@ pub(crate) fn sock_fops(owner: *mut bindings::module) -> bindings::file_operatio
     bindings::file_operations {
         owner,
         read_iter: Some(sock_read_iter),
-        write_iter: Some(sock_read_iter),
+        write_iter: Some(sock_write_iter),
+        poll: Some(sock_poll),
         release: Some(sock_release),
         llseek: Some(bindings::noop_llseek),
         // SAFETY: all-zero is a valid `file_operations` (no operation).

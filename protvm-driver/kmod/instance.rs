@@ -3,6 +3,11 @@
 //! Instances over the local in-kernel transport, and driver-core as their
 //! host.
 //!
+//! Size: over 800 lines: the channel file, the ring reader and
+//! driver-core's host share the core's table and its one lock, and are
+//! easier to check together; the channel file's operations are the part
+//! to move out when it grows.
+//!
 //! An instance process joins with `INS_IOC_INSTANCE` on `/dev/ins`
 //! (ins_main.rs): the module allocates the channel's region (vregion.rs),
 //! lays out the two ins-protocol rings exactly as the memfd transport does
@@ -45,13 +50,11 @@
 //!   (with another `Arc<Chan>` to wake the instance) from creation to the
 //!   file's release, which removes them. A mapping holds the file, so the
 //!   region outlives every mapping of it.
-//! * Not yet: the socket files' data path (control.rs). Bytes an instance
-//!   sends for a socket (a bound UDP socket may receive datagrams) have
-//!   nowhere to go: they are counted (`undelivered` in the status line)
-//!   and dropped, and driver-core's window for that socket is not reopened,
-//!   so the instance stops sending. [`KHost`]'s socket methods have nothing
-//!   to act on yet. No timer either: heartbeat timeouts are checked
-//!   (`Driver::tick`) on every doorbell, status read and control request.
+//! * Data an instance sends for a socket goes into that socket file's
+//!   receive buffer (control.rs); bytes for a socket whose file is gone are
+//!   counted (`undelivered` in the status line) and dropped.
+//! * No timer: heartbeat timeouts are checked (`Driver::tick`) on every
+//!   doorbell, status read and control request.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec as AVec;
@@ -63,13 +66,14 @@ use driver_core::{
     NoAppSide, ShimReplies, ShimReply, Violation,
 };
 use ins_protocol::hello::{Hello, Role};
-use ins_protocol::msg::{Msg, OwnedMsg};
+use ins_protocol::msg::{encode_data_header, Msg, OwnedMsg, HEADER_LEN};
 use ins_protocol::region::SharedRegion;
 use ins_protocol::ring::{init_ring, Consumer, Producer, RingConfig, RingError};
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
+use crate::control::SockEntry;
 use crate::ksys::{self, WaitQueue};
 use crate::vregion::{VRegion, PAGE};
 
@@ -204,6 +208,8 @@ pub(crate) struct CoreInner {
     pub(crate) replies: AVec<ShimReply>,
     /// The identity of the next socket file (driver-core's "inode").
     pub(crate) next_sock: u64,
+    /// Every open socket file's receive side (control.rs).
+    pub(crate) socks: AVec<SockEntry>,
 }
 
 /// Monotonic nanoseconds.
@@ -225,6 +231,7 @@ impl Core {
                     actions: AVec::new(),
                     replies: AVec::new(),
                     next_sock: 1,
+                    socks: AVec::new(),
                 }),
                 replies_wq <- WaitQueue::new(),
             }),
@@ -301,7 +308,17 @@ impl Core {
         if c.failed.is_some() {
             return Ok(());
         }
-        frames_in(c, &mut inner.driver, &mut inner.actions, now);
+        frames_in(
+            c,
+            &mut inner.driver,
+            &mut inner.actions,
+            &mut inner.socks,
+            now,
+        );
+        // Ring space may have come back: writers waiting for it look again.
+        for e in inner.socks.iter() {
+            e.file.wake();
+        }
         inner.driver.tick(now, &mut inner.actions);
         if inner.execute() {
             self.replies_wq.wake(ksys::EPOLLIN);
@@ -371,6 +388,9 @@ impl Core {
                 }
                 w.write_str("\n")?;
             }
+            for e in inner.socks.iter() {
+                crate::control::status_line(e, &inner.driver, &mut w)?;
+            }
             for c in inner.chans.iter().filter(|c| c.inst.is_none()) {
                 writeln!(
                     w,
@@ -386,7 +406,7 @@ impl Core {
 }
 
 /// `core::fmt::Write` over a `KVec<u8>` (allocation failure: `fmt::Error`).
-struct TextOut<'a>(&'a mut KVec<u8>);
+pub(crate) struct TextOut<'a>(&'a mut KVec<u8>);
 
 impl Write for TextOut<'_> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
@@ -423,7 +443,13 @@ fn fail(c: &mut ChanState, why: &'static str, driver: &mut Driver, actions: &mut
 /// instance has published nothing new when the round ends and re-arming
 /// succeeds at once. Only frames published by another thread during the
 /// last round can be left unarmed, and then only that instance waits.
-fn frames_in(c: &mut ChanState, driver: &mut Driver, actions: &mut AVec<Action>, now: u64) {
+fn frames_in(
+    c: &mut ChanState,
+    driver: &mut Driver,
+    actions: &mut AVec<Action>,
+    socks: &mut AVec<SockEntry>,
+    now: u64,
+) {
     for _ in 0..MAX_ROUNDS {
         loop {
             let n = match c.rx.pop(&mut c.buf) {
@@ -433,7 +459,7 @@ fn frames_in(c: &mut ChanState, driver: &mut Driver, actions: &mut AVec<Action>,
                 Err(_) => return fail(c, "ring error", driver, actions),
             };
             c.frames += 1;
-            if let Err(why) = frame_in(c, n, driver, actions, now) {
+            if let Err(why) = frame_in(c, n, driver, actions, socks, now) {
                 return fail(c, why, driver, actions);
             }
             if c.failed.is_some() {
@@ -460,6 +486,7 @@ fn frame_in(
     n: usize,
     driver: &mut Driver,
     actions: &mut AVec<Action>,
+    socks: &mut AVec<SockEntry>,
     now: u64,
 ) -> core::result::Result<(), &'static str> {
     let Some(inst) = c.inst else {
@@ -469,8 +496,17 @@ fn frame_in(
     let msg = Msg::decode(frame).map_err(|_| "malformed frame")?;
     match driver.instance_frame(inst, &msg, now, actions) {
         Ok(None) => {}
-        // Data for a socket: no data path yet (see the module docs).
-        Ok(Some(_)) => c.undelivered += 1,
+        // Data for a socket (window checked by driver-core): into its
+        // receive buffer, credited back as the app reads it (control.rs).
+        Ok(Some(h)) => {
+            let bytes = match msg {
+                Msg::Data { bytes, .. } | Msg::DataTo { bytes, .. } => bytes,
+                _ => &[],
+            };
+            if !crate::control::data_in(socks, h, bytes) {
+                c.undelivered += 1;
+            }
+        }
         Err(v) => {
             // driver-core declared it dead already.
             pr_warn!("instance {} violated the protocol: {}\n", inst, v);
@@ -527,15 +563,29 @@ impl CoreInner {
             chans,
             actions,
             replies,
+            socks,
             ..
         } = self;
         let before = replies.len();
-        let mut host = KHost { chans, replies };
+        let mut host = KHost {
+            chans,
+            replies,
+            socks,
+        };
         driver.execute(actions, &mut host);
         let replied = replies.len() > before;
         for c in chans.iter_mut() {
             if c.failed.is_some() {
                 continue;
+            }
+            // Frames queued while the ring was full go first, as far as
+            // they fit now. (Every frame fits an empty ring: the frame
+            // limit is at least MIN_FRAME, so a push error only means full.)
+            while let Some(head) = c.backlog.front().copied() {
+                if !matches!(c.push(&head), Ok(true)) {
+                    break;
+                }
+                c.backlog.pop_front();
             }
             let need = c.backlog.front().map(|m| m.borrowed().encoded_len());
             let r = c.tx.flush().and_then(|rang| match need {
@@ -556,10 +606,84 @@ impl CoreInner {
     }
 }
 
+impl CoreInner {
+    /// Pushes a `Data` frame carrying `payload` for socket `wire` onto
+    /// `inst`'s ring and publishes it. `Ok(false)`: no room now (frames
+    /// queued before it, or the ring is full); the ring is armed, so the
+    /// instance's next release rings the module, whose doorbell wakes the
+    /// socket writers. `EPIPE` if the instance's channel is gone.
+    pub(crate) fn push_data(&mut self, inst: InstId, wire: u32, payload: &[u8]) -> Result<bool> {
+        let Some(c) = self.chans.iter_mut().find(|c| c.inst == Some(inst)) else {
+            return Err(EPIPE);
+        };
+        if c.failed.is_some() {
+            return Err(EPIPE);
+        }
+        let mut hdr = [0u8; HEADER_LEN];
+        encode_data_header(wire, payload.len(), &mut hdr).map_err(|_| EINVAL)?;
+        let need = HEADER_LEN + payload.len();
+        // Frames queued before (credits, requests) go first.
+        while let Some(head) = c.backlog.front().copied() {
+            if !matches!(c.push(&head), Ok(true)) {
+                break;
+            }
+            c.backlog.pop_front();
+        }
+        for _ in 0..2 {
+            if c.backlog.is_empty() {
+                match c.tx.try_push_parts(&[&hdr, payload]) {
+                    Ok(()) => {
+                        if c.tx.flush().map_err(|_| EIO)? {
+                            c.chan.ring();
+                        }
+                        return Ok(true);
+                    }
+                    Err(RingError::Full) => {}
+                    Err(_) => return Err(EIO),
+                }
+            }
+            // `true`: room came meanwhile, try once more.
+            if !c.tx.prepare_wait_space(need).map_err(|_| EIO)? {
+                return Ok(false);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl CoreInner {
+    /// How many payload bytes one `Data` frame on `inst`'s ring can carry
+    /// now (0: the ring is full, frames are queued before it, or the
+    /// channel is gone; a full ring is armed, so the instance's release
+    /// rings the module and its doorbell wakes the writers). Ring space
+    /// only grows until this side pushes, so a frame of that size pushed
+    /// under the same lock fits.
+    pub(crate) fn data_room(&mut self, inst: InstId) -> usize {
+        let Some(c) = self.chans.iter_mut().find(|c| c.inst == Some(inst)) else {
+            return 0;
+        };
+        if c.failed.is_some() || !c.backlog.is_empty() {
+            return 0;
+        }
+        let room = |c: &mut ChanState| {
+            c.tx.free_frame_space()
+                .map_or(0, |free| free.saturating_sub(HEADER_LEN))
+        };
+        let n = room(c);
+        // Full: ask the instance to ring when a small frame fits (`true`:
+        // it fits already).
+        if n == 0 && c.tx.prepare_wait_space(HEADER_LEN + 1).unwrap_or(false) {
+            return room(c);
+        }
+        n
+    }
+}
+
 /// driver-core's host: the channels, and the replies for shim requests.
 struct KHost<'a> {
     chans: &'a mut AVec<ChanState>,
     replies: &'a mut AVec<ShimReply>,
+    socks: &'a mut AVec<SockEntry>,
 }
 
 impl ChanState {
@@ -611,11 +735,9 @@ impl InstanceLinks for KHost<'_> {
     }
 }
 
-// Socket files (control.rs) have no data path yet: no bytes, tokens or
-// connections flow to or from them, so what driver-core asks of their
-// app side has nothing to act on; an announced connection has no app side
-// (driver-core drops it). A socket file holds only its handle, so
-// `forget` has nothing to free either.
+// The app side of each socket is its socket file (control.rs); an
+// announced connection has no app side yet (no accept path: driver-core
+// drops it), nor does a non-blocking connect (refused in control.rs).
 impl AppSockets for KHost<'_> {
     fn new_connection(
         &mut self,
@@ -627,10 +749,19 @@ impl AppSockets for KHost<'_> {
     }
     fn token(&mut self, _listener: Handle) {}
     fn connect_done(&mut self, _sock: Handle, _errno: i32) {}
-    fn peer_eof(&mut self, _sock: Handle) {}
-    fn peer_reset(&mut self, _sock: Handle, _errno: i32) {}
+    fn peer_eof(&mut self, sock: Handle) {
+        crate::control::peer_end(self.socks, sock, 0);
+    }
+    fn peer_reset(&mut self, sock: Handle, errno: i32) {
+        crate::control::peer_end(self.socks, sock, errno);
+    }
     fn shutdown_app_write(&mut self, _sock: Handle) {}
-    fn resume(&mut self, _sock: Handle) {}
+    fn resume(&mut self, sock: Handle) {
+        if let Some(e) = self.socks.iter().find(|e| e.handle == sock) {
+            e.file.wake();
+        }
+    }
+    // A socket file's entry goes with its file (control.rs, release).
     fn forget(&mut self, _sock: Handle) {}
 }
 
