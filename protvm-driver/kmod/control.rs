@@ -56,7 +56,11 @@
 //! (`EOPNOTSUPP`), datagram sockets' data (`write` `EOPNOTSUPP`), in-band
 //! options (`SockOpt` `EOPNOTSUPP`), `shutdown(SHUT_WR)` refusing later
 //! writes, writes straight into ring space (one copy through a bounce
-//! buffer today).
+//! buffer today). Known weakness: `read` and `write` copy to and from the
+//! app's memory while holding the core's one mutex, so an app whose buffer
+//! faults slowly (a userfaultfd range, say) delays every other socket and
+//! instance meanwhile; the copies belong outside the lock (copy into the
+//! bounce buffer first; for reads, put back what a faulting copy left).
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec as AVec;
