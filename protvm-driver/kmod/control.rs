@@ -56,11 +56,10 @@
 //! (`EOPNOTSUPP`), datagram sockets' data (`write` `EOPNOTSUPP`), in-band
 //! options (`SockOpt` `EOPNOTSUPP`), `shutdown(SHUT_WR)` refusing later
 //! writes, writes straight into ring space (one copy through a bounce
-//! buffer today). Known weakness: `read` and `write` copy to and from the
-//! app's memory while holding the core's one mutex, so an app whose buffer
-//! faults slowly (a userfaultfd range, say) delays every other socket and
-//! instance meanwhile; the copies belong outside the lock (copy into the
-//! bounce buffer first; for reads, put back what a faulting copy left).
+//! buffer today). The app's memory is copied outside the core's mutex (into and
+//! out of a per-socket bounce buffer, one reader and one writer at a time
+//! per socket), so an app whose buffer faults slowly (a userfaultfd range,
+//! say) delays only its own socket.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec as AVec;
@@ -69,7 +68,7 @@ use driver_core::{Handle, ReplyFd};
 use ins_protocol::control::{Control, Op, MAX_PACKET};
 use kernel::bindings;
 use kernel::prelude::*;
-use kernel::sync::Arc;
+use kernel::sync::{Arc, Mutex};
 use kernel::uaccess::UserSlice;
 
 use crate::instance::{now_ns, Core};
@@ -93,6 +92,14 @@ pub(crate) struct SockFile {
     /// Readers, writers and poll/epoll wait here.
     #[pin]
     wq: WaitQueue,
+    /// One reader at a time, with its bounce buffer: bytes are copied to
+    /// the app outside the core's mutex, then taken off the receive buffer.
+    #[pin]
+    reader: Mutex<KVec<u8>>,
+    /// One writer at a time, with its bounce buffer: bytes are copied from
+    /// the app outside the core's mutex, then pushed.
+    #[pin]
+    writer: Mutex<KVec<u8>>,
 }
 
 impl SockFile {
@@ -245,11 +252,22 @@ fn socket_op(
             Err(errno) => return Ok((reply_status(req, errno, out)?, None)),
         }
     };
+    let bounces = KVec::from_elem(0u8, READ_CHUNK, GFP_KERNEL)
+        .and_then(|r| Ok((r, KVec::from_elem(0u8, MAX_DATA, GFP_KERNEL)?)));
+    let (read_bounce, write_bounce) = match bounces {
+        Ok(b) => b,
+        Err(e) => {
+            let_go(core, handle);
+            return Err(e.into());
+        }
+    };
     let made = Arc::pin_init(
         pin_init!(SockFile {
             core: core.clone(),
             handle,
             wq <- WaitQueue::new(),
+            reader <- kernel::new_mutex!(read_bounce),
+            writer <- kernel::new_mutex!(write_bounce),
         }),
         GFP_KERNEL,
     )
@@ -425,55 +443,63 @@ impl SockFile {
         if want == 0 {
             return Ok(0);
         }
+        let mut bounce = self.reader.lock();
         loop {
-            {
+            // Under the core's mutex: copy the head of the receive buffer
+            // (kernel memory only), or learn why there is none.
+            let k = {
                 let mut guard = self.core.inner.lock();
-                let inner = &mut *guard;
-                let e = inner
+                let e = guard
                     .socks
                     .iter_mut()
                     .find(|e| e.handle == self.handle)
                     .ok_or(EBADF)?;
-                if !e.rx.is_empty() {
-                    let mut done = 0usize;
+                let k = e.rx.len().min(want).min(bounce.len());
+                if k > 0 {
                     let (a, b) = e.rx.as_slices();
-                    for part in [a, b] {
-                        let part = part.get(..part.len().min(want - done)).unwrap_or(&[]);
-                        if part.is_empty() {
-                            continue;
-                        }
-                        // SAFETY: `part` is readable for its length; `iter`
-                        // is valid (caller's contract).
-                        let c = unsafe {
-                            bindings::_copy_to_iter(part.as_ptr().cast(), part.len(), iter)
-                        };
-                        done += c;
-                        if c < part.len() {
-                            break;
-                        }
-                    }
-                    if done == 0 {
-                        return Err(EFAULT);
-                    }
-                    e.rx.drain(..done);
+                    let from_a = a.len().min(k);
+                    let (dst_a, dst_b) = bounce.split_at_mut(from_a);
+                    dst_a.copy_from_slice(a.get(..from_a).ok_or(EINVAL)?);
+                    let rest = k - from_a;
+                    dst_b
+                        .get_mut(..rest)
+                        .ok_or(EINVAL)?
+                        .copy_from_slice(b.get(..rest).ok_or(EINVAL)?);
+                    k
+                } else if e.err != 0 {
+                    return Err(Error::from_errno(-e.err));
+                } else if e.eof {
+                    return Ok(0);
+                } else if !e.connected {
+                    return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
+                } else {
+                    0
+                }
+            };
+            if k > 0 {
+                let src = bounce.get(..k).ok_or(EINVAL)?;
+                // Outside the core's mutex: the app's memory may fault.
+                // SAFETY: `src` is readable for `k` bytes; `iter` is valid.
+                let c = unsafe { bindings::_copy_to_iter(src.as_ptr().cast(), k, iter) };
+                if c == 0 {
+                    return Err(EFAULT);
+                }
+                // Only this reader takes bytes off the buffer (it holds
+                // `reader`) and data is only appended, so its head is still
+                // the `c` bytes copied.
+                let mut guard = self.core.inner.lock();
+                let inner = &mut *guard;
+                if let Some(e) = inner.socks.iter_mut().find(|e| e.handle == self.handle) {
+                    e.rx.drain(..c.min(e.rx.len()));
                     let drained = e.rx.is_empty();
                     inner
                         .driver
-                        .delivered(self.handle, done as u32, drained, &mut inner.actions);
+                        .delivered(self.handle, c as u32, drained, &mut inner.actions);
                     if inner.execute() {
                         self.core.replies_wq.wake(ksys::EPOLLIN);
                     }
-                    return Ok(done);
                 }
-                if e.err != 0 {
-                    return Err(Error::from_errno(-e.err));
-                }
-                if e.eof {
-                    return Ok(0);
-                }
-                if !e.connected {
-                    return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
-                }
+                return Ok(c);
             }
             if nonblock {
                 return Err(EAGAIN);
@@ -502,79 +528,102 @@ impl SockFile {
     /// `iter` is the valid source iterator the VFS passed.
     unsafe fn write(&self, iter: *mut bindings::iov_iter, nonblock: bool) -> Result<usize> {
         let mut done = 0usize;
-        let mut bounce = KVec::from_elem(0u8, MAX_DATA, GFP_KERNEL)?;
+        let mut bounce = self.writer.lock();
+        let err = |done: usize, e: Error| if done > 0 { Ok(done) } else { Err(e) };
         loop {
             // SAFETY: `iter` is valid (caller's contract).
             let left = unsafe { ksys::iov_iter_count(iter) };
             if left == 0 {
                 return Ok(done);
             }
-            let progress = {
-                let mut guard = self.core.inner.lock();
-                let inner = &mut *guard;
-                let e = inner
-                    .socks
-                    .iter()
-                    .find(|e| e.handle == self.handle)
-                    .ok_or(EBADF)?;
-                if e.err != 0 {
-                    return if done > 0 { Ok(done) } else { Err(EPIPE) };
-                }
-                if !e.stream {
-                    return Err(Error::from_errno(-EOPNOTSUPP_N));
-                }
-                let connected = e.connected;
-                match inner.driver.send_credit(self.handle, &mut inner.actions) {
-                    None if !connected => {
-                        return Err(Error::from_errno(-(bindings::ENOTCONN as i32)))
-                    }
-                    None => false,
-                    Some((_, _, 0)) => false,
-                    Some((inst, wire, credit)) => {
-                        // What the credit, a frame and the ring take now
-                        // (0: wait for the instance's doorbell).
-                        let n = left
-                            .min(credit as usize)
-                            .min(MAX_DATA)
-                            .min(inner.data_room(inst));
-                        if n == 0 {
-                            false
-                        } else {
-                            let buf = bounce.get_mut(..n).ok_or(EINVAL)?;
-                            // SAFETY: `buf` is writable for `n` bytes; `iter`
-                            // is valid. A short copy advances `iter` by `c`.
-                            let c = unsafe {
-                                bindings::_copy_from_iter(buf.as_mut_ptr().cast(), n, iter)
-                            };
-                            if c == 0 {
-                                return if done > 0 { Ok(done) } else { Err(EFAULT) };
-                            }
-                            let chunk = buf.get(..c).ok_or(EINVAL)?;
-                            if inner.push_data(inst, wire, chunk)? {
-                                inner.driver.consume_credit(self.handle, c as u32);
-                                done += c;
-                                true
-                            } else {
-                                // Not expected (room was measured under the
-                                // lock): give the bytes back and wait.
-                                // SAFETY: `iter` was advanced by exactly `c`.
-                                unsafe { bindings::iov_iter_revert(iter, c) };
-                                false
-                            }
-                        }
-                    }
-                }
+            // How much may go now: credit, one frame, ring room.
+            let n = match self.sendable(left) {
+                Ok(n) => n,
+                Err(e) => return err(done, e),
             };
-            if progress {
-                continue;
+            if n > 0 {
+                let buf = bounce.get_mut(..n).ok_or(EINVAL)?;
+                // Outside the core's mutex: the app's memory may fault.
+                // SAFETY: `buf` is writable for `n` bytes; `iter` is valid.
+                // A short copy advances `iter` by `c`.
+                let c = unsafe { bindings::_copy_from_iter(buf.as_mut_ptr().cast(), n, iter) };
+                if c == 0 {
+                    return err(done, EFAULT);
+                }
+                let chunk = buf.get(..c).ok_or(EINVAL)?;
+                // Credit and room only grow meanwhile (this writer holds
+                // `writer`), unless the socket was reset: check again.
+                match self.push(chunk) {
+                    Ok(true) => {
+                        done += c;
+                        continue;
+                    }
+                    Ok(false) => {
+                        // SAFETY: `iter` was advanced by exactly `c`.
+                        unsafe { bindings::iov_iter_revert(iter, c) };
+                    }
+                    Err(e) => {
+                        // SAFETY: as above.
+                        unsafe { bindings::iov_iter_revert(iter, c) };
+                        return err(done, e);
+                    }
+                }
             }
             if nonblock {
-                return if done > 0 { Ok(done) } else { Err(EAGAIN) };
+                return err(done, EAGAIN);
             }
             if let Err(e) = self.wq.wait_until(|| self.writable()) {
-                return if done > 0 { Ok(done) } else { Err(e) };
+                return err(done, e);
             }
         }
+    }
+
+    /// How many of `left` bytes may be sent now (0: wait), or why none
+    /// ever will.
+    fn sendable(&self, left: usize) -> Result<usize> {
+        let mut guard = self.core.inner.lock();
+        let inner = &mut *guard;
+        let e = inner
+            .socks
+            .iter()
+            .find(|e| e.handle == self.handle)
+            .ok_or(EBADF)?;
+        if e.err != 0 {
+            return Err(EPIPE);
+        }
+        if !e.stream {
+            return Err(Error::from_errno(-EOPNOTSUPP_N));
+        }
+        let connected = e.connected;
+        Ok(
+            match inner.driver.send_credit(self.handle, &mut inner.actions) {
+                None if !connected => return Err(Error::from_errno(-(bindings::ENOTCONN as i32))),
+                None => 0,
+                Some((inst, _, credit)) => left
+                    .min(credit as usize)
+                    .min(MAX_DATA)
+                    .min(inner.data_room(inst)),
+            },
+        )
+    }
+
+    /// Pushes `chunk` as one `Data` frame if the credit and the ring still
+    /// take it (`Ok(false)`: not now).
+    fn push(&self, chunk: &[u8]) -> Result<bool> {
+        let mut guard = self.core.inner.lock();
+        let inner = &mut *guard;
+        let Some((inst, wire, credit)) = inner.driver.send_credit(self.handle, &mut inner.actions)
+        else {
+            return Ok(false);
+        };
+        if (credit as usize) < chunk.len() || inner.data_room(inst) < chunk.len() {
+            return Ok(false);
+        }
+        if !inner.push_data(inst, wire, chunk)? {
+            return Ok(false);
+        }
+        inner.driver.consume_credit(self.handle, chunk.len() as u32);
+        Ok(true)
     }
 
     fn writable(&self) -> bool {
@@ -599,6 +648,8 @@ impl SockFile {
 /// Largest payload of one `Data` frame from a socket file (frames are at
 /// least MIN_FRAME = 1024 bytes with their 16-byte header).
 const MAX_DATA: usize = 1024 - 16;
+/// Largest read taken off a receive buffer at once.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// One read or write on a socket file: `op` is [`SockFile::read`] or
 /// [`SockFile::write`].
