@@ -28,7 +28,7 @@
 //!   an instance answers over its ring; a signal ends the wait with
 //!   `EINTR` (the request stays in flight; its late reply is dropped when
 //!   the `/dev/ins` file that sent it closes). The connection is the open
-//!   `/dev/ins` file.
+//!   `/dev/ins` file, numbered at open (never reused).
 //! * The last close of a socket file is the app letting go
 //!   (`Driver::app_eof(hup)`: the instances close their replicas).
 //!
@@ -395,9 +395,12 @@ fn shim_op(
         .map_err(|_| EINVAL)
 }
 
-/// Drops the replies nobody will take: `conn`'s `/dev/ins` file closed.
+/// Drops the replies nobody will take: `conn`'s `/dev/ins` file closed
+/// (and replies that come for it later are dropped as they come).
 pub(crate) fn conn_closed(core: &Core, conn: u64) {
-    core.inner.lock().replies.retain(|r| r.conn != conn);
+    let mut inner = core.inner.lock();
+    inner.replies.retain(|r| r.conn != conn);
+    inner.conns.retain(|&c| c != conn);
 }
 
 /// The `SockFile` behind a socket file.

@@ -169,6 +169,63 @@ fn instance_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
     Ok(0)
 }
 
+/// One open file of `/dev/ins`: a shim connection (its replies are keyed
+/// by `id`, never reused, so a late reply cannot reach a later file).
+struct Conn {
+    state: *const State,
+    id: u64,
+}
+
+/// The `State` and connection id of an open `/dev/ins` file.
+///
+/// # Safety
+///
+/// `file` was opened through the misc device and `misc_open_conn` ran on
+/// it; not called after its release.
+unsafe fn conn_of<'a>(file: *mut bindings::file) -> (&'a State, u64) {
+    // SAFETY: the VFS passes a valid file.
+    let private = unsafe { (*file).private_data };
+    // SAFETY: misc_open_conn set `private_data` to a live `Conn` until
+    // release (caller's contract).
+    let conn = unsafe { &*(private as *const Conn) };
+    // SAFETY: `state` points to the `State` that lives until module exit
+    // (the open file holds a module reference).
+    (unsafe { &*conn.state }, conn.id)
+}
+
+/// `open` of `/dev/ins` (after misc_open() set `private_data` to our
+/// miscdevice, the first field of the `State`): a new connection id.
+///
+/// # Safety
+///
+/// Called by the VFS through misc_open() for a new file of our device.
+unsafe extern "C" fn misc_open_conn(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> i32 {
+    // SAFETY: the VFS passes a valid file.
+    let private = unsafe { (*file).private_data };
+    let state = private as *const State;
+    // SAFETY: misc_open() stored our miscdevice, the first field of the
+    // `State` that lives until module exit.
+    let id = match unsafe { &*state }.core.new_conn() {
+        Ok(id) => id,
+        Err(e) => return e.to_errno(),
+    };
+    match KBox::new(Conn { state, id }, GFP_KERNEL) {
+        Ok(b) => {
+            // SAFETY: as above; the box is taken back in misc_release.
+            unsafe { (*file).private_data = KBox::into_raw(b).cast() };
+            0
+        }
+        Err(_) => {
+            // SAFETY: as above.
+            control::conn_closed(&unsafe { &*state }.core, id);
+            ENOMEM.to_errno()
+        }
+    }
+}
+
 /// `read` of `/dev/ins`: the instance table as text.
 ///
 /// # Safety
@@ -181,10 +238,8 @@ unsafe extern "C" fn misc_read(
     len: usize,
     pos: *mut bindings::loff_t,
 ) -> isize {
-    // SAFETY: the VFS passes a valid file.
-    let private = unsafe { (*file).private_data };
-    // SAFETY: as in misc_ioctl.
-    let state = unsafe { &*(private as *const State) };
+    // SAFETY: a file of our device, not released (VFS contract).
+    let (state, _) = unsafe { conn_of(file) };
     let mut text = KVec::new();
     if let Err(e) = state.core.status(&mut text) {
         return e.to_errno() as isize;
@@ -204,9 +259,12 @@ unsafe extern "C" fn misc_read(
 unsafe extern "C" fn misc_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> i32 {
     // SAFETY: the VFS passes a valid file.
     let private = unsafe { (*file).private_data };
-    // SAFETY: as in misc_ioctl.
-    let state = unsafe { &*(private as *const State) };
-    control::conn_closed(&state.core, file as u64);
+    // SAFETY: last use of the file: `private_data` is the `Conn` box from
+    // misc_open_conn, taken back once.
+    let conn = unsafe { KBox::from_raw(private as *mut Conn) };
+    // SAFETY: the `State` lives until module exit (this file holds a
+    // module reference until after release).
+    control::conn_closed(&unsafe { &*conn.state }.core, conn.id);
     0
 }
 
@@ -216,17 +274,13 @@ unsafe extern "C" fn misc_release(_inode: *mut bindings::inode, file: *mut bindi
 ///
 /// Called by the VFS with a file opened through the misc device.
 unsafe extern "C" fn misc_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
-    // SAFETY: the VFS passes a valid file.
-    let private = unsafe { (*file).private_data };
-    // SAFETY: misc_open() set `private_data` to our miscdevice, the first
-    // field of the `State` that lives until module exit (the open file
-    // holds a module reference).
-    let state = unsafe { &*(private as *const State) };
+    // SAFETY: a file of our device, not released (VFS contract).
+    let (state, conn) = unsafe { conn_of(file) };
     let r = match cmd {
         INS_IOC_PAIR => pair_ioctl(state, arg),
         INS_IOC_INSTANCE => instance_ioctl(state, arg),
         control::INS_IOC_CONTROL => {
-            control::control_ioctl(&state.core, &state.ctl_sock_fops, file as u64, arg)
+            control::control_ioctl(&state.core, &state.ctl_sock_fops, conn, arg)
         }
         _ => Err(ENOTTY),
     };
@@ -257,6 +311,7 @@ impl kernel::Module for Ins {
                 misc_fops: bindings::file_operations {
                     owner,
                     unlocked_ioctl: Some(misc_ioctl),
+                    open: Some(misc_open_conn),
                     read: Some(misc_read),
                     release: Some(misc_release),
                     llseek: Some(bindings::noop_llseek),

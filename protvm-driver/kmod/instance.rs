@@ -210,6 +210,10 @@ pub(crate) struct CoreInner {
     pub(crate) next_sock: u64,
     /// Every open socket file's receive side (control.rs).
     pub(crate) socks: AVec<SockEntry>,
+    /// Open `/dev/ins` files (shim connections); replies for others are
+    /// dropped.
+    pub(crate) conns: AVec<u64>,
+    next_conn: u64,
 }
 
 /// Monotonic nanoseconds.
@@ -232,11 +236,24 @@ impl Core {
                     replies: AVec::new(),
                     next_sock: 1,
                     socks: AVec::new(),
+                    conns: AVec::new(),
+                    next_conn: 1,
                 }),
                 replies_wq <- WaitQueue::new(),
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// A new shim connection (an open `/dev/ins` file): its id, never
+    /// reused.
+    pub(crate) fn new_conn(&self) -> Result<u64> {
+        let mut inner = self.inner.lock();
+        inner.conns.try_reserve(1).map_err(|_| ENOMEM)?;
+        let id = inner.next_conn;
+        inner.next_conn += 1;
+        inner.conns.push(id);
+        Ok(id)
     }
 
     /// A new channel for an instance, with the driver's hello on its ring.
@@ -564,6 +581,7 @@ impl CoreInner {
             actions,
             replies,
             socks,
+            conns,
             ..
         } = self;
         let before = replies.len();
@@ -571,6 +589,7 @@ impl CoreInner {
             chans,
             replies,
             socks,
+            conns,
         };
         driver.execute(actions, &mut host);
         let replied = replies.len() > before;
@@ -684,6 +703,7 @@ struct KHost<'a> {
     chans: &'a mut AVec<ChanState>,
     replies: &'a mut AVec<ShimReply>,
     socks: &'a mut AVec<SockEntry>,
+    conns: &'a AVec<u64>,
 }
 
 impl ChanState {
@@ -767,8 +787,12 @@ impl AppSockets for KHost<'_> {
 
 impl ShimReplies for KHost<'_> {
     fn reply(&mut self, reply: &ShimReply) {
-        // Kept for the caller waiting on it (control.rs). If memory is
-        // short the reply is lost and the caller waits until a signal.
+        // Kept for the caller waiting on it (control.rs), if its /dev/ins
+        // file is still open. If memory is short the reply is lost and the
+        // caller waits until a signal.
+        if !self.conns.contains(&reply.conn) {
+            return;
+        }
         if self.replies.try_reserve(1).is_ok() {
             self.replies.push(*reply);
         } else {
