@@ -139,7 +139,7 @@ bench-iperf:
 	$(CARGO) bench -p ins-e2e --bench iperf
 
 test-kmod:
-	./tests/kmod/run.sh
+	CARGO="$(CARGO)" ./tests/kmod/run.sh
 
 demo: deps
 	CARGO="$(CARGO)" ./tools/demo.sh

@@ -2,20 +2,41 @@
 
 //! `ins`: the INS protected-VM driver as a kernel module.
 //!
-//! Phase 1 (this file): the misc device `/dev/ins` and per-socket files
-//! (sockfile.rs) whose data goes through ins-protocol rings. One ioctl:
+//! The misc device `/dev/ins`, per-socket files (sockfile.rs) whose data
+//! goes through ins-protocol rings, and instances joining over the local
+//! in-kernel transport (instance.rs, driver-core as their host).
 //!
 //! * `INS_IOC_PAIR` (`_IOWR('I', 1, struct ins_pair)`): makes two connected
 //!   socket files and returns their fds, like `socketpair()`. It is how the
-//!   file side is tested before instances exist (tests/kmod/guest).
+//!   file side is tested before the shim's messages reach the module.
+//! * `INS_IOC_INSTANCE` (`_IOWR('I', 2, struct ins_instance)`, needs
+//!   `CAP_NET_ADMIN`: an instance sees every socket placed on it): a new
+//!   instance channel with rings of `ring_capacity` bytes (a power of two,
+//!   2048 ..= 16 MiB) and frames of at most `max_frame` bytes (1024 ..=
+//!   capacity / 2) each way. Returns the channel fd, the offset of the
+//!   instance→driver ring and the region length to `mmap` (instance.rs
+//!   says what the fd does).
+//! * `INS_IOC_CONTROL` (`_IOWR('I', 3, struct ins_control)`): one shim
+//!   control request, through driver-core (control.rs).
+//! * `read()`: a text snapshot of the instances driver-core knows, one line
+//!   each (`instance <id> live|draining|dead pid … version … frames …
+//!   channel open|closed|<why it failed> heartbeat <seq> death "<why>"`),
+//!   and of channels still in their handshake.
 //!
 //! ```c
 //! struct ins_pair { __u32 flags; /* INS_PAIR_CLOEXEC = 1 */ __s32 fds[2]; };
+//! struct ins_instance {
+//!         __u32 flags;            /* in: INS_INSTANCE_CLOEXEC = 1 */
+//!         __u32 ring_capacity;    /* in */
+//!         __u32 max_frame;        /* in */
+//!         __s32 fd;               /* out */
+//!         __u64 to_driver_offset; /* out */
+//!         __u64 region_len;       /* out */
+//! };
 //! ```
 //!
-//! Not yet here (phase 2): the shim's control messages
-//! (ins_protocol::control) through driver-core, instances and their rings
-//! (local transport, then Xen grant tables and event channels).
+//! Not yet here: the socket files' data path (control.rs); the Xen
+//! transport (grant tables and event channels).
 //!
 //! Lifetime: the misc device and both `file_operations` live in one boxed
 //! [`State`] from init to exit; every file made here holds a reference on
@@ -25,6 +46,10 @@
 #[allow(unused_extern_crates)]
 extern crate alloc;
 
+#[path = "control.rs"]
+mod control;
+#[path = "instance.rs"]
+mod instance;
 #[path = "kalloc.rs"]
 mod kalloc;
 #[path = "kregion.rs"]
@@ -33,18 +58,21 @@ mod kregion;
 mod ksys;
 #[path = "sockfile.rs"]
 mod sockfile;
+#[path = "vregion.rs"]
+mod vregion;
 
 use kernel::ffi::{c_long, c_uint, c_ulong};
 
 use kernel::bindings;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use kernel::uaccess::UserSlice;
 
 module! {
     type: Ins,
     name: "ins",
     author: "INS",
-    description: "INS protected-VM driver: /dev/ins and ring-backed socket files",
+    description: "INS protected-VM driver: /dev/ins, ring-backed socket files, instances",
     license: "GPL",
 }
 
@@ -55,6 +83,13 @@ const PAIR_LEN: usize = 12;
 /// `ins_pair.flags`: make the fds close-on-exec.
 const INS_PAIR_CLOEXEC: u32 = 1;
 
+/// `_IOWR('I', 2, struct ins_instance)`: dir 3 << 30, size 32 << 16.
+const INS_IOC_INSTANCE: c_uint = (3 << 30) | (32 << 16) | ((b'I' as c_uint) << 8) | 2;
+/// `struct ins_instance` size.
+const INSTANCE_LEN: usize = 32;
+/// `ins_instance.flags`: make the fd close-on-exec.
+const INS_INSTANCE_CLOEXEC: u32 = 1;
+
 /// The misc device and the operations tables. `misc` is first so that the
 /// `private_data` misc_open() stores (the miscdevice) is the `State`.
 #[repr(C)]
@@ -62,6 +97,13 @@ struct State {
     misc: ksys::MiscDevice,
     misc_fops: bindings::file_operations,
     sock_fops: bindings::file_operations,
+    chan_fops: bindings::file_operations,
+    /// Socket files made by the shim's `Socket` request (control.rs).
+    ctl_sock_fops: bindings::file_operations,
+    /// The channel mappings' operations: none (no fault handler; every
+    /// page is inserted at mmap), but not null, which means anonymous.
+    chan_vm_ops: bindings::vm_operations_struct,
+    core: Arc<instance::Core>,
 }
 
 struct Ins {
@@ -96,20 +138,150 @@ fn pair_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
     Ok(0)
 }
 
+fn instance_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
+    // SAFETY: plain capability check of the current task.
+    if !unsafe { bindings::capable(bindings::CAP_NET_ADMIN as i32) } {
+        return Err(EPERM);
+    }
+    let mut req = [0u8; INSTANCE_LEN];
+    UserSlice::new(arg, INSTANCE_LEN)
+        .reader()
+        .read_slice(&mut req)?;
+    let u32_at = |i: usize| u32::from_ne_bytes([req[i], req[i + 1], req[i + 2], req[i + 3]]);
+    let flags = u32_at(0);
+    if flags & !INS_INSTANCE_CLOEXEC != 0 {
+        return Err(EINVAL);
+    }
+    let layout = instance::Layout::new(u32_at(4), u32_at(8))?;
+    let chan = state.core.new_channel(layout, &state.chan_vm_ops)?;
+    let (fd, file) = instance::install(chan, &state.chan_fops, flags & INS_INSTANCE_CLOEXEC != 0)?;
+    let mut out = req;
+    out[12..16].copy_from_slice(&fd.to_ne_bytes());
+    out[16..24].copy_from_slice(&(layout.to_driver_offset as u64).to_ne_bytes());
+    out[24..32].copy_from_slice(&(layout.len as u64).to_ne_bytes());
+    if let Err(e) = UserSlice::new(arg, INSTANCE_LEN).writer().write_slice(&out) {
+        ksys::discard_file(fd, file);
+        return Err(e);
+    }
+    // SAFETY: `fd` was reserved for this task and `file` is ours; this
+    // hands our reference to the fd table.
+    unsafe { bindings::fd_install(fd as u32, file) };
+    Ok(0)
+}
+
+/// One open file of `/dev/ins`: a shim connection (its replies are keyed
+/// by `id`, never reused, so a late reply cannot reach a later file).
+struct Conn {
+    state: *const State,
+    id: u64,
+}
+
+/// The `State` and connection id of an open `/dev/ins` file.
+///
+/// # Safety
+///
+/// `file` was opened through the misc device and `misc_open_conn` ran on
+/// it; not called after its release.
+unsafe fn conn_of<'a>(file: *mut bindings::file) -> (&'a State, u64) {
+    // SAFETY: the VFS passes a valid file.
+    let private = unsafe { (*file).private_data };
+    // SAFETY: misc_open_conn set `private_data` to a live `Conn` until
+    // release (caller's contract).
+    let conn = unsafe { &*(private as *const Conn) };
+    // SAFETY: `state` points to the `State` that lives until module exit
+    // (the open file holds a module reference).
+    (unsafe { &*conn.state }, conn.id)
+}
+
+/// `open` of `/dev/ins` (after misc_open() set `private_data` to our
+/// miscdevice, the first field of the `State`): a new connection id.
+///
+/// # Safety
+///
+/// Called by the VFS through misc_open() for a new file of our device.
+unsafe extern "C" fn misc_open_conn(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> i32 {
+    // SAFETY: the VFS passes a valid file.
+    let private = unsafe { (*file).private_data };
+    let state = private as *const State;
+    // SAFETY: misc_open() stored our miscdevice, the first field of the
+    // `State` that lives until module exit.
+    let id = match unsafe { &*state }.core.new_conn() {
+        Ok(id) => id,
+        Err(e) => return e.to_errno(),
+    };
+    match KBox::new(Conn { state, id }, GFP_KERNEL) {
+        Ok(b) => {
+            // SAFETY: as above; the box is taken back in misc_release.
+            unsafe { (*file).private_data = KBox::into_raw(b).cast() };
+            0
+        }
+        Err(_) => {
+            // SAFETY: as above.
+            control::conn_closed(&unsafe { &*state }.core, id);
+            ENOMEM.to_errno()
+        }
+    }
+}
+
+/// `read` of `/dev/ins`: the instance table as text.
+///
+/// # Safety
+///
+/// Called by the VFS with a file opened through the misc device, a user
+/// buffer of `len` bytes and the file position.
+unsafe extern "C" fn misc_read(
+    file: *mut bindings::file,
+    buf: *mut kernel::ffi::c_char,
+    len: usize,
+    pos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: a file of our device, not released (VFS contract).
+    let (state, _) = unsafe { conn_of(file) };
+    let mut text = KVec::new();
+    if let Err(e) = state.core.status(&mut text) {
+        return e.to_errno() as isize;
+    }
+    // SAFETY: `buf`/`len` are the caller's user buffer, `pos` the file
+    // position the VFS passed; `text` is readable for its length.
+    unsafe {
+        bindings::simple_read_from_buffer(buf.cast(), len, pos, text.as_ptr().cast(), text.len())
+    }
+}
+
+/// `release` of `/dev/ins`: its shim connection is gone.
+///
+/// # Safety
+///
+/// Called by the VFS once per open file of the misc device, last.
+unsafe extern "C" fn misc_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> i32 {
+    // SAFETY: the VFS passes a valid file.
+    let private = unsafe { (*file).private_data };
+    // SAFETY: last use of the file: `private_data` is the `Conn` box from
+    // misc_open_conn, taken back once.
+    let conn = unsafe { KBox::from_raw(private as *mut Conn) };
+    // SAFETY: the `State` lives until module exit (this file holds a
+    // module reference until after release).
+    control::conn_closed(&unsafe { &*conn.state }.core, conn.id);
+    0
+}
+
 /// `unlocked_ioctl` of `/dev/ins`.
 ///
 /// # Safety
 ///
 /// Called by the VFS with a file opened through the misc device.
 unsafe extern "C" fn misc_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
-    // SAFETY: the VFS passes a valid file.
-    let private = unsafe { (*file).private_data };
-    // SAFETY: misc_open() set `private_data` to our miscdevice, the first
-    // field of the `State` that lives until module exit (the open file
-    // holds a module reference).
-    let state = unsafe { &*(private as *const State) };
+    // SAFETY: a file of our device, not released (VFS contract).
+    let (state, conn) = unsafe { conn_of(file) };
     let r = match cmd {
         INS_IOC_PAIR => pair_ioctl(state, arg),
+        INS_IOC_INSTANCE => instance_ioctl(state, arg),
+        control::INS_IOC_CONTROL => {
+            control::control_ioctl(&state.core, &state.ctl_sock_fops, conn, arg)
+        }
         _ => Err(ENOTTY),
     };
     match r {
@@ -139,11 +311,19 @@ impl kernel::Module for Ins {
                 misc_fops: bindings::file_operations {
                     owner,
                     unlocked_ioctl: Some(misc_ioctl),
+                    open: Some(misc_open_conn),
+                    read: Some(misc_read),
+                    release: Some(misc_release),
                     llseek: Some(bindings::noop_llseek),
                     // SAFETY: all-zero is a valid `file_operations`.
                     ..unsafe { core::mem::zeroed() }
                 },
                 sock_fops: sockfile::sock_fops(owner),
+                chan_fops: instance::chan_fops(owner),
+                ctl_sock_fops: control::sock_fops(owner),
+                // SAFETY: all-zero is a valid `vm_operations_struct`.
+                chan_vm_ops: unsafe { core::mem::zeroed() },
+                core: instance::Core::new()?,
             },
             GFP_KERNEL,
         )?;

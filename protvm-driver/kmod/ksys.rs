@@ -194,3 +194,58 @@ impl WaitQueue {
         result
     }
 }
+
+/// A new anonymous-inode file whose private data is `private` (an
+/// `Arc::into_raw` reference the file's `release` must take back with
+/// `Arc::from_raw`), and a reserved fd for it (`O_CLOEXEC` if asked), not
+/// installed: the caller installs it with `fd_install` once nothing else
+/// can fail, or drops both with [`discard_file`]. On failure nothing is
+/// left (the reference is dropped here, not through `release`).
+pub(crate) fn new_anon_file<T>(
+    name: &'static core::ffi::CStr,
+    fops: *const bindings::file_operations,
+    private: kernel::sync::Arc<T>,
+    cloexec: bool,
+) -> Result<(i32, *mut bindings::file)> {
+    let flags = if cloexec { bindings::O_CLOEXEC } else { 0 };
+    // SAFETY: plain fd reservation for the current task.
+    let fd = unsafe { bindings::get_unused_fd_flags(flags) };
+    if fd < 0 {
+        return Err(Error::from_errno(fd));
+    }
+    let raw = kernel::sync::Arc::into_raw(private);
+    // SAFETY: `fops` is one of our operation tables (module lifetime, owner
+    // set) whose `release` takes back `raw`, the file's private data.
+    let f = unsafe {
+        anon_inode_getfile(
+            name.as_ptr().cast(),
+            fops,
+            raw.cast_mut().cast::<c_void>(),
+            bindings::O_RDWR as i32,
+        )
+    };
+    // NULL or an ERR_PTR (the top 4095 addresses).
+    let errno = f as isize;
+    if f.is_null() || (-4095..0).contains(&errno) {
+        // SAFETY: the file was not made: we still own the reference.
+        drop(unsafe { kernel::sync::Arc::from_raw(raw) });
+        // SAFETY: `fd` was reserved above and not installed.
+        unsafe { bindings::put_unused_fd(fd as u32) };
+        return Err(if f.is_null() {
+            ENOMEM
+        } else {
+            Error::from_errno(errno as i32)
+        });
+    }
+    Ok((fd, f))
+}
+
+/// Drops a file and fd made by [`new_anon_file`] but not installed (the
+/// file's `release` runs).
+pub(crate) fn discard_file(fd: i32, f: *mut bindings::file) {
+    // SAFETY: a file we made and did not install: this drops the only
+    // reference.
+    unsafe { bindings::fput(f) };
+    // SAFETY: reserved by us and not installed.
+    unsafe { bindings::put_unused_fd(fd as u32) };
+}

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Step 04: a busybox initramfs with the modules, the test programs and
-# guest/init, plus the cached bzImage, under $RUN.
+# Step 04: a busybox initramfs with the modules, the test programs, the
+# host-built `ins` with its libraries and guest/init, plus the cached
+# bzImage, under $RUN.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 : "${KTREE:?}"
@@ -10,5 +11,15 @@ cp "$R/usr/bin/busybox" "$I/bin/busybox"
 cp "$R"/build/ins-src/protvm-driver/kmod/*.ko "$I/mods/"
 cp "$R"/build/guest-bin/* "$I/bin/"
 cp "$SRC/guest/init" "$I/init" && chmod +x "$I/init"
+# The real instance: the host's `ins` (run.sh builds it), without debug
+# info, and the shared libraries it links (as `ldd` lists them, at the
+# same paths).
+INS_BIN=${INS_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/ins}
+if [ -x "$INS_BIN" ]; then
+  objcopy --strip-debug "$INS_BIN" "$I/bin/ins"
+  for lib in $(ldd "$INS_BIN" | grep -o '/[^ ]*'); do
+    mkdir -p "$I$(dirname "$lib")" && cp -L "$lib" "$I$lib"
+  done
+fi
 (cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) > "$RUN/initramfs.cpio.gz"
 cp "$R$(dirname "$KTREE")/bzImage" "$RUN/bzImage"

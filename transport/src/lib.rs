@@ -25,6 +25,9 @@
 //!   transport (grant pages, event channels) implements later.
 //! * [`sys::linux`]: the local implementation, [`MemfdRegion`] and
 //!   [`EventFd`]; the only module with `unsafe` code.
+//! * [`sys::kmod`]: joining the `ins` kernel module instead of a daemon:
+//!   the module allocates the region, the instance maps its channel file
+//!   (`connect_kmod`); the result is the same local [`Endpoint`].
 //! * [`rendezvous`]: Unix-socket rendezvous (fds by `SCM_RIGHTS`, a fixed
 //!   header) and the versioned hello handshake.
 //! * [`endpoint`]: one side of an open channel, with bounded spin-then-sleep

@@ -52,10 +52,20 @@ pub struct Args {
     #[arg(
         long,
         value_name = "PATH",
-        required_unless_present = "xen_driver",
-        conflicts_with = "xen_driver"
+        required_unless_present_any = ["xen_driver", "kmod"],
+        conflicts_with_all = ["xen_driver", "kmod"]
     )]
     pub driver: Option<PathBuf>,
+    /// Join the `ins` kernel module through its misc device instead
+    /// (usually /dev/ins): the module allocates the ring pages, we map them
+    /// (needs CAP_NET_ADMIN).
+    #[arg(long, value_name = "DEVICE", conflicts_with = "xen_driver")]
+    pub kmod: Option<PathBuf>,
+    /// With --kmod: the ring capacity (bytes per direction) to ask the
+    /// module for; a power of two, 4096 ..= --ring-capacity. Frames are
+    /// at most min(64 KiB, half of it).
+    #[arg(long, value_name = "BYTES", default_value_t = ChannelConfig::DEFAULT_RING_CAPACITY)]
+    pub kmod_ring: u32,
     /// Join a driver in another Xen domain instead: its domain id. The
     /// driver grants the ring pages; we map them (`/dev/xen/gntdev`) and
     /// bind its event channel, after a rendezvous in xenstore.
@@ -185,6 +195,8 @@ pub struct Settings {
     pub driver: PathBuf,
     /// The Xen driver to join instead, if any.
     pub xen: Option<XenTarget>,
+    /// The kernel module's device to join instead, if any.
+    pub kmod: Option<PathBuf>,
     /// Our instance id.
     pub instance_id: u32,
     /// Executor limits and timers (validated).
@@ -360,12 +372,32 @@ impl Args {
         }
         // Two rings, each header + data, each 4 KiB aligned.
         let ring = (RING_HEADER_LEN + cap as usize).next_multiple_of(4096);
+        let kring = self.kmod_ring;
+        if self.kmod.is_some() && (!kring.is_power_of_two() || !(4096..=cap).contains(&kring)) {
+            return Err(UsageError::Invalid(format!(
+                "kmod-ring = {kring} must be a power of two in 4096 ..= ring-capacity = {cap}"
+            )));
+        }
+        // What we ask the module for (--kmod); a daemon chooses its own.
+        let (ring_capacity, max_frame) = match self.kmod {
+            Some(_) => (
+                kring,
+                ChannelConfig::DEFAULT_MAX_FRAME
+                    .min(kring / 2)
+                    .min(self.max_frame),
+            ),
+            None => (
+                ChannelConfig::DEFAULT_RING_CAPACITY,
+                ChannelConfig::DEFAULT_MAX_FRAME,
+            ),
+        };
         let channel = ChannelConfig {
+            ring_capacity,
+            max_frame,
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             spin: Duration::from_micros(self.spin_us),
             max_region_len: 2 * ring,
             max_frame_limit: self.max_frame,
-            ..ChannelConfig::default()
         };
         let random_profile = self
             .random_profile
@@ -403,6 +435,7 @@ impl Args {
         Ok(Settings {
             driver: self.driver.clone().unwrap_or_default(),
             xen,
+            kmod: self.kmod.clone(),
             instance_id: self.instance_id,
             instance,
             channel,
@@ -474,6 +507,28 @@ mod tests {
             (SandboxMode::Strict, "ins")
         );
         assert!(parse(&["--driver=/x", "--sandbox=maybe"]).is_err());
+    }
+
+    #[test]
+    fn kmod_joins_the_module_with_its_ring_size() {
+        let s = parse(&["--kmod=/dev/ins"]).unwrap();
+        assert_eq!(s.kmod, Some(PathBuf::from("/dev/ins")));
+        assert_eq!(s.channel.ring_capacity, 1 << 20);
+        assert_eq!(s.channel.max_frame, 64 << 10);
+        let s = parse(&["--kmod=/dev/ins", "--kmod-ring=8192"]).unwrap();
+        assert_eq!((s.channel.ring_capacity, s.channel.max_frame), (8192, 4096));
+        assert!(parse(&["--kmod=/dev/ins", "--kmod-ring=3000"]).is_err());
+        assert!(parse(&["--kmod=/dev/ins", "--kmod-ring=2048"]).is_err());
+        assert!(
+            parse(&[
+                "--kmod=/dev/ins",
+                "--ring-capacity=65536",
+                "--kmod-ring=131072"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["--kmod=/dev/ins", "--driver=/x"]).is_err());
+        assert!(parse(&[]).is_err());
     }
 
     #[test]

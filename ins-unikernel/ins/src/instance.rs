@@ -40,6 +40,7 @@ use ins_protocol::hello::{Hello, Role};
 use ins_protocol::region::SharedRegion;
 use ins_protocol::ring::{Consumer, RingError};
 use ins_transport::channel::Transport;
+use ins_transport::sys::kmod::connect_kmod;
 use ins_transport::sys::xen::connect_xen;
 use ins_transport::{Doorbell, Endpoint, MemfdRegion};
 use ins_xen::{DomId, channel::ChannelId};
@@ -218,6 +219,12 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
         }
         return run_xen(settings, xen, sigfd);
     }
+    if let Some(dev) = &settings.kmod {
+        if settings.sandbox != SandboxMode::Off {
+            tracing::info!("sandbox not applied with --kmod (local mode only)");
+        }
+        return run_kmod(settings, dev, sigfd);
+    }
     // Resolved now: once sandboxed, /etc/passwd cannot be read.
     let user = match settings.sandbox {
         SandboxMode::Off => None,
@@ -258,6 +265,30 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
 
 fn sandbox_err(e: sandbox::SandboxError) -> InstanceError {
     InstanceError::Sandbox(e.to_string())
+}
+
+/// Joins the `ins` kernel module through its device (`--kmod`) and serves
+/// the channel until the module closes it or a signal arrives.
+fn run_kmod(
+    settings: &Settings,
+    dev: &std::path::Path,
+    sigfd: OwnedFd,
+) -> Result<Exit, InstanceError> {
+    let ep = connect_kmod(dev, hello(settings), &settings.channel).map_err(|source| {
+        InstanceError::Connect {
+            path: dev.to_path_buf(),
+            source,
+        }
+    })?;
+    tracing::info!(
+        device = %dev.display(),
+        instance_id = settings.instance_id,
+        version = ep.version,
+        ring = settings.channel.ring_capacity,
+        max_frame = ep.max_frame,
+        "kernel module channel open"
+    );
+    serve(ep, settings, Some(sigfd))
 }
 
 /// Joins a driver domain over the Xen transport (`--xen-driver`), serves

@@ -45,6 +45,18 @@ impl EventFd {
         Ok(EventFd { fd })
     }
 
+    /// Adopts a descriptor that speaks the eventfd protocol without being
+    /// an eventfd: the `ins` kernel module's channel file
+    /// ([`crate::sys::kmod`]), where an 8-byte write notifies the module,
+    /// an 8-byte read consumes the module's notification and `POLLIN` says
+    /// one is pending. Made non-blocking (the flag is the open file's, so
+    /// it holds for every copy of the descriptor).
+    pub(crate) fn adopt_channel_file(fd: OwnedFd) -> io::Result<Self> {
+        let flags = retry(|| rustix::fs::fcntl_getfl(&fd))?;
+        retry(|| rustix::fs::fcntl_setfl(&fd, flags | OFlags::NONBLOCK))?;
+        Ok(EventFd { fd })
+    }
+
     /// Waits until notified or `deadline` passes, without consuming the
     /// notification. Returns `true` if notified.
     pub fn wait_until(&self, deadline: Option<Instant>) -> io::Result<bool> {

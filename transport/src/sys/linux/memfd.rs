@@ -9,6 +9,12 @@
 //!   through [`ins_protocol::region::RegionView`] (volatile/atomic access);
 //! * the base is page aligned, hence 64-byte aligned as
 //!   [`SharedRegion`] requires.
+//!
+//! The one region here that is not a memfd is the `ins` kernel module's
+//! channel file ([`MemfdRegion::map_channel_file`], [`crate::sys::kmod`]):
+//! the module inserts every page of the region when it is mapped (the
+//! mapping must be exactly the region's length) and never removes one, so
+//! it cannot shrink under the mapping either.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
@@ -94,10 +100,17 @@ impl MemfdRegion {
         Self::map(fd, expected_len).map_err(Error::io("mmap shared region"))
     }
 
+    /// Maps the `ins` module's channel file `fd` (`len` bytes, the
+    /// region length the module announced and the caller validated).
+    pub(crate) fn map_channel_file(fd: OwnedFd, len: usize) -> io::Result<Self> {
+        Self::map(fd, len)
+    }
+
     fn map(fd: OwnedFd, len: usize) -> io::Result<Self> {
         // SAFETY: a fresh shared mapping chosen by the kernel (null hint), so
         // it cannot overlap memory Rust already owns; `fd` is a valid open
-        // file of at least `len` bytes, sealed against shrinking.
+        // file of at least `len` bytes, sealed against shrinking (or the
+        // module's channel file, which maps exactly `len` bytes or fails).
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
@@ -145,7 +158,8 @@ impl Drop for MemfdRegion {
 
 // SAFETY: `base` points to a live `MAP_SHARED` mapping of `len` bytes that
 // stays mapped, readable and writable until drop (the file is sealed against
-// shrinking, so no access within `len` can fault); mmap returns page-aligned
+// shrinking, or is the module's channel file whose pages stay, so no access
+// within `len` can fault); mmap returns page-aligned
 // addresses and `map` checks 64-byte alignment. The crate only reaches the
 // memory through `RegionView`.
 unsafe impl SharedRegion for MemfdRegion {

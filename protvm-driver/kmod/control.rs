@@ -1,0 +1,762 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The shim's control messages on `/dev/ins`, driven by driver-core, and
+//! the socket files they make.
+//!
+//! `INS_IOC_CONTROL` (`_IOWR('I', 3, struct ins_control)`) carries one
+//! ins-protocol control packet (`ins_protocol::control`, the same bytes the
+//! shim sends the daemon) and the fd of the socket it is about, and
+//! returns the reply packet in place:
+//!
+//! ```c
+//! struct ins_control {
+//!         __s32 fd;           /* in: the socket, -1 for none; out: the fd the reply passes, or -1 */
+//!         __u32 len;          /* in: request length; out: reply length */
+//!         __u8 packet[368];   /* in: request; out: reply (header + value) */
+//! };
+//! ```
+//!
+//! * `Socket` (args `[domain, type, protocol, 0]`) is answered here: a new
+//!   socket file (`[ins-socket]`, anonymous inode) registered with
+//!   driver-core (`Driver::new_socket`, keyed by a per-file number since all
+//!   anonymous-inode files share one inode), installed as `fd` in the
+//!   reply (not close-on-exec, as `socket()` without `SOCK_CLOEXEC`).
+//! * Every other request goes to `Driver::shim_request` with the socket
+//!   the fd names (only our socket files name one; anything else is
+//!   `ENOTSOCK` from driver-core). The caller then sleeps until
+//!   driver-core's reply for its `(connection, seq)` arrives, usually when
+//!   an instance answers over its ring; a signal ends the wait with
+//!   `EINTR` (the request stays in flight; its late reply is dropped when
+//!   the `/dev/ins` file that sent it closes). The connection is the open
+//!   `/dev/ins` file, numbered at open (never reused).
+//! * The last close of a socket file is the app letting go
+//!   (`Driver::app_eof(hup)`: the instances close their replicas).
+//!
+//! The data path of a connected stream socket (a blocking `Connect`
+//! answered 0):
+//!
+//! ```text
+//!  write() ── send_credit ─▶ Data frames (≤ credit, ≤ 1008 bytes, ≤ ring room)
+//!          ── consume_credit; no credit or room: sleep until Resume/doorbell
+//!  read()  ◀─ receive buffer ◀─ instance Data (window checked by driver-core)
+//!          ── delivered (Credit back to the instance as the app reads)
+//!  EOF / reset from the instance: read 0 / the errno once the buffer is empty
+//! ```
+//!
+//! The receive buffer lives in the core's table ([`SockEntry`], under its
+//! mutex) and never holds more than driver-core's window, because credit
+//! goes back only as the app reads. `poll` says readable (bytes, EOF,
+//! reset, or not connected) and writable (credit and ring room);
+//! writers and readers sleep on the file's wait queue, woken by data,
+//! EOF/reset, `Resume` and every doorbell (ring space).
+//!
+//! Not yet: accepted connections (tokens on listeners, `Accept` handing
+//! over a socket file: `EOPNOTSUPP`, and a connection an instance announces
+//! gets no app side, so driver-core drops it), non-blocking `Connect`
+//! (`EOPNOTSUPP`), datagram sockets' data (`write` `EOPNOTSUPP`), in-band
+//! options (`SockOpt` `EOPNOTSUPP`), `shutdown(SHUT_WR)` refusing later
+//! writes, writes straight into ring space (one copy through a bounce
+//! buffer today). The app's memory is copied outside the core's mutex (into and
+//! out of a per-socket bounce buffer, one reader and one writer at a time
+//! per socket), so an app whose buffer faults slowly (a userfaultfd range,
+//! say) delays only its own socket.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec as AVec;
+
+use driver_core::{Handle, ReplyFd};
+use ins_protocol::control::{Control, Op, MAX_PACKET};
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::sync::{Arc, Mutex};
+use kernel::uaccess::UserSlice;
+
+use crate::instance::{now_ns, Core};
+use crate::ksys::{self, WaitQueue};
+
+/// `struct ins_control` size.
+pub(crate) const CONTROL_LEN: usize = 8 + MAX_PACKET;
+/// `_IOWR('I', 3, struct ins_control)`.
+pub(crate) const INS_IOC_CONTROL: u32 =
+    (3 << 30) | ((CONTROL_LEN as u32) << 16) | ((b'I' as u32) << 8) | 3;
+/// `EOPNOTSUPP`.
+const EOPNOTSUPP_N: i32 = 95;
+/// `ENOMEM`.
+const ENOMEM_N: i32 = 12;
+
+/// What a socket file points to.
+#[pin_data]
+pub(crate) struct SockFile {
+    core: Arc<Core>,
+    handle: Handle,
+    /// Readers, writers and poll/epoll wait here.
+    #[pin]
+    wq: WaitQueue,
+    /// One reader at a time, with its bounce buffer: bytes are copied to
+    /// the app outside the core's mutex, then taken off the receive buffer.
+    #[pin]
+    reader: Mutex<KVec<u8>>,
+    /// One writer at a time, with its bounce buffer: bytes are copied from
+    /// the app outside the core's mutex, then pushed.
+    #[pin]
+    writer: Mutex<KVec<u8>>,
+}
+
+impl SockFile {
+    /// Something changed for this socket: look again.
+    pub(crate) fn wake(&self) {
+        self.wq
+            .wake(ksys::EPOLLIN | ksys::EPOLLRDNORM | ksys::EPOLLOUT | ksys::EPOLLWRNORM);
+    }
+}
+
+/// A socket file's receive side, in the core's table (under its mutex).
+pub(crate) struct SockEntry {
+    pub(crate) handle: Handle,
+    pub(crate) file: Arc<SockFile>,
+    /// Bytes from the instance the app has not read (at most driver-core's
+    /// window: credit goes back only as the app reads).
+    rx: VecDeque<u8>,
+    /// A stream socket (datagram sockets have no data path yet).
+    stream: bool,
+    /// The connect was answered 0.
+    connected: bool,
+    /// The peer sent its last byte.
+    eof: bool,
+    /// The connection was reset (errno), or 0.
+    err: i32,
+}
+
+/// Instance data for socket `h` (driver-core checked the window): into its
+/// receive buffer. False if there is no such socket file any more, or no
+/// memory (then the bytes are dropped and the socket reset).
+pub(crate) fn data_in(socks: &mut AVec<SockEntry>, h: Handle, bytes: &[u8]) -> bool {
+    let Some(e) = socks.iter_mut().find(|e| e.handle == h) else {
+        return false;
+    };
+    if e.rx.try_reserve(bytes.len()).is_err() {
+        e.err = ENOMEM_N;
+        e.file.wake();
+        return false;
+    }
+    e.rx.extend(bytes.iter().copied());
+    e.file.wake();
+    true
+}
+
+/// One `/dev/ins` status line for a socket file: its driver-core state,
+/// send credit, bytes in flight from the instance, and bytes buffered.
+pub(crate) fn status_line(
+    e: &SockEntry,
+    driver: &driver_core::Driver,
+    w: &mut crate::instance::TextOut<'_>,
+) -> core::fmt::Result {
+    use core::fmt::Write;
+    let Some(i) = driver.socket(e.handle) else {
+        return Ok(());
+    };
+    writeln!(
+        w,
+        "socket {} {:?} instance {:?} credit {} inflight {} buffered {}{}{}",
+        e.handle,
+        i.state,
+        i.inst,
+        i.send_credit,
+        i.recv_inflight,
+        e.rx.len(),
+        if e.eof { " eof" } else { "" },
+        if e.err != 0 { " reset" } else { "" },
+    )
+}
+
+/// The peer ended socket `h`: EOF (`errno` 0) or reset.
+pub(crate) fn peer_end(socks: &mut AVec<SockEntry>, h: Handle, errno: i32) {
+    if let Some(e) = socks.iter_mut().find(|e| e.handle == h) {
+        if errno == 0 {
+            e.eof = true;
+        } else {
+            e.err = errno;
+        }
+        e.file.wake();
+    }
+}
+
+/// One control request from the `/dev/ins` file `conn`.
+pub(crate) fn control_ioctl(
+    core: &Arc<Core>,
+    sock_fops: *const bindings::file_operations,
+    conn: u64,
+    arg: usize,
+) -> Result<kernel::ffi::c_long> {
+    let mut io = KVec::from_elem(0u8, CONTROL_LEN, GFP_KERNEL)?;
+    UserSlice::new(arg, CONTROL_LEN)
+        .reader()
+        .read_slice(&mut io)?;
+    let fd = i32::from_ne_bytes([io[0], io[1], io[2], io[3]]);
+    let len = u32::from_ne_bytes([io[4], io[5], io[6], io[7]]) as usize;
+    let packet = io.get(8..8 + len.min(MAX_PACKET)).ok_or(EINVAL)?;
+    if len > MAX_PACKET {
+        return Err(EINVAL);
+    }
+    let req = Control::decode(packet).map_err(|_| EINVAL)?;
+    let mut out = KVec::from_elem(0u8, CONTROL_LEN, GFP_KERNEL)?;
+    let (ctl_len, new_file) = match req.op {
+        Op::Socket => socket_op(core, sock_fops, &req, &mut out)?,
+        // Accepted connections, in-band options and non-blocking connects
+        // need what socket files do not have yet (control.rs docs).
+        Op::SockOpt | Op::Accept => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
+        Op::Connect if req.args[0] != 0 => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
+        _ => (shim_op(core, sock_fops, conn, &req, fd, &mut out)?, None),
+    };
+    out[4..8].copy_from_slice(&(ctl_len as u32).to_ne_bytes());
+    let (newfd, file) = match new_file {
+        Some((nfd, f)) => (nfd, f),
+        None => (-1, core::ptr::null_mut()),
+    };
+    out[0..4].copy_from_slice(&newfd.to_ne_bytes());
+    if let Err(e) = UserSlice::new(arg, CONTROL_LEN).writer().write_slice(&out) {
+        if !file.is_null() {
+            ksys::discard_file(newfd, file);
+        }
+        return Err(e);
+    }
+    if !file.is_null() {
+        // SAFETY: `newfd` was reserved for this task and `file` is ours;
+        // this hands our reference to the fd table.
+        unsafe { bindings::fd_install(newfd as u32, file) };
+    }
+    Ok(0)
+}
+
+/// Encodes a reply to `req` with `status` and nothing else into `out[8..]`.
+fn reply_status(req: &Control<'_>, status: i32, out: &mut [u8]) -> Result<usize> {
+    let r = Control::reply_to(req, status);
+    r.encode(out.get_mut(8..).ok_or(EINVAL)?)
+        .map_err(|_| EINVAL)
+}
+
+/// `socket()`: a socket file registered with driver-core.
+fn socket_op(
+    core: &Arc<Core>,
+    sock_fops: *const bindings::file_operations,
+    req: &Control<'_>,
+    out: &mut [u8],
+) -> Result<(usize, Option<(i32, *mut bindings::file)>)> {
+    let [domain, ty, proto, _] = req.args;
+    let handle = {
+        let mut inner = core.inner.lock();
+        let id = inner.next_sock;
+        inner.next_sock += 1;
+        match inner.driver.new_socket(id, domain, ty, proto) {
+            Ok(h) => h,
+            Err(errno) => return Ok((reply_status(req, errno, out)?, None)),
+        }
+    };
+    let bounces = KVec::from_elem(0u8, READ_CHUNK, GFP_KERNEL)
+        .and_then(|r| Ok((r, KVec::from_elem(0u8, MAX_DATA, GFP_KERNEL)?)));
+    let (read_bounce, write_bounce) = match bounces {
+        Ok(b) => b,
+        Err(e) => {
+            let_go(core, handle);
+            return Err(e.into());
+        }
+    };
+    let made = Arc::pin_init(
+        pin_init!(SockFile {
+            core: core.clone(),
+            handle,
+            wq <- WaitQueue::new(),
+            reader <- kernel::new_mutex!(read_bounce),
+            writer <- kernel::new_mutex!(write_bounce),
+        }),
+        GFP_KERNEL,
+    )
+    .and_then(|sock| {
+        let mut inner = core.inner.lock();
+        inner.socks.try_reserve(1).map_err(|_| ENOMEM)?;
+        inner.socks.push(SockEntry {
+            handle,
+            file: sock.clone(),
+            rx: VecDeque::new(),
+            stream: ty == 1,
+            connected: false,
+            eof: false,
+            err: 0,
+        });
+        Ok(sock)
+    });
+    let sock = match made {
+        Ok(s) => s,
+        Err(e) => {
+            let_go(core, handle);
+            return Err(e);
+        }
+    };
+    // Not close-on-exec, as socket() without SOCK_CLOEXEC (the shim sets
+    // FD_CLOEXEC when the app asked for it).
+    let (fd, f) = ksys::new_anon_file(c"[ins-socket]", sock_fops, sock, false)
+        .inspect_err(|_| let_go(core, handle))?;
+    Ok((reply_status(req, 0, out)?, Some((fd, f))))
+}
+
+/// The app let go of `handle` (its file is gone, or was never made).
+fn let_go(core: &Core, handle: Handle) {
+    let mut guard = core.inner.lock();
+    let inner = &mut *guard;
+    inner.socks.retain(|e| e.handle != handle);
+    inner.driver.app_eof(handle, true, &mut inner.actions);
+    if inner.execute() {
+        core.replies_wq.wake(ksys::EPOLLIN);
+    }
+}
+
+/// The handle of the socket file `fd` names, if it is one of ours.
+fn handle_of(fd: i32, sock_fops: *const bindings::file_operations) -> Option<Handle> {
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: plain lookup in the current task's table; a non-null result
+    // is a reference we drop below.
+    let f = unsafe { bindings::fget(fd as u32) };
+    if f.is_null() {
+        return None;
+    }
+    // SAFETY: `f` is a valid file we hold a reference on.
+    let ours = core::ptr::eq(unsafe { (*f).f_op }, sock_fops);
+    let h = if ours {
+        // SAFETY: `f` is valid (as above).
+        let private = unsafe { (*f).private_data };
+        // SAFETY: one of our socket files: `private_data` is a live
+        // `SockFile` while the file is (we hold a reference).
+        let s = unsafe { &*(private as *const SockFile) };
+        Some(s.handle)
+    } else {
+        None
+    };
+    // SAFETY: the reference fget() took.
+    unsafe { bindings::fput(f) };
+    h
+}
+
+/// Every other request: through driver-core; waits for its reply.
+fn shim_op(
+    core: &Arc<Core>,
+    sock_fops: *const bindings::file_operations,
+    conn: u64,
+    req: &Control<'_>,
+    fd: i32,
+    out: &mut [u8],
+) -> Result<usize> {
+    let sock = handle_of(fd, sock_fops);
+    {
+        let mut guard = core.inner.lock();
+        let inner = &mut *guard;
+        inner.driver.tick(now_ns(), &mut inner.actions);
+        inner
+            .driver
+            .shim_request(conn, req, sock, &mut inner.actions);
+        if inner.execute() {
+            core.replies_wq.wake(ksys::EPOLLIN);
+        }
+    }
+    let mut reply = None;
+    let waited = core.replies_wq.wait_until(|| {
+        let mut inner = core.inner.lock();
+        if let Some(i) = inner
+            .replies
+            .iter()
+            .position(|r| r.conn == conn && r.ctl.seq == req.seq)
+        {
+            reply = Some(inner.replies.swap_remove(i));
+        }
+        reply.is_some()
+    });
+    if waited.is_err() {
+        return Err(EINTR);
+    }
+    let Some(r) = reply else {
+        return Err(EINTR);
+    };
+    let mut ctl = r.ctl;
+    if ctl.op == Op::Connect && ctl.status == 0 {
+        if let Some(h) = sock {
+            let mut inner = core.inner.lock();
+            if let Some(e) = inner.socks.iter_mut().find(|e| e.handle == h) {
+                e.connected = true;
+            }
+        }
+    }
+    if r.fd != ReplyFd::None {
+        // A reply passing a connection's fd needs the data path.
+        ctl.status = EOPNOTSUPP_N;
+    }
+    ctl.borrowed()
+        .encode(out.get_mut(8..).ok_or(EINVAL)?)
+        .map_err(|_| EINVAL)
+}
+
+/// Drops the replies nobody will take: `conn`'s `/dev/ins` file closed
+/// (and replies that come for it later are dropped as they come).
+pub(crate) fn conn_closed(core: &Core, conn: u64) {
+    let mut inner = core.inner.lock();
+    inner.replies.retain(|r| r.conn != conn);
+    inner.conns.retain(|&c| c != conn);
+}
+
+/// The `SockFile` behind a socket file.
+///
+/// # Safety
+///
+/// `file` is one of our socket files (its `private_data` is the
+/// `Arc<SockFile>` reference from `Arc::into_raw`, released only in
+/// `release`, after which the VFS calls nothing else).
+unsafe fn sock_of<'a>(file: *mut bindings::file) -> &'a SockFile {
+    // SAFETY: `file` is valid (caller's contract).
+    let private = unsafe { (*file).private_data };
+    // SAFETY: a live `SockFile` until release (caller's contract).
+    unsafe { &*(private as *const SockFile) }
+}
+
+/// Whether a read or write on `iocb` must not block.
+///
+/// # Safety
+///
+/// `iocb` is the valid kiocb the VFS passed.
+unsafe fn nonblocking(iocb: *mut bindings::kiocb) -> bool {
+    // SAFETY: `iocb` is valid during the call (caller's contract).
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: so is its file.
+    let f_flags = unsafe { (*file).f_flags };
+    // SAFETY: as above.
+    let ki_flags = unsafe { (*iocb).ki_flags };
+    // IOCB_NOWAIT = 0x8 (include/linux/fs.h).
+    f_flags & bindings::O_NONBLOCK != 0 || ki_flags & 0x8 != 0
+}
+
+impl SockFile {
+    /// `read()`: bytes from the receive buffer; driver-core credits the
+    /// instance for what the app took.
+    ///
+    /// # Safety
+    ///
+    /// `iter` is the valid destination iterator the VFS passed.
+    unsafe fn read(&self, iter: *mut bindings::iov_iter, nonblock: bool) -> Result<usize> {
+        // SAFETY: `iter` is valid (caller's contract).
+        let want = unsafe { ksys::iov_iter_count(iter) };
+        if want == 0 {
+            return Ok(0);
+        }
+        let mut bounce = self.reader.lock();
+        loop {
+            // Under the core's mutex: copy the head of the receive buffer
+            // (kernel memory only), or learn why there is none.
+            let k = {
+                let mut guard = self.core.inner.lock();
+                let e = guard
+                    .socks
+                    .iter_mut()
+                    .find(|e| e.handle == self.handle)
+                    .ok_or(EBADF)?;
+                let k = e.rx.len().min(want).min(bounce.len());
+                if k > 0 {
+                    let (a, b) = e.rx.as_slices();
+                    let from_a = a.len().min(k);
+                    let (dst_a, dst_b) = bounce.split_at_mut(from_a);
+                    dst_a.copy_from_slice(a.get(..from_a).ok_or(EINVAL)?);
+                    let rest = k - from_a;
+                    dst_b
+                        .get_mut(..rest)
+                        .ok_or(EINVAL)?
+                        .copy_from_slice(b.get(..rest).ok_or(EINVAL)?);
+                    k
+                } else if e.err != 0 {
+                    return Err(Error::from_errno(-e.err));
+                } else if e.eof {
+                    return Ok(0);
+                } else if !e.connected {
+                    return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
+                } else {
+                    0
+                }
+            };
+            if k > 0 {
+                let src = bounce.get(..k).ok_or(EINVAL)?;
+                // Outside the core's mutex: the app's memory may fault.
+                // SAFETY: `src` is readable for `k` bytes; `iter` is valid.
+                let c = unsafe { bindings::_copy_to_iter(src.as_ptr().cast(), k, iter) };
+                if c == 0 {
+                    return Err(EFAULT);
+                }
+                // Only this reader takes bytes off the buffer (it holds
+                // `reader`) and data is only appended, so its head is still
+                // the `c` bytes copied.
+                let mut guard = self.core.inner.lock();
+                let inner = &mut *guard;
+                if let Some(e) = inner.socks.iter_mut().find(|e| e.handle == self.handle) {
+                    e.rx.drain(..c.min(e.rx.len()));
+                    let drained = e.rx.is_empty();
+                    inner
+                        .driver
+                        .delivered(self.handle, c as u32, drained, &mut inner.actions);
+                    if inner.execute() {
+                        self.core.replies_wq.wake(ksys::EPOLLIN);
+                    }
+                }
+                return Ok(c);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            self.wq.wait_until(|| self.readable())?;
+        }
+    }
+
+    fn readable(&self) -> bool {
+        let inner = self.core.inner.lock();
+        inner
+            .socks
+            .iter()
+            .find(|e| e.handle == self.handle)
+            .map_or(true, |e| {
+                !e.rx.is_empty() || e.eof || e.err != 0 || !e.connected
+            })
+    }
+
+    /// `write()`: `Data` frames within driver-core's send credit onto the
+    /// instance's ring. Blocking writes put everything in; non-blocking
+    /// ones what the credit and the ring admit now.
+    ///
+    /// # Safety
+    ///
+    /// `iter` is the valid source iterator the VFS passed.
+    unsafe fn write(&self, iter: *mut bindings::iov_iter, nonblock: bool) -> Result<usize> {
+        let mut done = 0usize;
+        let mut bounce = self.writer.lock();
+        let err = |done: usize, e: Error| if done > 0 { Ok(done) } else { Err(e) };
+        loop {
+            // SAFETY: `iter` is valid (caller's contract).
+            let left = unsafe { ksys::iov_iter_count(iter) };
+            if left == 0 {
+                return Ok(done);
+            }
+            // How much may go now: credit, one frame, ring room.
+            let n = match self.sendable(left) {
+                Ok(n) => n,
+                Err(e) => return err(done, e),
+            };
+            if n > 0 {
+                let buf = bounce.get_mut(..n).ok_or(EINVAL)?;
+                // Outside the core's mutex: the app's memory may fault.
+                // SAFETY: `buf` is writable for `n` bytes; `iter` is valid.
+                // A short copy advances `iter` by `c`.
+                let c = unsafe { bindings::_copy_from_iter(buf.as_mut_ptr().cast(), n, iter) };
+                if c == 0 {
+                    return err(done, EFAULT);
+                }
+                let chunk = buf.get(..c).ok_or(EINVAL)?;
+                // Credit and room only grow meanwhile (this writer holds
+                // `writer`), unless the socket was reset: check again.
+                match self.push(chunk) {
+                    Ok(true) => {
+                        done += c;
+                        continue;
+                    }
+                    Ok(false) => {
+                        // SAFETY: `iter` was advanced by exactly `c`.
+                        unsafe { bindings::iov_iter_revert(iter, c) };
+                    }
+                    Err(e) => {
+                        // SAFETY: as above.
+                        unsafe { bindings::iov_iter_revert(iter, c) };
+                        return err(done, e);
+                    }
+                }
+            }
+            if nonblock {
+                return err(done, EAGAIN);
+            }
+            if let Err(e) = self.wq.wait_until(|| self.writable()) {
+                return err(done, e);
+            }
+        }
+    }
+
+    /// How many of `left` bytes may be sent now (0: wait), or why none
+    /// ever will.
+    fn sendable(&self, left: usize) -> Result<usize> {
+        let mut guard = self.core.inner.lock();
+        let inner = &mut *guard;
+        let e = inner
+            .socks
+            .iter()
+            .find(|e| e.handle == self.handle)
+            .ok_or(EBADF)?;
+        if e.err != 0 {
+            return Err(EPIPE);
+        }
+        if !e.stream {
+            return Err(Error::from_errno(-EOPNOTSUPP_N));
+        }
+        let connected = e.connected;
+        Ok(
+            match inner.driver.send_credit(self.handle, &mut inner.actions) {
+                None if !connected => return Err(Error::from_errno(-(bindings::ENOTCONN as i32))),
+                None => 0,
+                Some((inst, _, credit)) => left
+                    .min(credit as usize)
+                    .min(MAX_DATA)
+                    .min(inner.data_room(inst)),
+            },
+        )
+    }
+
+    /// Pushes `chunk` as one `Data` frame if the credit and the ring still
+    /// take it (`Ok(false)`: not now).
+    fn push(&self, chunk: &[u8]) -> Result<bool> {
+        let mut guard = self.core.inner.lock();
+        let inner = &mut *guard;
+        let Some((inst, wire, credit)) = inner.driver.send_credit(self.handle, &mut inner.actions)
+        else {
+            return Ok(false);
+        };
+        if (credit as usize) < chunk.len() || inner.data_room(inst) < chunk.len() {
+            return Ok(false);
+        }
+        if !inner.push_data(inst, wire, chunk)? {
+            return Ok(false);
+        }
+        inner.driver.consume_credit(self.handle, chunk.len() as u32);
+        Ok(true)
+    }
+
+    fn writable(&self) -> bool {
+        let mut guard = self.core.inner.lock();
+        let inner = &mut *guard;
+        let gone = inner
+            .socks
+            .iter()
+            .find(|e| e.handle == self.handle)
+            .map_or(true, |e| e.err != 0 || !e.connected || !e.stream);
+        if gone {
+            return true;
+        }
+        // Credit, and room on the instance's ring for a frame.
+        match inner.driver.send_credit(self.handle, &mut inner.actions) {
+            Some((inst, _, c)) if c > 0 => inner.data_room(inst) > 0,
+            _ => false,
+        }
+    }
+}
+
+/// Largest payload of one `Data` frame from a socket file (frames are at
+/// least MIN_FRAME = 1024 bytes with their 16-byte header).
+const MAX_DATA: usize = 1024 - 16;
+/// Largest read taken off a receive buffer at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One read or write on a socket file: `op` is [`SockFile::read`] or
+/// [`SockFile::write`].
+///
+/// # Safety
+///
+/// Called by the VFS with a valid kiocb for one of our socket files and a
+/// valid iterator of the direction `op` needs.
+unsafe fn sock_rw(
+    iocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+    op: unsafe fn(&SockFile, *mut bindings::iov_iter, bool) -> Result<usize>,
+) -> isize {
+    // SAFETY: the VFS passes a valid kiocb.
+    let file = unsafe { (*iocb).ki_filp };
+    // SAFETY: the kiocb is for one of our socket files.
+    let sock = unsafe { sock_of(file) };
+    // SAFETY: `iocb` is valid.
+    let nb = unsafe { nonblocking(iocb) };
+    // SAFETY: `iter` is valid for `op`'s direction (caller's contract).
+    match unsafe { op(sock, iter, nb) } {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// `read_iter` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS with a valid kiocb for one of our socket files and a
+/// valid destination iterator.
+unsafe extern "C" fn sock_read_iter(
+    iocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+) -> isize {
+    // SAFETY: as the VFS calls read_iter (this function's contract).
+    unsafe { sock_rw(iocb, iter, SockFile::read) }
+}
+
+/// `write_iter` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS with a valid kiocb for one of our socket files and a
+/// valid source iterator.
+unsafe extern "C" fn sock_write_iter(
+    iocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+) -> isize {
+    // SAFETY: as the VFS calls write_iter (this function's contract).
+    unsafe { sock_rw(iocb, iter, SockFile::write) }
+}
+
+/// `poll` of socket files.
+///
+/// # Safety
+///
+/// Called by the VFS with one of our socket files and its poll table.
+unsafe extern "C" fn sock_poll(
+    file: *mut bindings::file,
+    pt: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: the VFS passes one of our socket files.
+    let sock = unsafe { sock_of(file) };
+    // SAFETY: the queue lives in the SockFile, which the file keeps alive
+    // until release, after poll/epoll entries are gone.
+    unsafe { ksys::poll_wait(file, sock.wq.as_ptr(), pt.cast()) };
+    let mut bits = 0;
+    if sock.readable() {
+        bits |= ksys::EPOLLIN | ksys::EPOLLRDNORM;
+    }
+    if sock.writable() {
+        bits |= ksys::EPOLLOUT | ksys::EPOLLWRNORM;
+    }
+    bits
+}
+
+/// `release` of socket files: the app let go.
+///
+/// # Safety
+///
+/// Called by the VFS once, when the last reference to one of our socket
+/// files goes; no other operation on it follows.
+unsafe extern "C" fn sock_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> i32 {
+    // SAFETY: the VFS passes the file being released.
+    let private = unsafe { (*file).private_data };
+    // SAFETY: last reference to one of our socket files: `private_data` is
+    // the `Arc<SockFile>` reference from `Arc::into_raw`, never used again.
+    let sock = unsafe { Arc::from_raw(private as *const SockFile) };
+    let_go(&sock.core, sock.handle);
+    0
+}
+
+/// The socket files' operations (module lifetime).
+pub(crate) fn sock_fops(owner: *mut bindings::module) -> bindings::file_operations {
+    bindings::file_operations {
+        owner,
+        read_iter: Some(sock_read_iter),
+        write_iter: Some(sock_write_iter),
+        poll: Some(sock_poll),
+        release: Some(sock_release),
+        llseek: Some(bindings::noop_llseek),
+        // SAFETY: all-zero is a valid `file_operations` (no operation).
+        ..unsafe { core::mem::zeroed() }
+    }
+}

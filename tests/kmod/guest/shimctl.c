@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The shim's control messages on /dev/ins (protvm-driver/kmod,
+ * control.rs), sent by hand: not the shim, a test client that encodes the
+ * same ins-protocol control packets (protocol/src/control.rs: a 112-byte
+ * little-endian header) and sends them with INS_IOC_CONTROL. Needs a live
+ * instance (guest/init starts `ins --kmod`): socket(), bind() and listen()
+ * go through driver-core in the module to that instance, whose real
+ * listening socket must then appear in /proc/net/tcp, and go away when the
+ * socket file is closed. `shimctl hold` makes such a listener and keeps it
+ * until killed.
+ *
+ * Prints `KMODTEST PASS <name>` or `KMODTEST FAIL <name>: <why>`.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_PACKET (112 + 256)
+struct ins_control {
+	int32_t fd;
+	uint32_t len;
+	uint8_t packet[MAX_PACKET];
+};
+#define INS_IOC_CONTROL _IOWR('I', 3, struct ins_control)
+enum { OP_SOCKET = 1, OP_BIND = 2, OP_LISTEN = 3, OP_CONNECT = 4, OP_GETSOCKNAME = 9 };
+static void data_path(int dev);
+#define PORT 8097
+
+static int failures;
+static uint32_t next_seq = 1;
+
+static void report(const char *name, int ok, const char *why)
+{
+	if (ok) {
+		printf("KMODTEST PASS shimctl-%s\n", name);
+	} else {
+		printf("KMODTEST FAIL shimctl-%s: %s (errno %d %s)\n", name, why, errno,
+		       strerror(errno));
+		failures++;
+	}
+	fflush(stdout);
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+struct reply {
+	int status; /* the reply's errno, or -1 if the ioctl failed */
+	int fd;
+	uint16_t family, port;
+};
+
+/* One request: op, the socket fd it is about, two args, an IPv4 address
+ * and port (none if the port is 0). */
+static struct reply control_at(int dev, uint16_t op, int fd, int32_t a0, int32_t a1,
+			       const uint8_t ip[4], uint16_t port)
+{
+	struct ins_control c;
+	struct reply r = { .status = -1, .fd = -1 };
+	memset(&c, 0, sizeof c);
+	uint8_t *h = c.packet;
+	uint32_t seq = next_seq++;
+	put16(h + 0, op);
+	put32(h + 4, seq);
+	put32(h + 16, (uint32_t)a0);
+	put32(h + 20, (uint32_t)a1);
+	if (port) {
+		put16(h + 32, 2); /* AF_INET */
+		put16(h + 34, port);
+		memcpy(h + 40, ip, 4);
+	}
+	c.fd = fd;
+	c.len = 112;
+	if (ioctl(dev, INS_IOC_CONTROL, &c) < 0)
+		return r;
+	if (c.len < 112 || get32(h + 4) != seq || (get32(h) & 0xffff) != op) {
+		errno = EPROTO;
+		return r;
+	}
+	r.status = (int)get32(h + 8);
+	r.fd = c.fd;
+	r.family = (uint16_t)get32(h + 32);
+	r.port = (uint16_t)(get32(h + 32) >> 16);
+	return r;
+}
+
+static const uint8_t ANY[4] = { 0, 0, 0, 0 };
+static const uint8_t LOOPBACK[4] = { 127, 0, 0, 1 };
+
+static struct reply control(int dev, uint16_t op, int fd, int32_t a0, int32_t a1, uint16_t port)
+{
+	return control_at(dev, op, fd, a0, a1, ANY, port);
+}
+
+/* Whether /proc/net/tcp lists a socket in LISTEN (0A) on PORT. */
+static int listening(void)
+{
+	char line[512], want[16];
+	FILE *f = fopen("/proc/net/tcp", "r");
+	if (!f)
+		return 0;
+	snprintf(want, sizeof want, ":%04X", PORT);
+	int found = 0;
+	while (fgets(line, sizeof line, f)) {
+		/* "  sl  local_address rem_address   st ..." */
+		char local[64], remote[64], st[8];
+		if (sscanf(line, "%*s %63s %63s %7s", local, remote, st) != 3)
+			continue;
+		size_t l = strlen(local);
+		if (l >= 5 && strcmp(local + l - 5, want) == 0 && strcmp(st, "0A") == 0)
+			found = 1;
+	}
+	fclose(f);
+	return found;
+}
+
+static int listening_within(int want, int tenths)
+{
+	for (int i = 0; i < tenths; i++) {
+		if (listening() == want)
+			return 1;
+		usleep(100000);
+	}
+	return listening() == want;
+}
+
+/* An echo server on the guest's own stack at 127.0.0.1:ECHO_PORT: one
+ * connection, everything read is written back, exits 0 at EOF. Returns
+ * its pid once it listens. */
+#define ECHO_PORT 9000
+static pid_t echo_server(void)
+{
+	int ready[2];
+	if (pipe(ready) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid != 0) {
+		char c;
+		close(ready[1]);
+		if (read(ready[0], &c, 1) != 1)
+			pid = -1;
+		close(ready[0]);
+		return pid;
+	}
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	int one = 1;
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(ECHO_PORT) };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0)
+		_exit(2);
+	if (write(ready[1], "r", 1) != 1)
+		_exit(2);
+	int c = accept(l, NULL, NULL);
+	if (c < 0)
+		_exit(3);
+	static char buf[65536];
+	for (;;) {
+		ssize_t n = read(c, buf, sizeof buf);
+		if (n == 0)
+			_exit(0);
+		if (n < 0)
+			_exit(4);
+		for (ssize_t off = 0; off < n;) {
+			ssize_t w = write(c, buf + off, (size_t)(n - off));
+			if (w <= 0)
+				_exit(5);
+			off += w;
+		}
+	}
+}
+
+static uint8_t pattern(size_t i)
+{
+	return (uint8_t)(i * 7 + i / 251);
+}
+
+/* connect() through the instance to the echo server, then bytes both ways
+ * through the socket file: a line, then 1 MiB written by a child while
+ * this process reads it back (driver-core's credit windows at work). */
+static void data_path(int dev)
+{
+	pid_t srv = echo_server();
+	report("echo-server", srv > 0, "the echo server did not start");
+	if (srv <= 0)
+		return;
+	struct reply s = control(dev, OP_SOCKET, -1, 2, 1, 0);
+	struct reply r = control_at(dev, OP_CONNECT, s.fd, 0, 0, LOOPBACK, ECHO_PORT);
+	report("connect", s.status == 0 && r.status == 0, "Connect(127.0.0.1:9000) through the instance");
+	if (r.status != 0)
+		return;
+	const char line[] = "hello through ins.ko\n";
+	ssize_t w = write(s.fd, line, sizeof line - 1);
+	char got[64] = "";
+	size_t have = 0;
+	while (have < sizeof line - 1) {
+		ssize_t n = read(s.fd, got + have, sizeof got - 1 - have);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+	}
+	report("echo-line", w == (ssize_t)(sizeof line - 1) && have == sizeof line - 1 &&
+				    memcmp(got, line, have) == 0,
+	       "the line did not come back");
+	const size_t total = 1 << 20;
+	/* Bounded: a stall fails the test (the status says where). */
+	alarm(60);
+	pid_t writer = fork();
+	if (writer == 0) {
+		static uint8_t out[4096];
+		for (size_t off = 0; off < total;) {
+			size_t n = total - off < sizeof out ? total - off : sizeof out;
+			for (size_t i = 0; i < n; i++)
+				out[i] = pattern(off + i);
+			ssize_t k = write(s.fd, out, n);
+			if (k <= 0)
+				_exit(1);
+			off += (size_t)k;
+		}
+		_exit(0);
+	}
+	static uint8_t in[8192];
+	size_t got_total = 0;
+	int same = 1;
+	while (got_total < total) {
+		struct pollfd p = { .fd = s.fd, .events = POLLIN };
+		if (poll(&p, 1, 20000) != 1) {
+			printf("KMOD: echo stalled after %zu bytes; /dev/ins:\n", got_total);
+			fflush(stdout);
+			if (system("cat /dev/ins") < 0)
+				break;
+			kill(writer, SIGKILL);
+			break;
+		}
+		ssize_t n = read(s.fd, in, sizeof in);
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++)
+			same &= in[i] == pattern(got_total + (size_t)i);
+		got_total += (size_t)n;
+	}
+	int wst = -1;
+	waitpid(writer, &wst, 0);
+	printf("KMOD: echoed %zu of %zu bytes through the module, %s\n", got_total, total,
+	       same ? "byte-exact" : "CORRUPT");
+	alarm(0);
+	report("echo-bulk", got_total == total && same && WIFEXITED(wst) && WEXITSTATUS(wst) == 0,
+	       "1 MiB did not come back byte-exact");
+	/* The app lets go: the instance closes the connection, the server
+	 * reads end of file. */
+	close(s.fd);
+	int sst = -1;
+	alarm(20);
+	waitpid(srv, &sst, 0);
+	alarm(0);
+	report("close-reaches-server", WIFEXITED(sst) && WEXITSTATUS(sst) == 0,
+	       "the echo server did not see end of file");
+}
+
+/* `shimctl hold`: a listener on PORT through whatever instance is live,
+ * held until the process is killed. */
+static int hold(int dev)
+{
+	struct reply s = control(dev, OP_SOCKET, -1, 2, 1, 0);
+	struct reply b = control(dev, OP_BIND, s.fd, 0, 0, PORT);
+	struct reply l = control(dev, OP_LISTEN, s.fd, 16, 0, 0);
+	printf("KMOD: shimctl hold: socket %d bind %d listen %d\n", s.status, b.status, l.status);
+	fflush(stdout);
+	if (s.status || b.status || l.status)
+		return 1;
+	for (;;)
+		pause();
+}
+
+int main(int argc, char **argv)
+{
+	int dev = open("/dev/ins", O_RDWR | O_CLOEXEC);
+	if (dev < 0) {
+		report("open", 0, "open /dev/ins");
+		return 1;
+	}
+	if (argc > 1 && strcmp(argv[1], "hold") == 0)
+		return hold(dev);
+	report("not-yet-listening", !listening(), "port already listening before the test");
+	struct reply s = control(dev, OP_SOCKET, -1, 2, 1, 0);
+	report("socket", s.status == 0 && s.fd >= 0, "Socket(AF_INET, SOCK_STREAM)");
+	if (s.fd < 0)
+		return 1;
+	char link[64] = "";
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", s.fd);
+	ssize_t n = readlink(path, link, sizeof link - 1);
+	if (n > 0)
+		link[n] = 0;
+	report("socket-file", strcmp(link, "anon_inode:[ins-socket]") == 0, link);
+	char b;
+	errno = 0;
+	report("read-unconnected", read(s.fd, &b, 1) < 0 && errno == ENOTCONN,
+	       "read on a socket file did not fail ENOTCONN");
+
+	struct reply r = control(dev, OP_BIND, s.fd, 0, 0, PORT);
+	report("bind", r.status == 0, "Bind(0.0.0.0:8097) through the instance");
+	r = control(dev, OP_LISTEN, s.fd, 16, 0, 0);
+	report("listen", r.status == 0, "Listen(16) through the instance");
+	report("instance-listens", listening_within(1, 30),
+	       "no LISTEN socket on 8097 in /proc/net/tcp");
+	r = control(dev, OP_GETSOCKNAME, s.fd, 0, 0, 0);
+	report("getsockname", r.status == 0 && r.family == 2 && r.port == PORT,
+	       "GetSockName does not say 0.0.0.0:8097");
+
+	/* driver-core's port table answers a second bind on the port. */
+	struct reply s2 = control(dev, OP_SOCKET, -1, 2, 1, 0);
+	r = control(dev, OP_BIND, s2.fd, 0, 0, PORT);
+	report("bind-in-use", s2.status == 0 && r.status == EADDRINUSE,
+	       "a second bind on 8097 was not EADDRINUSE");
+	/* Non-blocking connects need more than socket files have yet. */
+	r = control(dev, OP_CONNECT, s2.fd, 1, 0, PORT);
+	report("nonblocking-connect-not-yet", r.status == EOPNOTSUPP,
+	       "a non-blocking Connect was not EOPNOTSUPP");
+	/* Only our socket files name a socket. */
+	int null = open("/dev/null", O_RDWR);
+	r = control(dev, OP_BIND, null, 0, 0, PORT + 1);
+	report("not-a-socket", r.status == ENOTSOCK, "Bind on /dev/null was not ENOTSOCK");
+	close(null);
+	/* Garbage is refused before it reaches driver-core. */
+	struct ins_control bad;
+	memset(&bad, 0, sizeof bad);
+	bad.fd = -1;
+	bad.len = 112;
+	put16(bad.packet, 77); /* no such op */
+	errno = 0;
+	report("bad-packet", ioctl(dev, INS_IOC_CONTROL, &bad) < 0 && errno == EINVAL,
+	       "an unknown op was accepted");
+
+	data_path(dev);
+
+	/* The app lets go: the instance closes its listener. */
+	close(s.fd);
+	report("close-unlistens", listening_within(0, 30),
+	       "LISTEN socket on 8097 still there after close");
+	close(s2.fd);
+	close(dev);
+	return failures ? 1 : 0;
+}
