@@ -83,6 +83,8 @@ pub(crate) const INS_IOC_CONTROL: u32 =
 const EOPNOTSUPP_N: i32 = 95;
 /// `ENOMEM`.
 const ENOMEM_N: i32 = 12;
+/// `EAGAIN`.
+const EAGAIN_N: i32 = 11;
 
 /// What a socket file points to.
 #[pin_data]
@@ -113,7 +115,9 @@ impl SockFile {
 /// A socket file's receive side, in the core's table (under its mutex).
 pub(crate) struct SockEntry {
     pub(crate) handle: Handle,
-    pub(crate) file: Arc<SockFile>,
+    /// The socket file; `None` for an accepted connection not handed over
+    /// yet (its bytes are buffered until `Accept` makes its file).
+    pub(crate) file: Option<Arc<SockFile>>,
     /// Bytes from the instance the app has not read (at most driver-core's
     /// window: credit goes back only as the app reads).
     rx: VecDeque<u8>,
@@ -125,6 +129,63 @@ pub(crate) struct SockEntry {
     eof: bool,
     /// The connection was reset (errno), or 0.
     err: i32,
+    /// `listen()` was answered 0: reads take accept tokens.
+    listening: bool,
+    /// Accept tokens not read yet (one per queued connection).
+    tokens: u64,
+}
+
+impl SockEntry {
+    /// Wakes the socket file's readers, writers and pollers (if it has a
+    /// file yet).
+    pub(crate) fn wake(&self) {
+        if let Some(f) = &self.file {
+            f.wake();
+        }
+    }
+
+    fn new(handle: Handle, file: Option<Arc<SockFile>>, stream: bool, connected: bool) -> Self {
+        SockEntry {
+            handle,
+            file,
+            rx: VecDeque::new(),
+            stream,
+            connected,
+            eof: false,
+            err: 0,
+            listening: false,
+            tokens: 0,
+        }
+    }
+}
+
+/// Instance `_inst` announced connection `h` (driver-core queued it on a
+/// listener): its receive side now, its file when `Accept` hands it over.
+/// Returns the identity driver-core keeps for it.
+pub(crate) fn new_connection(
+    socks: &mut AVec<SockEntry>,
+    next_sock: &mut u64,
+    h: Handle,
+) -> core::result::Result<u64, driver_core::NoAppSide> {
+    socks.try_reserve(1).map_err(|_| driver_core::NoAppSide)?;
+    let id = *next_sock;
+    *next_sock += 1;
+    socks.push(SockEntry::new(h, None, true, true));
+    Ok(id)
+}
+
+/// One more accept token on listener `l`.
+pub(crate) fn token(socks: &mut AVec<SockEntry>, l: Handle) {
+    if let Some(e) = socks.iter_mut().find(|e| e.handle == l) {
+        e.tokens = e.tokens.saturating_add(1);
+        e.wake();
+    }
+}
+
+/// driver-core forgot `h`: an accepted connection never handed over goes
+/// now (an entry with a file goes with its file's release).
+pub(crate) fn forget(socks: &mut AVec<SockEntry>, h: Handle) {
+    socks.retain(|e| e.handle != h || e.file.is_some());
 }
 
 /// Instance data for socket `h` (driver-core checked the window): into its
@@ -136,11 +197,11 @@ pub(crate) fn data_in(socks: &mut AVec<SockEntry>, h: Handle, bytes: &[u8]) -> b
     };
     if e.rx.try_reserve(bytes.len()).is_err() {
         e.err = ENOMEM_N;
-        e.file.wake();
+        e.wake();
         return false;
     }
     e.rx.extend(bytes.iter().copied());
-    e.file.wake();
+    e.wake();
     true
 }
 
@@ -177,7 +238,7 @@ pub(crate) fn peer_end(socks: &mut AVec<SockEntry>, h: Handle, errno: i32) {
         } else {
             e.err = errno;
         }
-        e.file.wake();
+        e.wake();
     }
 }
 
@@ -202,11 +263,11 @@ pub(crate) fn control_ioctl(
     let mut out = KVec::from_elem(0u8, CONTROL_LEN, GFP_KERNEL)?;
     let (ctl_len, new_file) = match req.op {
         Op::Socket => socket_op(core, sock_fops, &req, &mut out)?,
-        // Accepted connections, in-band options and non-blocking connects
-        // need what socket files do not have yet (control.rs docs).
-        Op::SockOpt | Op::Accept => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
+        // In-band options and non-blocking connects need what socket
+        // files do not have yet (control.rs docs).
+        Op::SockOpt => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
         Op::Connect if req.args[0] != 0 => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
-        _ => (shim_op(core, sock_fops, conn, &req, fd, &mut out)?, None),
+        _ => shim_op(core, sock_fops, conn, &req, fd, &mut out)?,
     };
     out[4..8].copy_from_slice(&(ctl_len as u32).to_ne_bytes());
     let (newfd, file) = match new_file {
@@ -252,37 +313,12 @@ fn socket_op(
             Err(errno) => return Ok((reply_status(req, errno, out)?, None)),
         }
     };
-    let bounces = KVec::from_elem(0u8, READ_CHUNK, GFP_KERNEL)
-        .and_then(|r| Ok((r, KVec::from_elem(0u8, MAX_DATA, GFP_KERNEL)?)));
-    let (read_bounce, write_bounce) = match bounces {
-        Ok(b) => b,
-        Err(e) => {
-            let_go(core, handle);
-            return Err(e.into());
-        }
-    };
-    let made = Arc::pin_init(
-        pin_init!(SockFile {
-            core: core.clone(),
-            handle,
-            wq <- WaitQueue::new(),
-            reader <- kernel::new_mutex!(read_bounce),
-            writer <- kernel::new_mutex!(write_bounce),
-        }),
-        GFP_KERNEL,
-    )
-    .and_then(|sock| {
+    let made = sock_file(core, handle).and_then(|sock| {
         let mut inner = core.inner.lock();
         inner.socks.try_reserve(1).map_err(|_| ENOMEM)?;
-        inner.socks.push(SockEntry {
-            handle,
-            file: sock.clone(),
-            rx: VecDeque::new(),
-            stream: ty == 1,
-            connected: false,
-            eof: false,
-            err: 0,
-        });
+        inner
+            .socks
+            .push(SockEntry::new(handle, Some(sock.clone()), ty == 1, false));
         Ok(sock)
     });
     let sock = match made {
@@ -297,6 +333,51 @@ fn socket_op(
     let (fd, f) = ksys::new_anon_file(c"[ins-socket]", sock_fops, sock, false)
         .inspect_err(|_| let_go(core, handle))?;
     Ok((reply_status(req, 0, out)?, Some((fd, f))))
+}
+
+/// A `SockFile` for `handle`, with its bounce buffers.
+fn sock_file(core: &Arc<Core>, handle: Handle) -> Result<Arc<SockFile>> {
+    let read_bounce = KVec::from_elem(0u8, READ_CHUNK, GFP_KERNEL)?;
+    let write_bounce = KVec::from_elem(0u8, MAX_DATA, GFP_KERNEL)?;
+    Arc::pin_init(
+        pin_init!(SockFile {
+            core: core.clone(),
+            handle,
+            wq <- WaitQueue::new(),
+            reader <- kernel::new_mutex!(read_bounce),
+            writer <- kernel::new_mutex!(write_bounce),
+        }),
+        GFP_KERNEL,
+    )
+}
+
+/// `Accept` handed over connection `h`: its socket file (not installed).
+/// `Ok(None)`: the connection is gone meanwhile (reset and forgotten), the
+/// caller answers `EAGAIN` as for a token without a connection.
+fn accepted_file(
+    core: &Arc<Core>,
+    sock_fops: *const bindings::file_operations,
+    h: Handle,
+) -> Result<Option<(i32, *mut bindings::file)>> {
+    let sock = match sock_file(core, h) {
+        Ok(s) => s,
+        Err(e) => {
+            let_go(core, h);
+            return Err(e);
+        }
+    };
+    {
+        let mut inner = core.inner.lock();
+        let Some(e) = inner.socks.iter_mut().find(|e| e.handle == h) else {
+            return Ok(None);
+        };
+        e.file = Some(sock.clone());
+    }
+    // Not close-on-exec: the shim sets FD_CLOEXEC for accept4(SOCK_CLOEXEC).
+    // On failure the file's release (or let_go) lets the connection go.
+    let made = ksys::new_anon_file(c"[ins-socket]", sock_fops, sock, false)
+        .inspect_err(|_| let_go(core, h))?;
+    Ok(Some(made))
 }
 
 /// The app let go of `handle` (its file is gone, or was never made).
@@ -346,7 +427,7 @@ fn shim_op(
     req: &Control<'_>,
     fd: i32,
     out: &mut [u8],
-) -> Result<usize> {
+) -> Result<(usize, Option<(i32, *mut bindings::file)>)> {
     let sock = handle_of(fd, sock_fops);
     {
         let mut guard = core.inner.lock();
@@ -378,21 +459,47 @@ fn shim_op(
         return Err(EINTR);
     };
     let mut ctl = r.ctl;
-    if ctl.op == Op::Connect && ctl.status == 0 {
+    if matches!(ctl.op, Op::Connect | Op::Listen) && ctl.status == 0 {
         if let Some(h) = sock {
             let mut inner = core.inner.lock();
             if let Some(e) = inner.socks.iter_mut().find(|e| e.handle == h) {
-                e.connected = true;
+                if ctl.op == Op::Connect {
+                    e.connected = true;
+                } else {
+                    e.listening = true;
+                    e.wake();
+                }
             }
         }
     }
-    if r.fd != ReplyFd::None {
-        // A reply passing a connection's fd needs the data path.
-        ctl.status = EOPNOTSUPP_N;
+    let mut file = None;
+    match r.fd {
+        // A keeper is the daemon's way of keeping a listener or bound
+        // datagram socket from reading EOF when the daemon goes; a socket
+        // file never reads EOF for that, so nothing is passed.
+        ReplyFd::None | ReplyFd::Keeper(_) => {}
+        ReplyFd::AppEnd(h) => match accepted_file(core, sock_fops, h)? {
+            Some(f) => file = Some(f),
+            None => {
+                ctl.status = EAGAIN_N;
+                ctl.addr = None;
+                ctl.addr2 = None;
+            }
+        },
     }
-    ctl.borrowed()
+    let n = ctl
+        .borrowed()
         .encode(out.get_mut(8..).ok_or(EINVAL)?)
-        .map_err(|_| EINVAL)
+        .map_err(|_| EINVAL);
+    match n {
+        Ok(n) => Ok((n, file)),
+        Err(e) => {
+            if let Some((nfd, f)) = file {
+                ksys::discard_file(nfd, f);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Drops the replies nobody will take: `conn`'s `/dev/ins` file closed
@@ -457,6 +564,34 @@ impl SockFile {
                     .iter_mut()
                     .find(|e| e.handle == self.handle)
                     .ok_or(EBADF)?;
+                if e.listening {
+                    // Accept tokens: one byte each.
+                    let k = (e.tokens.min(want as u64) as usize).min(bounce.len());
+                    if k > 0 {
+                        e.tokens -= k as u64;
+                        bounce.get_mut(..k).ok_or(EINVAL)?.fill(1);
+                        drop(guard);
+                        let src = bounce.get(..k).ok_or(EINVAL)?;
+                        // SAFETY: `src` is readable for `k` bytes; `iter` is valid.
+                        let c = unsafe { bindings::_copy_to_iter(src.as_ptr().cast(), k, iter) };
+                        if c < k {
+                            // Tokens not delivered go back.
+                            let mut guard = self.core.inner.lock();
+                            if let Some(e) =
+                                guard.socks.iter_mut().find(|e| e.handle == self.handle)
+                            {
+                                e.tokens += (k - c) as u64;
+                            }
+                        }
+                        return if c == 0 { Err(EFAULT) } else { Ok(c) };
+                    }
+                    if nonblock {
+                        return Err(EAGAIN);
+                    }
+                    drop(guard);
+                    self.wq.wait_until(|| self.readable())?;
+                    continue;
+                }
                 let k = e.rx.len().min(want).min(bounce.len());
                 if k > 0 {
                     let (a, b) = e.rx.as_slices();
@@ -518,7 +653,11 @@ impl SockFile {
             .iter()
             .find(|e| e.handle == self.handle)
             .map_or(true, |e| {
-                !e.rx.is_empty() || e.eof || e.err != 0 || !e.connected
+                if e.listening {
+                    e.tokens > 0
+                } else {
+                    !e.rx.is_empty() || e.eof || e.err != 0 || !e.connected
+                }
             })
     }
 

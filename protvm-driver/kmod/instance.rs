@@ -334,7 +334,7 @@ impl Core {
         );
         // Ring space may have come back: writers waiting for it look again.
         for e in inner.socks.iter() {
-            e.file.wake();
+            e.wake();
         }
         inner.driver.tick(now, &mut inner.actions);
         if inner.execute() {
@@ -582,6 +582,7 @@ impl CoreInner {
             replies,
             socks,
             conns,
+            next_sock,
             ..
         } = self;
         let before = replies.len();
@@ -590,6 +591,7 @@ impl CoreInner {
             replies,
             socks,
             conns,
+            next_sock,
         };
         driver.execute(actions, &mut host);
         let replied = replies.len() > before;
@@ -704,6 +706,7 @@ struct KHost<'a> {
     replies: &'a mut AVec<ShimReply>,
     socks: &'a mut AVec<SockEntry>,
     conns: &'a AVec<u64>,
+    next_sock: &'a mut u64,
 }
 
 impl ChanState {
@@ -756,18 +759,20 @@ impl InstanceLinks for KHost<'_> {
 }
 
 // The app side of each socket is its socket file (control.rs); an
-// announced connection has no app side yet (no accept path: driver-core
-// drops it), nor does a non-blocking connect (refused in control.rs).
+// announced connection gets its receive side now and its file when
+// `Accept` hands it over; a non-blocking connect is refused (control.rs).
 impl AppSockets for KHost<'_> {
     fn new_connection(
         &mut self,
-        _sock: Handle,
+        sock: Handle,
         _listener: Handle,
         _inst: InstId,
     ) -> core::result::Result<u64, NoAppSide> {
-        Err(NoAppSide)
+        crate::control::new_connection(self.socks, self.next_sock, sock)
     }
-    fn token(&mut self, _listener: Handle) {}
+    fn token(&mut self, listener: Handle) {
+        crate::control::token(self.socks, listener);
+    }
     fn connect_done(&mut self, _sock: Handle, _errno: i32) {}
     fn peer_eof(&mut self, sock: Handle) {
         crate::control::peer_end(self.socks, sock, 0);
@@ -778,11 +783,14 @@ impl AppSockets for KHost<'_> {
     fn shutdown_app_write(&mut self, _sock: Handle) {}
     fn resume(&mut self, sock: Handle) {
         if let Some(e) = self.socks.iter().find(|e| e.handle == sock) {
-            e.file.wake();
+            e.wake();
         }
     }
-    // A socket file's entry goes with its file (control.rs, release).
-    fn forget(&mut self, _sock: Handle) {}
+    // A socket file's entry goes with its file (control.rs, release); an
+    // accepted connection never handed over goes now.
+    fn forget(&mut self, sock: Handle) {
+        crate::control::forget(self.socks, sock);
+    }
 }
 
 impl ShimReplies for KHost<'_> {
