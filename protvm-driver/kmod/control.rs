@@ -133,6 +133,8 @@ pub(crate) struct SockEntry {
     listening: bool,
     /// Accept tokens not read yet (one per queued connection).
     tokens: u64,
+    /// `shutdown(SHUT_WR)` was answered 0: writes are `EPIPE`.
+    shut_wr: bool,
 }
 
 impl SockEntry {
@@ -155,6 +157,7 @@ impl SockEntry {
             err: 0,
             listening: false,
             tokens: 0,
+            shut_wr: false,
         }
     }
 }
@@ -472,6 +475,23 @@ fn shim_op(
             }
         }
     }
+    // SHUT_WR (1) or SHUT_RDWR (2) answered 0: the write side ends here,
+    // after every byte written before (writes push onto the ring before
+    // they return), as the daemon's pair EOF does.
+    if ctl.op == Op::Shutdown && ctl.status == 0 && matches!(req.args[0], 1 | 2) {
+        if let Some(h) = sock {
+            let mut guard = core.inner.lock();
+            let inner = &mut *guard;
+            if let Some(e) = inner.socks.iter_mut().find(|e| e.handle == h) {
+                e.shut_wr = true;
+                e.wake();
+            }
+            inner.driver.app_eof(h, false, &mut inner.actions);
+            if inner.execute() {
+                core.replies_wq.wake(ksys::EPOLLIN);
+            }
+        }
+    }
     let mut file = None;
     match r.fd {
         // A keeper is the daemon's way of keeping a listener or bound
@@ -730,7 +750,7 @@ impl SockFile {
             .iter()
             .find(|e| e.handle == self.handle)
             .ok_or(EBADF)?;
-        if e.err != 0 {
+        if e.err != 0 || e.shut_wr {
             return Err(EPIPE);
         }
         if !e.stream {
@@ -775,7 +795,9 @@ impl SockFile {
             .socks
             .iter()
             .find(|e| e.handle == self.handle)
-            .map_or(true, |e| e.err != 0 || !e.connected || !e.stream);
+            .map_or(true, |e| {
+                e.err != 0 || e.shut_wr || !e.connected || !e.stream
+            });
         if gone {
             return true;
         }
@@ -895,6 +917,10 @@ pub(crate) fn sock_fops(owner: *mut bindings::module) -> bindings::file_operatio
         poll: Some(sock_poll),
         release: Some(sock_release),
         llseek: Some(bindings::noop_llseek),
+        // The generic helpers over read_iter/write_iter: splice and
+        // sendfile (nginx's `sendfile on`) from and to the socket.
+        splice_read: Some(bindings::copy_splice_read),
+        splice_write: Some(bindings::iter_file_splice_write),
         // SAFETY: all-zero is a valid `file_operations` (no operation).
         ..unsafe { core::mem::zeroed() }
     }

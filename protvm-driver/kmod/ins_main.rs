@@ -18,6 +18,9 @@
 //!   says what the fd does).
 //! * `INS_IOC_CONTROL` (`_IOWR('I', 3, struct ins_control)`): one shim
 //!   control request, through driver-core (control.rs).
+//! * `INS_IOC_VERSION` (`_IOR('I', 4, __u32)`): the ins-protocol version
+//!   the module speaks (`ins_protocol::hello::VERSION`); the shim uses the
+//!   module only when this ioctl answers its own version.
 //! * `read()`: a text snapshot of the instances driver-core knows, one line
 //!   each (`instance <id> live|draining|dead pid … version … frames …
 //!   channel open|closed|<why it failed> heartbeat <seq> death "<why>"`),
@@ -268,6 +271,18 @@ unsafe extern "C" fn misc_release(_inode: *mut bindings::inode, file: *mut bindi
     0
 }
 
+/// `_IOR('I', 4, __u32)`.
+const INS_IOC_VERSION: c_uint = (2 << 30) | (4 << 16) | ((b'I' as c_uint) << 8) | 4;
+
+/// `INS_IOC_VERSION`: the protocol version, for the shim's detection.
+fn version_ioctl(arg: c_ulong) -> Result<c_long> {
+    let v = u32::from(ins_protocol::hello::VERSION).to_ne_bytes();
+    kernel::uaccess::UserSlice::new(arg, v.len())
+        .writer()
+        .write_slice(&v)?;
+    Ok(0)
+}
+
 /// `unlocked_ioctl` of `/dev/ins`.
 ///
 /// # Safety
@@ -279,6 +294,7 @@ unsafe extern "C" fn misc_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_u
     let r = match cmd {
         INS_IOC_PAIR => pair_ioctl(state, arg),
         INS_IOC_INSTANCE => instance_ioctl(state, arg),
+        INS_IOC_VERSION => version_ioctl(arg),
         control::INS_IOC_CONTROL => {
             control::control_ioctl(&state.core, &state.ctl_sock_fops, conn, arg)
         }

@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 
 /// Default control socket of the driver.
 pub const DEFAULT_SOCKET: &str = "/run/ins/shim.sock";
+/// Default misc device of the kernel module.
+pub const DEFAULT_KMOD_DEVICE: &str = "/dev/ins";
 
 /// The shim's settings.
 #[derive(Debug, Clone)]
@@ -13,6 +15,9 @@ pub struct Config {
     pub socket_path: CString,
     /// `INS_FAIL_OPEN=1`: use the host stack when the driver is unreachable.
     pub fail_open: bool,
+    /// `INS_KMOD_DEVICE`: the kernel module's device, used when it exists
+    /// and answers this shim's version (`off`: never; default `/dev/ins`).
+    pub kmod_device: Option<CString>,
 }
 
 impl Config {
@@ -26,17 +31,35 @@ impl Config {
         Config {
             socket_path,
             fail_open: fail_open == Some(b"1"),
+            kmod_device: Some(CString::new(DEFAULT_KMOD_DEVICE).unwrap_or_default()),
         }
+    }
+
+    /// With `INS_KMOD_DEVICE`'s value: `off` disables the module, empty or
+    /// unset is the default device.
+    pub fn with_kmod_device(mut self, dev: Option<&[u8]>) -> Config {
+        match dev.filter(|d| !d.is_empty()) {
+            Some(b"off") => self.kmod_device = None,
+            Some(d) => {
+                if let Ok(c) = CString::new(d) {
+                    self.kmod_device = Some(c);
+                }
+            }
+            None => {}
+        }
+        self
     }
 
     fn from_env() -> Config {
         use std::os::unix::ffi::OsStrExt;
         let s = std::env::var_os("INS_SHIM_SOCKET");
         let f = std::env::var_os("INS_FAIL_OPEN");
+        let k = std::env::var_os("INS_KMOD_DEVICE");
         Config::from_vars(
             s.as_deref().map(|v| v.as_bytes()),
             f.as_deref().map(|v| v.as_bytes()),
         )
+        .with_kmod_device(k.as_deref().map(|v| v.as_bytes()))
     }
 }
 
@@ -65,5 +88,14 @@ mod tests {
             Config::from_vars(Some(b""), None).socket_path.as_bytes(),
             DEFAULT_SOCKET.as_bytes()
         );
+        let k = |v: Option<&[u8]>| {
+            Config::from_vars(None, None)
+                .with_kmod_device(v)
+                .kmod_device
+        };
+        assert_eq!(k(None).as_deref(), Some(c"/dev/ins"));
+        assert_eq!(k(Some(b"")).as_deref(), Some(c"/dev/ins"));
+        assert_eq!(k(Some(b"off")), None);
+        assert_eq!(k(Some(b"/dev/x")).as_deref(), Some(c"/dev/x"));
     }
 }

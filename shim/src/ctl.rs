@@ -1,5 +1,9 @@
 //! Control connections to the driver and the request/reply exchange.
 //!
+//! When the kernel module is there (`kmod`: its device answers this
+//! shim's version), every exchange is an ioctl on its device instead and
+//! nothing below is used; the requests and replies are the same packets.
+//!
 //! A pool of at most [`POOL`] `SOCK_SEQPACKET` connections; a thread takes
 //! one for a whole exchange (so a blocking `connect` waiting for its reply
 //! never holds up other threads), more are opened on demand, surplus ones
@@ -23,6 +27,7 @@ use ins_protocol::control::{Control, MAX_PACKET, MAX_VALUE, Op};
 
 use crate::config;
 use crate::errno::Errno;
+use crate::kmod;
 use crate::sys;
 use crate::table::{Entry, TABLE};
 
@@ -106,6 +111,28 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A reply from its parts (the module's exchange, `kmod`).
+    #[allow(clippy::too_many_arguments)] // the reply's fields
+    pub(crate) fn new(
+        status: i32,
+        args: [i32; 4],
+        addr: Option<SocketAddr>,
+        addr2: Option<SocketAddr>,
+        value: [u8; MAX_VALUE],
+        value_len: usize,
+        fd: Option<Fd>,
+    ) -> Reply {
+        Reply {
+            status,
+            args,
+            addr,
+            addr2,
+            value,
+            value_len,
+            fd,
+        }
+    }
+
     /// The option value.
     pub fn value(&self) -> &[u8] {
         &self.value[..self.value_len]
@@ -260,6 +287,10 @@ fn take() -> Result<Conn, CtlError> {
 /// though, belonged to the old one). Unknown failures count as there: the
 /// caller must not drop data on a guess.
 pub fn driver_gone() -> bool {
+    if kmod::device().is_some() {
+        // The module cannot go while the process has socket files open.
+        return false;
+    }
     for _ in 0..2 {
         match take() {
             Err(CtlError::Unreachable(_)) => return true,
@@ -325,6 +356,10 @@ fn encode(req: &Request<'_>, seq: u32, buf: &mut [u8]) -> Result<usize, CtlError
 pub fn post(req: &Request<'_>, seq: u32) -> Result<(), CtlError> {
     let mut buf = [0u8; MAX_PACKET];
     let n = encode(req, seq, &mut buf)?;
+    if let Some(dev) = kmod::device() {
+        // The module answers every packet; a record's answer is dropped.
+        return kmod::call(dev, &buf[..n], seq, req.op, None, true).map(drop);
+    }
     for _ in 0..2 {
         let conn = take()?;
         match sys::send_packet(conn.fd, &buf[..n], None) {
@@ -354,6 +389,14 @@ pub fn call(
     cloexec: bool,
     wait: Wait,
 ) -> Result<Reply, CtlError> {
+    if let Some(dev) = kmod::device() {
+        // The module: one ioctl, whose wait is interruptible (`wait` has no
+        // other effect there; kmod.rs says what differs).
+        let seq = next_seq();
+        let mut buf = [0u8; MAX_PACKET];
+        let n = encode(req, seq, &mut buf)?;
+        return kmod::call(dev, &buf[..n], seq, req.op, fd, cloexec);
+    }
     for _ in 0..2 {
         let conn = take()?;
         let seq = next_seq();

@@ -943,7 +943,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> 
     // the signal.
     stream_write_result(
         fd,
-        unsafe { real::send(fd, buf, count, libc::MSG_NOSIGNAL) },
+        unsafe { crate::kmod::send(fd, buf, count, libc::MSG_NOSIGNAL) },
         0,
     )
 }
@@ -1013,7 +1013,11 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize
     m.msg_iovlen = n as usize;
     // SAFETY: forwarded as sendmsg(), identical on a stream socket but for
     // the signal (n ≤ MAX_IOV checked above).
-    stream_write_result(fd, unsafe { real::sendmsg(fd, &m, libc::MSG_NOSIGNAL) }, 0)
+    stream_write_result(
+        fd,
+        unsafe { crate::kmod::sendmsg(fd, &m, libc::MSG_NOSIGNAL) },
+        0,
+    )
 }
 
 /// `send(2)`.
@@ -1043,7 +1047,7 @@ pub unsafe extern "C" fn send(
     // SAFETY: forwarded; the signal is decided after.
     stream_write_result(
         fd,
-        unsafe { real::send(fd, buf, count, flags | libc::MSG_NOSIGNAL) },
+        unsafe { crate::kmod::send(fd, buf, count, flags | libc::MSG_NOSIGNAL) },
         flags,
     )
 }
@@ -1079,7 +1083,7 @@ pub unsafe extern "C" fn sendto(
     // SAFETY: forwarded; the signal is decided after.
     stream_write_result(
         fd,
-        unsafe { real::send(fd, buf, count, flags | libc::MSG_NOSIGNAL) },
+        unsafe { crate::kmod::send(fd, buf, count, flags | libc::MSG_NOSIGNAL) },
         flags,
     )
 }
@@ -1130,7 +1134,7 @@ unsafe fn sendmsg_ins(fd: c_int, e: Entry, msg: *const msghdr, flags: c_int) -> 
     // SAFETY: forwarded with the address and control messages removed.
     stream_write_result(
         fd,
-        unsafe { real::sendmsg(fd, &copy, flags | libc::MSG_NOSIGNAL) },
+        unsafe { crate::kmod::sendmsg(fd, &copy, flags | libc::MSG_NOSIGNAL) },
         flags,
     )
 }
@@ -1208,7 +1212,7 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, count: size_t, flags:
         return fail(libc::ENOTCONN);
     }
     // SAFETY: forwarded.
-    let r = unsafe { real::recv(fd, buf, count, flags) };
+    let r = unsafe { crate::kmod::recv(fd, buf, count, flags) };
     if r == 0 && count > 0 {
         return stream_eof(fd);
     }
@@ -1266,7 +1270,7 @@ unsafe fn recvfrom_ins(
         return fail(libc::ENOTCONN);
     }
     // SAFETY: forwarded without the address (TCP reports none).
-    let r = unsafe { real::recv(fd, buf, count, flags) };
+    let r = unsafe { crate::kmod::recv(fd, buf, count, flags) };
     if r >= 0 && !addr.is_null() && !len.is_null() {
         // SAFETY: len is writable.
         unsafe { *len = 0 };
@@ -1419,7 +1423,7 @@ unsafe fn recvmsg_ins(fd: c_int, e: Entry, msg: *mut msghdr, flags: c_int) -> ss
     copy.msg_name = ptr::null_mut();
     copy.msg_namelen = 0;
     // SAFETY: forwarded without the name.
-    let r = unsafe { real::recvmsg(fd, &mut copy, flags) };
+    let r = unsafe { crate::kmod::recvmsg(fd, &mut copy, flags) };
     if r >= 0 {
         // SAFETY: msg is writable.
         unsafe { (*msg).msg_namelen = 0 };

@@ -94,6 +94,8 @@ mod hooks;
 mod hostent;
 mod inband;
 mod keeper;
+#[allow(unsafe_code)]
+mod kmod;
 mod ops;
 #[allow(unsafe_code)]
 mod resolve;

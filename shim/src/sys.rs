@@ -487,6 +487,14 @@ pub fn set_nonblock(fd: c_int, on: bool) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Sets or clears `FD_CLOEXEC`.
+pub fn set_cloexec(fd: c_int, on: bool) -> Result<(), Errno> {
+    let v = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD takes an int.
+    check(unsafe { real::fcntl(fd, libc::F_SETFD, v as libc::c_ulong) })?;
+    Ok(())
+}
+
 /// A close-on-exec duplicate of `fd` numbered `min` or above (the real
 /// `fcntl(F_DUPFD_CLOEXEC)`).
 pub fn dup_cloexec(fd: c_int, min: c_int) -> Result<c_int, Errno> {

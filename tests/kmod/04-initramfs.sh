@@ -21,5 +21,21 @@ if [ -x "$INS_BIN" ]; then
     mkdir -p "$I$(dirname "$lib")" && cp -L "$lib" "$I$lib"
   done
 fi
+# The shim and the host's nginx and curl with their libraries (the nginx
+# test; skipped in the guest when missing).
+SHIM_SO=${SHIM_SO:-${CARGO_TARGET_DIR:-$REPO/target}/release/libshim.so}
+if [ -f "$SHIM_SO" ]; then
+  mkdir -p "$I/lib" && objcopy --strip-debug "$SHIM_SO" "$I/lib/libshim.so"
+fi
+for prog in /usr/sbin/nginx /usr/bin/curl; do
+  [ -x "$prog" ] || continue
+  mkdir -p "$I$(dirname "$prog")" && cp -L "$prog" "$I$prog"
+  for lib in $(ldd "$prog" | grep -o '/[^ ]*'); do
+    mkdir -p "$I$(dirname "$lib")" && cp -L "$lib" "$I$lib"
+  done
+done
+mkdir -p "$I/etc"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$I/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$I/etc/group"
 (cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) > "$RUN/initramfs.cpio.gz"
 cp "$R$(dirname "$KTREE")/bzImage" "$RUN/bzImage"

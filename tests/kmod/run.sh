@@ -35,8 +35,9 @@ export KTREE
 grep -E '^(kernel:|TIMING)' "$RUN/02.log" || true
 kernel_cost=$(el "$T1")
 echo "=== 03 ins (host build, for the guest)"
-# The instance the guest runs: the workspace's `ins`, built on the host.
-(cd "$REPO" && ${CARGO:-cargo} build --release -q -p ins) || exit 1
+# The instance the guest runs: the workspace's `ins`, built on the host;
+# and the shim (libshim.so) nginx runs under in the guest.
+(cd "$REPO" && ${CARGO:-cargo} build --release -q -p ins -p ins-shim) || exit 1
 echo "=== 03 modules"
 "$D/03-module.sh" 2>&1 | tee "$RUN/03.log" | grep -vE '^\s*$' | tail -20
 echo "=== 04 initramfs"

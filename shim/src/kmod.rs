@@ -1,0 +1,301 @@
+//! The kernel module as the driver: control exchanges as `INS_IOC_CONTROL`
+//! ioctls on its misc device, and the stream data calls a socket file
+//! cannot take as socket calls.
+//!
+//! Detection, once per process (and again in a forked child):
+//! `INS_KMOD_DEVICE` (default `/dev/ins`; `off` disables) is opened and
+//! must answer `INS_IOC_VERSION` with this shim's protocol version; then
+//! every exchange goes to the module ([`call`]), else to the daemon's
+//! socket as before. Everything above [`crate::ctl::call`] is the same
+//! code either way: the module returns the same reply packets, and the fd
+//! a reply passes comes back as the ioctl's `fd`.
+//!
+//! Invariants: the device fd is used only while it still names the device
+//! it was opened as (same device number and inode, checked with `fstat`
+//! before each exchange), so an fd the program closed behind the shim's
+//! back (and whose number was reused) is never sent an ioctl; it is
+//! reopened instead. A forked child opens its own (a `/dev/ins` file is one
+//! shim connection; the child's request numbers restart from the
+//! parent's, so sharing one would mix their replies). Under the module
+//! every INS socket of the process is a socket file (module sockets and
+//! daemon sockets are never mixed in one process).
+//!
+//! What differs from the daemon (the module's limits, README): a signal
+//! during an exchange ends it with `EINTR` even for prompt requests (the
+//! ioctl's wait is interruptible and the request cannot be re-sent); a
+//! blocking connect's `SO_SNDTIMEO` is not applied; `MSG_PEEK` and flags
+//! other than `MSG_DONTWAIT`/`MSG_NOSIGNAL` on stream data calls are
+//! `EOPNOTSUPP`; a socket file inherited across `exec` is not recognised.
+
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU64, Ordering};
+
+use ins_protocol::control::{Control, MAX_PACKET, MAX_VALUE};
+use libc::{c_int, c_void, iovec, msghdr, size_t, ssize_t};
+
+use crate::config;
+use crate::ctl::{CtlError, Fd, Reply};
+use crate::errno::Errno;
+use crate::sys::{self, real};
+
+/// `struct ins_control` (protvm-driver/kmod/control.rs).
+#[repr(C)]
+struct InsControl {
+    fd: i32,
+    len: u32,
+    packet: [u8; MAX_PACKET],
+}
+
+/// `_IOWR('I', 3, struct ins_control)`.
+const INS_IOC_CONTROL: libc::c_ulong = (3 << 30)
+    | ((std::mem::size_of::<InsControl>() as libc::c_ulong) << 16)
+    | ((b'I' as libc::c_ulong) << 8)
+    | 3;
+/// `_IOR('I', 4, __u32)`.
+const INS_IOC_VERSION: libc::c_ulong = (2 << 30) | (4 << 16) | ((b'I' as libc::c_ulong) << 8) | 4;
+
+const UNKNOWN: u8 = 0;
+const MODULE: u8 = 1;
+const DAEMON: u8 = 2;
+
+/// What this process talks to.
+static MODE: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// The pid that decided [`MODE`] and opened [`DEV`].
+static PID: AtomicI32 = AtomicI32::new(0);
+/// The device fd, or -1.
+static DEV: AtomicI32 = AtomicI32::new(-1);
+/// Its device number and inode when opened.
+static DEV_ID: AtomicU64 = AtomicU64::new(0);
+static DEV_INO: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this process's INS sockets are the module's socket files.
+pub fn active() -> bool {
+    MODE.load(Ordering::Acquire) == MODULE
+}
+
+fn ids(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain data; all-zero is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is writable.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+        return None;
+    }
+    Some((st.st_rdev, st.st_ino))
+}
+
+/// Opens the device and checks its version; the fd, or `None`.
+fn open_device() -> Option<c_int> {
+    let path = config::get().kmod_device.as_ref()?;
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut v: u32 = 0;
+    // SAFETY: INS_IOC_VERSION writes one u32 into `v`.
+    let r = unsafe { libc::ioctl(fd, INS_IOC_VERSION as _, &mut v as *mut u32) };
+    if r != 0 || v != u32::from(ins_protocol::hello::VERSION) {
+        sys::close(fd);
+        return None;
+    }
+    Some(fd)
+}
+
+/// The device fd if this process uses the module (deciding on first use).
+pub fn device() -> Option<c_int> {
+    let pid = sys::getpid();
+    let mode = MODE.load(Ordering::Acquire);
+    if mode == DAEMON {
+        return None;
+    }
+    if mode == MODULE && PID.load(Ordering::Acquire) == pid {
+        let fd = DEV.load(Ordering::Acquire);
+        if fd >= 0
+            && ids(fd)
+                == Some((
+                    DEV_ID.load(Ordering::Relaxed),
+                    DEV_INO.load(Ordering::Relaxed),
+                ))
+        {
+            return Some(fd);
+        }
+    }
+    // First use, a forked child, or the fd was closed behind our back.
+    // (Threads racing here each open one; the last stored is kept, the
+    // others stay open until exit — at most one per racing thread.)
+    match open_device() {
+        Some(fd) => {
+            let (rdev, ino) = ids(fd)?;
+            DEV_ID.store(rdev, Ordering::Relaxed);
+            DEV_INO.store(ino, Ordering::Relaxed);
+            DEV.store(fd, Ordering::Release);
+            PID.store(pid, Ordering::Release);
+            MODE.store(MODULE, Ordering::Release);
+            Some(fd)
+        }
+        None if mode == MODULE => {
+            // The process's sockets are the module's: no daemon fallback.
+            None
+        }
+        None => {
+            MODE.store(DAEMON, Ordering::Release);
+            None
+        }
+    }
+}
+
+/// One exchange through the module: `packet` (request number `seq`) about
+/// `fd`; the reply as [`crate::ctl::call`] returns it. A received fd gets
+/// `FD_CLOEXEC` if `cloexec`.
+pub fn call(
+    dev: c_int,
+    packet: &[u8],
+    seq: u32,
+    op: ins_protocol::control::Op,
+    fd: Option<c_int>,
+    cloexec: bool,
+) -> Result<Reply, CtlError> {
+    let mut io = InsControl {
+        fd: fd.unwrap_or(-1),
+        len: packet.len() as u32,
+        packet: [0; MAX_PACKET],
+    };
+    io.packet
+        .get_mut(..packet.len())
+        .ok_or(CtlError::Failed(Errno::EINVAL))?
+        .copy_from_slice(packet);
+    // SAFETY: INS_IOC_CONTROL reads and writes one `struct ins_control`.
+    let r = unsafe { libc::ioctl(dev, INS_IOC_CONTROL as _, &mut io as *mut InsControl) };
+    if r != 0 {
+        return Err(match sys::errno() {
+            libc::EINTR => CtlError::Interrupted,
+            e => CtlError::Failed(Errno(e)),
+        });
+    }
+    let rfd = (io.fd >= 0).then(|| Fd::adopt(io.fd));
+    if let Some(f) = &rfd
+        && cloexec
+    {
+        sys::set_cloexec(f.raw(), true).map_err(CtlError::Failed)?;
+    }
+    let len = (io.len as usize).min(MAX_PACKET);
+    let reply = match Control::decode(&io.packet[..len]) {
+        Ok(r) if r.seq == seq && r.op == op => r,
+        _ => return Err(CtlError::Failed(Errno::EIO)),
+    };
+    let mut value = [0u8; MAX_VALUE];
+    value[..reply.value.len()].copy_from_slice(reply.value);
+    Ok(Reply::new(
+        reply.status,
+        reply.args,
+        reply.addr,
+        reply.addr2,
+        value,
+        reply.value.len(),
+        rfd,
+    ))
+}
+
+/// Flags a stream data call on a socket file can honour: `MSG_NOSIGNAL`
+/// (the module never raises `SIGPIPE`; the shim decides) and
+/// `MSG_DONTWAIT` (a zero-timeout `poll` first).
+fn data_flags(fd: c_int, flags: c_int, events: i16) -> Result<(), Errno> {
+    if flags & !(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) != 0 {
+        return Err(Errno(libc::EOPNOTSUPP));
+    }
+    if flags & libc::MSG_DONTWAIT != 0 {
+        let mut p = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, 0) } == 0 {
+            return Err(Errno(libc::EAGAIN));
+        }
+    }
+    Ok(())
+}
+
+fn fail(e: Errno) -> ssize_t {
+    sys::set_errno(e.0);
+    -1
+}
+
+/// `recv` on a stream INS socket: the socket call, or `read` on a socket file.
+///
+/// # Safety
+/// As `recv(2)`.
+pub unsafe fn recv(fd: c_int, buf: *mut c_void, count: size_t, flags: c_int) -> ssize_t {
+    if !active() {
+        // SAFETY: forwarded.
+        return unsafe { real::recv(fd, buf, count, flags) };
+    }
+    if let Err(e) = data_flags(fd, flags, libc::POLLIN) {
+        return fail(e);
+    }
+    // SAFETY: forwarded as read.
+    unsafe { real::read(fd, buf, count) }
+}
+
+/// `send` on a stream INS socket: the socket call, or `write` on a socket file.
+///
+/// # Safety
+/// As `send(2)`.
+pub unsafe fn send(fd: c_int, buf: *const c_void, count: size_t, flags: c_int) -> ssize_t {
+    if !active() {
+        // SAFETY: forwarded.
+        return unsafe { real::send(fd, buf, count, flags) };
+    }
+    if let Err(e) = data_flags(fd, flags, libc::POLLOUT) {
+        return fail(e);
+    }
+    // SAFETY: forwarded as write.
+    unsafe { real::write(fd, buf, count) }
+}
+
+/// `sendmsg` on a stream INS socket: the socket call, or `writev` on a
+/// socket file (no address, no control messages).
+///
+/// # Safety
+/// As `sendmsg(2)`.
+pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if !active() {
+        // SAFETY: forwarded.
+        return unsafe { real::sendmsg(fd, msg, flags) };
+    }
+    // SAFETY: the caller's msghdr is readable.
+    let m = unsafe { &*msg };
+    if m.msg_controllen != 0 {
+        return fail(Errno(libc::EOPNOTSUPP));
+    }
+    if let Err(e) = data_flags(fd, flags, libc::POLLOUT) {
+        return fail(e);
+    }
+    // SAFETY: forwarded as writev with the caller's iovecs.
+    unsafe { real::writev(fd, m.msg_iov as *const iovec, m.msg_iovlen as c_int) }
+}
+
+/// `recvmsg` on a stream INS socket: the socket call, or `readv` on a
+/// socket file (no address, no control messages, `msg_flags` 0).
+///
+/// # Safety
+/// As `recvmsg(2)`.
+pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if !active() {
+        // SAFETY: forwarded.
+        return unsafe { real::recvmsg(fd, msg, flags) };
+    }
+    if let Err(e) = data_flags(fd, flags, libc::POLLIN) {
+        return fail(e);
+    }
+    // SAFETY: the caller's msghdr is writable.
+    let m = unsafe { &mut *msg };
+    // SAFETY: forwarded as readv with the caller's iovecs.
+    let r = unsafe { real::readv(fd, m.msg_iov as *const iovec, m.msg_iovlen as c_int) };
+    if r >= 0 {
+        m.msg_controllen = 0;
+        m.msg_flags = 0;
+        m.msg_namelen = 0;
+    }
+    r
+}
