@@ -3,6 +3,12 @@
 //! The shim's control messages on `/dev/ins`, driven by driver-core, and
 //! the socket files they make.
 //!
+//! Size: over 800 lines: the control ioctl and the socket files' read,
+//! write and poll share `SockEntry`/`SockFile`, whose invariants (the
+//! receive buffer and accept tokens under the core's mutex, one reader and
+//! one writer per socket) are stated and kept in this one file; splitting
+//! the file operations out is the next cleanup.
+//!
 //! `INS_IOC_CONTROL` (`_IOWR('I', 3, struct ins_control)`) carries one
 //! ins-protocol control packet (`ins_protocol::control`, the same bytes the
 //! shim sends the daemon) and the fd of the socket it is about, and
@@ -50,12 +56,22 @@
 //! writers and readers sleep on the file's wait queue, woken by data,
 //! EOF/reset, `Resume` and every doorbell (ring space).
 //!
-//! Not yet: accepted connections (tokens on listeners, `Accept` handing
-//! over a socket file: `EOPNOTSUPP`, and a connection an instance announces
-//! gets no app side, so driver-core drops it), non-blocking `Connect`
-//! (`EOPNOTSUPP`), datagram sockets' data (`write` `EOPNOTSUPP`), in-band
-//! options (`SockOpt` `EOPNOTSUPP`), `shutdown(SHUT_WR)` refusing later
-//! writes, writes straight into ring space (one copy through a bounce
+//! Accept (DESIGN decision 3): an announced connection
+//! (`AppSockets::new_connection`) gets its [`SockEntry`] at once, with no
+//! file (instance data is buffered, within the window), and the listener
+//! one token (`token`: readable; a `read` takes one byte per token). The
+//! shim's `Accept` after a token gets driver-core's reply passing
+//! `ReplyFd::AppEnd`: the connection's socket file is made then and its fd
+//! returned (`EAGAIN` if the connection went meanwhile). An entry without a
+//! file goes when driver-core forgets it; one with a file, with the file.
+//! A successful `shutdown(SHUT_WR|SHUT_RDWR)` ends the write side
+//! (`app_eof(h, false)`: `Eof` after every byte written before; later
+//! writes `EPIPE`).
+//!
+//! Not yet: non-blocking `Connect` (`EOPNOTSUPP`), datagram sockets' data
+//! (`write` `EOPNOTSUPP`), in-band options (`SockOpt` `EOPNOTSUPP`; the
+//! synchronous `SetOpt` works), writes straight into ring space (one copy
+//! through a bounce
 //! buffer today). The app's memory is copied outside the core's mutex (into and
 //! out of a per-socket bounce buffer, one reader and one writer at a time
 //! per socket), so an app whose buffer faults slowly (a userfaultfd range,
