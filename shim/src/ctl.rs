@@ -287,9 +287,11 @@ fn take() -> Result<Conn, CtlError> {
 /// though, belonged to the old one). Unknown failures count as there: the
 /// caller must not drop data on a guess.
 pub fn driver_gone() -> bool {
-    if kmod::device().is_some() {
+    match kmod::device() {
         // The module cannot go while the process has socket files open.
-        return false;
+        Ok(Some(_)) => return false,
+        Err(_) => return true,
+        Ok(None) => {}
     }
     for _ in 0..2 {
         match take() {
@@ -356,7 +358,7 @@ fn encode(req: &Request<'_>, seq: u32, buf: &mut [u8]) -> Result<usize, CtlError
 pub fn post(req: &Request<'_>, seq: u32) -> Result<(), CtlError> {
     let mut buf = [0u8; MAX_PACKET];
     let n = encode(req, seq, &mut buf)?;
-    if let Some(dev) = kmod::device() {
+    if let Some(dev) = kmod::device()? {
         // The module answers every packet; a record's answer is dropped.
         return kmod::call(dev, &buf[..n], seq, req.op, None, true).map(drop);
     }
@@ -389,7 +391,7 @@ pub fn call(
     cloexec: bool,
     wait: Wait,
 ) -> Result<Reply, CtlError> {
-    if let Some(dev) = kmod::device() {
+    if let Some(dev) = kmod::device()? {
         // The module: one ioctl, whose wait is interruptible (`wait` has no
         // other effect there; kmod.rs says what differs).
         let seq = next_seq();

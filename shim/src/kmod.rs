@@ -100,12 +100,15 @@ fn open_device() -> Option<c_int> {
     Some(fd)
 }
 
-/// The device fd if this process uses the module (deciding on first use).
-pub fn device() -> Option<c_int> {
+/// The device fd if this process uses the module (deciding on first use),
+/// `None` if it uses the daemon. A process on the module whose device
+/// cannot be opened again (a forked child, or the fd was closed) gets
+/// `Unreachable`: its sockets are the module's, the daemon cannot serve them.
+pub fn device() -> Result<Option<c_int>, CtlError> {
     let pid = sys::getpid();
     let mode = MODE.load(Ordering::Acquire);
     if mode == DAEMON {
-        return None;
+        return Ok(None);
     }
     if mode == MODULE && PID.load(Ordering::Acquire) == pid {
         let fd = DEV.load(Ordering::Acquire);
@@ -116,29 +119,33 @@ pub fn device() -> Option<c_int> {
                     DEV_INO.load(Ordering::Relaxed),
                 ))
         {
-            return Some(fd);
+            return Ok(Some(fd));
         }
     }
     // First use, a forked child, or the fd was closed behind our back.
     // (Threads racing here each open one; the last stored is kept, the
     // others stay open until exit — at most one per racing thread.)
-    match open_device() {
-        Some(fd) => {
-            let (rdev, ino) = ids(fd)?;
+    let opened = open_device().and_then(|fd| match ids(fd) {
+        Some(i) => Some((fd, i)),
+        None => {
+            sys::close(fd);
+            None
+        }
+    });
+    match opened {
+        Some((fd, (rdev, ino))) => {
             DEV_ID.store(rdev, Ordering::Relaxed);
             DEV_INO.store(ino, Ordering::Relaxed);
             DEV.store(fd, Ordering::Release);
             PID.store(pid, Ordering::Release);
             MODE.store(MODULE, Ordering::Release);
-            Some(fd)
+            Ok(Some(fd))
         }
-        None if mode == MODULE => {
-            // The process's sockets are the module's: no daemon fallback.
-            None
-        }
+        // The process's sockets are the module's: no daemon fallback.
+        None if mode == MODULE => Err(CtlError::Unreachable(Errno(libc::ENODEV))),
         None => {
             MODE.store(DAEMON, Ordering::Release);
-            None
+            Ok(None)
         }
     }
 }
