@@ -267,7 +267,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     d.socks.clear();
     d.shims.clear();
     let doomed = d.sup.stop_all(Duration::from_secs(3));
-    d.xen_destroy_all(doomed, Duration::from_secs(10));
+    // The requests stay for the agent if its answers take longer.
+    d.xen_destroy_all(doomed, Duration::from_secs(5));
     let _ = std::fs::remove_file(&ctl_path);
     if d.ctl.monitor.is_some() {
         let _ = std::fs::remove_file(&mon_path);

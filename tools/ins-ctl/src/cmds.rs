@@ -170,10 +170,16 @@ fn live_with_heartbeat(v: &[Value]) -> usize {
 
 /// `down`: graceful stop. Idempotent: nothing running is success.
 pub fn down(run_dir: &Path) -> Result<()> {
+    // A driver in Xen mode tears its channels down and has its domains
+    // destroyed before it exits.
+    let mut wait_s = 10;
     let pid = match Client::connect(run_dir) {
         Ok(mut c) => {
             let st = c.call(&json!({"cmd": "status"}))?;
             let pid = st.get("pid").and_then(Value::as_u64).map(|p| p as u32);
+            if st.pointer("/instances/xen_spawn").and_then(Value::as_bool) == Some(true) {
+                wait_s = 60;
+            }
             c.call(&json!({"cmd": "shutdown"}))?;
             pid
         }
@@ -191,7 +197,7 @@ pub fn down(run_dir: &Path) -> Result<()> {
         Err(e) => return Err(e),
     };
     if let Some(pid) = pid {
-        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let until = std::time::Instant::now() + Duration::from_secs(wait_s);
         while pid_alive(pid) {
             if std::time::Instant::now() >= until {
                 return Err(CtlError::Timeout(format!("driver pid {pid} to exit")));

@@ -188,7 +188,7 @@ impl Reporter {
 
 /// Writes `req` for `channel` under our `data/ins-agent/req/` and waits
 /// (up to `timeout`) for the agent's answer, which it then removes. On a
-/// timeout the request is withdrawn.
+/// timeout a `create` is withdrawn; a `destroy` stays for the agent.
 pub(super) fn agent_call(
     xcfg: &XenConfig,
     channel: &str,
@@ -214,7 +214,9 @@ pub(super) fn agent_call(
             Err(e) => return Err(format!("read {ans_path}: {e}")),
         }
         if Instant::now() >= until {
-            let _ = xs.rm(TxId::NONE, &req_path);
+            if req == Request::Create {
+                let _ = xs.rm(TxId::NONE, &req_path);
+            }
             return Err(format!(
                 "no answer from the toolstack agent within {} s (is ins-xen-agent running in dom0 for this domain?)",
                 timeout.as_secs()
