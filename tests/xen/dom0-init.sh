@@ -64,6 +64,7 @@ wait_cmd() {
     usleep 100000
   done
 }
+. /etc/ins/spawn.sh   # defines spawn_tests (tests 20-24); ins_tests=spawn runs only them
 
 T0=$(up)
 # The three domains are built at once (dom0's memory is fixed: no ballooning).
@@ -216,6 +217,7 @@ r=$(wait_cmd pvm $N 120)
 [ "$r" = 0 ] && result xen-instance-dead pass "after xl destroy: no instance, no xen channel left on the driver" \
   || result xen-instance-dead fail "pvm-xen.sh gone exited $r"
 
+spawn_tests   # tests 20-24: instance domains made by ins-xen-agent (tests/xen/spawn.sh)
 for n in pvm snoop; do run $n poweroff; done
 sleep 2
 . /etc/ins/unikernel.sh   # tests 11-15: the PV unikernel (tests/xen/unikernel.sh)

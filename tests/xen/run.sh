@@ -11,7 +11,7 @@ OUT=${INS_XEN_OUT:-$ROOT/target/xen}
 LOG=${LOG:-$OUT/logs/boot-$(date +%H%M%S).log}
 mkdir -p "$(dirname "$LOG")"
 XEN_ARGS="console=com1 com1=115200,8n1 dom0_mem=${DOM0MEM:-1024M},max:${DOM0MEM:-1024M} dom0_max_vcpus=${SMP:-2} loglvl=warning guest_loglvl=warning noreboot spec-ctrl=no xpti=false ${XEN_EXTRA:-}"
-DOM0_ARGS="console=hvc0 earlyprintk=xen rdinit=/init loglevel=4 mitigations=off"
+DOM0_ARGS="console=hvc0 earlyprintk=xen rdinit=/init loglevel=4 mitigations=off${INS_XEN_TESTS:+ ins_tests=$INS_XEN_TESTS}"
 T0=$(date +%s.%N)
 echo "== booting Xen in QEMU (TCG); log: $LOG"
 set +e
