@@ -47,7 +47,7 @@ KV=$(ls "$X/lib/modules" | head -1)
 echo "== packages ready ($(( $(date +%s) - t0 )) s)"
 
 # The project's release binaries (incremental when target/ is warm).
-(cd "$ROOT" && $CARGO build --release -q -p ins -p ins-driver -p ins-ctl -p ins-shim \
+(cd "$ROOT" && $CARGO build --release -q -p ins -p ins-driver -p ins-ctl -p ins-shim -p ins-xen-agent \
   && $CARGO build --release -q -p ins-transport --example xenchan)
 REL=${CARGO_TARGET_DIR:-$ROOT/target}/release
 echo "== binaries built ($(( $(date +%s) - t0 )) s)"
@@ -114,6 +114,7 @@ mkdir -p "$R/etc/ins" "$R/var/lib/nginx" "$R/var/log/nginx"
 install -m644 "$HERE/nginx.conf" "$R/etc/ins/nginx.conf"
 install -m755 "$HERE/pvm-web.sh" "$R/opt/ins/pvm-web.sh"
 install -m755 "$HERE/pvm-xen.sh" "$R/opt/ins/pvm-xen.sh"
+install -m755 "$HERE/pvm-spawn.sh" "$R/opt/ins/pvm-spawn.sh"
 cp "$WWW/small.html" "$WWW/big.bin" "$R/srv/www/"
 install -m755 "$HERE/domU-init.sh" "$R/init"
 mkcpio "$R" "$OUT/domU.cpio.gz"
@@ -135,6 +136,9 @@ sed -i 's|  .*/www/| /srv/www/|' "$R"/srv/www/*.sha256
 install -m755 "$HERE/dom0-init.sh" "$R/init"
 install -D -m755 "$UIMG" "$R/boot/ins-pv"; install -D -m644 "$HERE/unikernel.sh" "$R/etc/ins/unikernel.sh"
 install -D -m644 "$HERE/ukring.sh" "$R/etc/ins/ukring.sh"
+# The toolstack agent (tests 20-24, spawn.sh) and its xl template.
+copy_bins "$R" /opt/ins/bin "$REL/ins-xen-agent"; strip --strip-unneeded "$R/opt/ins/bin/ins-xen-agent"
+install -D -m644 "$HERE/inst.cfg.in" "$R/etc/ins/inst.cfg"; install -D -m644 "$HERE/spawn.sh" "$R/etc/ins/spawn.sh"
 mkcpio "$R" "$OUT/dom0.cpio.gz"
 cp "$X/xen" "$OUT/xen"; cp "$X/boot/vmlinuz-$KV" "$OUT/vmlinuz"
 ls -la "$OUT"/xen "$OUT"/vmlinuz "$OUT"/*.cpio.gz

@@ -64,12 +64,13 @@ wait_cmd() {
     usleep 100000
   done
 }
+. /etc/ins/spawn.sh   # defines spawn_tests (tests 20-24); ins_tests=spawn runs only them
 
 # ins_tests= on dom0's command line (INS_XEN_TESTS for run.sh) selects
 # a part of the lab: "unikernel" boots only the PVM and runs the
 # unikernel's tests (16-19, then 11-15); empty or "all": everything.
 ONLY=$(sed -n 's/.*ins_tests=\([^ ]*\).*/\1/p' /proc/cmdline)
-case "${ONLY:-all}" in all|unikernel) ;; *) echo "XENTEST ins-tests FAIL unknown ins_tests=$ONLY (all, unikernel)"; ONLY=all ;; esac
+case "${ONLY:-all}" in all|unikernel|spawn) ;; *) echo "XENTEST ins-tests FAIL unknown ins_tests=$ONLY (all, unikernel, spawn)"; ONLY=all ;; esac
 echo "LAB_TESTS ${ONLY:-all}"
 
 T0=$(up)
@@ -234,6 +235,7 @@ r=$(wait_cmd pvm $N 120)
   || result xen-instance-dead fail "pvm-xen.sh gone exited $r"
 
 . /etc/ins/ukring.sh   # tests 16-19: the unikernel joins the driver (tests/xen/ukring.sh)
+spawn_tests   # tests 20-24: instance domains made by ins-xen-agent (tests/xen/spawn.sh)
 for n in pvm snoop; do run $n poweroff; done
 sleep 2
 . /etc/ins/unikernel.sh   # tests 11-15: the PV unikernel (tests/xen/unikernel.sh)

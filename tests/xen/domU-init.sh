@@ -3,6 +3,8 @@
 # kernel command line, ins_ip=...), reports data/up=1, then runs the
 # commands dom0 writes to data/cmdN in its xenstore home, one at a time,
 # reporting each exit status in data/resultN. "poweroff" ends it.
+# An instance domain made by ins-xen-agent (ins_driver=D ins_channel=C on
+# its command line) also starts `ins --xen-driver D --xen-channel C`.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/opt/ins/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -15,6 +17,12 @@ IP=$(sed -n 's/.*ins_ip=\([0-9.]*\).*/\1/p' /proc/cmdline)
 if [ -n "$IP" ]; then
   i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
   ip addr add "$IP/24" dev eth0 && ip link set eth0 up
+fi
+DRV=$(sed -n 's/.*ins_driver=\([0-9]*\).*/\1/p' /proc/cmdline)
+CHAN=$(sed -n 's/.*ins_channel=\([a-z0-9-]*\).*/\1/p' /proc/cmdline)
+if [ -n "$DRV" ] && [ -n "$CHAN" ]; then
+  ins --xen-driver "$DRV" --xen-channel "$CHAN" --heartbeat-ms 1000 --xen-rendezvous-s 300 &
+  echo "DOMU_INS ins --xen-driver $DRV --xen-channel $CHAN (pid $!)"
 fi
 ME=$(xenstore-read domid)
 echo "DOMU_UP domid=$ME name=$(xenstore-read name) ip=${IP:-none} uptime=$(cut -d' ' -f1 /proc/uptime)"

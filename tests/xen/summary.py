@@ -30,6 +30,10 @@ for marker in ("XENCHAN_CONNECTED", "XENCHAN_EXCHANGE_OK", "XENCHAN_SNOOP_REFUSE
                "XENCHAN_INS_JOINED", "XENCHAN_INS_SERVED", "XENCHAN_PEER_GONE"):
     for line in re.findall(marker + r".*", log):
         print("        " + line.strip())
+print("== instance domains made by ins-xen-agent (tests 20-24)")
+for pat in (r"XAGENT created .*", r"spawn fetch .*", r"spawn load: .*", r"FIGURE spawn_\S+ .*"):
+    for line in dict.fromkeys(re.sub(r"^\[\S+\]\s*", "", x.strip()) for x in re.findall(pat, log)):
+        print("        " + line)
 print("== figures (QEMU TCG: only the ratios mean anything)")
 for label, ukl, lnx in (("boot: xl create -> ready", "ukl_boot_s", "linux_boot_s"),
                         ("boot: xl create returned -> ready", "ukl_after_xl_create_s", "linux_after_xl_create_s")):
@@ -49,10 +53,11 @@ for label, ring, tcp, unit, higher_better in rows:
     else:
         print(f"  {label:28} missing ({ring} / {tcp})")
 ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
-# The whole lab has 19 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
-# runs the unikernel's 9 (16-19, then 11-15).
+# The whole lab has 24 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
+# runs the unikernel's 9 (16-19, then 11-15), INS_XEN_TESTS=spawn the 5 of
+# tests/xen/spawn.sh.
 part = re.search(r"LAB_TESTS (\S+)", log)
-expected = 9 if part and part.group(1) == "unikernel" else 19
+expected = {"unikernel": 9, "spawn": 5}.get(part.group(1) if part else "all", 24)
 if len(tests) < expected:
     print(f"== {len(tests)} results, {expected} expected")
 ok = ok and len(tests) >= expected

@@ -17,6 +17,10 @@
 //!   the values they hold, and the versioned front/back state machines of
 //!   the driver (granting side) and the instance (mapping side).
 //!
+//! * [`agent`]: the requests a driver in a domU writes for dom0's
+//!   toolstack agent (create and destroy instance domains) and its
+//!   answers, parsed strictly on both sides.
+//!
 //! The crate has no `unsafe` code. It is `no_std`; the client and the
 //! channel rendezvous need `alloc`.
 
@@ -26,6 +30,8 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "alloc")]
+pub mod agent;
 #[cfg(feature = "alloc")]
 pub mod channel;
 mod decimal;

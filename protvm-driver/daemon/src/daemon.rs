@@ -199,7 +199,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             &args.run_dir,
         ),
         run_dir: args.run_dir.clone(),
-        xen: xen::XenInstances::new(&wake, cfg.clone()).context("xen attach state")?,
+        xen: xen::XenInstances::new(
+            &wake,
+            cfg.clone(),
+            xen::SpawnTimes {
+                agent: Duration::from_millis(args.xen_agent_timeout_ms),
+                rendezvous: Duration::from_millis(args.xen_rendezvous_ms),
+                teardown: Duration::from_millis(args.xen_teardown_ms),
+            },
+        )
+        .context("xen attach state")?,
         metrics: match args.metrics {
             None => None,
             Some(addr) => Some(
@@ -226,8 +235,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     d.register_sources(&sources)?;
     drop_privileges(args)?;
     d.sup.random_profile = pol.rotate_s > 0;
-    if d.sup.bin.is_none() && args.instances > 0 {
-        anyhow::bail!("--instances needs --ins-bin (the driver spawns the instances)");
+    d.sup.xen = xen_spawn(args)?;
+    if !d.sup.can_spawn() && args.instances > 0 {
+        anyhow::bail!(
+            "--instances needs --ins-bin or --xen-spawn (the driver spawns the instances)"
+        );
     }
     if args.instances > pol.max_instances {
         anyhow::bail!(
@@ -254,7 +266,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     d.xen.wait_torn_down();
     d.socks.clear();
     d.shims.clear();
-    d.sup.stop_all(Duration::from_secs(3));
+    let doomed = d.sup.stop_all(Duration::from_secs(3));
+    // The requests stay for the agent if its answers take longer.
+    d.xen_destroy_all(doomed, Duration::from_secs(5));
     let _ = std::fs::remove_file(&ctl_path);
     if d.ctl.monitor.is_some() {
         let _ = std::fs::remove_file(&mon_path);
@@ -263,6 +277,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&inst_path);
     info!(instances = n, "ins-driver stopped");
     Ok(())
+}
+
+/// Xen mode's settings from `--xen-spawn` and its options.
+fn xen_spawn(args: &Args) -> anyhow::Result<Option<supervisor::XenSpawn>> {
+    if !args.xen_spawn {
+        return Ok(None);
+    }
+    let prefix = args
+        .xen_channel_prefix
+        .clone()
+        .unwrap_or_else(|| format!("x{}-", std::process::id()));
+    // The longest name it will make must be a valid channel name.
+    ins_xen::agent::check_name(&format!("{prefix}{}", u32::MAX)).map_err(|e| {
+        anyhow::anyhow!("--xen-channel-prefix {prefix:?}: with a number appended, {e}")
+    })?;
+    Ok(Some(supervisor::XenSpawn {
+        prefix,
+        retry: Duration::from_millis(args.xen_retry_ms),
+    }))
 }
 
 /// Drops what the driver does not need once its sockets are bound

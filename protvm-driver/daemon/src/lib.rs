@@ -183,9 +183,36 @@ pub struct Args {
     /// instances itself (the balancer).
     #[arg(long, value_name = "PATH")]
     pub ins_bin: Option<PathBuf>,
-    /// Instances to keep running (needs --ins-bin).
+    /// Instances to keep running (needs --ins-bin or --xen-spawn).
     #[arg(long, default_value_t = 0)]
     pub instances: usize,
+    /// Xen mode: each instance is a domain of its own, created and
+    /// destroyed by dom0's toolstack agent (`ins-xen-agent --pvm <this
+    /// domain>`) on the driver's requests in xenstore; the driver offers
+    /// it a channel as `attach-xen` does, counts it toward the target,
+    /// replaces it when it dies and has it destroyed when it is stopped.
+    #[arg(long, conflicts_with_all = ["ins_bin", "netns"])]
+    pub xen_spawn: bool,
+    /// Xen mode: channel names are this prefix and a number (default
+    /// `x<pid>-`; with the number a channel name of `[a-z0-9-]`, at most 32
+    /// bytes).
+    #[arg(long, value_name = "PREFIX")]
+    pub xen_channel_prefix: Option<String>,
+    /// Xen mode: how long to wait for the toolstack agent's answer (ms;
+    /// it runs `xl create` first).
+    #[arg(long, default_value_t = 180_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub xen_agent_timeout_ms: u64,
+    /// Xen mode: how long a new domain has to boot and join (ms).
+    #[arg(long, default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub xen_rendezvous_ms: u64,
+    /// Xen mode: how long a channel's teardown waits for the instance to
+    /// unmap before revoking (ms).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub xen_teardown_ms: u64,
+    /// Xen mode: after a domain that ended without joining, wait this
+    /// long before asking for another (ms).
+    #[arg(long, default_value_t = 5000)]
+    pub xen_retry_ms: u64,
     /// Extra argument for every spawned instance (repeatable).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     pub ins_arg: Vec<String>,

@@ -28,8 +28,25 @@ pub struct UpOpts {
     pub policy: Option<PathBuf>,
     /// `--metrics ADDR:PORT` for the driver.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Instances are Xen domains (driver `--xen-spawn`).
+    pub xen: bool,
+    /// How long to wait for the instances (s).
+    pub timeout_s: Option<u64>,
     /// Extra driver arguments.
     pub driver_args: Vec<String>,
+}
+
+/// How long a Xen domain may take to boot and join, by default.
+const XEN_JOIN_S: u64 = 600;
+/// How long a local instance may take to join, by default.
+const LOCAL_JOIN_S: u64 = 15;
+
+/// Whether the driver creates Xen domains (`status`).
+fn xen_mode(run_dir: &Path) -> bool {
+    call(run_dir, json!({"cmd": "status"}))
+        .ok()
+        .and_then(|v| v.pointer("/instances/xen_spawn").and_then(Value::as_bool))
+        .unwrap_or(false)
 }
 
 fn running(run_dir: &Path) -> bool {
@@ -46,18 +63,19 @@ pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
         return Ok(());
     }
     let driver = sibling("ins-driver")?;
-    let ins = sibling("ins")?;
     std::fs::create_dir_all(run_dir)
         .map_err(|e| CtlError::Failed(format!("create {}: {e}", run_dir.display())))?;
     let mut cmd = Command::new(&driver);
     cmd.arg("--run-dir")
         .arg(run_dir)
         .arg("--log")
-        .arg(run_dir.join("driver.log"))
-        .arg("--ins-bin")
-        .arg(&ins)
-        .arg("--instances")
-        .arg(o.instances.to_string());
+        .arg(run_dir.join("driver.log"));
+    if o.xen {
+        cmd.arg("--xen-spawn");
+    } else {
+        cmd.arg("--ins-bin").arg(sibling("ins")?);
+    }
+    cmd.arg("--instances").arg(o.instances.to_string());
     if let Some(ns) = &o.netns {
         cmd.arg("--netns").arg(ns);
     }
@@ -129,9 +147,10 @@ pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
     crate::outln!("driver started (pid {pid}), run dir {}", run_dir.display());
     let n = o.instances;
     let mut p = Progress::default();
+    let default_s = if o.xen { XEN_JOIN_S } else { LOCAL_JOIN_S };
     wait_for(
         run_dir,
-        Duration::from_secs(15),
+        Duration::from_secs(o.timeout_s.unwrap_or(default_s)),
         "instances to join",
         |v| live_with_heartbeat(v) >= n,
         |v| p.update(v).iter().for_each(|l| crate::outln!("{l}")),
@@ -151,10 +170,16 @@ fn live_with_heartbeat(v: &[Value]) -> usize {
 
 /// `down`: graceful stop. Idempotent: nothing running is success.
 pub fn down(run_dir: &Path) -> Result<()> {
+    // A driver in Xen mode tears its channels down and has its domains
+    // destroyed before it exits.
+    let mut wait_s = 10;
     let pid = match Client::connect(run_dir) {
         Ok(mut c) => {
             let st = c.call(&json!({"cmd": "status"}))?;
             let pid = st.get("pid").and_then(Value::as_u64).map(|p| p as u32);
+            if st.pointer("/instances/xen_spawn").and_then(Value::as_bool) == Some(true) {
+                wait_s = 60;
+            }
             c.call(&json!({"cmd": "shutdown"}))?;
             pid
         }
@@ -172,7 +197,7 @@ pub fn down(run_dir: &Path) -> Result<()> {
         Err(e) => return Err(e),
     };
     if let Some(pid) = pid {
-        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let until = std::time::Instant::now() + Duration::from_secs(wait_s);
         while pid_alive(pid) {
             if std::time::Instant::now() >= until {
                 return Err(CtlError::Timeout(format!("driver pid {pid} to exit")));
@@ -237,8 +262,12 @@ fn drain_limit(run_dir: &Path) -> Duration {
 }
 
 /// `scale N`: up or down, with progress lines.
-pub fn scale(run_dir: &Path, n: usize) -> Result<()> {
-    let limit = drain_limit(run_dir);
+pub fn scale(run_dir: &Path, n: usize, timeout_s: Option<u64>) -> Result<()> {
+    let extra = if xen_mode(run_dir) { XEN_JOIN_S } else { 0 };
+    let limit = timeout_s.map_or_else(
+        || drain_limit(run_dir) + Duration::from_secs(extra),
+        Duration::from_secs,
+    );
     let mut p = Progress::default();
     let _ = p.update(&instances(&call(run_dir, json!({"cmd": "list"}))?));
     let r = call(run_dir, json!({"cmd": "scale", "n": n}))?;
@@ -258,7 +287,12 @@ pub fn scale(run_dir: &Path, n: usize) -> Result<()> {
 }
 
 /// `spawn --count N`.
-pub fn spawn(run_dir: &Path, count: usize) -> Result<()> {
+pub fn spawn(run_dir: &Path, count: usize, timeout_s: Option<u64>) -> Result<()> {
+    let default_s = if xen_mode(run_dir) {
+        XEN_JOIN_S
+    } else {
+        LOCAL_JOIN_S
+    };
     let before = instances(&call(run_dir, json!({"cmd": "list"}))?).len();
     let r = call(run_dir, json!({"cmd": "spawn", "count": count}))?;
     let target = r.get("target").and_then(Value::as_u64).unwrap_or(0) as usize;
@@ -267,7 +301,7 @@ pub fn spawn(run_dir: &Path, count: usize) -> Result<()> {
     let want = before + count;
     wait_for(
         run_dir,
-        Duration::from_secs(15),
+        Duration::from_secs(timeout_s.unwrap_or(default_s)),
         "spawn",
         |v| live_with_heartbeat(v) >= want.min(target.max(want)),
         |v| p.update(v).iter().for_each(|l| crate::outln!("{l}")),

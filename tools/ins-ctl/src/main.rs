@@ -45,22 +45,40 @@ enum Cmd {
         /// (e.g. 127.0.0.1:9464); off by default.
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<std::net::SocketAddr>,
+        /// Instances are Xen domains, created and destroyed by dom0's
+        /// toolstack agent (`ins-xen-agent --pvm <this domain>`, which
+        /// must be running); the driver runs with `--xen-spawn`.
+        #[arg(long, conflicts_with = "netns")]
+        xen: bool,
+        /// How long to wait for the instances to join (s; default 15,
+        /// 600 with --xen: a domain boots first).
+        #[arg(long, value_name = "S")]
+        timeout_s: Option<u64>,
         /// Extra arguments for ins-driver (after `--`).
         #[arg(last = true)]
         driver_args: Vec<String>,
     },
     /// Stop everything gracefully (idempotent).
     Down,
-    /// Start more instances.
+    /// Start more instances (Xen domains when the driver runs in Xen
+    /// mode, `up --xen`).
     Spawn {
         /// How many.
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// How long to wait for them to join (s; default 15, 600 for Xen
+        /// domains).
+        #[arg(long, value_name = "S")]
+        timeout_s: Option<u64>,
     },
     /// Scale to N instances (down: drain, then stop), with progress.
     Scale {
         /// Instances wanted.
         n: usize,
+        /// How long to wait (s; default: the drain timeout plus 15, 600
+        /// more for Xen domains).
+        #[arg(long, value_name = "S")]
+        timeout_s: Option<u64>,
     },
     /// Drain an instance, then stop it.
     Stop {
@@ -171,6 +189,8 @@ fn main() {
             no_sandbox,
             policy,
             metrics,
+            xen,
+            timeout_s,
             driver_args,
         } => cmds::up(
             &dir,
@@ -182,12 +202,14 @@ fn main() {
                 no_sandbox,
                 policy,
                 metrics,
+                xen,
+                timeout_s,
                 driver_args,
             },
         ),
         Cmd::Down => cmds::down(&dir),
-        Cmd::Spawn { count } => cmds::spawn(&dir, count),
-        Cmd::Scale { n } => cmds::scale(&dir, n),
+        Cmd::Spawn { count, timeout_s } => cmds::spawn(&dir, count, timeout_s),
+        Cmd::Scale { n, timeout_s } => cmds::scale(&dir, n, timeout_s),
         Cmd::Stop { id } => cmds::stop(&dir, id),
         Cmd::Drain { id } => cmds::drain(&dir, id),
         Cmd::AttachXen {

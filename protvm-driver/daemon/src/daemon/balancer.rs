@@ -1,7 +1,9 @@
 //! The balancer: how many instances run, which retire, and when.
 //!
 //! * the target count comes from `--instances`, `spawn`, `scale` and
-//!   autoscale; [`Daemon::balance`] spawns or retires children to meet it;
+//!   autoscale; [`Daemon::balance`] spawns or retires children to meet it
+//!   (local `ins` processes, or in Xen mode instance domains: the same
+//!   counting, respawning, draining and rotation);
 //! * retiring drains first (no new sockets, listener replicas closed) and
 //!   stops the instance once a heartbeat after the drain shows it idle, or
 //!   after `drain_timeout_ms`;
@@ -78,7 +80,7 @@ impl Daemon {
     /// Returns the instances it started retiring.
     pub(super) fn balance(&mut self) -> Vec<InstId> {
         let mut retired = Vec::new();
-        if self.sup.bin.is_none() {
+        if !self.sup.can_spawn() {
             return retired;
         }
         // Surplus: retire the newest joined children first.
@@ -97,9 +99,10 @@ impl Daemon {
                 }
                 Some((tag, None)) => {
                     // Not joined yet: just stop it.
+                    // (A Xen one is stopped once it joins.)
                     if let Some(k) = self.sup.by_tag(tag) {
                         k.retiring = true;
-                        let _ = k.child.kill();
+                        k.kill();
                     }
                 }
                 None => break,
@@ -111,9 +114,17 @@ impl Daemon {
         while self.sup.active() < self.bal.target {
             match self.sup.spawn() {
                 Ok(tag) => {
-                    let pid = self.sup.by_tag(tag).map(|k| k.child.id());
-                    self.ctl
-                        .instance_event("spawned", None, json!({"tag": tag, "pid": pid}));
+                    let kid = self.sup.by_tag(tag);
+                    let pid = kid.as_ref().and_then(|k| k.pid());
+                    let channel = kid.and_then(|k| k.xen()).map(|x| x.channel.clone());
+                    self.ctl.instance_event(
+                        "spawned",
+                        None,
+                        json!({"tag": tag, "pid": pid, "channel": channel}),
+                    );
+                    if let Some(c) = channel {
+                        self.xen_spawn(c);
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, "spawning an instance");
@@ -144,6 +155,7 @@ impl Daemon {
             .sup
             .kids
             .iter()
+            .filter(|k| k.xen().is_none()) // a Xen one ends with its channel
             .filter_map(|k| k.inst)
             .filter(|i| !self.insts.contains_key(i))
             .collect();

@@ -1,4 +1,16 @@
-//! Instances in other Xen domains (`attach-xen` on the control socket).
+//! Instances in other Xen domains: `attach-xen` on the control socket,
+//! and in Xen mode (`--xen-spawn`) the instance domains the balancer asks
+//! dom0's toolstack agent for (`ins-xen-agent`, protocol in
+//! [`ins_xen::agent`]).
+//!
+//! ```text
+//!  balancer spawn ─▶ spawn thread: req/<channel> = "create" ─▶ agent: xl create
+//!      ◀─ ans/<channel> = "created <D>" ─▶ Created (the child learns D) ─▶ then
+//!      exactly the attach-xen path below with {D, channel}
+//!  the channel ends (offer failed, instance gone, stopped) ─▶ Ended ─▶ the
+//!      child is reaped (and replaced unless retiring) and a destroy thread
+//!      asks the agent for `xl destroy D`
+//! ```
 //!
 //! ```text
 //!  ctl attach-xen {domid, channel} ─▶ attach thread: offer_xen (grant, xenstore
@@ -27,17 +39,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use driver_core::Violation;
 use ins_protocol::hello::{Hello, Role};
 use ins_transport::any::Any;
-use ins_transport::sys::xen::{XenConfig, offer_xen, own_domid};
+use ins_transport::sys::xen::{XenConfig, XenbusStream, offer_xen, own_domid};
 use ins_transport::{ChannelConfig, Endpoint, EventFd};
 use ins_xen::DomId;
+use ins_xen::agent::{ANS_DIR, Answer, REQ_DIR, Request};
 use ins_xen::channel::ChannelId;
+use ins_xen::xenstore::TxId;
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::Daemon;
 use super::ctl::err;
+use super::supervisor::Proc;
 
 /// Which domain and channel an instance is reached through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +66,8 @@ pub(super) struct XenPeer {
 
 /// What an attach thread reports.
 enum XenEvent {
+    /// The toolstack agent created the channel's domain.
+    Created(String, u16),
     /// The hello exchange is done.
     Joined(XenPeer, Box<Endpoint<Any>>),
     /// The offer failed (no channel, or it could not be used).
@@ -60,7 +78,8 @@ enum XenEvent {
 
 /// One channel name in use.
 struct Slot {
-    domid: u16,
+    /// Its domain (a spawned one's is known once created).
+    domid: Option<u16>,
     /// The controller waiting for the answer.
     conn: Option<u64>,
 }
@@ -88,10 +107,27 @@ pub(super) struct XenInstances {
     max_teardown: Duration,
     /// Ring geometry and handshake timeout (as for local instances).
     cfg: ChannelConfig,
+    /// Xen mode's waits.
+    pub(super) spawn: SpawnTimes,
+}
+
+/// How long Xen mode waits for each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SpawnTimes {
+    /// For the agent's answer (it runs `xl create` / `xl destroy`).
+    pub(super) agent: Duration,
+    /// For the new domain to boot, map the channel and join.
+    pub(super) rendezvous: Duration,
+    /// For the instance to unmap on teardown.
+    pub(super) teardown: Duration,
 }
 
 impl XenInstances {
-    pub(super) fn new(wake: &EventFd, cfg: ChannelConfig) -> std::io::Result<XenInstances> {
+    pub(super) fn new(
+        wake: &EventFd,
+        cfg: ChannelConfig,
+        spawn: SpawnTimes,
+    ) -> std::io::Result<XenInstances> {
         let (tx, rx) = mpsc::channel();
         Ok(XenInstances {
             tx,
@@ -99,8 +135,9 @@ impl XenInstances {
             wake: wake.as_fd().try_clone_to_owned()?,
             chans: HashMap::new(),
             linked: Arc::new(AtomicUsize::new(0)),
-            max_teardown: Duration::ZERO,
+            max_teardown: spawn.teardown,
             cfg,
+            spawn,
         })
     }
 
@@ -135,21 +172,126 @@ impl Drop for Linked {
     }
 }
 
+/// Reports to the daemon's loop (and wakes it).
+struct Reporter {
+    tx: mpsc::Sender<XenEvent>,
+    wake: OwnedFd,
+}
+
+impl Reporter {
+    fn send(&self, ev: XenEvent) {
+        if self.tx.send(ev).is_ok() {
+            let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+/// Writes `req` for `channel` under our `data/ins-agent/req/` and waits
+/// (up to `timeout`) for the agent's answer, which it then removes. On a
+/// timeout a `create` is withdrawn; a `destroy` stays for the agent.
+pub(super) fn agent_call(
+    xcfg: &XenConfig,
+    channel: &str,
+    req: Request,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let mut xs = XenbusStream::client(&xcfg.xenbus, xcfg.max_events)
+        .map_err(|e| format!("open xenstore: {e}"))?;
+    // Relative paths: under our own domain's home.
+    let req_path = format!("{REQ_DIR}/{channel}");
+    let ans_path = format!("{ANS_DIR}/{channel}");
+    let _ = xs.rm(TxId::NONE, &ans_path);
+    xs.write(TxId::NONE, &req_path, req.value().as_bytes())
+        .map_err(|e| format!("write {req_path}: {e}"))?;
+    let until = Instant::now() + timeout;
+    loop {
+        match xs.try_read(TxId::NONE, &ans_path) {
+            Ok(Some(v)) => {
+                let _ = xs.rm(TxId::NONE, &ans_path);
+                return Answer::parse(&v).map_err(|e| format!("the agent's answer: {e}"));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("read {ans_path}: {e}")),
+        }
+        if Instant::now() >= until {
+            if req == Request::Create {
+                let _ = xs.rm(TxId::NONE, &req_path);
+            }
+            return Err(format!(
+                "no answer from the toolstack agent within {} s (is ins-xen-agent running in dom0 for this domain?)",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The spawn thread: asks the agent for a domain, then offers it the
+/// channel as `attach-xen` does.
+fn spawn_thread(
+    channel: String,
+    times: SpawnTimes,
+    hello: Hello,
+    cfg: ChannelConfig,
+    out: Reporter,
+    linked: Arc<AtomicUsize>,
+) {
+    let no_domain = XenPeer {
+        domid: 0,
+        channel: channel.clone(),
+    };
+    let t = Instant::now();
+    let domid = match agent_call(
+        &XenConfig::default(),
+        &channel,
+        Request::Create,
+        times.agent,
+    ) {
+        Ok(Answer::Created(d)) => d.0,
+        Ok(other) => {
+            out.send(XenEvent::Failed(
+                no_domain.clone(),
+                format!("toolstack agent: {}", other.value()),
+            ));
+            out.send(XenEvent::Ended(no_domain));
+            return;
+        }
+        Err(why) => {
+            out.send(XenEvent::Failed(no_domain.clone(), why));
+            out.send(XenEvent::Ended(no_domain));
+            return;
+        }
+    };
+    info!(channel = %channel, domid, took_ms = t.elapsed().as_millis() as u64, "instance domain created by the toolstack agent");
+    out.send(XenEvent::Created(channel.clone(), domid));
+    let a = Attach {
+        peer: XenPeer { domid, channel },
+        rendezvous: times.rendezvous,
+        teardown: times.teardown,
+    };
+    offer_and_link(a, hello, cfg, &out, linked);
+}
+
 /// The attach thread: offer, hand the endpoint over, then wait for the
 /// link's teardown.
 fn attach_thread(
     a: Attach,
     hello: Hello,
     cfg: ChannelConfig,
-    tx: mpsc::Sender<XenEvent>,
-    wake: OwnedFd,
+    out: Reporter,
     linked: Arc<AtomicUsize>,
 ) {
-    let send = |ev: XenEvent| {
-        if tx.send(ev).is_ok() {
-            let _ = rustix::io::write(&wake, &1u64.to_ne_bytes());
-        }
-    };
+    offer_and_link(a, hello, cfg, &out, linked);
+}
+
+fn offer_and_link(
+    a: Attach,
+    hello: Hello,
+    cfg: ChannelConfig,
+    out: &Reporter,
+    linked: Arc<AtomicUsize>,
+) {
+    let send = |ev: XenEvent| out.send(ev);
     let xcfg = XenConfig {
         rendezvous_timeout: a.rendezvous,
         teardown_timeout: a.teardown,
@@ -194,6 +336,84 @@ fn attach_thread(
 }
 
 impl Daemon {
+    /// The hello a driver sends, and a reporter for a new thread.
+    fn xen_thread_kit(&self) -> std::io::Result<(Hello, Reporter)> {
+        let mut hello = Hello::new(Role::Driver);
+        hello.window = self.core.config().window;
+        let out = Reporter {
+            tx: self.xen.tx.clone(),
+            wake: self.xen.wake.try_clone()?,
+        };
+        Ok((hello, out))
+    }
+
+    /// Xen mode: asks the agent for the domain of the child named
+    /// `channel` and offers it the channel, on a thread of its own. A
+    /// failure ends the child (it is replaced after `--xen-retry-ms`).
+    pub(super) fn xen_spawn(&mut self, channel: String) {
+        let (hello, out) = match self.xen_thread_kit() {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(error = %e, "wake-up descriptor");
+                self.xen_child_ended(&channel);
+                return;
+            }
+        };
+        let cfg = self.xen.cfg.clone();
+        let linked = self.xen.linked.clone();
+        let times = self.xen.spawn;
+        let name = channel.clone();
+        info!(channel = %name, "asking the toolstack agent for an instance domain");
+        let spawned = std::thread::Builder::new()
+            .name(format!("xen-spawn-{name}"))
+            .spawn(move || spawn_thread(name, times, hello, cfg, out, linked));
+        if let Err(e) = spawned {
+            warn!(error = %e, "spawn thread");
+            self.xen_child_ended(&channel);
+            return;
+        }
+        self.xen.chans.insert(
+            channel,
+            Slot {
+                domid: None,
+                conn: None,
+            },
+        );
+    }
+
+    /// Marks the Xen child of `channel` ended (reaped next tick) and has
+    /// its domain, if any, destroyed.
+    fn xen_child_ended(&mut self, channel: &str) {
+        let Some(k) = self.sup.by_channel(channel) else {
+            return;
+        };
+        let Proc::Xen(x) = &mut k.proc else { return };
+        if x.ended {
+            return;
+        }
+        x.ended = true;
+        if let Some(d) = x.domid {
+            let chan = channel.to_string();
+            let timeout = self.xen.spawn.agent;
+            let _ = std::thread::Builder::new()
+                .name(format!("xen-destroy-{d}"))
+                .spawn(move || destroy_domain(&chan, d, timeout));
+        }
+    }
+
+    /// At shutdown: has every instance domain still in use destroyed,
+    /// waiting at most `timeout` for the agent's answers.
+    pub(super) fn xen_destroy_all(&self, doomed: Vec<(String, u16)>, timeout: Duration) {
+        let t = timeout.min(self.xen.spawn.agent);
+        let threads: Vec<_> = doomed
+            .into_iter()
+            .map(|(c, d)| std::thread::spawn(move || destroy_domain(&c, d, t)))
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
     /// `attach-xen`: offers a channel to a domain on a thread of its own.
     /// The answer comes when the instance joined or the offer failed.
     pub(super) fn xen_attach(&mut self, conn: u64, a: Attach) -> Option<serde_json::Value> {
@@ -202,15 +422,13 @@ impl Daemon {
                 "bad-request",
                 format!(
                     "xen channel {:?} is in use (dom{}); pick another name or wait for its teardown",
-                    a.peer.channel, s.domid
+                    a.peer.channel,
+                    s.domid.map_or("?".into(), |d| d.to_string())
                 ),
             ));
         }
-        let mut hello = Hello::new(Role::Driver);
-        hello.window = self.core.config().window;
-        let tx = self.xen.tx.clone();
-        let wake = match self.xen.wake.try_clone() {
-            Ok(w) => w,
+        let (hello, out) = match self.xen_thread_kit() {
+            Ok(k) => k,
             Err(e) => return Some(err("failed", format!("wake-up descriptor: {e}"))),
         };
         let linked = self.xen.linked.clone();
@@ -221,14 +439,14 @@ impl Daemon {
         info!(domid, channel = %name, rendezvous_ms = a.rendezvous.as_millis() as u64, "offering a xen channel");
         let spawned = std::thread::Builder::new()
             .name(format!("xen-attach-{name}"))
-            .spawn(move || attach_thread(a, hello, cfg, tx, wake, linked));
+            .spawn(move || attach_thread(a, hello, cfg, out, linked));
         if let Err(e) = spawned {
             return Some(err("failed", format!("attach thread: {e}")));
         }
         self.xen.chans.insert(
             name,
             Slot {
-                domid,
+                domid: Some(domid),
                 conn: Some(conn),
             },
         );
@@ -239,9 +457,34 @@ impl Daemon {
     pub(super) fn xen_events(&mut self) {
         while let Ok(ev) = self.xen.rx.try_recv() {
             match ev {
+                XenEvent::Created(channel, domid) => {
+                    if let Some(s) = self.xen.chans.get_mut(&channel) {
+                        s.domid = Some(domid);
+                    }
+                    if let Some(k) = self.sup.by_channel(&channel)
+                        && let Proc::Xen(x) = &mut k.proc
+                    {
+                        x.domid = Some(domid);
+                    }
+                    self.ctl.instance_event(
+                        "domain-created",
+                        None,
+                        json!({"domid": domid, "channel": channel}),
+                    );
+                }
                 XenEvent::Joined(peer, ep) => {
                     let hello_id = ep.peer.instance_id;
-                    let answer = match self.join(*ep, hello_id, Some(peer.clone())) {
+                    let joined = self.join(*ep, hello_id, Some(peer.clone()));
+                    if let Some(id) = joined
+                        && let Some(k) = self.sup.by_channel(&peer.channel)
+                    {
+                        k.inst = Some(id);
+                        if k.retiring {
+                            // Retired before it joined: stop it now.
+                            self.fail_instance(id, Violation::Stopped);
+                        }
+                    }
+                    let answer = match joined {
                         Some(id) => json!({"ok": true, "id": id, "domid": peer.domid,
                                            "channel": peer.channel, "tag": hello_id}),
                         None => err("failed", "the instance joined but could not be registered"),
@@ -260,6 +503,7 @@ impl Daemon {
                 }
                 XenEvent::Ended(peer) => {
                     self.xen.chans.remove(&peer.channel);
+                    self.xen_child_ended(&peer.channel);
                 }
             }
         }
@@ -294,5 +538,20 @@ impl Daemon {
             .collect();
         v.sort_by(|a, b| a["channel"].as_str().cmp(&b["channel"].as_str()));
         serde_json::Value::Array(v)
+    }
+}
+
+/// Asks the agent to destroy `domid` (the domain of `channel`) and logs
+/// its answer.
+fn destroy_domain(channel: &str, domid: u16, timeout: Duration) {
+    match agent_call(
+        &XenConfig::default(),
+        channel,
+        Request::Destroy(DomId(domid)),
+        timeout,
+    ) {
+        Ok(Answer::Destroyed) => info!(channel, domid, "instance domain destroyed"),
+        Ok(a) => warn!(channel, domid, answer = %a.value(), "destroying an instance domain"),
+        Err(e) => warn!(channel, domid, error = %e, "destroying an instance domain"),
     }
 }

@@ -133,10 +133,10 @@ impl Daemon {
                 Some(json!({"ok": true, "stopping": id, "target": self.bal.target}))
             }
             Command::Spawn(n) => {
-                if self.sup.bin.is_none() {
+                if !self.sup.can_spawn() {
                     return Some(err(
                         "bad-request",
-                        "the driver was started without --ins-bin",
+                        "the driver was started without --ins-bin or --xen-spawn",
                     ));
                 }
                 let max = self.bal.policy.max_instances;
@@ -152,13 +152,13 @@ impl Daemon {
             }
             Command::Scale(n) => {
                 let max = self.bal.policy.max_instances;
-                if n > max || self.sup.bin.is_none() {
+                if n > max || !self.sup.can_spawn() {
                     return Some(err(
                         "bad-request",
                         if n > max {
                             format!("{n} exceeds max_instances = {max}")
                         } else {
-                            "the driver was started without --ins-bin".into()
+                            "the driver was started without --ins-bin or --xen-spawn".into()
                         },
                     ));
                 }
@@ -212,7 +212,8 @@ impl Daemon {
             "uptime_s": self.start.elapsed().as_secs(),
             "run_dir": self.run_dir.display().to_string(),
             "instances": {"live": live, "draining": draining, "target": self.bal.target,
-                          "children": self.sup.kids.len()},
+                          "children": self.sup.kids.len(),
+                          "xen_spawn": self.sup.xen.is_some()},
             "sockets": self.core.socket_count(),
             "shims": self.shims.len(),
             "controllers": self.ctl.conns.len(),

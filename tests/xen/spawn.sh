@@ -1,0 +1,145 @@
+# Sourced by dom0-init.sh (uses its helpers: run, wait_cmd, result,
+# console, create, wait_up, domid, up, since, $P). Defines spawn_tests:
+# tests 20-24, the driver in Xen mode with instance domains made by
+# ins-xen-agent in dom0. With ins_tests=spawn on dom0's command line
+# (INS_XEN_TESTS=spawn for run.sh) it boots only the PVM, runs them and
+# powers off.
+#
+# What counts as a failed request (test 22): a fetch through the surviving
+# instance's address that does not return 200 with the exact bytes, at any
+# time. Requests through the destroyed domain's address fail once it is
+# gone (no host answers; one in flight may be reset): they are counted and
+# printed, not failures.
+skey() { xenstore-read /local/domain/$P/data/spawn/$1 2>/dev/null; }
+ip_of() { sed -n "s/^XAGENT created .* domid=$1 name=.* ip=\([0-9.]*\)$/\1/p" /tmp/xagent.log | tail -n 1; }
+fetch_ok() { # ip file: byte-exact through that address
+  got=$(curl -sS -m 120 http://$1:8080/$2 | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$(cut -d' ' -f1 /srv/www/$2.sha256)" ]
+}
+first_answer() { # ip timeout_s
+  i=0; until curl -s -m 5 -o /dev/null http://$1:8080/small.html; do
+    i=$((i+1)); [ $i -gt $2 ] && return 1; sleep 1
+  done
+}
+load() { # ip tag max: a bounded curl loop, one line per request
+  i=0; : > /tmp/load.$2
+  while [ $i -lt $3 ] && [ ! -e /tmp/load.stop ]; do
+    t=$(up)
+    c=$(curl -sS -m 10 -o /tmp/load.$2.body -w '%{http_code}' http://$1:8080/small.html 2>/tmp/load.$2.err)
+    if [ "$c" = 200 ] && cmp -s /tmp/load.$2.body /srv/www/small.html; then echo "$t ok" >> /tmp/load.$2
+    else echo "$t fail $c $(head -c 80 /tmp/load.$2.err | tr '\n' ' ')" >> /tmp/load.$2; fi
+    i=$((i+1))
+  done
+}
+
+spawn_tests() {
+  XB=/run/xenstored/socket; [ -S $XB ] || XB=/dev/xen/xenbus
+  mkdir -p /run/ins-xen-agent
+  ins-xen-agent --pvm $P --template /etc/ins/inst.cfg --kernel /boot/vmlinuz-domU --ramdisk /boot/domU.cpio.gz \
+    --memory ${INS_SPAWN_MEM:-192} --bridge xenbr0 --ip-range 169.254.100.20-169.254.100.29 --max-domains 3 \
+    --xenbus $XB > /tmp/xagent.log 2>&1 &
+  AGENT=$!
+  sleep 1
+  if ! kill -0 $AGENT 2>/dev/null; then
+    cat /tmp/xagent.log; result xen-spawn-up fail "ins-xen-agent exited at start"; return 0
+  fi
+  (tail -F /tmp/xagent.log 2>/dev/null | while IFS= read -r l; do
+     echo "[agent] $l"
+     case "$l" in "XAGENT created "*) n=${l##*name=}; console "${n%% *}" ;; esac
+   done) &
+
+  # --- 20. ins-ctl up --xen --instances 2: the agent creates two domains,
+  # both join the driver in the PVM
+  t=$(up)
+  run pvm "sh /opt/ins/pvm-spawn.sh up 2 600"; r=$(wait_cmd pvm $N 660)
+  D=$(skey domids); set -- $D; A=${1:-}; B=${2:-}
+  IA=$(ip_of "$A"); IB=$(ip_of "$B")
+  echo "spawn: up exited $r after $(since $t) s; instance domains: dom$A ($IA) dom$B ($IB)"
+  xl list
+  if [ "$r" = 0 ] && [ $# = 2 ] && [ -n "$IA" ] && [ -n "$IB" ]; then
+    echo "FIGURE spawn_up_s $(since $t) s"
+    result xen-spawn-up pass "ins-ctl up --xen --instances 2: dom$A ($IA) and dom$B ($IB), created by ins-xen-agent, joined in $(since $t) s"
+  else
+    result xen-spawn-up fail "up exited $r, live domains '$D'"
+    grep -E "XAGENT|WARN|ERROR" /tmp/xagent.log | tail -n 5
+    run pvm "sh /opt/ins/pvm-spawn.sh log 30"; wait_cmd pvm $N 30 >/dev/null
+    return 0
+  fi
+
+  # --- 21. nginx under the shim on that driver, served byte-exact through
+  # both instance domains' addresses
+  run pvm "sh /opt/ins/pvm-spawn.sh web"; wait_cmd pvm $N 60 >/dev/null
+  ok=1
+  for ip in $IA $IB; do
+    first_answer $ip 180 || { echo "spawn web: no answer through $ip"; ok=0; continue; }
+    for f in small.html big.bin; do
+      if fetch_ok $ip $f; then echo "spawn fetch $f through $ip: sha256 ok"; else echo "spawn fetch $f through $ip: wrong bytes"; ok=0; fi
+    done
+  done
+  [ $ok = 1 ] && result xen-spawn-web pass "small and 1 MiB byte-exact through dom$A ($IA) and dom$B ($IB)" \
+    || { result xen-spawn-web fail "see above"; return 0; }
+
+  # --- 22. xl destroy dom$A under load: the driver marks its instance
+  # dead, nginx keeps serving through dom$B, the balancer gets a
+  # replacement domain from the agent
+  rm -f /tmp/load.stop
+  load $IB survivor 3000 & LS=$!
+  load $IA victim 3000 & LV=$!
+  run pvm "sh /opt/ins/pvm-spawn.sh watch $A"; nw=$N
+  i=0; until [ "$(skey gone)" = 0 ] || [ $i -gt 300 ]; do usleep 100000; i=$((i+1)); done
+  sleep 5
+  TD=$(up); xl destroy $A; TX=$(up)
+  echo "spawn: xl destroy dom$A at $TD s (dom0 uptime), returned after $(awk "BEGIN{printf \"%.1f\", $TX-$TD}") s"
+  i=0; until [ "$(skey gone)" = 1 ] || [ $i -gt 1200 ]; do usleep 100000; i=$((i+1)); done
+  TG=$(up); detect=$(awk "BEGIN{printf \"%.1f\", $TG-$TD}"); after_xl=$(awk "BEGIN{printf \"%.1f\", $TG-$TX}")
+  i=0; until [ "$(skey joined)" != none ] && [ -n "$(skey joined)" ] || [ $i -gt 6000 ]; do usleep 100000; i=$((i+1)); done
+  TJ=$(up); C=$(skey joined); IC=$(ip_of "$C")
+  replace=$(awk "BEGIN{printf \"%.1f\", $TJ-$TD}")
+  sleep 3   # a few more requests through the survivor after the join
+  touch /tmp/load.stop; wait $LS $LV
+  wait_cmd pvm $nw 30 >/dev/null
+  s_ok=$(grep -c ' ok' /tmp/load.survivor); s_fail=$(grep -c ' fail' /tmp/load.survivor)
+  s_after=$(awk -v t=$TG '$1 > t && $2 == "ok"' /tmp/load.survivor | wc -l)
+  v_before=$(awk -v t=$TD '$1 < t && $2 == "ok"' /tmp/load.victim | wc -l)
+  v_fail=$(grep -c ' fail' /tmp/load.victim)
+  grep ' fail' /tmp/load.survivor | head -n 3
+  echo "spawn load: survivor dom$B $s_ok ok, $s_fail failed ($s_after ok after the driver noticed); victim dom$A $v_before ok before the destroy, $v_fail failed after it"
+  echo "FIGURE spawn_xl_destroy_s $(awk "BEGIN{printf \"%.1f\", $TX-$TD}") s"
+  echo "FIGURE spawn_detect_s $detect s"
+  echo "FIGURE spawn_detect_after_xl_destroy_s $after_xl s"
+  echo "FIGURE spawn_replace_s $replace s"
+  if [ "$(skey gone)" = 1 ] && [ "$s_fail" = 0 ] && [ "$s_after" -gt 0 ] && [ "$v_before" -gt 0 ]; then
+    result xen-spawn-failover pass "xl destroy dom$A under load: its instance left the driver's list $detect s after the destroy began ($after_xl s after xl destroy returned); dom$B served $s_ok requests, none failed ($s_after after the driver noticed)"
+  else
+    result xen-spawn-failover fail "gone=$(skey gone) survivor ok=$s_ok failed=$s_fail after=$s_after victim-before=$v_before"
+  fi
+
+  # --- 23. the replacement domain joined and the listener was replicated
+  # onto it: nginx answers through its address
+  if [ -n "$IC" ] && [ "$C" != "$A" ] && [ "$C" != "$B" ] && first_answer $IC 120 && fetch_ok $IC small.html && fetch_ok $IC big.bin; then
+    result xen-spawn-replacement pass "dom$C ($IC) created by the agent joined $replace s after the destroy; small and 1 MiB byte-exact through it"
+  else
+    result xen-spawn-replacement fail "joined '$C' ip '$IC'"
+  fi
+  grep -E "XAGENT (request|destroyed|gone)" /tmp/xagent.log | tail -n 4
+
+  # --- 24. ins-ctl down: the driver has the agent destroy its domains
+  run pvm "sh /opt/ins/pvm-spawn.sh down"; r=$(wait_cmd pvm $N 120)
+  i=0; while xl list | grep -q "^ins$P-" && [ $i -lt 600 ]; do usleep 100000; i=$((i+1)); done
+  left=$(xl list | grep "^ins$P-" | awk '{print $1}' | tr '\n' ' ')
+  [ "$r" = 0 ] && [ -z "$left" ] && result xen-spawn-down pass "ins-ctl down: the agent destroyed dom$B and dom$C on the driver's requests" \
+    || result xen-spawn-down fail "down exited $r, domains left: $left"
+  kill $AGENT 2>/dev/null
+}
+
+case " $(cat /proc/cmdline) " in *" ins_tests=spawn "*)
+  echo "LAB_TESTS spawn"
+  T0=$(up)
+  create pvm || result create-pvm fail ""
+  console pvm; wait_up pvm 300
+  P=$(domid pvm)
+  spawn_tests
+  run pvm poweroff; sleep 2
+  echo "XENLAB_DONE failed=$FAILED elapsed=$(since $T0) s"
+  sync; poweroff -f ;;
+esac
