@@ -135,6 +135,7 @@ sed -i 's|  .*/www/| /srv/www/|' "$R"/srv/www/*.sha256
 install -m755 "$HERE/dom0-init.sh" "$R/init"
 install -D -m755 "$UIMG" "$R/boot/ins-pv"; install -D -m644 "$HERE/unikernel.sh" "$R/etc/ins/unikernel.sh"
 install -D -m644 "$HERE/ukring.sh" "$R/etc/ins/ukring.sh"
+install -D -m644 "$HERE/flowcheck.sh" "$R/etc/ins/flowcheck.sh"
 mkcpio "$R" "$OUT/dom0.cpio.gz"
 cp "$X/xen" "$OUT/xen"; cp "$X/boot/vmlinuz-$KV" "$OUT/vmlinuz"
 ls -la "$OUT"/xen "$OUT"/vmlinuz "$OUT"/*.cpio.gz

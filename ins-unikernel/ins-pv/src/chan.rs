@@ -267,7 +267,8 @@ pub fn join(p: &mut Platform<'_>, args: &ChanArgs, hello: Hello) -> Result<Chann
     let limits = Limits { max_pages };
     let offer = Offer::parse(me, limits, |k| read_opt(p.xs, &key(&ddir, k)))?.map_err(|e| {
         ChanError(format!(
-            "the driver's offer: {e} (we accept at most {max_pages} pages: chan_pages= and the free foreign window of {} pages; boot with a larger foreign_mib= or have the driver offer smaller rings, --ring-capacity)",
+            "the driver's offer: {e} (we accept at most {max_pages} pages: chan_pages= and the foreign window's free pages, {} of {}; boot with a larger foreign_mib= or have the driver offer smaller rings, --ring-capacity)",
+            p.window.free_pages(),
             p.window.pages()
         ))
     })?;
