@@ -64,7 +64,7 @@ wait_cmd() {
     usleep 100000
   done
 }
-. /etc/ins/spawn.sh   # defines spawn_tests (tests 20-24); ins_tests=spawn runs only them
+. /etc/ins/spawn.sh   # defines spawn_tests (tests 23-27); ins_tests=spawn runs only them
 
 # ins_tests= on dom0's command line (INS_XEN_TESTS for run.sh) selects
 # a part of the lab: "unikernel" boots only the PVM and runs the
@@ -154,6 +154,7 @@ left=$(xenstore-ls /local/domain/$P/data/ins 2>/dev/null; xenstore-ls /local/dom
 # ins1, where `ins --xen-driver` joins it; nginx under the shim on that
 # driver listens through ins1's address; dom0 fetches, then the driver's
 # flow records must carry exactly the bytes curl counted
+. /etc/ins/flowcheck.sh
 XF=/var/log/xen/console/guest-pvm.log
 run pvm "sh /opt/ins/pvm-xen.sh attach $I insx"; na=$N
 run ins1 "ins --xen-driver $P --xen-channel insx --instance-id 11 --heartbeat-ms 1000 --xen-rendezvous-s 300 > /tmp/insx.log 2>&1 & echo \$! > /tmp/insx.pid"
@@ -164,33 +165,10 @@ if [ "$r" = 0 ]; then
   t=$(up); i=0
   until curl -s -m 5 -o /dev/null $XURL/small.html || [ $i -gt 180 ]; do sleep 1; i=$((i+1)); done
   echo "xen web: first answer through ins1 $(since $t) s after nginx started"
-  ok=1; : > /tmp/xwant
-  for f in small.html big.bin; do
-    w=$(curl -sS -m 180 -o /tmp/got.$f -w '%{local_port} %{size_request} %{size_header} %{size_download} %{speed_download}' $XURL/$f)
-    echo "$w" | awk '{print $1, $2, $3 + $4}' >> /tmp/xwant
-    got=$(sha256sum < /tmp/got.$f | cut -d' ' -f1); want=$(cut -d' ' -f1 /srv/www/$f.sha256)
-    if [ "$got" = "$want" ]; then echo "xen fetch $f: sha256 ok ($(wc -c < /tmp/got.$f) bytes, $(echo "$w" | awk '{printf "%.0f", $5 / 1024}') KiB/s)"
-    else echo "xen fetch $f: sha256 $got, want $want"; ok=0; fi
-  done
-  args=""; for i in $(seq 50); do args="$args $XURL/small.html -o /dev/null"; done
-  curl -sS -m 300 -w '%{local_port} %{size_request} %{size_header} %{size_download} %{num_connects} %{http_code}\n' $args > /tmp/xka
-  ka=$(awk '$6 == 200 {c += $5; n++} END {print c" connections for "n" requests"}' /tmp/xka)
-  echo "xen keep-alive: $ka"
-  [ "$ka" = "1 connections for 50 requests" ] || ok=0
-  awk '{q[$1] += $2; r[$1] += $3 + $4} END {for (p in q) print p, q[p], r[p]}' /tmp/xka >> /tmp/xwant
-  # The instance reports each flow's record when it closes: ask until all
-  # three are there with curl's byte counts (request bytes in, response out).
-  flows=0
-  for try in $(seq 20); do
-    run pvm "sh /opt/ins/pvm-xen.sh flows"; wait_cmd pvm $N 60 >/dev/null
-    flows=0
-    while read -r port in out; do
-      grep -q "XFLOW 169.254.100.1:$port $in $out closed" $XF && flows=$((flows + 1))
-    done < /tmp/xwant
-    [ $flows = 3 ] && break
-    sleep 3
-  done
-  while read -r port in out; do echo "curl: port $port sent $in B, received $out B"; grep "XFLOW 169.254.100.1:$port " $XF | tail -n 1; done < /tmp/xwant
+  # curl's byte counts per connection, then the instance's flow records
+  # (sent when each flow closes) must carry exactly those (flowcheck.sh)
+  ok=1; fetch_counted xen $XURL /tmp/xwant || ok=0
+  flows_match XFLOW /tmp/xwant "sh /opt/ins/pvm-xen.sh flows"; flows=$FLOWS_MATCHED
   listed=0; grep -q "XLIST .* dom$I/insx" $XF && listed=1
   grep "XLIST" $XF | tail -n 2
   [ $ok = 1 ] && [ $flows = 3 ] && [ $listed = 1 ] \
@@ -235,7 +213,7 @@ r=$(wait_cmd pvm $N 120)
   || result xen-instance-dead fail "pvm-xen.sh gone exited $r"
 
 . /etc/ins/ukring.sh   # tests 16-19: the unikernel joins the driver (tests/xen/ukring.sh)
-spawn_tests   # tests 20-24: instance domains made by ins-xen-agent (tests/xen/spawn.sh)
+spawn_tests   # tests 23-27: instance domains made by ins-xen-agent (tests/xen/spawn.sh)
 for n in pvm snoop; do run $n poweroff; done
 sleep 2
 . /etc/ins/unikernel.sh   # tests 11-15: the PV unikernel (tests/xen/unikernel.sh)

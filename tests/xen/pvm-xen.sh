@@ -6,14 +6,17 @@
 #                                    instance joined (ins-ctl attach-xen)
 #   pvm-xen.sh web                   nginx under libshim.so on this driver
 #                                    (its listener lives in the Xen instance)
-#   pvm-xen.sh flows                 the flow records as "XFLOW remote in out
-#                                    state local" lines, then `ins-ctl list`
+#   pvm-xen.sh flows [RUNDIR TAG]    the flow records of driver RUNDIR
+#                                    (default /run/insx) as "TAG remote in
+#                                    out state local" lines (default XFLOW),
+#                                    then `ins-ctl list` as "XLIST" lines
+#                                    (TAG less FLOW, then LIST)
 #   pvm-xen.sh gone                  wait (60 s) until the driver has no
 #                                    instance and no Xen channel left
 #   pvm-xen.sh ukr-attach DOMID CH   a third driver (/run/insu) whose only
 #                                    instance is the PV unikernel in DOMID:
-#                                    256 KiB rings (the unikernel maps the
-#                                    channel in its 2 MiB foreign window),
+#                                    the default 1 MiB rings (the unikernel
+#                                    is booted with a 4 MiB foreign window),
 #                                    offers CH, returns once it joined; then
 #                                    `ins-ctl list` as "UKLIST" lines
 #   pvm-xen.sh ukr-web               nginx under libshim.so on that driver
@@ -41,10 +44,11 @@ web)
   echo "PVM_XEN_WEB started (nginx under the shim, driver $D)"
   ;;
 flows)
-  ins-ctl --run-dir $D flows --json | while IFS= read -r l; do
-    echo "XFLOW $(field "$l" remote) $(field "$l" bytes_in) $(field "$l" bytes_out) $(field "$l" state) $(field "$l" local)"
+  R=${2:-$D}; T=${3:-XFLOW}
+  ins-ctl --run-dir $R flows --json | while IFS= read -r l; do
+    echo "$T $(field "$l" remote) $(field "$l" bytes_in) $(field "$l" bytes_out) $(field "$l" state) $(field "$l" local)"
   done
-  ins-ctl --run-dir $D list | sed 's/^/XLIST /'
+  ins-ctl --run-dir $R list | sed "s/^/${T%FLOW}LIST /"
   ;;
 gone)
   i=0
@@ -59,7 +63,7 @@ gone)
   ;;
 ukr-attach)
   U=/run/insu; mkdir -p $U
-  ins-ctl --run-dir $U up --instances 0 -- --ring-capacity 262144 --heartbeat-timeout-ms 60000 --handshake-timeout-ms 60000
+  ins-ctl --run-dir $U up --instances 0 -- --heartbeat-timeout-ms 60000 --handshake-timeout-ms 60000
   ins-ctl --run-dir $U attach-xen --domid "$2" --channel "$3" --rendezvous-s 300
   ins-ctl --run-dir $U list | sed 's/^/UKLIST /'
   ;;
@@ -81,5 +85,5 @@ ukr-big)
   echo "UKBIG attach exit $rc"
   ins-ctl --run-dir $B down
   ;;
-*) echo "usage: pvm-xen.sh attach DOMID CHANNEL | web | flows | gone | ukr-attach DOMID CHANNEL | ukr-web | ukr-down | ukr-big DOMID CHANNEL"; exit 2 ;;
+*) echo "usage: pvm-xen.sh attach DOMID CHANNEL | web | flows [RUNDIR TAG] | gone | ukr-attach DOMID CHANNEL | ukr-web | ukr-down | ukr-big DOMID CHANNEL"; exit 2 ;;
 esac

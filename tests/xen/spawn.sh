@@ -1,11 +1,11 @@
 # Sourced by dom0-init.sh (uses its helpers: run, wait_cmd, result,
 # console, create, wait_up, domid, up, since, $P). Defines spawn_tests:
-# tests 20-24, the driver in Xen mode with instance domains made by
+# tests 23-27, the driver in Xen mode with instance domains made by
 # ins-xen-agent in dom0. With ins_tests=spawn on dom0's command line
 # (INS_XEN_TESTS=spawn for run.sh) it boots only the PVM, runs them and
 # powers off.
 #
-# What counts as a failed request (test 22): a fetch through the surviving
+# What counts as a failed request (test 25): a fetch through the surviving
 # instance's address that does not return 200 with the exact bytes, at any
 # time. Requests through the destroyed domain's address fail once it is
 # gone (no host answers; one in flight may be reset): they are counted and
@@ -48,7 +48,7 @@ spawn_tests() {
      case "$l" in "XAGENT created "*) n=${l##*name=}; console "${n%% *}" ;; esac
    done) &
 
-  # --- 20. ins-ctl up --xen --instances 2: the agent creates two domains,
+  # --- 23. ins-ctl up --xen --instances 2: the agent creates two domains,
   # both join the driver in the PVM
   t=$(up)
   run pvm "sh /opt/ins/pvm-spawn.sh up 2 600"; r=$(wait_cmd pvm $N 660)
@@ -66,7 +66,7 @@ spawn_tests() {
     return 0
   fi
 
-  # --- 21. nginx under the shim on that driver, served byte-exact through
+  # --- 24. nginx under the shim on that driver, served byte-exact through
   # both instance domains' addresses
   run pvm "sh /opt/ins/pvm-spawn.sh web"; wait_cmd pvm $N 60 >/dev/null
   ok=1
@@ -79,7 +79,7 @@ spawn_tests() {
   [ $ok = 1 ] && result xen-spawn-web pass "small and 1 MiB byte-exact through dom$A ($IA) and dom$B ($IB)" \
     || { result xen-spawn-web fail "see above"; return 0; }
 
-  # --- 22. xl destroy dom$A under load: the driver marks its instance
+  # --- 25. xl destroy dom$A under load: the driver marks its instance
   # dead, nginx keeps serving through dom$B, the balancer gets a
   # replacement domain from the agent
   rm -f /tmp/load.stop
@@ -114,7 +114,7 @@ spawn_tests() {
     result xen-spawn-failover fail "gone=$(skey gone) survivor ok=$s_ok failed=$s_fail after=$s_after victim-before=$v_before"
   fi
 
-  # --- 23. the replacement domain joined and the listener was replicated
+  # --- 26. the replacement domain joined and the listener was replicated
   # onto it: nginx answers through its address
   if [ -n "$IC" ] && [ "$C" != "$A" ] && [ "$C" != "$B" ] && first_answer $IC 120 && fetch_ok $IC small.html && fetch_ok $IC big.bin; then
     result xen-spawn-replacement pass "dom$C ($IC) created by the agent joined $replace s after the destroy; small and 1 MiB byte-exact through it"
@@ -123,7 +123,7 @@ spawn_tests() {
   fi
   grep -E "XAGENT (request|destroyed|gone)" /tmp/xagent.log | tail -n 4
 
-  # --- 24. ins-ctl down: the driver has the agent destroy its domains
+  # --- 27. ins-ctl down: the driver has the agent destroy its domains
   run pvm "sh /opt/ins/pvm-spawn.sh down"; r=$(wait_cmd pvm $N 120)
   i=0; while xl list | grep -q "^ins$P-" && [ $i -lt 600 ]; do usleep 100000; i=$((i+1)); done
   left=$(xl list | grep "^ins$P-" | awk '{print $1}' | tr '\n' ' ')

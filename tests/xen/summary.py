@@ -16,21 +16,31 @@ done = re.search(r"XENLAB_DONE failed=(\d+) elapsed=([0-9.]+)", log)
 print("== Xen lab results")
 for name, verdict, detail in tests:
     print(f"  {verdict:4}  {name:18} {detail.strip()}")
+
+
+def show(patterns):
+    """Prints the last six distinct lines matching each pattern."""
+    for pat in patterns:
+        seen = []
+        for line in re.findall(pat, log):
+            line = re.sub(r"^\[\S+\]\s*", "", line.strip())
+            if line not in seen:
+                seen.append(line)
+        for line in seen[-6:]:
+            print("        " + line)
+
+
 print("== the real driver with an instance in another domain (driver-over-xen)")
-for pat in (r"xen fetch .*", r"xen keep-alive: .*", r"curl: port .*", r"XFLOW 169\.254\.100\.1:.*", r"XLIST .*",
-            r"XGONE .*"):
-    seen = []
-    for line in re.findall(pat, log):
-        line = re.sub(r"^\[\S+\]\s*", "", line.strip())
-        if line not in seen:
-            seen.append(line)
-    for line in seen[-6:]:
-        print("        " + line)
+show((r"xen fetch .*", r"xen keep-alive: .*", r"curl: port .*", r"XFLOW 169\.254\.100\.1:.*", r"XLIST .*",
+      r"XGONE .*"))
+print("== the PV unikernel as the driver's instance (tests 16-22)")
+show((r"instance: max_sockets.*", r"INS_PV_JOINED driver=.*", r"ukr fetch .*", r"ukr keep-alive: .*",
+      r"UFLOW 169\.254\.100\.1:.*", r"ukr block: .*", r"ukr limit: .*"))
 for marker in ("XENCHAN_CONNECTED", "XENCHAN_EXCHANGE_OK", "XENCHAN_SNOOP_REFUSED", "XENCHAN_CLOSED",
                "XENCHAN_INS_JOINED", "XENCHAN_INS_SERVED", "XENCHAN_PEER_GONE"):
     for line in re.findall(marker + r".*", log):
         print("        " + line.strip())
-print("== instance domains made by ins-xen-agent (tests 20-24)")
+print("== instance domains made by ins-xen-agent (tests 23-27)")
 for pat in (r"XAGENT created .*", r"spawn fetch .*", r"spawn load: .*", r"FIGURE spawn_\S+ .*"):
     for line in dict.fromkeys(re.sub(r"^\[\S+\]\s*", "", x.strip()) for x in re.findall(pat, log)):
         print("        " + line)
@@ -53,11 +63,11 @@ for label, ring, tcp, unit, higher_better in rows:
     else:
         print(f"  {label:28} missing ({ring} / {tcp})")
 ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
-# The whole lab has 24 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
-# runs the unikernel's 9 (16-19, then 11-15), INS_XEN_TESTS=spawn the 5 of
-# tests/xen/spawn.sh.
+# The whole lab has 27 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
+# runs the unikernel's 12 (16, 17, 20-22, 18, 19, then 11-15),
+# INS_XEN_TESTS=spawn the 5 of tests/xen/spawn.sh (23-27).
 part = re.search(r"LAB_TESTS (\S+)", log)
-expected = {"unikernel": 9, "spawn": 5}.get(part.group(1) if part else "all", 24)
+expected = {"unikernel": 12, "spawn": 5}.get(part.group(1) if part else "all", 27)
 if len(tests) < expected:
     print(f"== {len(tests)} results, {expected} expected")
 ok = ok and len(tests) >= expected

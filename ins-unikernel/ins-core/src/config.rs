@@ -4,6 +4,10 @@
 //! Invariant: a config that passed [`InstanceConfig::validate`] has every
 //! count non-zero, every timer non-zero and within an hour (heartbeat within
 //! a minute), and a flow table large enough for one flow per socket.
+//!
+//! [`InstanceConfig::set_arg`] sets a field from a `key=value` word (the
+//! unikernel's command line); the keys are the Linux `ins`'s flag names
+//! with `_` for `-`, in the same units (see [`ARG_KEYS`]).
 
 use crate::flow::FlowConfig;
 
@@ -87,6 +91,16 @@ pub enum ConfigError {
         /// The maximum.
         max: u64,
     },
+    /// A value that is not a number of the field's unit (or `on`/`off`).
+    #[error("{key}: '{value}' is not {what}")]
+    Parse {
+        /// The key.
+        key: &'static str,
+        /// What it takes.
+        what: &'static str,
+        /// The value given (truncated to 32 bytes).
+        value: ShortStr,
+    },
     /// A value below its minimum.
     #[error("{field} = {value} is below the minimum {min}")]
     TooSmall {
@@ -98,6 +112,64 @@ pub enum ConfigError {
         min: u64,
     },
 }
+
+/// A copy of at most 32 bytes of a string (for error messages without
+/// allocation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ShortStr {
+    buf: [u8; 32],
+    len: u8,
+}
+
+impl ShortStr {
+    /// The first 32 bytes of `s` (cut at a character boundary).
+    pub fn new(s: &str) -> ShortStr {
+        let mut len = s.len().min(32);
+        while !s.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut buf = [0; 32];
+        buf[..len].copy_from_slice(&s.as_bytes()[..len]);
+        ShortStr {
+            buf,
+            len: len as u8,
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Display for ShortStr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl core::fmt::Debug for ShortStr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// The keys [`InstanceConfig::set_arg`] takes, with their units.
+pub const ARG_KEYS: &[(&str, &str)] = &[
+    ("max_sockets", "count"),
+    ("window", "bytes"),
+    ("max_backlog", "count"),
+    ("heartbeat_ms", "ms"),
+    ("flow_timeout_s", "s"),
+    ("udp_idle_s", "s"),
+    ("max_flows", "count"),
+    ("flow_record_batch", "count"),
+    ("max_mitigation_rules", "count"),
+    ("accept_batch", "count"),
+    ("telemetry", "on|off"),
+    ("telemetry_ms", "ms (0: only on demand and at close)"),
+    ("telemetry_sample", "bytes"),
+];
 
 fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if value == 0 {
@@ -170,6 +242,66 @@ impl InstanceConfig {
         Ok(())
     }
 
+    /// Sets the field `key` names from `value` (see [`ARG_KEYS`]); returns
+    /// `Ok(false)` for a key that is not one of them (nothing changed).
+    /// Values are only parsed here: [`InstanceConfig::validate`] checks
+    /// the ranges afterwards.
+    pub fn set_arg(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+        let Some(&(key, unit)) = ARG_KEYS.iter().find(|(k, _)| *k == key) else {
+            return Ok(false);
+        };
+        let bad = |what| ConfigError::Parse {
+            key,
+            what,
+            value: ShortStr::new(value),
+        };
+        let num = || value.parse::<u64>().map_err(|_| bad("a whole number"));
+        let scaled = |unit: u64| {
+            num()?.checked_mul(unit).ok_or(ConfigError::TooLarge {
+                field: key,
+                value: u64::MAX,
+                max: u64::MAX / unit,
+            })
+        };
+        let small = |max: u64| {
+            let v = num()?;
+            if v > max {
+                Err(ConfigError::TooLarge {
+                    field: key,
+                    value: v,
+                    max,
+                })
+            } else {
+                Ok(v)
+            }
+        };
+        match key {
+            "max_sockets" => self.max_sockets = small(usize::MAX as u64)? as usize,
+            "window" => self.window_bytes = small(u32::MAX.into())? as u32,
+            "max_backlog" => self.max_backlog = small(u32::MAX.into())? as u32,
+            "heartbeat_ms" => self.heartbeat_interval_ns = scaled(1_000_000)?,
+            "flow_timeout_s" => self.flow_active_timeout_ns = scaled(NS_PER_SEC)?,
+            "udp_idle_s" => self.udp_idle_timeout_ns = scaled(NS_PER_SEC)?,
+            "max_flows" => self.max_flows = small(usize::MAX as u64)? as usize,
+            "flow_record_batch" => self.flow_record_batch = small(usize::MAX as u64)? as usize,
+            "max_mitigation_rules" => {
+                self.max_mitigation_rules = small(usize::MAX as u64)? as usize
+            }
+            "accept_batch" => self.accept_batch = small(usize::MAX as u64)? as usize,
+            "telemetry" => {
+                self.telemetry = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad(unit)),
+                }
+            }
+            "telemetry_ms" => self.telemetry_interval_ns = scaled(1_000_000)?,
+            "telemetry_sample" => self.telemetry_sample_bytes = small(u32::MAX.into())? as u32,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// The flow table's settings.
     pub fn flow_config(&self) -> FlowConfig {
         FlowConfig {
@@ -184,6 +316,77 @@ impl InstanceConfig {
 mod tests {
     use super::*;
     use std::prelude::rust_2024::*;
+
+    #[test]
+    fn set_arg_parses_each_key() {
+        let mut c = InstanceConfig::default();
+        for (k, v) in [
+            ("max_sockets", "300"),
+            ("window", "65536"),
+            ("max_backlog", "16"),
+            ("heartbeat_ms", "500"),
+            ("flow_timeout_s", "5"),
+            ("udp_idle_s", "7"),
+            ("max_flows", "1200"),
+            ("flow_record_batch", "8"),
+            ("max_mitigation_rules", "99"),
+            ("accept_batch", "4"),
+            ("telemetry", "off"),
+            ("telemetry_ms", "0"),
+            ("telemetry_sample", "0"),
+        ] {
+            assert_eq!(c.set_arg(k, v), Ok(true), "{k}");
+        }
+        assert_eq!(c.set_arg("ip", "10.0.0.1/24"), Ok(false));
+        assert_eq!(c.max_sockets, 300);
+        assert_eq!(c.window_bytes, 65_536);
+        assert_eq!(c.max_backlog, 16);
+        assert_eq!(c.heartbeat_interval_ns, 500_000_000);
+        assert_eq!(c.flow_active_timeout_ns, 5 * NS_PER_SEC);
+        assert_eq!(c.udp_idle_timeout_ns, 7 * NS_PER_SEC);
+        assert_eq!(c.max_flows, 1200);
+        assert_eq!(c.flow_record_batch, 8);
+        assert_eq!(c.max_mitigation_rules, 99);
+        assert_eq!(c.accept_batch, 4);
+        assert!(!c.telemetry);
+        assert_eq!(c.telemetry_interval_ns, 0);
+        assert_eq!(c.telemetry_sample_bytes, 0);
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.set_arg("telemetry", "on"), Ok(true));
+        assert!(c.telemetry);
+        assert_eq!(ARG_KEYS.len(), 13);
+    }
+
+    #[test]
+    fn set_arg_refuses_bad_values_clearly() {
+        let mut c = InstanceConfig::default();
+        let e = c.set_arg("max_sockets", "lots").unwrap_err();
+        assert_eq!(e.to_string(), "max_sockets: 'lots' is not a whole number");
+        let e = c.set_arg("telemetry", "yes").unwrap_err();
+        assert_eq!(e.to_string(), "telemetry: 'yes' is not on|off");
+        let e = c.set_arg("window", "4294967296").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "window = 4294967296 exceeds the maximum 4294967295"
+        );
+        assert!(c.set_arg("heartbeat_ms", "18446744073709551615").is_err());
+        assert!(c.set_arg("max_flows", "-1").is_err());
+        let long = "x".repeat(100);
+        let e = c.set_arg("max_flows", &long).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            std::format!("max_flows: '{}' is not a whole number", "x".repeat(32))
+        );
+        assert_eq!(c, InstanceConfig::default(), "nothing changed on errors");
+        // ranges are validate()'s job
+        c.set_arg("window", "100").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("window_bytes")
+        );
+    }
 
     #[test]
     fn defaults_are_valid_and_documented() {

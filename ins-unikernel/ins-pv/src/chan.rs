@@ -81,7 +81,8 @@ pub struct ChanArgs {
     pub driver: DomId,
     /// The channel's name.
     pub name: String,
-    /// Most pages of an offer accepted.
+    /// Most pages of an offer accepted (besides the free foreign window;
+    /// `u32::MAX` by default: only the window limits).
     pub max_pages: u32,
     /// Largest per-frame limit accepted from the driver.
     pub max_frame_limit: u32,
@@ -266,7 +267,9 @@ pub fn join(p: &mut Platform<'_>, args: &ChanArgs, hello: Hello) -> Result<Chann
     let limits = Limits { max_pages };
     let offer = Offer::parse(me, limits, |k| read_opt(p.xs, &key(&ddir, k)))?.map_err(|e| {
         ChanError(format!(
-            "the driver's offer: {e} (we accept at most {max_pages} pages: chan_pages= and the free foreign window; the driver can offer smaller rings, --ring-capacity)"
+            "the driver's offer: {e} (we accept at most {max_pages} pages: chan_pages= and the foreign window's free pages, {} of {}; boot with a larger foreign_mib= or have the driver offer smaller rings, --ring-capacity)",
+            p.window.free_pages(),
+            p.window.pages()
         ))
     })?;
     let live_port = read_opt(p.xs, &key(&ddir, LIVENESS_KEY))?
@@ -412,8 +415,9 @@ fn bind_and_map(
     let free = p.window.free_pages();
     if grefs.len() > free {
         return Err(ChanError(format!(
-            "the channel has {} pages, the foreign window only {free} free (ask the driver for smaller rings: --ring-capacity)",
-            grefs.len()
+            "the channel has {} pages, the foreign window only {free} of {} free (boot with a larger foreign_mib= or ask the driver for smaller rings: --ring-capacity)",
+            grefs.len(),
+            p.window.pages()
         )));
     }
     let region = ForeignRegion::map(p.window, id.driver.0, &grefs, false)

@@ -102,15 +102,42 @@ fn main(mut boot: Boot) -> ! {
         cfg.ipv4,
         cfg.gateway4
     );
-    let waiter = platform::PvWaiter::new(boot.clock, boot.events, boot.timer, &[nf.port()]);
-    let mut stack = SmolStack::new(cfg, nf, waiter);
-
-    report_ready(boot.clock, boot.boot_ns);
-    if si.arg("driver").is_some() || si.arg("channel").is_some() {
+    let joining = si.arg("driver").is_some() || si.arg("channel").is_some();
+    let mut cfg = cfg;
+    let mut joined = None;
+    if joining {
         let args = match chan_args(&si) {
             Ok(a) => a,
             Err(e) => panic!("command line: {}", e.0),
         };
+        // the ring's frame buffer plus 1 MiB of slack stay out of the
+        // socket budget
+        let reserve = args.max_frame_limit as usize + (1 << 20);
+        let icfg =
+            match platform::instance_config(&si, cfg.tcp_buf, heap_stats().available, reserve) {
+                Ok(c) => c,
+                Err(e) => panic!("command line: {e}"),
+            };
+        cfg.max_sockets = icfg.max_sockets;
+        println!(
+            "instance: max_sockets={} window={} max_flows={} max_mitigation_rules={} telemetry={} heartbeat_ms={} tcpbuf={} foreign window {} pages ({} free)",
+            icfg.max_sockets,
+            icfg.window_bytes,
+            icfg.max_flows,
+            icfg.max_mitigation_rules,
+            if icfg.telemetry { "on" } else { "off" },
+            icfg.heartbeat_interval_ns / 1_000_000,
+            cfg.tcp_buf,
+            boot.memory.window().pages(),
+            boot.memory.window().free_pages(),
+        );
+        joined = Some((args, icfg));
+    }
+    let waiter = platform::PvWaiter::new(boot.clock, boot.events, boot.timer, &[nf.port()]);
+    let mut stack = SmolStack::new(cfg, nf, waiter);
+
+    report_ready(boot.clock, boot.boot_ns);
+    if let Some((args, icfg)) = joined {
         let mut p = chan::Platform {
             xs: &mut xs,
             events: boot.events,
@@ -118,7 +145,7 @@ fn main(mut boot: Boot) -> ! {
             window: boot.memory.window(),
             store_port: si.store_evtchn,
         };
-        join_and_serve(&si, &args, &mut p, stack)
+        join_and_serve(&si, &args, icfg, &mut p, stack)
     }
     finish(&si, Some(&mut stack))
 }
@@ -147,7 +174,8 @@ fn chan_args(si: &StartInfo) -> Result<chan::ChanArgs, platform::BadArg> {
     Ok(chan::ChanArgs {
         driver,
         name: name.into(),
-        max_pages: num(si, "chan_pages", 256u32)?,
+        // by default only the free foreign window limits an offer
+        max_pages: num(si, "chan_pages", u32::MAX)?,
         max_frame_limit: num(si, "chan_max_frame", 1u32 << 20)?,
         rendezvous_ns: num(si, "rendezvous_s", 300u64)?.saturating_mul(1_000_000_000),
         hello_ns: num(si, "hello_s", 60u64)?.saturating_mul(1_000_000_000),
@@ -159,21 +187,15 @@ fn chan_args(si: &StartInfo) -> Result<chan::ChanArgs, platform::BadArg> {
 fn join_and_serve(
     si: &StartInfo,
     args: &chan::ChanArgs,
+    icfg: InstanceConfig,
     p: &mut chan::Platform<'_>,
     stack: demo::S,
 ) -> ! {
-    let icfg = InstanceConfig {
-        max_sockets: 1024,
-        window_bytes: 64 * 1024,
-        max_flows: 4096,
-        max_mitigation_rules: 1024,
-        telemetry: false,
-        ..InstanceConfig::default()
+    let instance_id: u32 = match si.arg("instance_id").map(str::parse) {
+        None => 0,
+        Some(Ok(id)) => id,
+        Some(Err(_)) => panic!("command line: instance_id= must be a number (0 ..= 4294967295)"),
     };
-    let instance_id: u32 = si
-        .arg("instance_id")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     let mut hello = Hello::new(Role::Instance);
     hello.instance_id = instance_id;
     hello.max_sockets = icfg.max_sockets as u32;

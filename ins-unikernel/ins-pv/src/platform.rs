@@ -1,8 +1,12 @@
 //! Glue between the PV platform and the network stack: the waiter that
 //! sleeps in `SCHEDOP_poll`, the command-line configuration and entropy.
 
+use alloc::format;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, Ipv6Addr};
+
+use ins_core::config::InstanceConfig;
 
 use ins_smol_stack::{StackConfig, Waiter};
 use ins_xen_pv::events::{Events, Timer};
@@ -120,6 +124,60 @@ pub fn stack_config(si: &StartInfo, mac: [u8; 6], seed: u64) -> Result<StackConf
     }
     if c.ipv4.is_none() && c.ipv6.is_none() {
         return Err(BadArg("ip or ip6 is required"));
+    }
+    Ok(c)
+}
+
+/// Socket buffers (KiB) each socket may hold: receive and send.
+fn socket_kib(tcp_buf: usize) -> u64 {
+    (2 * tcp_buf as u64).div_ceil(1024)
+}
+
+/// The instance's limits (ins-core's [`InstanceConfig`]) from the command
+/// line: the Linux `ins`'s flag names with `_` ([`ins_core::config::ARG_KEYS`]:
+/// `max_sockets=`, `window=`, `max_flows=`, `max_mitigation_rules=`,
+/// `telemetry=on|off`, ...). Defaults for a small domain: 64 KiB window,
+/// 4096 flows, 1024 rules, telemetry off, and as many sockets as the heap
+/// holds with both buffers full (`tcp_buf` each way), at most 1024.
+///
+/// Bounded by memory: `heap_free` bytes, less `reserve` (the ring's frame
+/// buffer and slack), must hold `max_sockets` sockets' buffers (listeners
+/// keep a pool of such sockets, so this is a floor, not a guarantee); a
+/// `max_sockets=` beyond that is refused with the figures, as is any
+/// value ins-core's [`InstanceConfig::validate`] refuses.
+pub fn instance_config(
+    si: &StartInfo,
+    tcp_buf: usize,
+    heap_free: usize,
+    reserve: usize,
+) -> Result<InstanceConfig, String> {
+    let budget_kib = (heap_free.saturating_sub(reserve) / 1024) as u64;
+    let fit = (budget_kib / socket_kib(tcp_buf).max(1)) as usize;
+    let mut c = InstanceConfig {
+        max_sockets: fit.clamp(1, 1024),
+        window_bytes: 64 * 1024,
+        max_flows: 4096,
+        max_mitigation_rules: 1024,
+        telemetry: false,
+        ..InstanceConfig::default()
+    };
+    let line =
+        core::str::from_utf8(si.cmd_line()).map_err(|_| "command line: not UTF-8".to_string())?;
+    for word in line.split_ascii_whitespace() {
+        if let Some((k, v)) = word.split_once('=') {
+            c.set_arg(k, v).map_err(|e| format!("{e}"))?;
+        }
+    }
+    c.validate().map_err(|e| format!("{e}"))?;
+    if c.max_sockets > fit {
+        return Err(format!(
+            "max_sockets={} needs {} KiB of socket buffers ({} KiB each: tcpbuf={tcp_buf} each way); the heap has {budget_kib} KiB for them ({} KiB free, {} KiB kept for the ring's frames): at most {fit} sockets (or a larger domain, or a smaller tcpbuf=)",
+            c.max_sockets,
+            c.max_sockets as u64 * socket_kib(tcp_buf),
+            socket_kib(tcp_buf),
+            heap_free / 1024,
+            reserve / 1024,
+        ));
     }
     Ok(c)
 }

@@ -1,7 +1,7 @@
 //! The real ins-core Executor over a SmolStack (side a, the instance),
 //! driven by driver frames, with side b's SmolStack as the remote peer:
 //! byte-exact TCP both ways with half-close, flow records with exact byte
-//! counts, UDP request/response, and a block mitigation resetting a peer.
+//! counts, UDP request/response, a block mitigation resetting a peer, and a connection rate limit.
 
 mod common;
 
@@ -381,4 +381,48 @@ fn blocking_a_peer_resets_its_connections_and_refuses_new_ones() {
         e == Some(Errno::ECONNRESET) || got == Err(Errno::ECONNRESET),
         "new connection reset: {e:?} {got:?}"
     );
+}
+
+#[test]
+fn a_connection_rate_limit_holds_over_smoltcp() {
+    let mut r = Rig::new();
+    listen(&mut r, 5, "10.0.0.1:8080");
+    reply_ok(&r.send(Msg::Mitigate {
+        req: 4,
+        cmd: Mitigation::RateLimit {
+            prefix: Prefix {
+                addr: "10.0.0.2".parse().unwrap(),
+                len: 32,
+            },
+            conn_per_sec: 1,
+            conn_burst: 1,
+            bytes_per_sec: 0,
+            bytes_burst: 0,
+        },
+    }));
+    // four connections at once: the bucket holds one token
+    let conns: Vec<_> = (0..4)
+        .map(|_| {
+            let c = r.b.open(Family::Inet, SockType::Stream).unwrap();
+            let _ = r.b.connect(c, sa("10.0.0.1:8080"));
+            c
+        })
+        .collect();
+    let f = r.pump();
+    assert_eq!(accepted(&f).len(), 1, "one of four within the burst");
+    let mut buf = [0u8; 8];
+    let reset = conns
+        .iter()
+        .filter(|&&c| {
+            let e = r.b.take_error(c).unwrap();
+            e == Some(Errno::ECONNRESET) || r.b.recv(c, &mut buf) == Err(Errno::ECONNRESET)
+        })
+        .count();
+    assert_eq!(reset, 3, "the three over the limit are reset");
+    // a second later the bucket has one token again
+    r.wire.borrow_mut().now_ns += 1_000_000_000;
+    let c = r.b.open(Family::Inet, SockType::Stream).unwrap();
+    let _ = r.b.connect(c, sa("10.0.0.1:8080"));
+    let f = r.pump();
+    assert_eq!(accepted(&f).len(), 1, "refilled after 1 s");
 }

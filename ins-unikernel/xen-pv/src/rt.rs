@@ -9,7 +9,10 @@
 //! 2. start_info is copied and parsed; the console ring (found through the
 //!    M2P table) becomes the `print!` target.
 //! 3. [`Memory::init`] maps every frame of the domain and builds the
-//!    foreign-mapping window; page 0 and the stack guard are unmapped.
+//!    foreign-mapping window (`foreign_mib=N` on the command line: N MiB,
+//!    default 2; a size the domain cannot hold stops the boot with a
+//!    `FATAL:` line naming the limit); page 0 and the stack guard are
+//!    unmapped.
 //! 4. The frames after the page tables become the heap of the global
 //!    allocator (talc).
 //! 5. shared_info is mapped in the window; the event channels, the clock
@@ -31,7 +34,7 @@ use crate::abi::{PAGE_SHIFT, start_info as si_off};
 use crate::console::Console;
 use crate::events::{Events, Timer};
 use crate::hypercall;
-use crate::mm::{MemStats, Memory};
+use crate::mm::{DEFAULT_WINDOW_PAGES, MemStats, Memory};
 use crate::page::Mapped;
 use crate::start_info::StartInfo;
 use crate::time::Clock;
@@ -200,12 +203,21 @@ extern "C" fn rt_start(si_va: u64, entry_rsp: u64) -> ! {
         let ring = unsafe { Mapped::new((console_pfn << PAGE_SHIFT) as usize, 1) };
         Console::new(ring, si.console_evtchn).install();
     }
+    let window_pages = match si.arg("foreign_mib").map(|v| v.parse::<u64>()) {
+        None => DEFAULT_WINDOW_PAGES as u64,
+        Some(Ok(mib)) if (1..=1024).contains(&mib) => mib * 256,
+        Some(_) => fatal(
+            "command line",
+            &"foreign_mib= must be a whole number of MiB, 1 ..= 1024 (and fit below 1 GiB with the domain's memory)",
+        ),
+    };
     // SAFETY: called once at boot with the real start_info and entry rsp;
     // the frames past the boot stack are free.
-    let (mut memory, heap_va, heap_len, mem_stats) = match unsafe { Memory::init(&si, entry_rsp) } {
-        Ok(v) => v,
-        Err(e) => fatal("memory set-up", &e),
-    };
+    let (mut memory, heap_va, heap_len, mem_stats) =
+        match unsafe { Memory::init(&si, entry_rsp, window_pages) } {
+            Ok(v) => v,
+            Err(e) => fatal("memory set-up", &e),
+        };
     // SAFETY: nothing lives at page 0 or in the guard page below the boot
     // stack; unmapping them turns null dereferences and stack overflows
     // into faults.
