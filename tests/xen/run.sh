@@ -4,7 +4,7 @@
 # lab's tests and powers off.
 #   env: INS_XEN_OUT (images, default <repo>/target/xen), LOG, CPU (qemu64),
 #        INS_XEN_TESTS (a part of the lab: unikernel, spawn; default all), BOOT_WATCHDOG (300 s),
-#        SMP (2), MEM (3072 MiB), DOM0MEM (1024M), TIMEOUT (1500 s; a whole run took 1,044 s at load average 9), XEN_EXTRA
+#        SMP (2), MEM (3072 MiB), DOM0MEM (1024M), TIMEOUT (2400 s; 15 tests took 1,044 s at load average 9, and the lab now has 27), XEN_EXTRA
 set -euo pipefail
 HERE=$(dirname "$(readlink -f "$0")")
 ROOT=$(readlink -f "$HERE/../..")
@@ -25,7 +25,7 @@ boot() { # attempt number; sets rc (QEMU's exit) and wd (1: the watchdog fired)
   echo "== booting Xen in QEMU (TCG), attempt $1; log: $LOG"
   echo "BOOT_ATTEMPT $1" >> "$LOG"
   set +e
-  timeout "${TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg,thread=multi -cpu "${CPU:-qemu64}" -machine pc \
+  timeout "${TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu "${CPU:-qemu64}" -machine pc \
     -m "${MEM:-3072}" -smp "${SMP:-2}" -display none -no-reboot -monitor none -serial stdio -nodefaults \
     -pidfile "$PIDFILE" -kernel "$OUT/xen" -append "$XEN_ARGS" \
     -initrd "$OUT/vmlinuz $DOM0_ARGS,$OUT/dom0.cpio.gz" </dev/null 2>&1 \
