@@ -136,9 +136,11 @@ sed -i 's|  .*/www/| /srv/www/|' "$R"/srv/www/*.sha256
 install -m755 "$HERE/dom0-init.sh" "$R/init"
 install -D -m755 "$UIMG" "$R/boot/ins-pv"; install -D -m644 "$HERE/unikernel.sh" "$R/etc/ins/unikernel.sh"
 install -D -m644 "$HERE/ukring.sh" "$R/etc/ins/ukring.sh"
-# The toolstack agent (tests 23-27, spawn.sh) and its xl template.
+# The toolstack agent (tests 23-33, spawn.sh) and its xl templates (Linux
+# instance domains; unikernel ones: /boot/ins-pv above).
 copy_bins "$R" /opt/ins/bin "$REL/ins-xen-agent"; strip --strip-unneeded "$R/opt/ins/bin/ins-xen-agent"
 install -D -m644 "$HERE/inst.cfg.in" "$R/etc/ins/inst.cfg"; install -D -m644 "$HERE/spawn.sh" "$R/etc/ins/spawn.sh"
+install -D -m644 "$HERE/ukinst.cfg.in" "$R/etc/ins/ukinst.cfg"
 install -D -m644 "$HERE/flowcheck.sh" "$R/etc/ins/flowcheck.sh"
 mkcpio "$R" "$OUT/dom0.cpio.gz"
 cp "$X/xen" "$OUT/xen"; cp "$X/boot/vmlinuz-$KV" "$OUT/vmlinuz"

@@ -64,7 +64,7 @@ wait_cmd() {
     usleep 100000
   done
 }
-. /etc/ins/spawn.sh   # defines spawn_tests (tests 23-27); ins_tests=spawn runs only them
+. /etc/ins/spawn.sh   # defines spawn_tests (tests 23-27) and ukspawn_tests (28-33); ins_tests=spawn runs only them
 
 # ins_tests= on dom0's command line (INS_XEN_TESTS for run.sh) selects
 # a part of the lab: "unikernel" boots only the PVM and runs the
@@ -214,6 +214,7 @@ r=$(wait_cmd pvm $N 120)
 
 . /etc/ins/ukring.sh   # tests 16-19: the unikernel joins the driver (tests/xen/ukring.sh)
 spawn_tests   # tests 23-27: instance domains made by ins-xen-agent (tests/xen/spawn.sh)
+ukspawn_tests   # tests 28-33: the same with PV unikernel instance domains (tests/xen/spawn.sh)
 for n in pvm snoop; do run $n poweroff; done
 sleep 2
 . /etc/ins/unikernel.sh   # tests 11-15: the PV unikernel (tests/xen/unikernel.sh)

@@ -1,9 +1,10 @@
 # Sourced by dom0-init.sh (uses its helpers: run, wait_cmd, result,
 # console, create, wait_up, domid, up, since, $P). Defines spawn_tests:
 # tests 23-27, the driver in Xen mode with instance domains made by
-# ins-xen-agent in dom0. With ins_tests=spawn on dom0's command line
-# (INS_XEN_TESTS=spawn for run.sh) it boots only the PVM, runs them and
-# powers off.
+# ins-xen-agent in dom0, and ukspawn_tests: tests 28-33, the same with PV
+# unikernel instance domains (ins-ctl up --xen --unikernel). With
+# ins_tests=spawn on dom0's command line (INS_XEN_TESTS=spawn for run.sh)
+# it boots only the PVM, runs both and powers off.
 #
 # What counts as a failed request (test 25): a fetch through the surviving
 # instance's address that does not return 200 with the exact bytes, at any
@@ -43,10 +44,7 @@ spawn_tests() {
   if ! kill -0 $AGENT 2>/dev/null; then
     cat /tmp/xagent.log; result xen-spawn-up fail "ins-xen-agent exited at start"; return 0
   fi
-  (tail -F /tmp/xagent.log 2>/dev/null | while IFS= read -r l; do
-     echo "[agent] $l"
-     case "$l" in "XAGENT created "*) n=${l##*name=}; console "${n%% *}" ;; esac
-   done) &
+  agent_reader
 
   # --- 23. ins-ctl up --xen --instances 2: the agent creates two domains,
   # both join the driver in the PVM
@@ -58,6 +56,7 @@ spawn_tests() {
   xl list
   if [ "$r" = 0 ] && [ $# = 2 ] && [ -n "$IA" ] && [ -n "$IB" ]; then
     echo "FIGURE spawn_up_s $(since $t) s"
+    echo "FIGURE spawn_domain_mem_mib $(xl list $A | awk 'NR==2{print $3}') MiB"
     result xen-spawn-up pass "ins-ctl up --xen --instances 2: dom$A ($IA) and dom$B ($IB), created by ins-xen-agent, joined in $(since $t) s"
   else
     result xen-spawn-up fail "up exited $r, live domains '$D'"
@@ -132,6 +131,148 @@ spawn_tests() {
   kill $AGENT 2>/dev/null
 }
 
+# Copies the agents' log (/tmp/xagent.log) here, and each domain they
+# create's console; once.
+agent_reader() {
+  [ -n "${AGENT_READER:-}" ] && return 0
+  AGENT_READER=1; : >> /tmp/xagent.log
+  (tail -F /tmp/xagent.log 2>/dev/null | while IFS= read -r l; do
+     echo "[agent] $l"
+     case "$l" in "XAGENT created "*) n=${l##*name=}; console "${n%% *}" ;; esac
+   done) &
+}
+
+# An agent with the spawn tests' options plus "$@", its output added to
+# /tmp/xagent.log; fails unless it is serving within 10 s.
+start_agent() {
+  XB=/run/xenstored/socket; [ -S $XB ] || XB=/dev/xen/xenbus
+  mkdir -p /run/ins-xen-agent; agent_reader
+  n0=$(grep -c "^XAGENT ready " /tmp/xagent.log; true)
+  ins-xen-agent --pvm $P --template /etc/ins/inst.cfg --kernel /boot/vmlinuz-domU --ramdisk /boot/domU.cpio.gz \
+    --memory ${INS_SPAWN_MEM:-192} --bridge xenbr0 --max-domains 3 --xenbus $XB "$@" >> /tmp/xagent.log 2>&1 &
+  AGENT=$!
+  i=0; until [ "$(grep -c "^XAGENT ready " /tmp/xagent.log)" -gt "$n0" ] || [ $i -gt 100 ]; do
+    kill -0 $AGENT 2>/dev/null || break; usleep 100000; i=$((i+1))
+  done
+  kill -0 $AGENT 2>/dev/null && [ "$(grep -c "^XAGENT ready " /tmp/xagent.log)" -gt "$n0" ]
+}
+stop_agent() { [ -n "${AGENT:-}" ] && { kill $AGENT 2>/dev/null; wait $AGENT 2>/dev/null; }; AGENT=; }
+
+ukspawn_tests() {
+  KD=SPAWN_DIR=/run/insk
+  stop_agent   # spawn_tests' agent, if it returned early
+
+  # --- 28. an agent with no unikernel template refuses `create unikernel`
+  # and ins-ctl up says why, at once (no waiting for the join timeout)
+  if start_agent --ip-range 169.254.100.30-169.254.100.39; then
+    t=$(up)
+    run pvm "$KD sh /opt/ins/pvm-spawn.sh refused 120"; r=$(wait_cmd pvm $N 180)
+    refused_s=$(since $t)
+    grep "XSPAWN_REFUSED" /var/log/xen/console/guest-pvm.log | tail -n 4
+    made=$(grep -c "^XAGENT created .*kind=unikernel" /tmp/xagent.log)
+    grep "^XAGENT request channel=r" /tmp/xagent.log | head -n 1
+    [ "$r" = 0 ] && [ "$made" = 0 ] \
+      && result ukspawn-refused pass "an agent without --unikernel-template: ins-ctl up --xen --unikernel failed with its reason after $refused_s s (dom0's view); no domain made" \
+      || result ukspawn-refused fail "refused exited $r, unikernel domains made: $made"
+  else
+    result ukspawn-refused fail "ins-xen-agent exited at start"
+  fi
+  stop_agent
+
+  # --- 29. ins-ctl up --xen --unikernel --instances 2: the agent (now with
+  # the unikernel's template) creates two unikernel domains, both join
+  if ! start_agent --ip-range 169.254.100.30-169.254.100.39 \
+       --unikernel-template /etc/ins/ukinst.cfg --unikernel-kernel /boot/ins-pv --unikernel-memory 32; then
+    result ukspawn-up fail "ins-xen-agent exited at start"; tail -n 5 /tmp/xagent.log; return 0
+  fi
+  t=$(up)
+  run pvm "$KD sh /opt/ins/pvm-spawn.sh up 2 300 --unikernel"; r=$(wait_cmd pvm $N 360)
+  upk=$(since $t)
+  D=$(skey domids); set -- $D; A=${1:-}; B=${2:-}
+  IA=$(ip_of "$A"); IB=$(ip_of "$B")
+  echo "ukspawn: up exited $r after $upk s; unikernel domains: dom$A ($IA) dom$B ($IB)"
+  xl list
+  kinds=$(grep -c -E "^XAGENT created .*kind=unikernel domid=($A|$B) " /tmp/xagent.log)
+  for d in $A $B; do
+    n=$(xl domname $d 2>/dev/null); grep -h "INS_PV_JOINED" /var/log/xen/console/guest-$n.log 2>/dev/null | tail -n 1
+  done
+  if [ "$r" = 0 ] && [ $# = 2 ] && [ -n "$IA" ] && [ -n "$IB" ] && [ "$kinds" = 2 ]; then
+    echo "FIGURE ukspawn_up_s $upk s"
+    echo "FIGURE ukspawn_domain_mem_mib $(xl list $A | awk 'NR==2{print $3}') MiB"
+    result ukspawn-up pass "ins-ctl up --xen --unikernel --instances 2: unikernel domains dom$A ($IA) and dom$B ($IB), created by ins-xen-agent, joined in $upk s"
+  else
+    result ukspawn-up fail "up exited $r, live domains '$D', unikernel creations $kinds"
+    grep -E "XAGENT|WARN|ERROR" /tmp/xagent.log | tail -n 5
+    run pvm "$KD sh /opt/ins/pvm-spawn.sh log 30"; wait_cmd pvm $N 30 >/dev/null
+    run pvm "$KD sh /opt/ins/pvm-spawn.sh down"; wait_cmd pvm $N 120 >/dev/null
+    stop_agent; return 0
+  fi
+
+  # --- 30. nginx under the shim on that driver, byte-exact through both
+  run pvm "$KD sh /opt/ins/pvm-spawn.sh web"; wait_cmd pvm $N 60 >/dev/null
+  ok=1
+  for ip in $IA $IB; do
+    first_answer $ip 120 || { echo "ukspawn web: no answer through $ip"; ok=0; continue; }
+    for f in small.html big.bin; do
+      if fetch_ok $ip $f; then echo "ukspawn fetch $f through $ip: sha256 ok"; else echo "ukspawn fetch $f through $ip: wrong bytes"; ok=0; fi
+    done
+  done
+  if [ $ok = 1 ]; then
+    result ukspawn-web pass "small and 1 MiB byte-exact through unikernels dom$A ($IA) and dom$B ($IB)"
+  else
+    result ukspawn-web fail "see above"
+    run pvm "$KD sh /opt/ins/pvm-spawn.sh down"; wait_cmd pvm $N 120 >/dev/null
+    stop_agent; return 0
+  fi
+
+  # --- 31. xl destroy dom$A under a bounded curl loop through dom$B: no
+  # failed request through the survivor; a replacement unikernel joins
+  rm -f /tmp/load.stop
+  load $IB survivor 2000 & LS=$!
+  run pvm "$KD sh /opt/ins/pvm-spawn.sh watch $A"; nw=$N
+  i=0; until [ "$(skey gone)" = 0 ] || [ $i -gt 300 ]; do usleep 100000; i=$((i+1)); done
+  sleep 3
+  TD=$(up); xl destroy $A; TX=$(up)
+  i=0; until [ "$(skey gone)" = 1 ] || [ $i -gt 600 ]; do usleep 100000; i=$((i+1)); done
+  TG=$(up); detect=$(awk "BEGIN{printf \"%.1f\", $TG-$TD}")
+  i=0; until [ "$(skey joined)" != none ] && [ -n "$(skey joined)" ] || [ $i -gt 1800 ]; do usleep 100000; i=$((i+1)); done
+  TJ=$(up); C=$(skey joined); IC=$(ip_of "$C")
+  replace=$(awk "BEGIN{printf \"%.1f\", $TJ-$TD}")
+  sleep 3
+  touch /tmp/load.stop; wait $LS
+  wait_cmd pvm $nw 30 >/dev/null
+  s_ok=$(grep -c ' ok' /tmp/load.survivor); s_fail=$(grep -c ' fail' /tmp/load.survivor)
+  s_after=$(awk -v t=$TG '$1 > t && $2 == "ok"' /tmp/load.survivor | wc -l)
+  grep ' fail' /tmp/load.survivor | head -n 3
+  ckind=$(grep -c -E "^XAGENT created .*kind=unikernel domid=$C " /tmp/xagent.log)
+  echo "ukspawn load: survivor dom$B $s_ok ok, $s_fail failed ($s_after ok after the driver noticed)"
+  echo "FIGURE ukspawn_detect_s $detect s"
+  echo "FIGURE ukspawn_replace_s $replace s"
+  if [ "$(skey gone)" = 1 ] && [ "$s_fail" = 0 ] && [ "$s_after" -gt 0 ] && [ -n "$IC" ] && [ "$ckind" = 1 ]; then
+    result ukspawn-failover pass "xl destroy of unikernel dom$A under load: its instance left the list $detect s after; dom$B served $s_ok requests, none failed; replacement unikernel dom$C ($IC) joined $replace s after the destroy"
+  else
+    result ukspawn-failover fail "gone=$(skey gone) survivor ok=$s_ok failed=$s_fail after=$s_after replacement '$C' ($IC, unikernel: $ckind)"
+  fi
+
+  # --- 32. the replacement serves: the listener was replicated onto it
+  if [ -n "$IC" ] && first_answer $IC 60 && fetch_ok $IC small.html && fetch_ok $IC big.bin; then
+    result ukspawn-replacement pass "unikernel dom$C ($IC): small and 1 MiB byte-exact through it"
+  else
+    result ukspawn-replacement fail "joined '$C' ip '$IC'"
+  fi
+
+  # --- 33. ins-ctl down: the unikernels close their channels and the
+  # agent destroys what is left of them
+  t=$(up)
+  run pvm "$KD sh /opt/ins/pvm-spawn.sh down"; r=$(wait_cmd pvm $N 120)
+  i=0; while xl list | grep -q "^ins$P-k" && [ $i -lt 600 ]; do usleep 100000; i=$((i+1)); done
+  left=$(xl list | grep "^ins$P-k" | awk '{print $1}' | tr '\n' ' ')
+  grep -E "XAGENT (destroyed|gone) channel=k" /tmp/xagent.log | tail -n 3
+  [ "$r" = 0 ] && [ -z "$left" ] && result ukspawn-down pass "ins-ctl down: no unikernel domain left $(since $t) s after" \
+    || result ukspawn-down fail "down exited $r, domains left: $left"
+  stop_agent
+}
+
 case " $(cat /proc/cmdline) " in *" ins_tests=spawn "*)
   echo "LAB_TESTS spawn"
   T0=$(up)
@@ -139,6 +280,7 @@ case " $(cat /proc/cmdline) " in *" ins_tests=spawn "*)
   console pvm; wait_up pvm 300
   P=$(domid pvm)
   spawn_tests
+  ukspawn_tests
   run pvm poweroff; sleep 2
   echo "XENLAB_DONE failed=$FAILED elapsed=$(since $T0) s"
   sync; poweroff -f ;;

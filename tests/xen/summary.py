@@ -40,8 +40,10 @@ for marker in ("XENCHAN_CONNECTED", "XENCHAN_EXCHANGE_OK", "XENCHAN_SNOOP_REFUSE
                "XENCHAN_INS_JOINED", "XENCHAN_INS_SERVED", "XENCHAN_PEER_GONE"):
     for line in re.findall(marker + r".*", log):
         print("        " + line.strip())
-print("== instance domains made by ins-xen-agent (tests 23-27)")
-for pat in (r"XAGENT created .*", r"spawn fetch .*", r"spawn load: .*", r"FIGURE spawn_\S+ .*"):
+print("== instance domains made by ins-xen-agent (tests 23-27; unikernels 28-33)")
+for pat in (r"XAGENT created .*", r"\bspawn fetch .*", r"\bspawn load: .*", r"FIGURE spawn_\S+ .*",
+            r"XSPAWN_REFUSED .*", r"INS_PV_JOINED driver=\S+ channel=k.*", r"ukspawn fetch .*",
+            r"ukspawn load: .*", r"FIGURE ukspawn_\S+ .*"):
     for line in dict.fromkeys(re.sub(r"^\[\S+\]\s*", "", x.strip()) for x in re.findall(pat, log)):
         print("        " + line)
 print("== figures (QEMU TCG: only the ratios mean anything)")
@@ -51,6 +53,14 @@ for label, ukl, lnx in (("boot: xl create -> ready", "ukl_boot_s", "linux_boot_s
         u, n = figures[ukl][0], figures[lnx][0]
         print(f"  {label:34} unikernel {u:.2f} s, Linux domU {n:.2f} s: unikernel at {u / n:.2f} of Linux")
     else:
+        print(f"  {label:34} missing ({ukl} / {lnx})")
+for label, ukl, lnx in (("instance domains: up, 2 joined", "ukspawn_up_s", "spawn_up_s"),
+                        ("instance domain memory", "ukspawn_domain_mem_mib", "spawn_domain_mem_mib"),
+                        ("failover: destroy -> replaced", "ukspawn_replace_s", "spawn_replace_s")):
+    if ukl in figures and lnx in figures:
+        (u, unit), n = figures[ukl], figures[lnx][0]
+        print(f"  {label:34} unikernel {u:.1f} {unit}, Linux domU {n:.1f} {unit}: unikernel at {u / n:.2f} of Linux")
+    elif ukl in figures or lnx in figures:
         print(f"  {label:34} missing ({ukl} / {lnx})")
 rows = [("round trip, 64 B", "ring_rtt_us", "tcp_rtt_us", "us", False),
         ("throughput, 16 KiB frames", "ring_mib_s", "tcp_mib_s", "MiB/s", True)]
@@ -63,11 +73,11 @@ for label, ring, tcp, unit, higher_better in rows:
     else:
         print(f"  {label:28} missing ({ring} / {tcp})")
 ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
-# The whole lab has 27 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
+# The whole lab has 33 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
 # runs the unikernel's 12 (16, 17, 20-22, 18, 19, then 11-15),
-# INS_XEN_TESTS=spawn the 5 of tests/xen/spawn.sh (23-27).
+# INS_XEN_TESTS=spawn the 11 of tests/xen/spawn.sh (23-33).
 part = re.search(r"LAB_TESTS (\S+)", log)
-expected = {"unikernel": 12, "spawn": 5}.get(part.group(1) if part else "all", 27)
+expected = {"unikernel": 12, "spawn": 11}.get(part.group(1) if part else "all", 33)
 if len(tests) < expected:
     print(f"== {len(tests)} results, {expected} expected")
 ok = ok and len(tests) >= expected

@@ -9,6 +9,8 @@
 //! ```text
 //!  /local/domain/<pvm>/data/ins-agent/req/<channel>   written by the PVM:
 //!        "create"            a new instance domain for channel <channel>
+//!                            (a Linux guest running `ins`)
+//!        "create unikernel"  the same, a PV unikernel instance (`ins-pv`)
 //!        "destroy <domid>"   the domain created for <channel> is done
 //!  /local/domain/<pvm>/data/ins-agent/ans/<channel>   written by the agent
 //!        (owner <pvm>, nobody else), which then removes the request:
@@ -44,11 +46,32 @@ pub const MAX_VALUE: usize = 240;
 /// Longest error text in an answer.
 pub const MAX_ERROR: usize = 200;
 
+/// What an instance domain runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A Linux guest whose init runs `ins --xen-driver … --xen-channel …`
+    /// (the request `create`, as before kinds existed).
+    Linux,
+    /// The PV unikernel (`ins-pv`, `driver=… channel=…` on its command
+    /// line; the request `create unikernel`).
+    Unikernel,
+}
+
+impl Kind {
+    /// Its name in logs and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Linux => "linux",
+            Kind::Unikernel => "unikernel",
+        }
+    }
+}
+
 /// What the PVM asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
-    /// A new instance domain for the channel.
-    Create,
+    /// A new instance domain of that kind for the channel.
+    Create(Kind),
     /// The channel's domain (this one) is no longer needed.
     Destroy(DomId),
 }
@@ -115,7 +138,8 @@ impl Request {
     /// Parses a request value.
     pub fn parse(v: &[u8]) -> Result<Request, AgentError> {
         match printable(v)?.split_once(' ') {
-            None if v == b"create" => Ok(Request::Create),
+            None if v == b"create" => Ok(Request::Create(Kind::Linux)),
+            Some(("create", "unikernel")) => Ok(Request::Create(Kind::Unikernel)),
             Some(("destroy", d)) => Ok(Request::Destroy(domid(d)?)),
             _ => Err(AgentError::BadValue),
         }
@@ -124,7 +148,8 @@ impl Request {
     /// The value written.
     pub fn value(self) -> String {
         match self {
-            Request::Create => "create".into(),
+            Request::Create(Kind::Linux) => "create".into(),
+            Request::Create(Kind::Unikernel) => "create unikernel".into(),
             Request::Destroy(d) => format!("destroy {d}"),
         }
     }
@@ -191,14 +216,30 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_reject_everything_else() {
-        for r in [Request::Create, Request::Destroy(DomId(7))] {
+        for r in [
+            Request::Create(Kind::Linux),
+            Request::Create(Kind::Unikernel),
+            Request::Destroy(DomId(7)),
+        ] {
             assert_eq!(Request::parse(r.value().as_bytes()), Ok(r));
         }
         assert_eq!(Request::parse(b"destroy 0"), Ok(Request::Destroy(DomId(0))));
+        // The Linux kind keeps the wire form agents have always read.
+        assert_eq!(Request::Create(Kind::Linux).value(), "create");
+        assert_eq!(
+            Request::parse(b"create unikernel"),
+            Ok(Request::Create(Kind::Unikernel))
+        );
         for bad in [
             &b""[..],
             b"create ",
             b"create 1",
+            b"create linux",
+            b"create Unikernel",
+            b"create unikernel ",
+            b"create  unikernel",
+            b"create unikernel 1",
+            b"create\tunikernel",
             b"Create",
             b"destroy",
             b"destroy ",

@@ -295,6 +295,11 @@ fn xen_spawn(args: &Args) -> anyhow::Result<Option<supervisor::XenSpawn>> {
     Ok(Some(supervisor::XenSpawn {
         prefix,
         retry: Duration::from_millis(args.xen_retry_ms),
+        kind: if args.xen_unikernel {
+            ins_xen::agent::Kind::Unikernel
+        } else {
+            ins_xen::agent::Kind::Linux
+        },
     }))
 }
 

@@ -193,6 +193,12 @@ pub struct Args {
     /// replaces it when it dies and has it destroyed when it is stopped.
     #[arg(long, conflicts_with_all = ["ins_bin", "netns"])]
     pub xen_spawn: bool,
+    /// Xen mode: the instance domains are PV unikernels (`ins-pv`; the
+    /// agent's request is `create unikernel`, served only by an agent
+    /// started with `--unikernel-template` and `--unikernel-kernel`)
+    /// instead of Linux guests running `ins`.
+    #[arg(long, requires = "xen_spawn")]
+    pub xen_unikernel: bool,
     /// Xen mode: channel names are this prefix and a number (default
     /// `x<pid>-`; with the number a channel name of `[a-z0-9-]`, at most 32
     /// bytes).

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Client, CtlError, Progress, Result, call, flow_header, format_flow, format_list, instances,
-    pid_alive, read_pid, sibling, terminate, wait_for,
+    pid_alive, read_pid, refusals, sibling, terminate, wait_for,
 };
 
 /// Options of `up`.
@@ -30,6 +30,8 @@ pub struct UpOpts {
     pub metrics: Option<std::net::SocketAddr>,
     /// Instances are Xen domains (driver `--xen-spawn`).
     pub xen: bool,
+    /// Those domains are PV unikernels (driver `--xen-unikernel`).
+    pub unikernel: bool,
     /// How long to wait for the instances (s).
     pub timeout_s: Option<u64>,
     /// Extra driver arguments.
@@ -72,6 +74,9 @@ pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
         .arg(run_dir.join("driver.log"));
     if o.xen {
         cmd.arg("--xen-spawn");
+        if o.unikernel {
+            cmd.arg("--xen-unikernel");
+        }
     } else {
         cmd.arg("--ins-bin").arg(sibling("ins")?);
     }
@@ -152,6 +157,7 @@ pub fn up(run_dir: &Path, o: &UpOpts) -> Result<()> {
         run_dir,
         Duration::from_secs(o.timeout_s.unwrap_or(default_s)),
         "instances to join",
+        Some(0),
         |v| live_with_heartbeat(v) >= n,
         |v| p.update(v).iter().for_each(|l| crate::outln!("{l}")),
     )?;
@@ -269,7 +275,8 @@ pub fn scale(run_dir: &Path, n: usize, timeout_s: Option<u64>) -> Result<()> {
         Duration::from_secs,
     );
     let mut p = Progress::default();
-    let _ = p.update(&instances(&call(run_dir, json!({"cmd": "list"}))?));
+    let before = call(run_dir, json!({"cmd": "list"}))?;
+    let _ = p.update(&instances(&before));
     let r = call(run_dir, json!({"cmd": "scale", "n": n}))?;
     crate::outln!(
         "scaling to {n} (retiring {})",
@@ -279,6 +286,7 @@ pub fn scale(run_dir: &Path, n: usize, timeout_s: Option<u64>) -> Result<()> {
         run_dir,
         limit,
         "scale",
+        Some(refusals(&before)),
         |v| v.len() == n && live_with_heartbeat(v) == n,
         |v| p.update(v).iter().for_each(|l| crate::outln!("{l}")),
     )?;
@@ -293,7 +301,8 @@ pub fn spawn(run_dir: &Path, count: usize, timeout_s: Option<u64>) -> Result<()>
     } else {
         LOCAL_JOIN_S
     };
-    let before = instances(&call(run_dir, json!({"cmd": "list"}))?).len();
+    let l = call(run_dir, json!({"cmd": "list"}))?;
+    let (before, refused) = (instances(&l).len(), refusals(&l));
     let r = call(run_dir, json!({"cmd": "spawn", "count": count}))?;
     let target = r.get("target").and_then(Value::as_u64).unwrap_or(0) as usize;
     let mut p = Progress::default();
@@ -303,6 +312,7 @@ pub fn spawn(run_dir: &Path, count: usize, timeout_s: Option<u64>) -> Result<()>
         run_dir,
         Duration::from_secs(timeout_s.unwrap_or(default_s)),
         "spawn",
+        Some(refused),
         |v| live_with_heartbeat(v) >= want.min(target.max(want)),
         |v| p.update(v).iter().for_each(|l| crate::outln!("{l}")),
     )?;
@@ -320,6 +330,7 @@ pub fn stop(run_dir: &Path, id: u64) -> Result<()> {
         run_dir,
         limit,
         "stop",
+        None,
         |v| {
             !v.iter()
                 .any(|i| i.get("id").and_then(Value::as_u64) == Some(id))

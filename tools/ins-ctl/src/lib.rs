@@ -348,12 +348,37 @@ pub fn format_flow(f: &Value) -> String {
     )
 }
 
+/// How many `create` requests a Xen-mode driver's toolstack agent
+/// refused (from a `list` answer; 0 for any other driver).
+pub fn refusals(list: &Value) -> u64 {
+    list.pointer("/xen_refused/count")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// The agent's last refusal, if it refused more than `before` requests:
+/// the agent did nothing, and waiting longer would only repeat it.
+pub fn refused_since(list: &Value, before: u64) -> Option<String> {
+    (refusals(list) > before).then(|| {
+        let last = list
+            .pointer("/xen_refused/last")
+            .and_then(Value::as_str)
+            .unwrap_or("the toolstack agent refused an instance domain");
+        format!(
+            "{last} (the driver asks again every --xen-retry-ms; fix the agent's options or `ins-ctl down`)"
+        )
+    })
+}
+
 /// Polls `list` until `done` says so, printing `progress` lines; errors
-/// with [`CtlError::Timeout`] after `limit`.
+/// with [`CtlError::Timeout`] after `limit`, and at once with the
+/// agent's answer when `refused_before` is given and the toolstack agent
+/// refused a domain since (see [`refused_since`]).
 pub fn wait_for(
     run_dir: &Path,
     limit: Duration,
     what: &str,
+    refused_before: Option<u64>,
     mut done: impl FnMut(&[Value]) -> bool,
     mut progress: impl FnMut(&[Value]),
 ) -> Result<()> {
@@ -364,6 +389,9 @@ pub fn wait_for(
         progress(&v);
         if done(&v) {
             return Ok(());
+        }
+        if let Some(why) = refused_before.and_then(|b| refused_since(&l, b)) {
+            return Err(CtlError::Failed(why));
         }
         if Instant::now() >= until {
             return Err(CtlError::Timeout(what.to_string()));
@@ -447,6 +475,21 @@ pub fn read_pid(run_dir: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agents_refusal_since_the_command_ends_the_wait_with_its_words() {
+        let why = "the toolstack agent refused a unikernel instance domain for channel s1: this agent makes no unikernel instance domains (it was started without --unikernel-template and --unikernel-kernel)";
+        let l = json!({"ok": true, "instances": [], "xen_refused": {"count": 2, "last": why}});
+        assert_eq!(refusals(&l), 2);
+        assert_eq!(refused_since(&l, 2), None);
+        let e = refused_since(&l, 1).unwrap();
+        assert!(e.starts_with(why), "{e}");
+        assert!(e.contains("--xen-retry-ms"), "{e}");
+        // A driver that is not in Xen mode (or older) never refuses.
+        let local = json!({"ok": true, "instances": []});
+        assert_eq!(refusals(&local), 0);
+        assert_eq!(refused_since(&local, 0), None);
+    }
 
     #[test]
     fn reply_kinds_map_to_exit_codes() {

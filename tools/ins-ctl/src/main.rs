@@ -50,6 +50,12 @@ enum Cmd {
         /// must be running); the driver runs with `--xen-spawn`.
         #[arg(long, conflicts_with = "netns")]
         xen: bool,
+        /// With --xen: the instance domains are PV unikernels (`ins-pv`)
+        /// instead of Linux guests; the agent must have been started with
+        /// `--unikernel-template` and `--unikernel-kernel` (driver
+        /// `--xen-unikernel`).
+        #[arg(long, requires = "xen")]
+        unikernel: bool,
         /// How long to wait for the instances to join (s; default 15,
         /// 600 with --xen: a domain boots first).
         #[arg(long, value_name = "S")]
@@ -190,6 +196,7 @@ fn main() {
             policy,
             metrics,
             xen,
+            unikernel,
             timeout_s,
             driver_args,
         } => cmds::up(
@@ -203,6 +210,7 @@ fn main() {
                 policy,
                 metrics,
                 xen,
+                unikernel,
                 timeout_s,
                 driver_args,
             },

@@ -7,7 +7,11 @@
 //! * the PVM is not trusted: each request's name and value are checked
 //!   ([`ins_xen::agent`]); a malformed value gets an error answer, a key
 //!   that is not a valid channel name is removed unanswered;
-//! * at most `max_domains` domains exist for the PVM at once;
+//! * at most `max_domains` domains exist for the PVM at once, of every
+//!   kind together;
+//! * a domain of a kind is made only from that kind's template (the
+//!   operator's); an agent without one answers such a request with an
+//!   error that names the options it lacks;
 //! * only domains this agent created are destroyed, and only for the
 //!   channel they were created for (the record, not the request, names
 //!   the domain), after checking xenstore still names it as created;
@@ -18,7 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use ins_xen::DomId;
-use ins_xen::agent::{ANS_DIR, Answer, REQ_DIR, Request, check_name};
+use ins_xen::agent::{ANS_DIR, Answer, Kind, REQ_DIR, Request, check_name};
 use tracing::{info, warn};
 
 use crate::template::{Fixed, IpPool, Template, Values, domain_name, ins_args};
@@ -42,6 +46,44 @@ pub trait Toolstack {
     fn create(&mut self, name: &str, config: &str) -> Result<DomId, String>;
     /// Destroys a domain.
     fn destroy(&mut self, domid: DomId) -> Result<(), String>;
+    /// A fresh secret from dom0's RNG (a unikernel's `seed=`).
+    fn seed(&mut self) -> Result<u64, String>;
+}
+
+/// How to make domains of one kind: its template and the operator's
+/// values for it.
+#[derive(Debug, Clone)]
+pub struct Flavour {
+    /// The xl template (checked against `fixed` for its kind).
+    pub template: Template,
+    /// Memory, kernel, initramfs, bridge.
+    pub fixed: Fixed,
+}
+
+/// The kinds of domain this agent makes (at least one).
+#[derive(Debug, Clone, Default)]
+pub struct Flavours {
+    /// Linux guests running `ins` (`--template`).
+    pub linux: Option<Flavour>,
+    /// PV unikernels (`--unikernel-template`).
+    pub unikernel: Option<Flavour>,
+}
+
+impl Flavours {
+    fn get(&self, kind: Kind) -> Option<&Flavour> {
+        match kind {
+            Kind::Linux => self.linux.as_ref(),
+            Kind::Unikernel => self.unikernel.as_ref(),
+        }
+    }
+}
+
+/// The options an agent needs to make domains of `kind` (for errors).
+pub fn options_for(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Linux => "--template and --kernel (and --ramdisk)",
+        Kind::Unikernel => "--unikernel-template and --unikernel-kernel",
+    }
 }
 
 /// Bounds on what one PVM may ask.
@@ -60,6 +102,8 @@ pub struct Dom {
     pub domid: DomId,
     /// Its name.
     pub name: String,
+    /// What it runs.
+    pub kind: Kind,
     /// Its address, from the pool.
     pub ip: Option<Ipv4Addr>,
 }
@@ -85,8 +129,7 @@ pub struct Agent<S: Store, T: Toolstack> {
     pub store: S,
     tools: T,
     pvm: DomId,
-    template: Template,
-    fixed: Fixed,
+    flavours: Flavours,
     pool: Option<IpPool>,
     limits: Limits,
     /// Live domains by channel.
@@ -96,13 +139,12 @@ pub struct Agent<S: Store, T: Toolstack> {
 }
 
 impl<S: Store, T: Toolstack> Agent<S, T> {
-    /// An agent for `pvm` (template and options already checked).
+    /// An agent for `pvm` (templates and options already checked).
     pub fn new(
         store: S,
         tools: T,
         pvm: DomId,
-        template: Template,
-        fixed: Fixed,
+        flavours: Flavours,
         pool: Option<IpPool>,
         limits: Limits,
     ) -> Self {
@@ -110,8 +152,7 @@ impl<S: Store, T: Toolstack> Agent<S, T> {
             store,
             tools,
             pvm,
-            template,
-            fixed,
+            flavours,
             pool,
             limits,
             domains: BTreeMap::new(),
@@ -204,12 +245,19 @@ impl<S: Store, T: Toolstack> Agent<S, T> {
 
     fn handle(&mut self, channel: &str, r: Request) -> Answer {
         match r {
-            Request::Create => self.create(channel),
+            Request::Create(kind) => self.create(channel, kind),
             Request::Destroy(domid) => self.destroy(channel, domid),
         }
     }
 
-    fn create(&mut self, channel: &str) -> Answer {
+    fn create(&mut self, channel: &str, kind: Kind) -> Answer {
+        let Some(flavour) = self.flavours.get(kind).cloned() else {
+            return Answer::error(&format!(
+                "this agent makes no {} instance domains (it was started without {})",
+                kind.name(),
+                options_for(kind)
+            ));
+        };
         if let Some(d) = self.domains.get(channel) {
             return Answer::error(&format!("channel {channel} already has dom{}", d.domid));
         }
@@ -227,29 +275,47 @@ impl<S: Store, T: Toolstack> Agent<S, T> {
             None => (None, None),
         };
         let name = domain_name(self.pvm, channel);
-        let v = Values {
-            name: name.clone(),
-            mac,
-            ip: ip.map(|a| a.to_string()),
-            ins_args: ins_args(self.pvm, channel),
-        };
-        let config = self.template.render(&self.fixed, &v);
-        match self.tools.create(&name, &config) {
+        let made = match kind {
+            Kind::Linux => Ok(0),
+            Kind::Unikernel => self.tools.seed().map_err(|e| format!("seed: {e}")),
+        }
+        .and_then(|seed| {
+            let v = Values {
+                name: name.clone(),
+                mac,
+                ip: ip.map(|a| a.to_string()),
+                ins_args: ins_args(kind, self.pvm, channel, seed),
+            };
+            let config = flavour.template.render(&flavour.fixed, &v);
+            self.tools
+                .create(&name, &config)
+                .map_err(|e| format!("xl create: {e}"))
+        });
+        match made {
             Ok(domid) => {
                 println!(
-                    "XAGENT created channel={channel} domid={domid} name={name} ip={}",
-                    v.ip.as_deref().unwrap_or("-")
+                    "XAGENT created channel={channel} kind={} domid={domid} name={name} ip={}",
+                    kind.name(),
+                    ip.map_or("-".into(), |a| a.to_string())
                 );
-                info!(channel, %domid, name, ip = ?ip, "instance domain created");
-                self.domains.insert(channel.into(), Dom { domid, name, ip });
+                info!(channel, kind = kind.name(), %domid, name, ip = ?ip, "instance domain created");
+                self.domains.insert(
+                    channel.into(),
+                    Dom {
+                        domid,
+                        name,
+                        kind,
+                        ip,
+                    },
+                );
                 Answer::Created(domid)
             }
             Err(e) => {
                 if let (Some(p), Some(ip)) = (self.pool.as_mut(), ip) {
                     p.put(ip);
                 }
-                warn!(channel, error = %e, "xl create failed");
-                Answer::error(&format!("xl create: {e}"))
+                warn!(channel, kind = kind.name(), error = %e, "instance domain not created");
+                Answer::error(&e)
             }
         }
     }
@@ -262,7 +328,10 @@ impl<S: Store, T: Toolstack> Agent<S, T> {
                 {
                     return Answer::error(&format!("xl destroy: {e}"));
                 }
-                println!("XAGENT destroyed channel={channel} domid={domid}");
+                println!(
+                    "XAGENT destroyed channel={channel} kind={} domid={domid}",
+                    d.kind.name()
+                );
                 self.forget(channel);
                 Answer::Destroyed
             }
@@ -333,6 +402,8 @@ mod tests {
         configs: Vec<String>,
         destroyed: Vec<DomId>,
         fail: bool,
+        seeds: u64,
+        seed_fails: bool,
     }
 
     impl Toolstack for Xl {
@@ -357,6 +428,13 @@ mod tests {
                 .remove(&format!("/local/domain/{domid}/name"));
             Ok(())
         }
+        fn seed(&mut self) -> Result<u64, String> {
+            if self.seed_fails {
+                return Err("/dev/urandom: gone".into());
+            }
+            self.seeds += 1;
+            Ok(1000 + self.seeds)
+        }
     }
 
     #[derive(Clone, Default)]
@@ -380,6 +458,15 @@ mod tests {
     const P: &str = "/local/domain/3";
 
     fn agent(max_domains: usize) -> (Agent<Shared, Xl>, Shared) {
+        agent_of(max_domains, true, false)
+    }
+
+    const UKL: &str = "name=\"@NAME@\"\nkernel=\"@KERNEL@\"\nmemory=@MEMORY@\n\
+        vif=['mac=@MAC@']\nextra=\"ip=@IP@/24 gw=10.0.0.1 @INS_ARGS@\"";
+
+    /// An agent for PVM 3 with two addresses, making Linux and/or
+    /// unikernel domains.
+    fn agent_of(max_domains: usize, linux: bool, unikernel: bool) -> (Agent<Shared, Xl>, Shared) {
         let s = Shared::default();
         s.0.borrow_mut()
             .nodes
@@ -390,6 +477,8 @@ mod tests {
             configs: vec![],
             destroyed: vec![],
             fail: false,
+            seeds: 0,
+            seed_fails: false,
         };
         let t =
             Template::parse("name=\"@NAME@\"\nvif=['mac=@MAC@']\nextra=\"ins_ip=@IP@ @INS_ARGS@\"")
@@ -400,13 +489,28 @@ mod tests {
             ramdisk: None,
             bridge: None,
         };
+        let ukl_fixed = Fixed {
+            memory_mib: 32,
+            kernel: Some("/boot/ins-pv".into()),
+            ramdisk: None,
+            bridge: None,
+        };
+        let ukl = Template::parse(UKL).unwrap();
+        ukl.check_against(Kind::Unikernel, &ukl_fixed, true)
+            .unwrap();
+        let flavours = Flavours {
+            linux: linux.then_some(Flavour { template: t, fixed }),
+            unikernel: unikernel.then_some(Flavour {
+                template: ukl,
+                fixed: ukl_fixed,
+            }),
+        };
         let pool = IpPool::parse("10.0.0.5-10.0.0.6", "00:16:3e").unwrap();
         let a = Agent::new(
             s.clone(),
             xl,
             DomId(3),
-            t,
-            fixed,
+            flavours,
             Some(pool),
             Limits {
                 max_domains,
@@ -553,6 +657,81 @@ mod tests {
         req(&s, "b", "create");
         a.step().unwrap();
         assert!(a.tools.configs[0].contains("ins_ip=10.0.0.5 "));
+    }
+
+    #[test]
+    fn unikernel_domains_come_from_their_own_template_with_a_fresh_seed() {
+        let (mut a, s) = agent_of(2, true, true);
+        req(&s, "u1", "create unikernel");
+        req(&s, "u2", "create");
+        a.step().unwrap();
+        assert_eq!(ans(&s, "u1").as_deref(), Some("created 10"));
+        assert_eq!(ans(&s, "u2").as_deref(), Some("created 11"));
+        assert_eq!(
+            a.tools.configs[0],
+            "name=\"ins3-u1\"\nkernel=\"/boot/ins-pv\"\nmemory=32\n\
+             vif=['mac=00:16:3e:00:00:05']\n\
+             extra=\"ip=10.0.0.5/24 gw=10.0.0.1 driver=3 channel=u1 seed=1001\""
+        );
+        assert!(a.tools.configs[1].contains("ins_ip=10.0.0.6 ins_driver=3 ins_channel=u2"));
+        assert_eq!(a.domains()["u1"].kind, Kind::Unikernel);
+        // Kinds share max-domains and the pool.
+        req(&s, "u3", "create unikernel");
+        a.step().unwrap();
+        assert_eq!(
+            ans(&s, "u3").as_deref(),
+            Some("error max-domains (2) reached")
+        );
+        req(&s, "u1", "destroy 10");
+        a.step().unwrap();
+        assert_eq!(ans(&s, "u1").as_deref(), Some("destroyed"));
+        req(&s, "u4", "create unikernel");
+        a.step().unwrap();
+        assert_eq!(ans(&s, "u4").as_deref(), Some("created 12"));
+        assert!(a.tools.configs[2].ends_with("channel=u4 seed=1002\""));
+    }
+
+    #[test]
+    fn an_agent_without_a_kinds_template_refuses_it_by_name() {
+        let (mut a, s) = agent_of(2, true, false);
+        req(&s, "u1", "create unikernel");
+        a.step().unwrap();
+        assert_eq!(
+            ans(&s, "u1").as_deref(),
+            Some(
+                "error this agent makes no unikernel instance domains (it was started without --unikernel-template and --unikernel-kernel)"
+            )
+        );
+        assert!(a.tools.configs.is_empty() && a.domains().is_empty());
+        assert_eq!(a.tools.seeds, 0);
+        let (mut a, s) = agent_of(2, false, true);
+        req(&s, "l1", "create");
+        a.step().unwrap();
+        assert!(ans(&s, "l1").unwrap().starts_with(
+            "error this agent makes no linux instance domains (it was started without --template"
+        ));
+        // Nothing was taken: both addresses are still there.
+        req(&s, "u1", "create unikernel");
+        req(&s, "u2", "create unikernel");
+        a.step().unwrap();
+        assert_eq!(ans(&s, "u2").as_deref(), Some("created 11"));
+    }
+
+    #[test]
+    fn no_seed_no_unikernel_and_the_address_is_freed() {
+        let (mut a, s) = agent_of(2, false, true);
+        a.tools.seed_fails = true;
+        req(&s, "u1", "create unikernel");
+        a.step().unwrap();
+        assert_eq!(
+            ans(&s, "u1").as_deref(),
+            Some("error seed: /dev/urandom: gone")
+        );
+        assert!(a.tools.configs.is_empty());
+        a.tools.seed_fails = false;
+        req(&s, "u2", "create unikernel");
+        a.step().unwrap();
+        assert!(a.tools.configs[0].contains("ip=10.0.0.5/24 "));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! requests under its own xenstore home (`ins_xen::agent`); the agent
 //! creates an instance domain from an xl template for each `create`,
 //! answers with its domain id, and destroys it on `destroy` (stop, scale
-//! down, rotation, a dead instance).
+//! down, rotation, a dead instance). A `create unikernel` is served the
+//! same way from the unikernel's own template (`--unikernel-template`,
+//! `--unikernel-kernel`), by an agent started with one; any other agent
+//! answers it with an error naming those options.
 //!
 //! ```text
 //!  PVM: ins-driver --xen-spawn          dom0: ins-xen-agent --pvm P --template F
@@ -14,6 +17,9 @@
 //!   ◀── ans/<chan> = "created <D>" ────   (request removed)
 //!   offer channel <chan> to D (attach-xen path)     domain D boots: its init runs
 //!                                         ins --xen-driver P --xen-channel <chan>
+//!   req/<chan> = "create unikernel" ───▶ the same from --unikernel-template
+//!                                         (driver=P channel=<chan> seed=<random>
+//!                                         on ins-pv's command line; it joins)
 //!   instance dead / stopped:
 //!   req/<chan> = "destroy <D>" ─────────▶ xl destroy D (only a domain it made)
 //! ```

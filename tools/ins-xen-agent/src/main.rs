@@ -13,10 +13,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use ins_transport::sys::xen::XenbusStream;
 use ins_xen::DomId;
+use ins_xen::agent::Kind;
 use ins_xen::agent::REQ_DIR;
 use ins_xen::xenstore::perms::{Access, Permission};
 use ins_xen::xenstore::{Client, TxId};
-use ins_xen_agent::agent::{Agent, Limits, Store, Toolstack};
+use ins_xen_agent::agent::{Agent, Flavour, Flavours, Limits, Store, Toolstack};
 use ins_xen_agent::template::{Fixed, IpPool, Template, check_bridge, check_path};
 use tracing::{info, warn};
 
@@ -27,18 +28,36 @@ struct Args {
     /// The protected VM's domain id (whose requests are served).
     #[arg(long)]
     pvm: u16,
-    /// The xl configuration template (placeholders: see the crate docs).
-    #[arg(long, value_name = "FILE")]
-    template: PathBuf,
+    /// The xl configuration template of Linux instance domains (requests
+    /// `create`; placeholders: see the crate docs).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "unikernel_template"
+    )]
+    template: Option<PathBuf>,
     /// Guest kernel (`@KERNEL@`).
     #[arg(long, value_name = "PATH")]
     kernel: Option<String>,
     /// Guest initramfs (`@RAMDISK@`).
     #[arg(long, value_name = "PATH")]
     ramdisk: Option<String>,
-    /// Memory of each instance domain (MiB, `@MEMORY@`).
+    /// Memory of each Linux instance domain (MiB, `@MEMORY@`).
     #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(16..=65536))]
     memory: u32,
+    /// The xl configuration template of unikernel instance domains
+    /// (requests `create unikernel`; `@INS_ARGS@` is then `driver=<pvm>
+    /// channel=<name> seed=<random>`; no `@RAMDISK@`).
+    #[arg(long, value_name = "FILE", requires = "unikernel_kernel")]
+    unikernel_template: Option<PathBuf>,
+    /// The unikernel image (`ins-pv`, `@KERNEL@` of its template).
+    #[arg(long, value_name = "PATH", requires = "unikernel_template")]
+    unikernel_kernel: Option<String>,
+    /// Memory of each unikernel instance domain (MiB, `@MEMORY@` of its
+    /// template): its heap holds the sockets' buffers and the ring's
+    /// frames; the channel's pages are mapped in its foreign window.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(8..=65536))]
+    unikernel_memory: u32,
     /// Bridge of each domain's vif (`@BRIDGE@`).
     #[arg(long)]
     bridge: Option<String>,
@@ -171,6 +190,32 @@ impl Toolstack for Xl {
         self.run(&["destroy", &d], &self.dir.join(format!("destroy-{d}.log")))
             .map(|_| ())
     }
+
+    fn seed(&mut self) -> Result<u64, String> {
+        use std::io::Read as _;
+        let mut b = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map_err(|e| format!("/dev/urandom: {e}"))?;
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+/// Loads and checks one kind's template against its values.
+fn flavour(
+    kind: Kind,
+    opt: &str,
+    path: &Path,
+    fixed: Fixed,
+    has_pool: bool,
+) -> anyhow::Result<Flavour> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{opt} {}", path.display()))?;
+    let template = Template::parse(&text).with_context(|| format!("{opt} {}", path.display()))?;
+    template
+        .check_against(kind, &fixed, has_pool)
+        .with_context(|| format!("{opt} {}", path.display()))?;
+    Ok(Flavour { template, fixed })
 }
 
 fn main() {
@@ -195,29 +240,63 @@ fn run(a: &Args) -> anyhow::Result<()> {
         "--pvm {} is not a domU's id",
         a.pvm
     );
-    let text = std::fs::read_to_string(&a.template)
-        .with_context(|| format!("--template {}", a.template.display()))?;
-    let template = Template::parse(&text).context("--template")?;
-    let fixed = Fixed {
-        memory_mib: a.memory,
-        kernel: a
-            .kernel
-            .as_deref()
-            .map(|k| check_path("--kernel", k))
-            .transpose()?,
-        ramdisk: a
-            .ramdisk
-            .as_deref()
-            .map(|k| check_path("--ramdisk", k))
-            .transpose()?,
-        bridge: a.bridge.as_deref().map(check_bridge).transpose()?,
-    };
+    let bridge = a.bridge.as_deref().map(check_bridge).transpose()?;
     let pool = a
         .ip_range
         .as_deref()
         .map(|r| IpPool::parse(r, &a.mac_prefix))
         .transpose()?;
-    template.check_against(&fixed, pool.is_some())?;
+    let mut flavours = Flavours::default();
+    if let Some(t) = &a.template {
+        let fixed = Fixed {
+            memory_mib: a.memory,
+            kernel: a
+                .kernel
+                .as_deref()
+                .map(|k| check_path("--kernel", k))
+                .transpose()?,
+            ramdisk: a
+                .ramdisk
+                .as_deref()
+                .map(|k| check_path("--ramdisk", k))
+                .transpose()?,
+            bridge: bridge.clone(),
+        };
+        flavours.linux = Some(flavour(
+            Kind::Linux,
+            "--template",
+            t,
+            fixed,
+            pool.is_some(),
+        )?);
+    }
+    if let Some(t) = &a.unikernel_template {
+        let fixed = Fixed {
+            memory_mib: a.unikernel_memory,
+            kernel: a
+                .unikernel_kernel
+                .as_deref()
+                .map(|k| check_path("--unikernel-kernel", k))
+                .transpose()?,
+            ramdisk: None,
+            bridge,
+        };
+        flavours.unikernel = Some(flavour(
+            Kind::Unikernel,
+            "--unikernel-template",
+            t,
+            fixed,
+            pool.is_some(),
+        )?);
+    }
+    let kinds: Vec<&str> = [
+        flavours.linux.as_ref().map(|_| Kind::Linux.name()),
+        flavours.unikernel.as_ref().map(|_| Kind::Unikernel.name()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let kinds = kinds.join(",");
     std::fs::create_dir_all(&a.state_dir)
         .with_context(|| format!("--state-dir {}", a.state_dir.display()))?;
     let mut xs = XenbusStream::client(&a.xenbus, 64).with_context(|| a.xenbus.clone())?;
@@ -234,9 +313,9 @@ fn run(a: &Args) -> anyhow::Result<()> {
         max_domains: a.max_domains as usize,
         max_requests: a.max_requests as usize,
     };
-    let mut agent = Agent::new(Xs(xs), xl, pvm, template, fixed, pool, limits);
-    println!("XAGENT ready pvm={pvm} watching {req_dir}");
-    info!(%pvm, max_domains = a.max_domains, "ins-xen-agent serving");
+    let mut agent = Agent::new(Xs(xs), xl, pvm, flavours, pool, limits);
+    println!("XAGENT ready pvm={pvm} kinds={kinds} watching {req_dir}");
+    info!(%pvm, kinds = %kinds, max_domains = a.max_domains, "ins-xen-agent serving");
     let poll = Duration::from_millis(a.poll_ms);
     loop {
         let st = agent.step().context("xenstore")?;

@@ -3,7 +3,8 @@
 //! A template is an xl domain configuration with placeholders `@NAME@`,
 //! `@MEMORY@`, `@KERNEL@`, `@RAMDISK@`, `@BRIDGE@`, `@MAC@`, `@IP@` and
 //! `@INS_ARGS@` (the guest's kernel arguments that make it join: see
-//! [`ins_args`]). Invariants:
+//! [`ins_args`]; they depend on the [`Kind`] of domain the template
+//! makes: the agent has one template per kind it serves). Invariants:
 //! * a template with any other `@WORD@`, or without `@NAME@` and
 //!   `@INS_ARGS@`, is refused when loaded, as is one that uses a value the
 //!   agent was not given (`@KERNEL@` without `--kernel` …);
@@ -15,6 +16,7 @@
 use std::net::Ipv4Addr;
 
 use ins_xen::DomId;
+use ins_xen::agent::Kind;
 
 /// The placeholders a template may use.
 pub const PLACEHOLDERS: [&str; 8] = [
@@ -33,6 +35,9 @@ pub enum TemplateError {
     /// The template uses a value the agent was not given.
     #[error("the template uses @{0}@ but {1} was not given")]
     NoValue(&'static str, &'static str),
+    /// The template uses a value its kind of domain never has.
+    #[error("a {1} template cannot use @{0}@ ({2})")]
+    NotForKind(&'static str, &'static str, &'static str),
     /// An option's value does not match its pattern.
     #[error("{0}: {1}")]
     BadOption(&'static str, String),
@@ -96,10 +101,30 @@ impl Template {
         out
     }
 
-    /// Refuses a template that uses a value the agent lacks.
-    pub fn check_against(&self, fixed: &Fixed, has_pool: bool) -> Result<(), TemplateError> {
+    /// Refuses a template that uses a value the agent lacks (the
+    /// options named are those of `kind`'s template), or one a `kind` of
+    /// domain never has (a unikernel has no initramfs).
+    pub fn check_against(
+        &self,
+        kind: Kind,
+        fixed: &Fixed,
+        has_pool: bool,
+    ) -> Result<(), TemplateError> {
+        let kernel = match kind {
+            Kind::Linux => "--kernel",
+            Kind::Unikernel => {
+                if self.uses("RAMDISK") {
+                    return Err(TemplateError::NotForKind(
+                        "RAMDISK",
+                        kind.name(),
+                        "the unikernel is the whole guest: it has no initramfs",
+                    ));
+                }
+                "--unikernel-kernel"
+            }
+        };
         let need = [
-            ("KERNEL", fixed.kernel.is_some(), "--kernel"),
+            ("KERNEL", fixed.kernel.is_some(), kernel),
             ("RAMDISK", fixed.ramdisk.is_some(), "--ramdisk"),
             ("BRIDGE", fixed.bridge.is_some(), "--bridge"),
             ("IP", has_pool, "--ip-range"),
@@ -141,10 +166,21 @@ pub struct Values {
     pub ins_args: String,
 }
 
-/// The guest's kernel arguments: `ins_driver=<pvm> ins_channel=<name>`;
-/// the guest runs `ins --xen-driver <pvm> --xen-channel <name>`.
-pub fn ins_args(pvm: DomId, channel: &str) -> String {
-    format!("ins_driver={pvm} ins_channel={channel}")
+/// The guest's kernel arguments (`@INS_ARGS@`) for a domain of `kind`:
+/// * Linux: `ins_driver=<pvm> ins_channel=<name>`; the guest's init runs
+///   `ins --xen-driver <pvm> --xen-channel <name>`;
+/// * unikernel: `driver=<pvm> channel=<name> seed=<seed>`, the names
+///   `ins-pv` reads; `seed` is a fresh secret from dom0's RNG, the
+///   unikernel's only real entropy (it has no RNG device) for its hash
+///   keys, TCP initial sequence numbers and ports.
+///
+/// Every part is derived by the agent (the channel name was checked by
+/// `ins_xen::agent::check_name`).
+pub fn ins_args(kind: Kind, pvm: DomId, channel: &str, seed: u64) -> String {
+    match kind {
+        Kind::Linux => format!("ins_driver={pvm} ins_channel={channel}"),
+        Kind::Unikernel => format!("driver={pvm} channel={channel} seed={seed}"),
+    }
 }
 
 /// The domain name of `channel`'s instance: `ins<pvm>-<channel>`.
@@ -281,12 +317,12 @@ mod tests {
         let mut pool = IpPool::parse("169.254.100.10-169.254.100.11", "00:16:3e").unwrap();
         let (ip, mac) = pool.take().unwrap();
         assert_eq!(mac, "00:16:3e:fe:64:0a");
-        t.check_against(&fixed(), true).unwrap();
+        t.check_against(Kind::Linux, &fixed(), true).unwrap();
         let v = Values {
             name: domain_name(DomId(1), "x1-2"),
             mac: Some(mac),
             ip: Some(ip.to_string()),
-            ins_args: ins_args(DomId(1), "x1-2"),
+            ins_args: ins_args(Kind::Linux, DomId(1), "x1-2", 99),
         };
         let out = t.render(&fixed(), &v);
         assert_eq!(
@@ -296,6 +332,39 @@ mod tests {
              extra = \"console=hvc0 ins_ip=169.254.100.10 ins_driver=1 ins_channel=x1-2\"\n"
         );
         assert!(!out.contains('@'));
+    }
+
+    #[test]
+    fn unikernel_args_are_ins_pv_names_with_a_seed() {
+        assert_eq!(
+            ins_args(Kind::Unikernel, DomId(4), "s2", 18_446_744_073_709_551_615),
+            "driver=4 channel=s2 seed=18446744073709551615"
+        );
+        let t = Template::parse(
+            "name=\"@NAME@\"\nkernel=\"@KERNEL@\"\nmemory=@MEMORY@\n\
+             extra=\"ip=@IP@/24 gw=10.0.0.1 @INS_ARGS@\"\nvif=['mac=@MAC@']\n",
+        )
+        .unwrap();
+        let mut f = fixed();
+        f.kernel = None;
+        assert_eq!(
+            t.check_against(Kind::Unikernel, &f, true).unwrap_err(),
+            TemplateError::NoValue("KERNEL", "--unikernel-kernel")
+        );
+        f.kernel = Some("/boot/ins-pv".into());
+        t.check_against(Kind::Unikernel, &f, true).unwrap();
+        let with_ramdisk = Template::parse("name=\"@NAME@\" @INS_ARGS@ @RAMDISK@").unwrap();
+        let e = with_ramdisk
+            .check_against(Kind::Unikernel, &f, true)
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            TemplateError::NotForKind("RAMDISK", "unikernel", _)
+        ));
+        assert!(
+            e.to_string()
+                .starts_with("a unikernel template cannot use @RAMDISK@")
+        );
     }
 
     #[test]
@@ -316,13 +385,13 @@ mod tests {
         Template::parse("# a@b.c @ @@ @lower@\nname=\"@NAME@\" @INS_ARGS@").unwrap();
         let t = Template::parse(LAB).unwrap();
         assert_eq!(
-            t.check_against(&fixed(), false).unwrap_err(),
+            t.check_against(Kind::Linux, &fixed(), false).unwrap_err(),
             TemplateError::NoValue("IP", "--ip-range")
         );
         let mut f = fixed();
         f.kernel = None;
         assert_eq!(
-            t.check_against(&f, true).unwrap_err(),
+            t.check_against(Kind::Linux, &f, true).unwrap_err(),
             TemplateError::NoValue("KERNEL", "--kernel")
         );
     }

@@ -43,6 +43,8 @@ pub struct XenSpawn {
     /// After a domain that ended without joining, wait this long before
     /// asking for another.
     pub retry: Duration,
+    /// What the domains run (`--xen-unikernel`: PV unikernels).
+    pub kind: ins_xen::agent::Kind,
 }
 
 /// One instance started by the driver.
@@ -355,6 +357,7 @@ mod tests {
         s.xen = Some(XenSpawn {
             prefix: "x9-".into(),
             retry: Duration::from_secs(5),
+            kind: ins_xen::agent::Kind::Linux,
         });
         s
     }

@@ -5,8 +5,12 @@
 //!
 //! ```text
 //!  balancer spawn ─▶ spawn thread: req/<channel> = "create" ─▶ agent: xl create
+//!      (--xen-unikernel: "create unikernel", a PV unikernel domain)
 //!      ◀─ ans/<channel> = "created <D>" ─▶ Created (the child learns D) ─▶ then
 //!      exactly the attach-xen path below with {D, channel}
+//!      ◀─ "error <why>" ─▶ Refused: logged, an instance event, counted in
+//!      `list`/`status` (ins-ctl's up/spawn/scale stop waiting and say why);
+//!      the child ends and is asked for again after --xen-retry-ms
 //!  the channel ends (offer failed, instance gone, stopped) ─▶ Ended ─▶ the
 //!      child is reaped (and replaced unless retiring) and a destroy thread
 //!      asks the agent for `xl destroy D`
@@ -45,7 +49,7 @@ use ins_transport::any::Any;
 use ins_transport::sys::xen::{XenConfig, XenbusStream, offer_xen, own_domid};
 use ins_transport::{ChannelConfig, Endpoint, EventFd};
 use ins_xen::DomId;
-use ins_xen::agent::{ANS_DIR, Answer, REQ_DIR, Request};
+use ins_xen::agent::{ANS_DIR, Answer, Kind, REQ_DIR, Request};
 use ins_xen::channel::ChannelId;
 use ins_xen::xenstore::TxId;
 use serde_json::json;
@@ -68,6 +72,9 @@ pub(super) struct XenPeer {
 enum XenEvent {
     /// The toolstack agent created the channel's domain.
     Created(String, u16),
+    /// The toolstack agent answered the channel's `create` with an error
+    /// (the whole message, for the operator).
+    Refused(String, String),
     /// The hello exchange is done.
     Joined(XenPeer, Box<Endpoint<Any>>),
     /// The offer failed (no channel, or it could not be used).
@@ -109,6 +116,8 @@ pub(super) struct XenInstances {
     cfg: ChannelConfig,
     /// Xen mode's waits.
     pub(super) spawn: SpawnTimes,
+    /// `create` requests the agent refused, and the last refusal.
+    refused: (u64, Option<String>),
 }
 
 /// How long Xen mode waits for each step.
@@ -138,7 +147,13 @@ impl XenInstances {
             max_teardown: spawn.teardown,
             cfg,
             spawn,
+            refused: (0, None),
         })
+    }
+
+    /// The agent's refusals so far and the last one (`list`, `status`).
+    pub(super) fn refusals(&self) -> serde_json::Value {
+        json!({"count": self.refused.0, "last": self.refused.1})
     }
 
     /// At shutdown, after the endpoints were dropped: waits (bounded by
@@ -214,7 +229,7 @@ pub(super) fn agent_call(
             Err(e) => return Err(format!("read {ans_path}: {e}")),
         }
         if Instant::now() >= until {
-            if req == Request::Create {
+            if matches!(req, Request::Create(_)) {
                 let _ = xs.rm(TxId::NONE, &req_path);
             }
             return Err(format!(
@@ -226,10 +241,36 @@ pub(super) fn agent_call(
     }
 }
 
+/// Why no domain came of a `create`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NotCreated {
+    /// The agent answered with an error: nothing was made, and why.
+    Refused(String),
+    /// No usable answer (no agent, xenstore failed, a strange answer).
+    Failed(String),
+}
+
+/// What the agent's answer to a `create` of `kind` for `channel` means.
+fn created(kind: Kind, channel: &str, answer: Result<Answer, String>) -> Result<u16, NotCreated> {
+    match answer {
+        Ok(Answer::Created(d)) => Ok(d.0),
+        Ok(Answer::Error(why)) => Err(NotCreated::Refused(format!(
+            "the toolstack agent refused a {} instance domain for channel {channel}: {why}",
+            kind.name()
+        ))),
+        Ok(other) => Err(NotCreated::Failed(format!(
+            "the toolstack agent answered {:?} to a create",
+            other.value()
+        ))),
+        Err(why) => Err(NotCreated::Failed(why)),
+    }
+}
+
 /// The spawn thread: asks the agent for a domain, then offers it the
 /// channel as `attach-xen` does.
 fn spawn_thread(
     channel: String,
+    kind: Kind,
     times: SpawnTimes,
     hello: Hello,
     cfg: ChannelConfig,
@@ -241,28 +282,26 @@ fn spawn_thread(
         channel: channel.clone(),
     };
     let t = Instant::now();
-    let domid = match agent_call(
+    let answer = agent_call(
         &XenConfig::default(),
         &channel,
-        Request::Create,
+        Request::Create(kind),
         times.agent,
-    ) {
-        Ok(Answer::Created(d)) => d.0,
-        Ok(other) => {
-            out.send(XenEvent::Failed(
-                no_domain.clone(),
-                format!("toolstack agent: {}", other.value()),
-            ));
+    );
+    let domid = match created(kind, &channel, answer) {
+        Ok(d) => d,
+        Err(NotCreated::Refused(why)) => {
+            out.send(XenEvent::Refused(channel.clone(), why));
             out.send(XenEvent::Ended(no_domain));
             return;
         }
-        Err(why) => {
+        Err(NotCreated::Failed(why)) => {
             out.send(XenEvent::Failed(no_domain.clone(), why));
             out.send(XenEvent::Ended(no_domain));
             return;
         }
     };
-    info!(channel = %channel, domid, took_ms = t.elapsed().as_millis() as u64, "instance domain created by the toolstack agent");
+    info!(channel = %channel, kind = kind.name(), domid, took_ms = t.elapsed().as_millis() as u64, "instance domain created by the toolstack agent");
     out.send(XenEvent::Created(channel.clone(), domid));
     let a = Attach {
         peer: XenPeer { domid, channel },
@@ -362,11 +401,12 @@ impl Daemon {
         let cfg = self.xen.cfg.clone();
         let linked = self.xen.linked.clone();
         let times = self.xen.spawn;
+        let kind = self.sup.xen.as_ref().map_or(Kind::Linux, |x| x.kind);
         let name = channel.clone();
-        info!(channel = %name, "asking the toolstack agent for an instance domain");
+        info!(channel = %name, kind = kind.name(), "asking the toolstack agent for an instance domain");
         let spawned = std::thread::Builder::new()
             .name(format!("xen-spawn-{name}"))
-            .spawn(move || spawn_thread(name, times, hello, cfg, out, linked));
+            .spawn(move || spawn_thread(name, kind, times, hello, cfg, out, linked));
         if let Err(e) = spawned {
             warn!(error = %e, "spawn thread");
             self.xen_child_ended(&channel);
@@ -472,6 +512,16 @@ impl Daemon {
                         json!({"domid": domid, "channel": channel}),
                     );
                 }
+                XenEvent::Refused(channel, why) => {
+                    warn!(channel = %channel, error = %why, "instance domain refused");
+                    self.ctl.instance_event(
+                        "spawn-refused",
+                        None,
+                        json!({"channel": channel, "error": why}),
+                    );
+                    self.xen.refused.0 += 1;
+                    self.xen.refused.1 = Some(why);
+                }
                 XenEvent::Joined(peer, ep) => {
                     let hello_id = ep.peer.instance_id;
                     let joined = self.join(*ep, hello_id, Some(peer.clone()));
@@ -553,5 +603,38 @@ fn destroy_domain(channel: &str, domid: u16, timeout: Duration) {
         Ok(Answer::Destroyed) => info!(channel, domid, "instance domain destroyed"),
         Ok(a) => warn!(channel, domid, answer = %a.value(), "destroying an instance domain"),
         Err(e) => warn!(channel, domid, error = %e, "destroying an instance domain"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agents_refusal_is_reported_whole_and_apart_from_failures() {
+        let why = "this agent makes no unikernel instance domains (it was started without --unikernel-template and --unikernel-kernel)";
+        let a = Answer::parse(format!("error {why}").as_bytes()).unwrap();
+        assert_eq!(
+            created(Kind::Unikernel, "s1", Ok(a)),
+            Err(NotCreated::Refused(format!(
+                "the toolstack agent refused a unikernel instance domain for channel s1: {why}"
+            )))
+        );
+        assert_eq!(
+            created(Kind::Linux, "s1", Ok(Answer::Created(DomId(7)))),
+            Ok(7)
+        );
+        assert_eq!(
+            created(Kind::Linux, "s1", Ok(Answer::Destroyed)),
+            Err(NotCreated::Failed(
+                "the toolstack agent answered \"destroyed\" to a create".into()
+            ))
+        );
+        assert_eq!(
+            created(Kind::Linux, "s1", Err("no answer".into())),
+            Err(NotCreated::Failed("no answer".into()))
+        );
+        // The wire form the agent reads.
+        assert_eq!(Request::Create(Kind::Unikernel).value(), "create unikernel");
     }
 }

@@ -213,7 +213,9 @@ impl Daemon {
             "run_dir": self.run_dir.display().to_string(),
             "instances": {"live": live, "draining": draining, "target": self.bal.target,
                           "children": self.sup.kids.len(),
-                          "xen_spawn": self.sup.xen.is_some()},
+                          "xen_spawn": self.sup.xen.is_some(),
+                          "xen_kind": self.sup.xen.as_ref().map(|x| x.kind.name()),
+                          "xen_refused": self.xen.refusals()},
             "sockets": self.core.socket_count(),
             "shims": self.shims.len(),
             "controllers": self.ctl.conns.len(),
@@ -293,6 +295,6 @@ impl Daemon {
                          "blocked_sockets": x.map_or(0, |x| x.blocked.len())},
             }));
         }
-        json!({"ok": true, "instances": out})
+        json!({"ok": true, "instances": out, "xen_refused": self.xen.refusals()})
     }
 }
