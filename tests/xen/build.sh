@@ -142,6 +142,7 @@ copy_bins "$R" /opt/ins/bin "$REL/ins-xen-agent"; strip --strip-unneeded "$R/opt
 install -D -m644 "$HERE/inst.cfg.in" "$R/etc/ins/inst.cfg"; install -D -m644 "$HERE/spawn.sh" "$R/etc/ins/spawn.sh"
 install -D -m644 "$HERE/ukinst.cfg.in" "$R/etc/ins/ukinst.cfg"
 install -D -m644 "$HERE/flowcheck.sh" "$R/etc/ins/flowcheck.sh"
+install -D -m644 "$HERE/hostile.sh" "$R/etc/ins/hostile.sh"
 mkcpio "$R" "$OUT/dom0.cpio.gz"
 cp "$X/xen" "$OUT/xen"; cp "$X/boot/vmlinuz-$KV" "$OUT/vmlinuz"
 ls -la "$OUT"/xen "$OUT"/vmlinuz "$OUT"/*.cpio.gz

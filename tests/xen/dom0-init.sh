@@ -65,12 +65,13 @@ wait_cmd() {
   done
 }
 . /etc/ins/spawn.sh   # defines spawn_tests (tests 23-27) and ukspawn_tests (28-33); ins_tests=spawn runs only them
+. /etc/ins/hostile.sh   # defines hostile_tests (test 34); ins_tests=hostile runs only it
 
 # ins_tests= on dom0's command line (INS_XEN_TESTS for run.sh) selects
 # a part of the lab: "unikernel" boots only the PVM and runs the
 # unikernel's tests (16-19, then 11-15); empty or "all": everything.
 ONLY=$(sed -n 's/.*ins_tests=\([^ ]*\).*/\1/p' /proc/cmdline)
-case "${ONLY:-all}" in all|unikernel|spawn) ;; *) echo "XENTEST ins-tests FAIL unknown ins_tests=$ONLY (all, unikernel, spawn)"; ONLY=all ;; esac
+case "${ONLY:-all}" in all|unikernel|spawn|hostile) ;; *) echo "XENTEST ins-tests FAIL unknown ins_tests=$ONLY (all, unikernel, spawn, hostile)"; ONLY=all ;; esac
 echo "LAB_TESTS ${ONLY:-all}"
 
 T0=$(up)
@@ -178,6 +179,11 @@ else
   result driver-over-xen fail "attach-xen exited $r"
   run ins1 "cat /tmp/insx.log"; wait_cmd ins1 $N 30 >/dev/null
 fi
+
+# --- 34. a hostile instance domain corrupts its ring: only it dies, the
+# driver and its local instance go on (tests/xen/hostile.sh); ins1 is
+# still up here (test 9 destroys it)
+hostile_tests
 
 # --- 8. the instance process dies (kill -9): its kernel unmaps the grants,
 # the unmap notification clears its alive word and fires the liveness port;

@@ -3,8 +3,8 @@
 # serial console goes to a log with host timestamps. dom0's /init runs the
 # lab's tests and powers off.
 #   env: INS_XEN_OUT (images, default <repo>/target/xen), LOG, CPU (qemu64),
-#        INS_XEN_TESTS (a part of the lab: unikernel, spawn; default all), BOOT_WATCHDOG (300 s),
-#        SMP (2), MEM (3072 MiB), DOM0MEM (1024M), TIMEOUT (2400 s; 15 tests took 1,044 s at load average 9, and the lab now has 33), XEN_EXTRA
+#        INS_XEN_TESTS (a part of the lab: unikernel, spawn, hostile; default all), BOOT_WATCHDOG (300 s),
+#        SMP (2), MEM (3072 MiB), DOM0MEM (1024M), TIMEOUT (2400 s; 15 tests took 1,044 s at load average 9, and the lab now has 34), XEN_EXTRA
 set -euo pipefail
 HERE=$(dirname "$(readlink -f "$0")")
 ROOT=$(readlink -f "$HERE/../..")

@@ -73,11 +73,12 @@ for label, ring, tcp, unit, higher_better in rows:
     else:
         print(f"  {label:28} missing ({ring} / {tcp})")
 ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
-# The whole lab has 33 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
+# The whole lab has 34 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
 # runs the unikernel's 12 (16, 17, 20-22, 18, 19, then 11-15),
-# INS_XEN_TESTS=spawn the 11 of tests/xen/spawn.sh (23-33).
+# INS_XEN_TESTS=spawn the 11 of tests/xen/spawn.sh (23-33), INS_XEN_TESTS=hostile
+# test 34 (tests/xen/hostile.sh).
 part = re.search(r"LAB_TESTS (\S+)", log)
-expected = {"unikernel": 12, "spawn": 11}.get(part.group(1) if part else "all", 33)
+expected = {"unikernel": 12, "spawn": 11, "hostile": 1}.get(part.group(1) if part else "all", 34)
 if len(tests) < expected:
     print(f"== {len(tests)} results, {expected} expected")
 ok = ok and len(tests) >= expected

@@ -172,6 +172,13 @@ pub struct Args {
     /// and print its outcome on stdout, then serve.
     #[arg(long)]
     pub sandbox_selftest: bool,
+    /// FAULT INJECTION, for tests only: after serving for S seconds, turn
+    /// hostile: fill the ring we produce with garbage bytes, publish a
+    /// producer index past its capacity, ring the driver's doorbell, then
+    /// serve nothing more (wait for the driver to close the channel or a
+    /// signal). The driver must mark only this instance dead.
+    #[arg(long, value_name = "S")]
+    pub fault_inject_corrupt_ring_after_s: Option<u64>,
     /// Read settings from FILE first (`name = value` per line).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -215,6 +222,8 @@ pub struct Settings {
     pub sandbox_low_ports: bool,
     /// Run the sandbox self-test before serving.
     pub sandbox_selftest: bool,
+    /// Fault injection (tests only): corrupt our ring after this long.
+    pub fault_inject_corrupt_ring_after: Option<Duration>,
 }
 
 /// A usage error, reported with exit code [`exit::USAGE`].
@@ -448,6 +457,9 @@ impl Args {
             },
             sandbox_user: self.sandbox_user.clone(),
             sandbox_low_ports: self.sandbox_low_ports,
+            fault_inject_corrupt_ring_after: self
+                .fault_inject_corrupt_ring_after_s
+                .map(Duration::from_secs),
             sandbox_selftest: self.sandbox_selftest,
         })
     }

@@ -32,14 +32,16 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ins_core::config::ConfigError;
 use ins_core::executor::Executor;
 use ins_protocol::hello::{Hello, Role};
 use ins_protocol::region::SharedRegion;
-use ins_protocol::ring::{Consumer, RingError};
+use ins_protocol::ring::{Consumer, RING_HEADER_LEN, RingConfig, RingError};
 use ins_transport::channel::Transport;
+use ins_transport::rendezvous::Layout;
 use ins_transport::sys::kmod::connect_kmod;
 use ins_transport::sys::xen::connect_xen;
 use ins_transport::{Doorbell, Endpoint, MemfdRegion};
@@ -380,8 +382,22 @@ pub fn serve<T: Transport>(
     let mut events = Vec::with_capacity(settings.events);
     let spin = settings.channel.spin;
     let mut worked = false;
+    let fault_at = settings
+        .fault_inject_corrupt_ring_after
+        .map(|d| Instant::now() + d);
 
     loop {
+        if fault_at.is_some_and(|t| Instant::now() >= t) {
+            let to_instance = rx.config();
+            return fault_inject_corrupt(
+                &ob,
+                to_instance,
+                &tx_bell,
+                &rx_bell,
+                exec.stack_mut(),
+                &signals,
+            );
+        }
         let now = mono_ns();
         let wall = wall_ns();
 
@@ -429,6 +445,12 @@ pub fn serve<T: Transport>(
             timeout = Some(0);
         }
 
+        if let Some(t) = fault_at {
+            let left = t.saturating_duration_since(Instant::now()).as_nanos();
+            let left = u64::try_from(left).unwrap_or(u64::MAX);
+            timeout = Some(timeout.map_or(left, |x| x.min(left)));
+        }
+
         events.clear();
         let wake = exec
             .stack_mut()
@@ -461,6 +483,89 @@ pub fn serve<T: Transport>(
             exec.on_events(&events, mono_ns(), wall_ns(), &mut ob);
             flush(&mut ob, &tx_bell)?;
         }
+    }
+}
+
+/// `--fault-inject-corrupt-ring-after-s` (tests only): garbage into the
+/// ring toward the driver and a producer index past its capacity, the
+/// doorbell rung; then nothing is served any more: wait (keeping the
+/// channel mapped, so the driver finds the corruption rather than a
+/// departure) until the driver closes the channel or a signal comes.
+///
+/// The ring toward the driver sits where [`Layout::new`] puts it (the
+/// handshake refused any other layout); its header starts with `prod` (the
+/// ring's documented layout). Only the region's bounds-checked accessors
+/// are used: no unsafe here.
+fn fault_inject_corrupt<R: SharedRegion>(
+    ob: &RingOutbox<R>,
+    to_instance: RingConfig,
+    tx_bell: &impl Doorbell,
+    rx_bell: &impl Doorbell,
+    stack: &mut LinuxStack,
+    signals: &Option<OwnedFd>,
+) -> Result<Exit, InstanceError> {
+    const GARBAGE: &[u8] = b"\xde\xad\xbe\xef INS FAULT INJECTION garbage frame \xff\xff\xff\x7f";
+    /// Offset of `prod` in a ring header.
+    const PROD: usize = 0;
+    let fault = |what: &'static str| InstanceError::Io {
+        op: "fault injection",
+        source: io::Error::other(what),
+    };
+    let to_driver = ob.tx.config();
+    let off = Layout::new(to_instance, to_driver)
+        .map_err(|_| fault("no ring layout"))?
+        .to_driver_offset;
+    let mem = ob.tx.memory();
+    let oob = |_| fault("ring outside the region");
+    let cap = to_driver.capacity as usize;
+    let data = off + RING_HEADER_LEN;
+    let mut at = 0;
+    while at < cap {
+        let n = GARBAGE.len().min(cap - at);
+        mem.write(data + at, &GARBAGE[..n]).map_err(oob)?;
+        at += n;
+    }
+    // Past capacity whatever the driver has consumed (at most what we
+    // published). Release: the garbage above is visible with it.
+    let prod = mem.load_u32(off + PROD, Ordering::Relaxed).map_err(oob)?;
+    let bad = prod.wrapping_add(to_driver.capacity).wrapping_add(8);
+    mem.store_u32(off + PROD, bad, Ordering::Release)
+        .map_err(oob)?;
+    tx_bell
+        .notify()
+        .map_err(io_err("ring the driver's doorbell"))?;
+    tracing::warn!(
+        prod,
+        bad,
+        capacity = to_driver.capacity,
+        "FAULT INJECTION: garbage and a producer index past capacity written into our ring, doorbell rung; serving nothing more"
+    );
+    let mut events = Vec::with_capacity(16);
+    loop {
+        events.clear();
+        let wake = stack
+            .poll(None, &mut events)
+            .map_err(|e| InstanceError::Io {
+                op: "epoll_wait",
+                source: io::Error::from_raw_os_error(e.0),
+            })?;
+        if wake.signal
+            && let Some(fd) = signals
+            && let Some(sig) = raw::read_signal(fd.as_fd()).map_err(io_err("read signalfd"))?
+        {
+            tracing::info!(signal = sig, "shutting down after the fault injection");
+            return Ok(Exit::Signal(sig));
+        }
+        if wake.control_hup {
+            tracing::info!("the driver closed the channel after the fault injection");
+            return Ok(Exit::DriverClosed);
+        }
+        if wake.doorbell {
+            rx_bell.ack().map_err(io_err("acknowledge the doorbell"))?;
+        }
+        // Sockets are no longer served: their readiness may repeat; a
+        // short sleep keeps this wait from spinning.
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
