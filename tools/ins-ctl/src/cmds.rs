@@ -51,6 +51,37 @@ fn xen_mode(run_dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// `spawn`/`scale --xen [--unikernel]`: the instances the driver makes
+/// must be of that kind (it was chosen when the driver started, `up --xen
+/// [--unikernel]`); otherwise a usage error that says how the driver runs,
+/// before anything is asked of it.
+pub fn expect_kind(run_dir: &Path, xen: bool, unikernel: bool) -> Result<()> {
+    if !xen {
+        return Ok(());
+    }
+    let st = call(run_dir, json!({"cmd": "status"}))?;
+    let spawns_xen = st.pointer("/instances/xen_spawn").and_then(Value::as_bool) == Some(true);
+    let kind = st
+        .pointer("/instances/xen_kind")
+        .and_then(Value::as_str)
+        .unwrap_or("linux");
+    if !spawns_xen {
+        return Err(CtlError::Usage(format!(
+            "--xen: the driver in {} makes local instances, not Xen domains \
+             (start it with `ins-ctl up --xen`, after `ins-ctl down`)",
+            run_dir.display()
+        )));
+    }
+    if unikernel && kind != "unikernel" {
+        return Err(CtlError::Usage(format!(
+            "--unikernel: the driver in {} makes {kind} instance domains \
+             (start it with `ins-ctl up --xen --unikernel`, after `ins-ctl down`)",
+            run_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 fn running(run_dir: &Path) -> bool {
     Client::connect(run_dir)
         .and_then(|mut c| c.call(&json!({"cmd": "status"})))

@@ -76,6 +76,14 @@ enum Cmd {
         /// domains).
         #[arg(long, value_name = "S")]
         timeout_s: Option<u64>,
+        /// Expect Xen instance domains: fails before asking for any unless
+        /// the driver runs in Xen mode (the kind of instance is the
+        /// driver's, chosen with `up --xen [--unikernel]`).
+        #[arg(long)]
+        xen: bool,
+        /// With --xen: expect PV unikernel domains (`up --xen --unikernel`).
+        #[arg(long, requires = "xen")]
+        unikernel: bool,
     },
     /// Scale to N instances (down: drain, then stop), with progress.
     Scale {
@@ -85,6 +93,14 @@ enum Cmd {
         /// more for Xen domains).
         #[arg(long, value_name = "S")]
         timeout_s: Option<u64>,
+        /// Expect Xen instance domains: fails before asking for any unless
+        /// the driver runs in Xen mode (the kind of instance is the
+        /// driver's, chosen with `up --xen [--unikernel]`).
+        #[arg(long)]
+        xen: bool,
+        /// With --xen: expect PV unikernel domains (`up --xen --unikernel`).
+        #[arg(long, requires = "xen")]
+        unikernel: bool,
     },
     /// Drain an instance, then stop it.
     Stop {
@@ -216,8 +232,19 @@ fn main() {
             },
         ),
         Cmd::Down => cmds::down(&dir),
-        Cmd::Spawn { count, timeout_s } => cmds::spawn(&dir, count, timeout_s),
-        Cmd::Scale { n, timeout_s } => cmds::scale(&dir, n, timeout_s),
+        Cmd::Spawn {
+            count,
+            timeout_s,
+            xen,
+            unikernel,
+        } => cmds::expect_kind(&dir, xen, unikernel)
+            .and_then(|()| cmds::spawn(&dir, count, timeout_s)),
+        Cmd::Scale {
+            n,
+            timeout_s,
+            xen,
+            unikernel,
+        } => cmds::expect_kind(&dir, xen, unikernel).and_then(|()| cmds::scale(&dir, n, timeout_s)),
         Cmd::Stop { id } => cmds::stop(&dir, id),
         Cmd::Drain { id } => cmds::drain(&dir, id),
         Cmd::AttachXen {

@@ -61,6 +61,17 @@ fn bad_inputs_give_documented_errors_and_change_nothing() {
         (&["close", "x"], 2, "bad flow"),
         (&["scale", "100000"], 2, "max_instances"),
         (&["spawn", "--count", "0"], 2, "at least 1"),
+        (
+            &["spawn", "--xen"],
+            2,
+            "makes local instances, not Xen domains",
+        ),
+        (
+            &["scale", "1", "--xen", "--unikernel"],
+            2,
+            "makes local instances",
+        ),
+        (&["spawn", "--unikernel"], 2, "--xen"),
         (&["scale", "-1"], 2, ""),
         (&["stop", "abc"], 2, ""),
         (&["run"], 2, ""),
