@@ -1,7 +1,7 @@
 //! `ins-ctl`: the INS controller. Parses arguments and calls the library.
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use ins_ctl::{EXIT_HELP, cmds};
 use serde_json::json;
 
@@ -14,6 +14,19 @@ struct Cli {
     run_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// `--xen [--unikernel]` on `spawn` and `scale`.
+#[derive(Args, Debug, Clone, Copy)]
+struct Kind {
+    /// Expect Xen instance domains: fails before asking for any unless
+    /// the driver runs in Xen mode (the kind of instance is the
+    /// driver's, chosen with `up --xen [--unikernel]`).
+    #[arg(long)]
+    xen: bool,
+    /// With --xen: expect PV unikernel domains (`up --xen --unikernel`).
+    #[arg(long, requires = "xen")]
+    unikernel: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,14 +89,8 @@ enum Cmd {
         /// domains).
         #[arg(long, value_name = "S")]
         timeout_s: Option<u64>,
-        /// Expect Xen instance domains: fails before asking for any unless
-        /// the driver runs in Xen mode (the kind of instance is the
-        /// driver's, chosen with `up --xen [--unikernel]`).
-        #[arg(long)]
-        xen: bool,
-        /// With --xen: expect PV unikernel domains (`up --xen --unikernel`).
-        #[arg(long, requires = "xen")]
-        unikernel: bool,
+        #[command(flatten)]
+        kind: Kind,
     },
     /// Scale to N instances (down: drain, then stop), with progress.
     Scale {
@@ -93,14 +100,8 @@ enum Cmd {
         /// more for Xen domains).
         #[arg(long, value_name = "S")]
         timeout_s: Option<u64>,
-        /// Expect Xen instance domains: fails before asking for any unless
-        /// the driver runs in Xen mode (the kind of instance is the
-        /// driver's, chosen with `up --xen [--unikernel]`).
-        #[arg(long)]
-        xen: bool,
-        /// With --xen: expect PV unikernel domains (`up --xen --unikernel`).
-        #[arg(long, requires = "xen")]
-        unikernel: bool,
+        #[command(flatten)]
+        kind: Kind,
     },
     /// Drain an instance, then stop it.
     Stop {
@@ -235,16 +236,11 @@ fn main() {
         Cmd::Spawn {
             count,
             timeout_s,
-            xen,
-            unikernel,
-        } => cmds::expect_kind(&dir, xen, unikernel)
+            kind,
+        } => cmds::expect_kind(&dir, kind.xen, kind.unikernel)
             .and_then(|()| cmds::spawn(&dir, count, timeout_s)),
-        Cmd::Scale {
-            n,
-            timeout_s,
-            xen,
-            unikernel,
-        } => cmds::expect_kind(&dir, xen, unikernel).and_then(|()| cmds::scale(&dir, n, timeout_s)),
+        Cmd::Scale { n, timeout_s, kind } => cmds::expect_kind(&dir, kind.xen, kind.unikernel)
+            .and_then(|()| cmds::scale(&dir, n, timeout_s)),
         Cmd::Stop { id } => cmds::stop(&dir, id),
         Cmd::Drain { id } => cmds::drain(&dir, id),
         Cmd::AttachXen {
