@@ -68,7 +68,14 @@
 //! (`app_eof(h, false)`: `Eof` after every byte written before; later
 //! writes `EPIPE`).
 //!
-//! Not yet: non-blocking `Connect` (`EOPNOTSUPP`), datagram sockets' data
+//! A non-blocking `Connect` is answered `EINPROGRESS` by driver-core at
+//! once; the socket is *connecting* until driver-core's `ConnectDone`
+//! (`connect_done`): neither readable nor writable meanwhile (reads and
+//! writes `EAGAIN`, or sleep), then writable once connected, or readable
+//! and writable with the error (`SO_ERROR` is driver-core's `TakeError`),
+//! as a Linux TCP socket behaves.
+//!
+//! Not yet: datagram sockets' data
 //! (`write` `EOPNOTSUPP`), in-band options (`SockOpt` `EOPNOTSUPP`; the
 //! synchronous `SetOpt` works), writes straight into ring space (one copy
 //! through a bounce
@@ -97,6 +104,8 @@ pub(crate) const INS_IOC_CONTROL: u32 =
     (3 << 30) | ((CONTROL_LEN as u32) << 16) | ((b'I' as u32) << 8) | 3;
 /// `EOPNOTSUPP`.
 const EOPNOTSUPP_N: i32 = 95;
+/// `EINPROGRESS`: a non-blocking connect's first answer.
+const EINPROGRESS_N: i32 = 115;
 /// `ENOMEM`.
 const ENOMEM_N: i32 = 12;
 /// `EAGAIN`.
@@ -139,8 +148,11 @@ pub(crate) struct SockEntry {
     rx: VecDeque<u8>,
     /// A stream socket (datagram sockets have no data path yet).
     stream: bool,
-    /// The connect was answered 0.
+    /// The connect was answered 0, or a non-blocking one finished.
     connected: bool,
+    /// A non-blocking connect was answered `EINPROGRESS` and has not
+    /// finished yet.
+    connecting: bool,
     /// The peer sent its last byte.
     eof: bool,
     /// The connection was reset (errno), or 0.
@@ -169,6 +181,7 @@ impl SockEntry {
             rx: VecDeque::new(),
             stream,
             connected,
+            connecting: false,
             eof: false,
             err: 0,
             listening: false,
@@ -237,16 +250,31 @@ pub(crate) fn status_line(
     };
     writeln!(
         w,
-        "socket {} {:?} instance {:?} credit {} inflight {} buffered {}{}{}",
+        "socket {} {:?} instance {:?} credit {} inflight {} buffered {}{}{}{}",
         e.handle,
         i.state,
         i.inst,
         i.send_credit,
         i.recv_inflight,
         e.rx.len(),
+        if e.connecting { " connecting" } else { "" },
         if e.eof { " eof" } else { "" },
         if e.err != 0 { " reset" } else { "" },
     )
+}
+
+/// Socket `h`'s non-blocking connect finished: connected (`errno` 0) or
+/// failed (driver-core reported the reset before, with the same errno).
+pub(crate) fn connect_done(socks: &mut AVec<SockEntry>, h: Handle, errno: i32) {
+    if let Some(e) = socks.iter_mut().find(|e| e.handle == h) {
+        e.connecting = false;
+        if errno == 0 {
+            e.connected = true;
+        } else if e.err == 0 {
+            e.err = errno;
+        }
+        e.wake();
+    }
 }
 
 /// The peer ended socket `h`: EOF (`errno` 0) or reset.
@@ -282,10 +310,9 @@ pub(crate) fn control_ioctl(
     let mut out = KVec::from_elem(0u8, CONTROL_LEN, GFP_KERNEL)?;
     let (ctl_len, new_file) = match req.op {
         Op::Socket => socket_op(core, sock_fops, &req, &mut out)?,
-        // In-band options and non-blocking connects need what socket
-        // files do not have yet (control.rs docs).
+        // In-band options need what socket files do not have yet
+        // (control.rs docs).
         Op::SockOpt => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
-        Op::Connect if req.args[0] != 0 => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
         _ => shim_op(core, sock_fops, conn, &req, fd, &mut out)?,
     };
     out[4..8].copy_from_slice(&(ctl_len as u32).to_ne_bytes());
@@ -451,6 +478,17 @@ fn shim_op(
     {
         let mut guard = core.inner.lock();
         let inner = &mut *guard;
+        if req.op == Op::Connect {
+            // A stream socket neither connected nor connecting may connect
+            // (again, after a failed one): the last attempt's error and
+            // end of file are over. Cleared before driver-core can answer.
+            if let Some(e) = sock.and_then(|h| inner.socks.iter_mut().find(|e| e.handle == h)) {
+                if e.stream && !e.connected && !e.connecting {
+                    e.err = 0;
+                    e.eof = false;
+                }
+            }
+        }
         inner.driver.tick(now_ns(), &mut inner.actions);
         inner
             .driver
@@ -478,6 +516,18 @@ fn shim_op(
         return Err(EINTR);
     };
     let mut ctl = r.ctl;
+    if ctl.op == Op::Connect && ctl.status == EINPROGRESS_N {
+        // Connecting, unless its `ConnectDone` came already (an instance
+        // may answer before this caller runs again).
+        if let Some(h) = sock {
+            let mut inner = core.inner.lock();
+            if let Some(e) = inner.socks.iter_mut().find(|e| e.handle == h) {
+                if e.stream && !e.connected && e.err == 0 {
+                    e.connecting = true;
+                }
+            }
+        }
+    }
     if matches!(ctl.op, Op::Connect | Op::Listen) && ctl.status == 0 {
         if let Some(h) = sock {
             let mut inner = core.inner.lock();
@@ -644,7 +694,7 @@ impl SockFile {
                     return Err(Error::from_errno(-e.err));
                 } else if e.eof {
                     return Ok(0);
-                } else if !e.connected {
+                } else if !e.connected && !e.connecting {
                     return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
                 } else {
                     0
@@ -692,7 +742,7 @@ impl SockFile {
                 if e.listening {
                     e.tokens > 0
                 } else {
-                    !e.rx.is_empty() || e.eof || e.err != 0 || !e.connected
+                    !e.rx.is_empty() || e.eof || e.err != 0 || !(e.connected || e.connecting)
                 }
             })
     }
@@ -772,7 +822,8 @@ impl SockFile {
         if !e.stream {
             return Err(Error::from_errno(-EOPNOTSUPP_N));
         }
-        let connected = e.connected;
+        // Connecting: no credit yet; wait (or EAGAIN) as Linux does.
+        let connected = e.connected || e.connecting;
         Ok(
             match inner.driver.send_credit(self.handle, &mut inner.actions) {
                 None if !connected => return Err(Error::from_errno(-(bindings::ENOTCONN as i32))),
@@ -812,7 +863,7 @@ impl SockFile {
             .iter()
             .find(|e| e.handle == self.handle)
             .map_or(true, |e| {
-                e.err != 0 || e.shut_wr || !e.connected || !e.stream
+                e.err != 0 || e.shut_wr || !(e.connected || e.connecting) || !e.stream
             });
         if gone {
             return true;

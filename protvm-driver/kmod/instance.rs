@@ -773,7 +773,9 @@ impl AppSockets for KHost<'_> {
     fn token(&mut self, listener: Handle) {
         crate::control::token(self.socks, listener);
     }
-    fn connect_done(&mut self, _sock: Handle, _errno: i32) {}
+    fn connect_done(&mut self, sock: Handle, errno: i32) {
+        crate::control::connect_done(self.socks, sock, errno);
+    }
     fn peer_eof(&mut self, sock: Handle) {
         crate::control::peer_end(self.socks, sock, 0);
     }
