@@ -21,13 +21,18 @@ if [ -x "$INS_BIN" ]; then
     mkdir -p "$I$(dirname "$lib")" && cp -L "$lib" "$I$lib"
   done
 fi
-# The shim and the host's nginx and curl with their libraries (the nginx
+# The daemon, for the guest's module-vs-daemon figures.
+DRIVER_BIN=${DRIVER_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/ins-driver}
+if [ -x "$DRIVER_BIN" ]; then
+  objcopy --strip-debug "$DRIVER_BIN" "$I/bin/ins-driver"
+fi
+# The shim and the host's nginx, curl and wrk with their libraries (the nginx
 # test; skipped in the guest when missing).
 SHIM_SO=${SHIM_SO:-${CARGO_TARGET_DIR:-$REPO/target}/release/libshim.so}
 if [ -f "$SHIM_SO" ]; then
   mkdir -p "$I/lib" && objcopy --strip-debug "$SHIM_SO" "$I/lib/libshim.so"
 fi
-for prog in /usr/sbin/nginx /usr/bin/curl; do
+for prog in /usr/sbin/nginx /usr/bin/curl /usr/bin/wrk; do
   [ -x "$prog" ] || continue
   mkdir -p "$I$(dirname "$prog")" && cp -L "$prog" "$I$prog"
   for lib in $(ldd "$prog" | grep -o '/[^ ]*'); do

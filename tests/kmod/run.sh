@@ -37,7 +37,7 @@ kernel_cost=$(el "$T1")
 echo "=== 03 ins (host build, for the guest)"
 # The instance the guest runs: the workspace's `ins`, built on the host;
 # and the shim (libshim.so) nginx runs under in the guest.
-(cd "$REPO" && ${CARGO:-cargo} build --release -q -p ins -p ins-shim) || exit 1
+(cd "$REPO" && ${CARGO:-cargo} build --release -q -p ins -p ins-shim -p ins-driver) || exit 1
 echo "=== 03 modules"
 "$D/03-module.sh" 2>&1 | tee "$RUN/03.log" | grep -vE '^\s*$' | tail -20
 echo "=== 04 initramfs"
@@ -47,6 +47,22 @@ set +e
 "$D/05-boot.sh"
 ok=$?
 set -e
+# The guest's figures (guest/init `bench`): nginx natively, through the
+# module and through the daemon, side by side as ratios.
+tr -d '\r' < "$RUN/boot.log" | awk '
+  /^KMODFIG / { print }
+  /^KMODFIG (native|module|daemon) c=[0-9]+ rps=/ {
+    split($3, c, "="); split($4, r, "="); split($5, p, "=")
+    rps[$2 "/" c[2]] = r[2]; p50[$2 "/" c[2]] = p[2]; cs[c[2]] = 1
+  }
+  END {
+    for (k in cs) {
+      n = rps["native/" k]; m = rps["module/" k]; d = rps["daemon/" k]
+      if (n > 0 && m > 0 && d > 0)
+        printf "FIGURE kmod c=%s req/s: module %.0f%% of native, daemon %.0f%% of native, module %.2fx the daemon; p50 added: module %+d us, daemon %+d us\n",
+          k, 100 * m / n, 100 * d / n, m / d, p50["module/" k] - p50["native/" k], p50["daemon/" k] - p50["native/" k]
+    }
+  }'
 # CPU time of everything run (children's user + system): the wall time on
 # an otherwise idle 2-core machine is about half of it for the kernel build.
 # (`times` in this shell: a subshell would not see the children's time.)
