@@ -95,6 +95,10 @@ struct Args {
 /// xenstore over the device or socket.
 struct Xs(Client<XenbusStream>);
 
+/// Attempts at a transaction the daemon answers `EAGAIN` (another writer
+/// touched what it read).
+const TX_ATTEMPTS: u32 = 8;
+
 fn io(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
@@ -110,10 +114,16 @@ impl Store for Xs {
     fn read(&mut self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
         self.0.try_read(TxId::NONE, path).map_err(io)
     }
+    /// In one transaction: the PVM polls for its answer and removes it as
+    /// soon as it reads it, so a write and then a `set_perms` outside a
+    /// transaction could find the node gone (`ENOENT`, which ended the
+    /// agent in a lab run) or show it briefly with inherited permissions.
     fn write_owned(&mut self, path: &str, value: &[u8], owner: DomId) -> std::io::Result<()> {
-        self.0.write(TxId::NONE, path, value).map_err(io)?;
         self.0
-            .set_perms(TxId::NONE, path, &[Permission::new(owner, Access::None)])
+            .transaction(TX_ATTEMPTS, |c, tx| {
+                c.write(tx, path, value)?;
+                c.set_perms(tx, path, &[Permission::new(owner, Access::None)])
+            })
             .map_err(io)
     }
     fn remove(&mut self, path: &str) -> std::io::Result<()> {
