@@ -75,9 +75,13 @@
 //! and writable with the error (`SO_ERROR` is driver-core's `TakeError`),
 //! as a Linux TCP socket behaves.
 //!
+//! `SetOpt` of a boolean a marker byte carries (`TCP_CORK`, `TCP_NODELAY`,
+//! `SO_KEEPALIVE`) on a connected stream is in order without a round trip
+//! (`option_in_order`): its frame follows the bytes written before.
+//!
 //! Not yet: datagram sockets' data
-//! (`write` `EOPNOTSUPP`), in-band options (`SockOpt` `EOPNOTSUPP`; the
-//! synchronous `SetOpt` works), writes straight into ring space (one copy
+//! (`write` `EOPNOTSUPP`), in-band records (`SockOpt` `EOPNOTSUPP`; other
+//! options go by the synchronous `SetOpt`), writes straight into ring space (one copy
 //! through a bounce
 //! buffer today). The app's memory is copied outside the core's mutex (into and
 //! out of a per-socket bounce buffer, one reader and one writer at a time
@@ -313,6 +317,9 @@ pub(crate) fn control_ioctl(
         // In-band options need what socket files do not have yet
         // (control.rs docs).
         Op::SockOpt => (reply_status(&req, EOPNOTSUPP_N, &mut out)?, None),
+        Op::SetOpt if option_in_order(core, sock_fops, &req, fd) => {
+            (reply_status(&req, 0, &mut out)?, None)
+        }
         _ => shim_op(core, sock_fops, conn, &req, fd, &mut out)?,
     };
     out[4..8].copy_from_slice(&(ctl_len as u32).to_ne_bytes());
@@ -333,6 +340,49 @@ pub(crate) fn control_ioctl(
         unsafe { bindings::fd_install(newfd as u32, file) };
     }
     Ok(0)
+}
+
+/// `setsockopt` of a boolean option a marker byte carries (`TCP_CORK`,
+/// `TCP_NODELAY`, `SO_KEEPALIVE`) on a connected stream socket file, not
+/// cancelling an in-band record: driver-core's `SockOpt` frame goes onto
+/// the instance's ring now, behind every byte written before (a write
+/// pushes its frames, or they wait behind queued ones, before it returns),
+/// and the app gets 0 without waiting for the instance, as the daemon's
+/// in-band markers do. nginx's `tcp_nopush` sets `TCP_CORK` twice per
+/// response: synchronously that was two round trips to the instance per
+/// request. `false`: the synchronous `SetOpt` (and its errno) instead.
+fn option_in_order(
+    core: &Arc<Core>,
+    sock_fops: *const bindings::file_operations,
+    req: &Control<'_>,
+    fd: i32,
+) -> bool {
+    let [level, name, cancel, _] = req.args;
+    if cancel != 0 {
+        return false;
+    }
+    let Some(h) = handle_of(fd, sock_fops) else {
+        return false;
+    };
+    let mut guard = core.inner.lock();
+    let inner = &mut *guard;
+    if !inner
+        .socks
+        .iter()
+        .any(|e| e.handle == h && e.stream && e.connected && e.err == 0)
+    {
+        return false;
+    }
+    if !inner
+        .driver
+        .set_option_in_order(h, level, name, req.value, &mut inner.actions)
+    {
+        return false;
+    }
+    if inner.execute() {
+        core.replies_wq.wake(ksys::EPOLLIN);
+    }
+    true
 }
 
 /// Encodes a reply to `req` with `status` and nothing else into `out[8..]`.

@@ -224,6 +224,54 @@ impl Driver {
     }
 
     /// The `SockOpt` frame of `rec` for `sock`'s instance.
+    /// A boolean option that a marker byte can carry ([`marker::BOOLS`]:
+    /// `SO_KEEPALIVE`, `TCP_NODELAY`, `TCP_CORK`) set on a connected stream
+    /// by a host whose app bytes reach the instance's ring in the order the
+    /// app writes them (the kernel module: a socket file's `write` has
+    /// pushed its frames, or queued them behind earlier ones, before it
+    /// returns). The option's `SockOpt` frame goes into `out` now, so it
+    /// lands between the bytes written before and after, with no request
+    /// and no reply, as a marker's does. `false`: not such an option, value
+    /// (shorter than an int) or socket; the host sends the synchronous
+    /// `SetOpt` instead, which also gives the errno.
+    pub fn set_option_in_order(
+        &mut self,
+        sock: Handle,
+        level: i32,
+        name: i32,
+        value: &[u8],
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(v) = value.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+            return false;
+        };
+        let on = i32::from_ne_bytes(v) != 0;
+        if marker::boolean(level, name, on).is_none() {
+            return false;
+        }
+        if self
+            .socks
+            .get(&sock)
+            .is_none_or(|s| s.ty != SockType::Stream)
+        {
+            return false;
+        }
+        let rec = Record {
+            pid: 0,
+            seq: 0,
+            level,
+            name,
+            value: OptValue::int(i32::from(on)),
+        };
+        match self.apply_record(sock, rec) {
+            Some(a) => {
+                out.push(a);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn apply_record(&mut self, sock: Handle, rec: Record) -> Option<Action> {
         let s = self.socks.get(&sock)?;
         if s.state != SockState::Connected {

@@ -275,3 +275,36 @@ fn options_carried_with_connect() {
     d.shim_request(1, &req, Some(h2), &mut out);
     assert!(matches!(out[..], [Action::Reply(r)] if r.ctl.status == errno::EINVAL));
 }
+
+#[test]
+fn options_in_order_for_hosts_that_write_in_order() {
+    let (mut d, i, h) = connected();
+    let mut out = Vec::new();
+    // TCP_CORK on, then off (any non-zero int is on).
+    assert!(d.set_option_in_order(h, CORK.0, CORK.1, &7i32.to_ne_bytes(), &mut out));
+    assert!(d.set_option_in_order(h, CORK.0, CORK.1, &0i32.to_ne_bytes(), &mut out));
+    assert_eq!(
+        out,
+        vec![
+            Action::Send {
+                inst: i,
+                frame: cork(1)
+            },
+            Action::Send {
+                inst: i,
+                frame: cork(0)
+            }
+        ]
+    );
+    assert_eq!(d.inband_stats().applied, 2);
+    out.clear();
+    // Not a marker's boolean (SO_RCVBUF), too short a value, no such
+    // socket: the synchronous path instead, nothing sent.
+    assert!(!d.set_option_in_order(h, 1, 8, &1i32.to_ne_bytes(), &mut out));
+    assert!(!d.set_option_in_order(h, CORK.0, CORK.1, &[1, 0], &mut out));
+    assert!(!d.set_option_in_order(h + 1000, CORK.0, CORK.1, &1i32.to_ne_bytes(), &mut out));
+    // A socket not connected (a new one): the synchronous path too.
+    let n = d.new_socket(101, 2, 1, 0).unwrap();
+    assert!(!d.set_option_in_order(n, CORK.0, CORK.1, &1i32.to_ne_bytes(), &mut out));
+    assert!(out.is_empty());
+}
