@@ -90,65 +90,64 @@ struct reply {
 	uint16_t family, port;
 };
 
-/* One request: op, the socket fd it is about, two args, an IPv4 address
- * and port (none if the port is 0). */
-static struct reply control_at(int dev, uint16_t op, int fd, int32_t a0, int32_t a1,
-			       const uint8_t ip[4], uint16_t port)
+/* Sends request `c` (op and seq already in its header, `len` set) and
+ * reads the reply's fields. */
+static struct reply exchange(int dev, struct ins_control *c)
 {
-	struct ins_control c;
 	struct reply r = { .status = -1, .fd = -1 };
-	memset(&c, 0, sizeof c);
-	uint8_t *h = c.packet;
-	uint32_t seq = next_seq++;
-	put16(h + 0, op);
-	put32(h + 4, seq);
-	put32(h + 16, (uint32_t)a0);
-	put32(h + 20, (uint32_t)a1);
-	if (port) {
-		put16(h + 32, 2); /* AF_INET */
-		put16(h + 34, port);
-		memcpy(h + 40, ip, 4);
-	}
-	c.fd = fd;
-	c.len = 112;
-	if (ioctl(dev, INS_IOC_CONTROL, &c) < 0)
+	uint8_t *h = c->packet;
+	uint32_t op = get32(h) & 0xffff, seq = get32(h + 4);
+	if (ioctl(dev, INS_IOC_CONTROL, c) < 0)
 		return r;
-	if (c.len < 112 || get32(h + 4) != seq || (get32(h) & 0xffff) != op) {
+	if (c->len < 112 || get32(h + 4) != seq || (get32(h) & 0xffff) != op) {
 		errno = EPROTO;
 		return r;
 	}
 	r.status = (int)get32(h + 8);
-	r.fd = c.fd;
+	r.fd = c->fd;
 	r.a0 = (int)get32(h + 16);
 	r.family = (uint16_t)get32(h + 32);
 	r.port = (uint16_t)(get32(h + 32) >> 16);
 	return r;
 }
 
+/* A request's header: op, a new seq, two args; the socket fd it is about;
+ * 112 bytes long (no value). */
+static void request(struct ins_control *c, uint16_t op, int fd, int32_t a0, int32_t a1)
+{
+	memset(c, 0, sizeof *c);
+	put16(c->packet + 0, op);
+	put32(c->packet + 4, next_seq++);
+	put32(c->packet + 16, (uint32_t)a0);
+	put32(c->packet + 20, (uint32_t)a1);
+	c->fd = fd;
+	c->len = 112;
+}
+
+/* One request: op, the socket fd it is about, two args, an IPv4 address
+ * and port (none if the port is 0). */
+static struct reply control_at(int dev, uint16_t op, int fd, int32_t a0, int32_t a1,
+			       const uint8_t ip[4], uint16_t port)
+{
+	struct ins_control c;
+	request(&c, op, fd, a0, a1);
+	if (port) {
+		put16(c.packet + 32, 2); /* AF_INET */
+		put16(c.packet + 34, port);
+		memcpy(c.packet + 40, ip, 4);
+	}
+	return exchange(dev, &c);
+}
+
 /* SetOpt(level, name) with an int value on socket file `fd`. */
 static struct reply setopt(int dev, int fd, int level, int name, int32_t v)
 {
 	struct ins_control c;
-	struct reply r = { .status = -1, .fd = -1 };
-	memset(&c, 0, sizeof c);
-	uint8_t *h = c.packet;
-	uint32_t seq = next_seq++;
-	put16(h + 0, OP_SETOPT);
-	put32(h + 4, seq);
-	put32(h + 16, (uint32_t)level);
-	put32(h + 20, (uint32_t)name);
-	put32(h + 96, 4); /* value_len */
-	put32(h + 112, (uint32_t)v);
-	c.fd = fd;
+	request(&c, OP_SETOPT, fd, level, name);
+	put32(c.packet + 96, 4); /* value_len */
+	put32(c.packet + 112, (uint32_t)v);
 	c.len = 116;
-	if (ioctl(dev, INS_IOC_CONTROL, &c) < 0)
-		return r;
-	if (c.len < 112 || get32(h + 4) != seq || (get32(h) & 0xffff) != OP_SETOPT) {
-		errno = EPROTO;
-		return r;
-	}
-	r.status = (int)get32(h + 8);
-	return r;
+	return exchange(dev, &c);
 }
 
 static const uint8_t ANY[4] = { 0, 0, 0, 0 };
