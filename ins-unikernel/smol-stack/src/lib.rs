@@ -19,8 +19,12 @@
 //!   (Linux would queue them up to the backlog).
 //! * **Addresses.** An `AF_INET6` socket sees IPv4 peers as v4-mapped
 //!   addresses (`::ffff:a.b.c.d`), as on Linux; a wildcard `AF_INET6`
-//!   listener takes both families unless `IPV6_V6ONLY`. Connections of the
-//!   wrong family reaching a listener are reset.
+//!   listener takes both families unless `IPV6_V6ONLY`. A wildcard
+//!   listener of one family listens on the stack's address of that family,
+//!   so a SYN of the other family finds no listener and is refused (RST,
+//!   `ECONNREFUSED` for the client) as on Linux, and a listener of each
+//!   family can share a port; a connection of the wrong family that still
+//!   reaches one (none should) is reset at `accept`.
 //! * **Ports.** Binding follows Linux: `EADDRINUSE` for an overlapping
 //!   binding of the same protocol and port unless both sockets set
 //!   `SO_REUSEPORT`, or both set `SO_REUSEADDR` and (TCP) neither listens;

@@ -2,10 +2,10 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::net::SocketAddr;
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ins_core::Errno;
-use ins_core::stack::{Accepted, Readiness, Shutdown};
+use ins_core::stack::{Accepted, Family, Readiness, Shutdown};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::tcp::{self, CongestionControl, State};
@@ -217,19 +217,50 @@ impl<D: Device, W: Waiter> SmolStack<D, W> {
         let size = usize::try_from(backlog)
             .unwrap_or(usize::MAX)
             .clamp(1, self.cfg.listen_pool.max(1));
-        let o = self.sock(h)?.opts;
+        let (family, o) = {
+            let s = self.sock(h)?;
+            (s.family, s.opts)
+        };
         let mut pool = Vec::with_capacity(size);
         for _ in 0..size {
-            pool.push(self.listening_socket(&o, bound)?);
+            pool.push(self.listening_socket(family, &o, bound)?);
         }
         self.sock(h)?.kind = Kind::Tcp(TcpState::Listening { pool, size });
         Ok(())
     }
 
-    fn listening_socket(&mut self, o: &SockOpts, bound: SocketAddr) -> Result<SocketHandle, Errno> {
+    /// One socket of a listener's pool. A wildcard listener that takes one
+    /// IP version only (an `AF_INET` socket, or `AF_INET6` with
+    /// `IPV6_V6ONLY`) listens on this stack's address of that version (or
+    /// that version's unspecified address, which matches nothing, when the
+    /// stack has none): smoltcp's "any address" would take a SYN of the
+    /// other version too, complete the handshake, and leave the accept to
+    /// reset it; this way the SYN finds no listener and is refused with a
+    /// RST, as on Linux, and next to a listener of the other version on the
+    /// same port (nginx's `listen 80; listen [::]:80;`) each SYN reaches
+    /// the right one.
+    fn listening_socket(
+        &mut self,
+        family: Family,
+        o: &SockOpts,
+        bound: SocketAddr,
+    ) -> Result<SocketHandle, Errno> {
         let mut t = self.new_tcp(o);
+        let addr = if !bound.ip().is_unspecified() {
+            Some(IpAddress::from(bound.ip()))
+        } else {
+            match Versions::of(family, o.v6only) {
+                Versions::Both => None,
+                Versions::V4 => Some(IpAddress::from(
+                    self.cfg.ipv4.map_or(Ipv4Addr::UNSPECIFIED, |(a, _)| a),
+                )),
+                Versions::V6 => Some(IpAddress::from(
+                    self.cfg.ipv6.map_or(Ipv6Addr::UNSPECIFIED, |(a, _)| a),
+                )),
+            }
+        };
         let ep = IpListenEndpoint {
-            addr: (!bound.ip().is_unspecified()).then(|| IpAddress::from(bound.ip())),
+            addr,
             port: bound.port(),
         };
         t.listen(ep).map_err(|_| Errno::EINVAL)?;
@@ -345,7 +376,7 @@ impl<D: Device, W: Waiter> SmolStack<D, W> {
             };
             let th = pool.swap_remove(i);
             let bound = bound.ok_or(Errno::EINVAL)?;
-            let fresh = self.listening_socket(&o, bound)?;
+            let fresh = self.listening_socket(family, &o, bound)?;
             if let Some(Sock {
                 kind: Kind::Tcp(TcpState::Listening { pool, .. }),
                 ..
@@ -562,7 +593,7 @@ impl<D: Device, W: Waiter> SmolStack<D, W> {
         let Some(s) = self.socks.get_mut(&id) else {
             return;
         };
-        let (o, bound) = (s.opts, s.bound);
+        let (family, o, bound) = (s.family, s.opts, s.bound);
         match &mut s.kind {
             Kind::Tcp(TcpState::Listening { pool, size }) => {
                 // re-arm pool sockets a handshake left closed
@@ -580,7 +611,7 @@ impl<D: Device, W: Waiter> SmolStack<D, W> {
                 }
                 if let Some(b) = bound {
                     for _ in 0..missing {
-                        if let Ok(ph) = self.listening_socket(&o, b)
+                        if let Ok(ph) = self.listening_socket(family, &o, b)
                             && let Some(Sock {
                                 kind: Kind::Tcp(TcpState::Listening { pool, .. }),
                                 ..

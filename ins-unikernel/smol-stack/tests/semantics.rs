@@ -361,7 +361,8 @@ fn ipv6_and_v4_mapped_peers() {
     );
     assert_eq!(acc.local, sa(&format!("[::ffff:{B4}]:443")));
 
-    // V6ONLY listener: an IPv4 connection is reset
+    // V6ONLY listener: an IPv4 connection is refused (its SYN finds no
+    // listener: RST, ECONNREFUSED, as on Linux), not accepted and reset
     let v6 = p.b.open(Family::Inet6, SockType::Stream).unwrap();
     p.b.set_opt(v6, opt::IPPROTO_IPV6, opt::IPV6_V6ONLY, &int_opt(1))
         .unwrap();
@@ -372,11 +373,32 @@ fn ipv6_and_v4_mapped_peers() {
     p.settle();
     assert_eq!(p.b.accept(v6).map(|_| ()), Err(Errno::EAGAIN));
     p.settle();
-    assert!(
-        p.a.take_error(c).unwrap().is_some(),
-        "reset by the V6ONLY listener"
+    assert_eq!(
+        p.a.take_error(c),
+        Ok(Some(Errno::ECONNREFUSED)),
+        "refused: the V6ONLY listener takes no IPv4 SYN"
     );
-    assert_eq!(p.b.counters().wrong_family, 1);
+    assert_eq!(p.b.counters().wrong_family, 0);
+
+    // nginx's dual listeners on one port (`listen 446; listen [::]:446;`,
+    // the second V6ONLY): every connection reaches the listener of its
+    // version, none is reset
+    let l4b = listener(&mut p, "0.0.0.0:446", 8);
+    let l6b = p.b.open(Family::Inet6, SockType::Stream).unwrap();
+    p.b.set_opt(l6b, opt::IPPROTO_IPV6, opt::IPV6_V6ONLY, &int_opt(1))
+        .unwrap();
+    p.b.bind(l6b, sa("[::]:446")).unwrap();
+    p.b.listen(l6b, 8).unwrap();
+    for _ in 0..4 {
+        let (c4, s4) = connect(&mut p, l4b, "10.0.0.2:446");
+        assert_eq!(p.b.peer_addr(s4).unwrap().ip().to_string(), A4);
+        let (c6b, s6b) = connect(&mut p, l6b, "[fd00::2]:446");
+        assert_eq!(p.b.peer_addr(s6b).unwrap().ip().to_string(), A6);
+        for c in [c4, c6b] {
+            assert_eq!(p.a.take_error(c), Ok(None));
+        }
+    }
+    assert_eq!(p.b.counters().wrong_family, 0);
 
     // an AF_INET6 client reaching an IPv4 server through a mapped address
     let m = p.a.open(Family::Inet6, SockType::Stream).unwrap();
