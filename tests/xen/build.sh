@@ -105,7 +105,7 @@ for f in small.html big.bin; do sha256sum "$WWW/$f" > "$WWW/$f.sha256"; done
 
 # ---- domU initramfs: one image for the PVM, the instance and the snooper
 R=$OUT/domU-root; base_root "$R" xen-evtchn xen-gntdev xen-gntalloc xen-netfront
-copy_bins "$R" /opt/ins/bin "$REL/ins" "$REL/ins-driver" "$REL/ins-ctl" "$REL/examples/xenchan" /usr/sbin/nginx
+copy_bins "$R" /opt/ins/bin "$REL/ins" "$REL/ins-driver" "$REL/ins-ctl" "$REL/examples/xenchan" /usr/sbin/nginx /usr/bin/socat
 install -m644 "$REL/libshim.so" "$R/opt/ins/bin/libshim.so"
 # Release builds carry debug info (profile.release debug = 1): strip the
 # copies, or the initramfs does not fit a small domain.

@@ -24,6 +24,10 @@ xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/c
 ip link set lo up
 brctl addbr xenbr0
 ip addr add 169.254.100.1/24 dev xenbr0 && ip link set xenbr0 up
+# IPv6 on the bridge too (tests 35, 36: the unikernel instance's fd00:64::6);
+# no duplicate address detection, so the address is usable at once.
+echo 0 > /proc/sys/net/ipv6/conf/xenbr0/accept_dad 2>/dev/null
+ip -6 addr add fd00:64::1/64 dev xenbr0 || echo "no IPv6 on xenbr0"
 echo "DOM0_READY uptime=$(up)"
 
 FAILED=0

@@ -20,7 +20,12 @@
 #                                    offers CH, returns once it joined; then
 #                                    `ins-ctl list` as "UKLIST" lines
 #   pvm-xen.sh ukr-web               nginx under libshim.so on that driver
-#   pvm-xen.sh ukr-down              stop that nginx, then that driver
+#   pvm-xen.sh ukr-more              on that driver too: UDP echo servers
+#                                    (socat UDP4-RECVFROM:7007 and
+#                                    UDP6-RECVFROM:7008 with ipv6only, fork,
+#                                    PIPE) and a second nginx listening on
+#                                    [::]:8081 only
+#   pvm-xen.sh ukr-down              stop those, then that driver
 #                                    (`ins-ctl down`: it closes the channel)
 #   pvm-xen.sh ukr-big DOMID CH      a fourth driver (/run/insb) with the
 #                                    default 1 MiB rings offers CH to DOMID
@@ -73,8 +78,19 @@ ukr-web)
   ins-ctl --run-dir /run/insu run -- nginx -c /tmp/nginx-ukr.conf > /tmp/nginx-ukr.log 2>&1 &
   echo "PVM_UKR_WEB started (nginx under the shim, driver /run/insu)"
   ;;
+ukr-more)
+  U=/run/insu
+  ins-ctl --run-dir $U run -- socat UDP4-RECVFROM:7007,fork PIPE > /tmp/socat-ukr4.log 2>&1 &
+  ins-ctl --run-dir $U run -- socat UDP6-RECVFROM:7008,ipv6only=1,fork PIPE > /tmp/socat-ukr6.log 2>&1 &
+  mkdir -p /tmp/nginxv-body
+  sed 's|/tmp/nginx|/tmp/nginxv|g; s|listen 8080;|listen [::]:8081;|' /etc/ins/nginx.conf > /tmp/nginx-ukr6.conf
+  ins-ctl --run-dir $U run -- nginx -c /tmp/nginx-ukr6.conf > /tmp/nginx-ukr6.log 2>&1 &
+  echo "PVM_UKR_MORE started (UDP echo on 7007 and [::]:7008, nginx on [::]:8081, under the shim, driver $U)"
+  ;;
 ukr-down)
-  [ -f /tmp/nginxu.pid ] && kill "$(cat /tmp/nginxu.pid)" 2>/dev/null; sleep 1
+  for f in /tmp/nginxu.pid /tmp/nginxv.pid; do [ ! -f $f ] || kill "$(cat $f)" 2>/dev/null || true; done
+  pkill socat 2>/dev/null || true; sleep 1
+  for f in /tmp/socat-ukr4.log /tmp/socat-ukr6.log /tmp/nginx-ukr6.log; do [ ! -s $f ] || sed "s|^|UKDOWN $f: |" $f | tail -n 3; done
   ins-ctl --run-dir /run/insu down
   grep -h -i "xen channel" /run/insu/*.log 2>/dev/null | tail -n 4 | sed 's/^/UKDOWN /'
   ;;
@@ -85,5 +101,5 @@ ukr-big)
   echo "UKBIG attach exit $rc"
   ins-ctl --run-dir $B down
   ;;
-*) echo "usage: pvm-xen.sh attach DOMID CHANNEL | web | flows [RUNDIR TAG] | gone | ukr-attach DOMID CHANNEL | ukr-web | ukr-down | ukr-big DOMID CHANNEL"; exit 2 ;;
+*) echo "usage: pvm-xen.sh attach DOMID CHANNEL | web | flows [RUNDIR TAG] | gone | ukr-attach DOMID CHANNEL | ukr-web | ukr-more | ukr-down | ukr-big DOMID CHANNEL"; exit 2 ;;
 esac

@@ -22,6 +22,24 @@ first_answer() { # ip timeout_s
     i=$((i+1)); [ $i -gt $2 ] && return 1; sleep 1
   done
 }
+rate() { # ip tag: requests/s through that address, printed as figures
+  # (not checked): 200 requests on one keep-alive connection, then 40
+  # requests on a new connection each (curl started per request, as the
+  # load loop does: the same cost either way, so compare the two kinds of
+  # domain, not the absolute numbers)
+  local args="" n t0 el ok
+  for n in $(seq 200); do args="$args http://$1:8080/small.html -o /dev/null"; done
+  t0=$(up); ok=$(curl -s -m 300 -w '%{http_code}\n' $args | grep -c '^200$'); el=$(since $t0)
+  echo "$2 rate: $ok of 200 keep-alive requests in $el s"
+  echo "FIGURE $2_ka_rps $(awk "BEGIN{printf \"%.1f\", $ok / ($el > 0 ? $el : 0.1)}") req/s"
+  t0=$(up); ok=0
+  for n in $(seq 40); do
+    [ "$(curl -s -m 20 -o /dev/null -w '%{http_code}' http://$1:8080/small.html)" = 200 ] && ok=$((ok+1))
+  done
+  el=$(since $t0)
+  echo "$2 rate: $ok of 40 requests on new connections in $el s"
+  echo "FIGURE $2_conn_rps $(awk "BEGIN{printf \"%.1f\", $ok / ($el > 0 ? $el : 0.1)}") req/s"
+}
 load() { # ip tag max: a bounded curl loop, one line per request
   i=0; : > /tmp/load.$2
   while [ $i -lt $3 ] && [ ! -e /tmp/load.stop ]; do
@@ -77,6 +95,7 @@ spawn_tests() {
   done
   [ $ok = 1 ] && result xen-spawn-web pass "small and 1 MiB byte-exact through dom$A ($IA) and dom$B ($IB)" \
     || { result xen-spawn-web fail "see above"; return 0; }
+  rate $IA spawn
 
   # --- 25. xl destroy dom$A under load: the driver marks its instance
   # dead, nginx keeps serving through dom$B, the balancer gets a
@@ -182,7 +201,7 @@ ukspawn_tests() {
   # --- 29. ins-ctl up --xen --unikernel --instances 2: the agent (now with
   # the unikernel's template) creates two unikernel domains, both join
   if ! start_agent --ip-range 169.254.100.30-169.254.100.39 \
-       --unikernel-template /etc/ins/ukinst.cfg --unikernel-kernel /boot/ins-pv --unikernel-memory 32; then
+       --unikernel-template /etc/ins/ukinst.cfg --unikernel-kernel /boot/ins-pv --unikernel-memory 16; then
     result ukspawn-up fail "ins-xen-agent exited at start"; tail -n 5 /tmp/xagent.log; return 0
   fi
   t=$(up)
@@ -219,6 +238,7 @@ ukspawn_tests() {
   done
   if [ $ok = 1 ]; then
     result ukspawn-web pass "small and 1 MiB byte-exact through unikernels dom$A ($IA) and dom$B ($IB)"
+    rate $IA ukspawn
   else
     result ukspawn-web fail "see above"
     run pvm "$KD sh /opt/ins/pvm-spawn.sh down"; wait_cmd pvm $N 120 >/dev/null

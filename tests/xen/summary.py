@@ -33,9 +33,9 @@ def show(patterns):
 print("== the real driver with an instance in another domain (driver-over-xen)")
 show((r"xen fetch .*", r"xen keep-alive: .*", r"curl: port .*", r"XFLOW 169\.254\.100\.1:.*", r"XLIST .*",
       r"XGONE .*"))
-print("== the PV unikernel as the driver's instance (tests 16-22)")
+print("== the PV unikernel as the driver's instance (tests 16-22, 35, 36)")
 show((r"instance: max_sockets.*", r"INS_PV_JOINED driver=.*", r"ukr fetch .*", r"ukr keep-alive: .*",
-      r"UFLOW 169\.254\.100\.1:.*", r"ukr block: .*", r"ukr limit: .*"))
+      r"UFLOW 169\.254\.100\.1:.*", r"ukr udp: .*", r"ukr ipv6.*", r"ukr block: .*", r"ukr limit: .*"))
 for marker in ("XENCHAN_CONNECTED", "XENCHAN_EXCHANGE_OK", "XENCHAN_SNOOP_REFUSED", "XENCHAN_CLOSED",
                "XENCHAN_INS_JOINED", "XENCHAN_INS_SERVED", "XENCHAN_PEER_GONE"):
     for line in re.findall(marker + r".*", log):
@@ -43,7 +43,7 @@ for marker in ("XENCHAN_CONNECTED", "XENCHAN_EXCHANGE_OK", "XENCHAN_SNOOP_REFUSE
 print("== instance domains made by ins-xen-agent (tests 23-27; unikernels 28-33)")
 for pat in (r"XAGENT created .*", r"\bspawn fetch .*", r"\bspawn load: .*", r"FIGURE spawn_\S+ .*",
             r"XSPAWN_REFUSED .*", r"INS_PV_JOINED driver=\S+ channel=k.*", r"ukspawn fetch .*",
-            r"ukspawn load: .*", r"FIGURE ukspawn_\S+ .*"):
+            r"ukspawn load: .*", r"\bspawn rate: .*", r"ukspawn rate: .*", r"FIGURE ukspawn_\S+ .*"):
     for line in dict.fromkeys(re.sub(r"^\[\S+\]\s*", "", x.strip()) for x in re.findall(pat, log)):
         print("        " + line)
 print("== figures (QEMU TCG: only the ratios mean anything)")
@@ -56,6 +56,8 @@ for label, ukl, lnx in (("boot: xl create -> ready", "ukl_boot_s", "linux_boot_s
         print(f"  {label:34} missing ({ukl} / {lnx})")
 for label, ukl, lnx in (("instance domains: up, 2 joined", "ukspawn_up_s", "spawn_up_s"),
                         ("instance domain memory", "ukspawn_domain_mem_mib", "spawn_domain_mem_mib"),
+                        ("req/s, one keep-alive connection", "ukspawn_ka_rps", "spawn_ka_rps"),
+                        ("req/s, a connection each", "ukspawn_conn_rps", "spawn_conn_rps"),
                         ("failover: destroy -> replaced", "ukspawn_replace_s", "spawn_replace_s")):
     if ukl in figures and lnx in figures:
         (u, unit), n = figures[ukl], figures[lnx][0]
@@ -73,12 +75,12 @@ for label, ring, tcp, unit, higher_better in rows:
     else:
         print(f"  {label:28} missing ({ring} / {tcp})")
 ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
-# The whole lab has 34 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
-# runs the unikernel's 12 (16, 17, 20-22, 18, 19, then 11-15),
+# The whole lab has 36 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
+# runs the unikernel's 14 (16, 17, 20, 35, 36, 21, 22, 18, 19, then 11-15),
 # INS_XEN_TESTS=spawn the 11 of tests/xen/spawn.sh (23-33), INS_XEN_TESTS=hostile
 # test 34 (tests/xen/hostile.sh).
 part = re.search(r"LAB_TESTS (\S+)", log)
-expected = {"unikernel": 12, "spawn": 11, "hostile": 1}.get(part.group(1) if part else "all", 34)
+expected = {"unikernel": 14, "spawn": 11, "hostile": 1}.get(part.group(1) if part else "all", 36)
 if len(tests) < expected:
     print(f"== {len(tests)} results, {expected} expected")
 ok = ok and len(tests) >= expected

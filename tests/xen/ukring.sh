@@ -1,5 +1,5 @@
 # The PV unikernel as the real driver's instance over a Xen channel.
-# Tests 16, 17, 20, 21, 22, 18 run in that order, then 19.
+# Tests 16, 17, 20, 35, 36, 21, 22, 18 run in that order, then 19.
 # Sourced by dom0-init.sh after test 10, while the PVM runs (it uses its
 # create, console, domid, run, wait_cmd, result, up and since helpers and
 # $P): boots /boot/ins-pv as domain "ukr" (32 MiB, one vif on xenbr0,
@@ -18,6 +18,17 @@
 #   20 unikernel-flow-records: that driver's `ins-ctl flows` holds a closed
 #      record for each of those three connections with exactly the request
 #      and response bytes curl counted (flows_match, as test 7);
+#   35 unikernel-udp: UDP request/response through the unikernel: socat
+#      under the shim on that driver (UDP4-RECVFROM:7007 and
+#      UDP6-RECVFROM:7008 with ipv6only, fork, PIPE: each datagram is
+#      echoed by a child process, as socat's users run it) answers dom0's
+#      20 datagrams to 169.254.100.6:7007 and 20 to [fd00:64::6]:7008,
+#      each echoed exactly (bash's /dev/udp: a connected socket);
+#   36 unikernel-ipv6: the unikernel also has fd00:64::6/64 (ip6= on its
+#      command line; dom0's bridge fd00:64::1): a second nginx under the
+#      shim listening on [::]:8081 only; dom0's curl fetches the small
+#      page and the 1 MiB file over IPv6 byte-exact, and the IPv4 address
+#      is refused on that port (the listener is IPv6-only, as nginx asks);
 #   21 unikernel-block: `ins-ctl block 169.254.100.1` (dom0's address):
 #      dom0's curl is reset or refused (its exit code and message printed);
 #      after `ins-ctl unblock` the page is served again;
@@ -38,6 +49,7 @@
 #   env (dom0's): UKL_TIMEOUT (s, default 180) for the boot.
 . /etc/ins/flowcheck.sh
 UKR_IP=169.254.100.6
+UKR_IP6=fd00:64::6
 UKR_TIMEOUT=${UKL_TIMEOUT:-180}
 UKR_SEED=$(head -c 8 /dev/urandom | od -An -tu8 | tr -d " ")
 UKR_LOG=/var/log/xen/console/guest-ukr.log
@@ -50,7 +62,7 @@ maxmem = 32
 vcpus = 1
 on_crash = "preserve"
 vif = [ 'bridge=xenbr0,mac=00:16:3e:00:64:06' ]
-extra = "ip=$UKR_IP/24 gw=169.254.100.1 seed=$UKR_SEED foreign_mib=4 driver=$P channel=ukr instance_id=21"
+extra = "ip=$UKR_IP/24 gw=169.254.100.1 ip6=$UKR_IP6/64 seed=$UKR_SEED foreign_mib=4 driver=$P channel=ukr instance_id=21"
 CFG
 ukr_joined=0
 if create ukr; then
@@ -89,6 +101,41 @@ if [ $ukr_joined = 1 ]; then
   [ $FLOWS_MATCHED = $FLOWS_WANTED ] && [ $FLOWS_WANTED = 3 ] \
     && result unikernel-flow-records pass "$FLOWS_MATCHED closed flow records with curl's exact request/response byte counts (dom$U)" \
     || result unikernel-flow-records fail "flow records matched $FLOWS_MATCHED of $FLOWS_WANTED"
+
+  # --- 35. UDP request/response, both families; 36. TCP over IPv6
+  run pvm "sh /opt/ins/pvm-xen.sh ukr-more"; wait_cmd pvm $N 60 >/dev/null
+  # udp_echo HOST PORT MSG: one datagram over a connected socket, the reply
+  udp_echo() { bash -c 'exec 3<>/dev/udp/$1/$2 && printf %s "$3" >&3 && timeout 5 dd bs=2048 count=1 <&3 2>/dev/null' _ "$@"; }
+  udp_ok=1
+  for dst in "$UKR_IP 7007" "$UKR_IP6 7008"; do
+    host=${dst% *}; port=${dst#* }; t=$(up); i=0
+    until [ "$(udp_echo $host $port probe)" = probe ] || [ $i -gt 60 ]; do sleep 1; i=$((i+1)); done
+    echo "ukr udp: first echo from [$host]:$port $(since $t) s after the servers started"
+    good=0; t=$(up); longest=0
+    for k in $(seq 20); do
+      msg="ins-ukr-udp-$k-$UKR_SEED-$(head -c 600 /dev/urandom | od -An -tx1 | tr -d ' \n' | head -c $((k * 50)))"
+      [ ${#msg} -gt $longest ] && longest=${#msg}
+      [ "$(udp_echo $host $port "$msg")" = "$msg" ] && good=$((good+1))
+    done
+    echo "ukr udp: $good of 20 datagrams (up to $longest bytes) echoed exactly by [$host]:$port in $(since $t) s"
+    [ $good = 20 ] || udp_ok=0
+  done
+  [ $udp_ok = 1 ] && result unikernel-udp pass "socat under the shim echoed 20 of 20 datagrams over IPv4 (:7007) and 20 of 20 over IPv6 (:7008) through the unikernel (dom$U)" \
+    || result unikernel-udp fail "see the ukr udp lines"
+  V6URL="http://[$UKR_IP6]:8081"
+  t=$(up); i=0
+  until curl -g -s -m 5 -o /dev/null $V6URL/small.html || [ $i -gt 60 ]; do sleep 1; i=$((i+1)); done
+  echo "ukr ipv6: first answer from $V6URL $(since $t) s after nginx started"
+  v6_ok=1
+  for f in small.html big.bin; do
+    got=$(curl -g -sS -m 120 $V6URL/$f | sha256sum | cut -d' ' -f1)
+    if [ "$got" = "$(cut -d' ' -f1 /srv/www/$f.sha256)" ]; then echo "ukr ipv6 fetch $f: sha256 ok"; else echo "ukr ipv6 fetch $f: sha256 $got"; v6_ok=0; fi
+  done
+  curl -sS -m 10 -o /dev/null http://$UKR_IP:8081/small.html 2>/tmp/uv4.err; v4code=$?
+  echo "ukr ipv6: the same port over IPv4: curl exit $v4code ($(head -c 80 /tmp/uv4.err | tr '\n' ' '))"
+  [ $v6_ok = 1 ] && [ $v4code = 7 ] \
+    && result unikernel-ipv6 pass "nginx on [::]:8081 through the unikernel: small and 1 MiB byte-exact over IPv6 from dom0; IPv4 refused on that port" \
+    || result unikernel-ipv6 fail "byte-exact over IPv6: $v6_ok; curl exit over IPv4 $v4code (want 7)"
 
   # --- 21. a blocked source is reset or refused; unblocked, it is served
   UCTL="ins-ctl --run-dir /run/insu"
@@ -150,7 +197,7 @@ if [ $ukr_joined = 1 ]; then
     result unikernel-channel-teardown fail "closed: $(grep -c INS_PV_CHANNEL_CLOSED $UKR_LOG), domain left: $(xl domid ukr 2>/dev/null), keys left: $(echo $left | wc -w)"
   fi
 else
-  for n in serves-nginx flow-records block rate-limit channel-teardown; do
+  for n in serves-nginx flow-records udp ipv6 block rate-limit channel-teardown; do
     result unikernel-$n fail "the unikernel did not join"
   done
 fi

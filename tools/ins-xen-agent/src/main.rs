@@ -56,7 +56,7 @@ struct Args {
     /// Memory of each unikernel instance domain (MiB, `@MEMORY@` of its
     /// template): its heap holds the sockets' buffers and the ring's
     /// frames; the channel's pages are mapped in its foreign window.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(8..=65536))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(8..=65536))]
     unikernel_memory: u32,
     /// Bridge of each domain's vif (`@BRIDGE@`).
     #[arg(long)]
