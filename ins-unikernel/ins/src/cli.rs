@@ -151,7 +151,8 @@ pub struct Args {
     /// no_new_privs, Landlock with no file access, and a seccomp allowlist
     /// of the calls the instance makes. `on`: apply what the system
     /// supports and log what it cannot; `strict`: all or exit 1; `off`:
-    /// none. Not applied with --xen-driver (its teardown needs xenstore).
+    /// none. Applied in local mode and with --kmod; not with --xen-driver
+    /// (its teardown needs xenstore).
     #[arg(long, value_name = "MODE", default_value = "on")]
     pub sandbox: SandboxMode,
     /// Same as --sandbox=off.

@@ -217,21 +217,18 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
         if settings.sandbox != SandboxMode::Off {
             // Its teardown after serving reads and writes xenstore and
             // unmaps grants through /dev/xen: not under this sandbox.
-            tracing::info!("sandbox not applied with --xen-driver (local mode only)");
+            tracing::info!("sandbox not applied with --xen-driver (local mode and --kmod only)");
         }
         return run_xen(settings, xen, sigfd);
-    }
-    if let Some(dev) = &settings.kmod {
-        if settings.sandbox != SandboxMode::Off {
-            tracing::info!("sandbox not applied with --kmod (local mode only)");
-        }
-        return run_kmod(settings, dev, sigfd);
     }
     // Resolved now: once sandboxed, /etc/passwd cannot be read.
     let user = match settings.sandbox {
         SandboxMode::Off => None,
         _ => Some(sandbox::resolve_user(&settings.sandbox_user).map_err(sandbox_err)?),
     };
+    if let Some(dev) = &settings.kmod {
+        return run_kmod(settings, dev, sigfd, user);
+    }
     let ep = connect(settings)?;
     tracing::info!(
         driver = %settings.driver.display(),
@@ -242,6 +239,23 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
         max_frame = ep.max_frame,
         "channel open"
     );
+    enter_sandbox(settings, user)?;
+    if settings.sandbox_selftest {
+        let run_dir = settings
+            .driver
+            .parent()
+            .unwrap_or(std::path::Path::new("/"));
+        sandbox::selftest(run_dir, ep.peer.pid);
+    }
+    serve(ep, settings, Some(sigfd))
+}
+
+/// Applies the sandbox (the channel is open: nothing else is opened from
+/// here on), or says it is off.
+fn enter_sandbox(
+    settings: &Settings,
+    user: Option<sandbox::SandboxUser>,
+) -> Result<(), InstanceError> {
     match user {
         Some(user) => {
             let done = sandbox::apply(settings.sandbox, user, settings.sandbox_low_ports)
@@ -255,14 +269,7 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
         }
         None => tracing::info!("sandbox off"),
     }
-    if settings.sandbox_selftest {
-        let run_dir = settings
-            .driver
-            .parent()
-            .unwrap_or(std::path::Path::new("/"));
-        sandbox::selftest(run_dir, ep.peer.pid);
-    }
-    serve(ep, settings, Some(sigfd))
+    Ok(())
 }
 
 fn sandbox_err(e: sandbox::SandboxError) -> InstanceError {
@@ -275,6 +282,7 @@ fn run_kmod(
     settings: &Settings,
     dev: &std::path::Path,
     sigfd: OwnedFd,
+    user: Option<sandbox::SandboxUser>,
 ) -> Result<Exit, InstanceError> {
     let ep = connect_kmod(dev, hello(settings), &settings.channel).map_err(|source| {
         InstanceError::Connect {
@@ -290,6 +298,9 @@ fn run_kmod(
         max_frame = ep.max_frame,
         "kernel module channel open"
     );
+    // The channel file is mapped and is both doorbells; the watcher
+    // thread polls it (`poll` is on the allowlist for it).
+    enter_sandbox(settings, user)?;
     serve(ep, settings, Some(sigfd))
 }
 

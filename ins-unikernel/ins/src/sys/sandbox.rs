@@ -1,4 +1,4 @@
-//! The instance's sandbox (local mode), applied once the channel with the
+//! The instance's sandbox (local mode and `--kmod`), applied once the channel with the
 //! driver is open and before the instance serves:
 //!
 //! 1. the capability bounding set is emptied (while still root);
@@ -295,6 +295,8 @@ fn allowed_syscalls() -> Vec<i64> {
         SYS_epoll_ctl,
         SYS_epoll_pwait,
         SYS_epoll_pwait2,
+        // The kernel module transport's hang-up watcher (one fd).
+        SYS_ppoll,
         // Time (normally the vDSO) and the shutdown grace.
         SYS_clock_gettime,
         SYS_clock_nanosleep,
@@ -322,7 +324,7 @@ fn allowed_syscalls() -> Vec<i64> {
         SYS_getrandom,
     ];
     #[cfg(target_arch = "x86_64")]
-    v.push(SYS_epoll_wait);
+    v.extend([SYS_epoll_wait, SYS_poll]);
     v
 }
 
