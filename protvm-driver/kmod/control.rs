@@ -79,6 +79,11 @@
 //! `SO_KEEPALIVE`) on a connected stream is in order without a round trip
 //! (`option_in_order`): its frame follows the bytes written before.
 //!
+//! `recv(MSG_PEEK)` is the socket file's `INS_IOC_PEEK` ioctl: the head of
+//! the receive buffer copied out and left there (no credit goes back);
+//! it blocks as `read` does unless the file is non-blocking or
+//! `PEEK_DONTWAIT`; on a listener `ENOTCONN`.
+//!
 //! Not yet: datagram sockets' data
 //! (`write` `EOPNOTSUPP`), in-band records (`SockOpt` `EOPNOTSUPP`; other
 //! options go by the synchronous `SetOpt`), writes straight into ring space (one copy
@@ -94,6 +99,7 @@ use alloc::vec::Vec as AVec;
 use driver_core::{Handle, ReplyFd};
 use ins_protocol::control::{Control, Op, MAX_PACKET};
 use kernel::bindings;
+use kernel::ffi::{c_long, c_uint, c_ulong};
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::uaccess::UserSlice;
@@ -106,6 +112,16 @@ pub(crate) const CONTROL_LEN: usize = 8 + MAX_PACKET;
 /// `_IOWR('I', 3, struct ins_control)`.
 pub(crate) const INS_IOC_CONTROL: u32 =
     (3 << 30) | ((CONTROL_LEN as u32) << 16) | ((b'I' as u32) << 8) | 3;
+/// `struct ins_peek { __u64 buf; __u64 len; __u32 flags; __u32 pad; }`
+/// size.
+pub(crate) const PEEK_LEN: usize = 24;
+/// `_IOW('I', 5, struct ins_peek)`, on a socket file: `recv(MSG_PEEK)`.
+/// Returns the bytes copied to `buf` (at most `len`), left in the
+/// receive buffer.
+pub(crate) const INS_IOC_PEEK: u32 =
+    (1 << 30) | ((PEEK_LEN as u32) << 16) | ((b'I' as u32) << 8) | 5;
+/// `ins_peek.flags`: do not block (`MSG_DONTWAIT`).
+const PEEK_DONTWAIT: u32 = 1;
 /// `EOPNOTSUPP`.
 const EOPNOTSUPP_N: i32 = 95;
 /// `EINPROGRESS`: a non-blocking connect's first answer.
@@ -299,7 +315,7 @@ pub(crate) fn control_ioctl(
     sock_fops: *const bindings::file_operations,
     conn: u64,
     arg: usize,
-) -> Result<kernel::ffi::c_long> {
+) -> Result<c_long> {
     let mut io = KVec::from_elem(0u8, CONTROL_LEN, GFP_KERNEL)?;
     UserSlice::new(arg, CONTROL_LEN)
         .reader()
@@ -676,6 +692,40 @@ unsafe fn nonblocking(iocb: *mut bindings::kiocb) -> bool {
     f_flags & bindings::O_NONBLOCK != 0 || ki_flags & 0x8 != 0
 }
 
+/// The head of `e`'s receive buffer (at most `want` bytes, and what
+/// `bounce` holds) copied into `bounce`: `Some(k)` bytes, `Some(0)` when
+/// there are none yet (wait), `None` at the end of the stream, which a
+/// reset or a failed connect is too (the shim then asks driver-core for
+/// the pending error once, `TakeError`, as at a daemon socket's end, so
+/// `SO_ERROR`, `read` and `write` share one error as on Linux), or
+/// `ENOTCONN` if it never connected, `ENOMEM` if bytes were dropped here.
+/// Leaves the buffer as it is.
+fn head(e: &SockEntry, want: usize, bounce: &mut [u8]) -> Result<Option<usize>> {
+    let k = e.rx.len().min(want).min(bounce.len());
+    if k > 0 {
+        let (a, b) = e.rx.as_slices();
+        let from_a = a.len().min(k);
+        let (dst_a, dst_b) = bounce.split_at_mut(from_a);
+        dst_a.copy_from_slice(a.get(..from_a).ok_or(EINVAL)?);
+        let rest = k - from_a;
+        dst_b
+            .get_mut(..rest)
+            .ok_or(EINVAL)?
+            .copy_from_slice(b.get(..rest).ok_or(EINVAL)?);
+        Ok(Some(k))
+    } else if e.err == ENOMEM_N {
+        // Bytes dropped here for want of memory: not the peer's doing, and
+        // driver-core does not know of it.
+        Err(ENOMEM)
+    } else if e.err != 0 || e.eof {
+        Ok(None)
+    } else if !e.connected && !e.connecting {
+        Err(Error::from_errno(-(bindings::ENOTCONN as i32)))
+    } else {
+        Ok(Some(0))
+    }
+}
+
 impl SockFile {
     /// `read()`: bytes from the receive buffer; driver-core credits the
     /// instance for what the app took.
@@ -728,27 +778,10 @@ impl SockFile {
                     self.wq.wait_until(|| self.readable())?;
                     continue;
                 }
-                let k = e.rx.len().min(want).min(bounce.len());
-                if k > 0 {
-                    let (a, b) = e.rx.as_slices();
-                    let from_a = a.len().min(k);
-                    let (dst_a, dst_b) = bounce.split_at_mut(from_a);
-                    dst_a.copy_from_slice(a.get(..from_a).ok_or(EINVAL)?);
-                    let rest = k - from_a;
-                    dst_b
-                        .get_mut(..rest)
-                        .ok_or(EINVAL)?
-                        .copy_from_slice(b.get(..rest).ok_or(EINVAL)?);
-                    k
-                } else if e.err != 0 {
-                    return Err(Error::from_errno(-e.err));
-                } else if e.eof {
-                    return Ok(0);
-                } else if !e.connected && !e.connecting {
-                    return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
-                } else {
-                    0
-                }
+                head(e, want, &mut bounce)?
+            };
+            let Some(k) = k else {
+                return Ok(0);
             };
             if k > 0 {
                 let src = bounce.get(..k).ok_or(EINVAL)?;
@@ -780,6 +813,71 @@ impl SockFile {
             }
             self.wq.wait_until(|| self.readable())?;
         }
+    }
+
+    /// `recv(MSG_PEEK)` (`INS_IOC_PEEK`): the head of the receive buffer
+    /// copied to the app's `buf` and left where it is; blocks as `read`
+    /// does unless `nonblock`. A listening socket file has no bytes:
+    /// `ENOTCONN`, as Linux's `recv` on a listener.
+    fn peek(&self, buf: usize, want: usize, nonblock: bool) -> Result<usize> {
+        if want == 0 {
+            return Ok(0);
+        }
+        let mut bounce = self.reader.lock();
+        loop {
+            let k = {
+                let guard = self.core.inner.lock();
+                let e = guard
+                    .socks
+                    .iter()
+                    .find(|e| e.handle == self.handle)
+                    .ok_or(EBADF)?;
+                if e.listening {
+                    return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
+                }
+                head(e, want, &mut bounce)?
+            };
+            let Some(k) = k else {
+                return Ok(0);
+            };
+            if k > 0 {
+                // Outside the core's mutex: the app's memory may fault.
+                UserSlice::new(buf, k)
+                    .writer()
+                    .write_slice(bounce.get(..k).ok_or(EINVAL)?)?;
+                return Ok(k);
+            }
+            if nonblock {
+                return Err(EAGAIN);
+            }
+            self.wq.wait_until(|| self.readable())?;
+        }
+    }
+
+    /// Linux's `tcp_poll` beyond readable and writable: `EPOLLRDHUP` once
+    /// the peer's end or a reset came, `EPOLLHUP` when the connection is
+    /// over both ways (reset, failed connect, or end both ways), and
+    /// `EPOLLERR` while driver-core holds an error `SO_ERROR` has not
+    /// taken.
+    fn hangup_bits(&self) -> u32 {
+        let inner = self.core.inner.lock();
+        let Some(e) = inner.socks.iter().find(|e| e.handle == self.handle) else {
+            return ksys::EPOLLHUP;
+        };
+        if e.listening {
+            return 0;
+        }
+        let mut bits = 0;
+        if e.eof || e.err != 0 {
+            bits |= ksys::EPOLLRDHUP;
+        }
+        if e.err != 0 || (e.eof && e.shut_wr) {
+            bits |= ksys::EPOLLHUP;
+        }
+        if inner.driver.pending_error(self.handle) != 0 {
+            bits |= ksys::EPOLLERR;
+        }
+        bits
     }
 
     fn readable(&self) -> bool {
@@ -1006,7 +1104,7 @@ unsafe extern "C" fn sock_poll(
     if sock.writable() {
         bits |= ksys::EPOLLOUT | ksys::EPOLLWRNORM;
     }
-    bits
+    bits | sock.hangup_bits()
 }
 
 /// `release` of socket files: the app let go.
@@ -1025,6 +1123,44 @@ unsafe extern "C" fn sock_release(_inode: *mut bindings::inode, file: *mut bindi
     0
 }
 
+/// `unlocked_ioctl` of socket files: `INS_IOC_PEEK`; anything else is
+/// `ENOTTY`.
+///
+/// # Safety
+///
+/// Called by the VFS with one of our socket files, not released.
+unsafe extern "C" fn sock_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    if cmd != INS_IOC_PEEK {
+        return -(bindings::ENOTTY as c_long);
+    }
+    // SAFETY: the VFS passes one of our socket files.
+    let sock = unsafe { sock_of(file) };
+    // SAFETY: `file` is valid during the call.
+    let f_flags = unsafe { (*file).f_flags };
+    let mut io = [0u8; PEEK_LEN];
+    if let Err(e) = UserSlice::new(arg, PEEK_LEN).reader().read_slice(&mut io) {
+        return e.to_errno() as c_long;
+    }
+    let word = |at: usize| {
+        io.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_ne_bytes)
+    };
+    let (Some(buf), Some(len)) = (word(0), word(8)) else {
+        return -(bindings::EINVAL as c_long);
+    };
+    let flags = u32::from_ne_bytes([io[16], io[17], io[18], io[19]]);
+    if flags & !PEEK_DONTWAIT != 0 {
+        return -(bindings::EINVAL as c_long);
+    }
+    let nonblock = f_flags & bindings::O_NONBLOCK != 0 || flags & PEEK_DONTWAIT != 0;
+    let want = usize::try_from(len).unwrap_or(usize::MAX);
+    match sock.peek(buf as usize, want, nonblock) {
+        Ok(n) => n as c_long,
+        Err(e) => e.to_errno() as c_long,
+    }
+}
+
 /// The socket files' operations (module lifetime).
 pub(crate) fn sock_fops(owner: *mut bindings::module) -> bindings::file_operations {
     bindings::file_operations {
@@ -1033,6 +1169,7 @@ pub(crate) fn sock_fops(owner: *mut bindings::module) -> bindings::file_operatio
         write_iter: Some(sock_write_iter),
         poll: Some(sock_poll),
         release: Some(sock_release),
+        unlocked_ioctl: Some(sock_ioctl),
         llseek: Some(bindings::noop_llseek),
         // The generic helpers over read_iter/write_iter: splice and
         // sendfile (nginx's `sendfile on`) from and to the socket.

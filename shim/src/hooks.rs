@@ -753,6 +753,11 @@ unsafe fn udp_send(
     // SAFETY: n readable entries.
     let total = unsafe { iov_total(iov, n) }?;
     frame::check_len(total, e.v6())?;
+    if crate::kmod::active() {
+        // Checked and bound as on Linux; but the kernel module carries no
+        // datagram data yet (its limits).
+        return Err(Errno(libc::EOPNOTSUPP));
+    }
     let mut hdr = frame::header(to, &info);
     let hdr_ptr = hdr.as_mut_ptr();
     // A kept socket (see `keeper`) is tried without waiting first: once
@@ -812,6 +817,10 @@ struct Got {
 /// # Safety
 /// `iov` readable for `n` entries, each buffer writable.
 unsafe fn udp_recv(fd: c_int, iov: *const iovec, n: usize, flags: c_int) -> Result<Got, Errno> {
+    if crate::kmod::active() {
+        // The kernel module carries no datagram data yet (its limits).
+        return Err(Errno(libc::EOPNOTSUPP));
+    }
     if n > MAX_IOV {
         return Err(Errno(libc::EMSGSIZE));
     }

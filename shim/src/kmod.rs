@@ -23,8 +23,10 @@
 //! What differs from the daemon (the module's limits, README): a signal
 //! during an exchange ends it with `EINTR` even for prompt requests (the
 //! ioctl's wait is interruptible and the request cannot be re-sent); a
-//! blocking connect's `SO_SNDTIMEO` is not applied; `MSG_PEEK` and flags
-//! other than `MSG_DONTWAIT`/`MSG_NOSIGNAL` on stream data calls are
+//! blocking connect's `SO_SNDTIMEO` is not applied; stream reads take
+//! `MSG_PEEK` (the socket file's `INS_IOC_PEEK`) and `MSG_WAITALL` (read
+//! again until full, as Linux), not both at once; flags other than those
+//! and `MSG_DONTWAIT`/`MSG_NOSIGNAL` on stream data calls are
 //! `EOPNOTSUPP`; a socket file inherited across `exec` is not recognised.
 
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU64, Ordering};
@@ -52,6 +54,24 @@ const INS_IOC_CONTROL: libc::c_ulong = (3 << 30)
     | 3;
 /// `_IOR('I', 4, __u32)`.
 const INS_IOC_VERSION: libc::c_ulong = (2 << 30) | (4 << 16) | ((b'I' as libc::c_ulong) << 8) | 4;
+
+/// `struct ins_peek` (protvm-driver/kmod/control.rs): `recv(MSG_PEEK)` on
+/// a socket file.
+#[repr(C)]
+struct InsPeek {
+    buf: u64,
+    len: u64,
+    flags: u32,
+    pad: u32,
+}
+
+/// `_IOW('I', 5, struct ins_peek)`, on a socket file.
+const INS_IOC_PEEK: libc::c_ulong = (1 << 30)
+    | ((std::mem::size_of::<InsPeek>() as libc::c_ulong) << 16)
+    | ((b'I' as libc::c_ulong) << 8)
+    | 5;
+/// `ins_peek.flags`: do not block.
+const PEEK_DONTWAIT: u32 = 1;
 
 const UNKNOWN: u8 = 0;
 const MODULE: u8 = 1;
@@ -204,9 +224,15 @@ pub fn call(
 
 /// Flags a stream data call on a socket file can honour: `MSG_NOSIGNAL`
 /// (the module never raises `SIGPIPE`; the shim decides) and
-/// `MSG_DONTWAIT` (a zero-timeout `poll` first).
+/// `MSG_DONTWAIT` (a zero-timeout `poll` first); reads (`events`
+/// `POLLIN`) also `MSG_PEEK` or `MSG_WAITALL`, one at a time.
 fn data_flags(fd: c_int, flags: c_int, events: i16) -> Result<(), Errno> {
-    if flags & !(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) != 0 {
+    let mut known = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    if events == libc::POLLIN {
+        known |= libc::MSG_PEEK | libc::MSG_WAITALL;
+    }
+    let both = libc::MSG_PEEK | libc::MSG_WAITALL;
+    if flags & !known != 0 || flags & both == both {
         return Err(Errno(libc::EOPNOTSUPP));
     }
     if flags & libc::MSG_DONTWAIT != 0 {
@@ -228,6 +254,50 @@ fn fail(e: Errno) -> ssize_t {
     -1
 }
 
+/// `recv(MSG_PEEK)` on a socket file: the bytes it holds, left there.
+///
+/// # Safety
+/// `buf` is writable for `count` bytes.
+unsafe fn peek(fd: c_int, buf: *mut c_void, count: size_t, flags: c_int) -> ssize_t {
+    let mut p = InsPeek {
+        buf: buf as u64,
+        len: count as u64,
+        flags: if flags & libc::MSG_DONTWAIT != 0 {
+            PEEK_DONTWAIT
+        } else {
+            0
+        },
+        pad: 0,
+    };
+    // SAFETY: a socket file's ioctl with a valid `struct ins_peek`; the
+    // module writes at most `count` bytes to `buf` (caller's contract).
+    let r = unsafe { libc::ioctl(fd, INS_IOC_PEEK as _, &mut p as *mut InsPeek) };
+    r as ssize_t
+}
+
+/// `recv(MSG_WAITALL)` on a socket file: reads until `count` bytes, the
+/// end of the stream or an error; an error after some bytes returns
+/// those bytes (Linux's rule).
+///
+/// # Safety
+/// `buf` is writable for `count` bytes.
+unsafe fn read_all(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    let mut got = 0usize;
+    while got < count {
+        let rest = (buf as *mut u8).wrapping_add(got);
+        // SAFETY: the rest of the caller's buffer (`got < count`).
+        let r = unsafe { real::read(fd, rest.cast(), count - got) };
+        if r > 0 {
+            got += r as usize;
+        } else if r == 0 || got > 0 {
+            break;
+        } else {
+            return r;
+        }
+    }
+    got as ssize_t
+}
+
 /// `recv` on a stream INS socket: the socket call, or `read` on a socket file.
 ///
 /// # Safety
@@ -239,6 +309,14 @@ pub unsafe fn recv(fd: c_int, buf: *mut c_void, count: size_t, flags: c_int) -> 
     }
     if let Err(e) = data_flags(fd, flags, libc::POLLIN) {
         return fail(e);
+    }
+    if flags & libc::MSG_PEEK != 0 {
+        // SAFETY: the caller's buffer.
+        return unsafe { peek(fd, buf, count, flags) };
+    }
+    if flags & libc::MSG_WAITALL != 0 {
+        // SAFETY: the caller's buffer.
+        return unsafe { read_all(fd, buf, count) };
     }
     // SAFETY: forwarded as read.
     unsafe { real::read(fd, buf, count) }
@@ -297,12 +375,56 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     }
     // SAFETY: the caller's msghdr is writable.
     let m = unsafe { &mut *msg };
-    // SAFETY: forwarded as readv with the caller's iovecs.
-    let r = unsafe { real::readv(fd, m.msg_iov as *const iovec, m.msg_iovlen as c_int) };
+    let r = if flags & (libc::MSG_PEEK | libc::MSG_WAITALL) != 0 {
+        // SAFETY: the caller's iovecs.
+        unsafe { recv_iovs(fd, m.msg_iov, m.msg_iovlen, flags) }
+    } else {
+        // SAFETY: forwarded as readv with the caller's iovecs.
+        unsafe { real::readv(fd, m.msg_iov as *const iovec, m.msg_iovlen as c_int) }
+    };
     if r >= 0 {
         m.msg_controllen = 0;
         m.msg_flags = 0;
         m.msg_namelen = 0;
+    }
+    r
+}
+
+/// The largest `MSG_PEEK`/`MSG_WAITALL` `recvmsg` on a socket file takes at
+/// once (more is left for the next call, as a short read).
+const SCRATCH_MAX: usize = 1 << 20;
+
+/// `recvmsg` with `MSG_PEEK` or `MSG_WAITALL` on a socket file: [`recv`]
+/// into one buffer, then spread over the iovecs.
+///
+/// # Safety
+/// `iov` points to `iovlen` iovecs of writable buffers.
+unsafe fn recv_iovs(fd: c_int, iov: *mut iovec, iovlen: size_t, flags: c_int) -> ssize_t {
+    let iovs: &[iovec] = if iov.is_null() || iovlen == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's iovecs.
+        unsafe { std::slice::from_raw_parts(iov, iovlen) }
+    };
+    let total = iovs
+        .iter()
+        .fold(0usize, |t, v| t.saturating_add(v.iov_len))
+        .min(SCRATCH_MAX);
+    let mut scratch = vec![0u8; total];
+    // SAFETY: `scratch` is writable for `total` bytes.
+    let r = unsafe { recv(fd, scratch.as_mut_ptr().cast(), total, flags) };
+    if r <= 0 {
+        return r;
+    }
+    let mut left = &scratch[..r as usize];
+    for v in iovs {
+        if left.is_empty() {
+            break;
+        }
+        let n = v.iov_len.min(left.len());
+        // SAFETY: the caller's iovec is writable for `iov_len` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(left.as_ptr(), v.iov_base.cast::<u8>(), n) };
+        left = &left[n..];
     }
     r
 }

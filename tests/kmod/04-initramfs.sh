@@ -39,6 +39,14 @@ for prog in /usr/sbin/nginx /usr/bin/curl /usr/bin/wrk; do
     mkdir -p "$I$(dirname "$lib")" && cp -L "$lib" "$I$lib"
   done
 done
+# Test programs that run under the shim: built here, dynamically (the
+# chroot's static ones in guest-bin cannot take LD_PRELOAD), with the host's
+# libraries the nginx above brought.
+for c in "$SRC"/guest-shim/*.c; do
+  cc -O2 -Wall -Wextra -Werror -o "$I/bin/$(basename "$c" .c)" "$c"
+done
+# The differential conformance script of the host's `--test conformance`.
+cc -O1 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -o "$I/bin/conformance" "$REPO/tests/c/conformance.c"
 mkdir -p "$I/etc"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$I/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$I/etc/group"

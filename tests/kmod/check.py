@@ -28,8 +28,55 @@ for l in bad[:20]:
     print("kernel:", l)
 results["guest-finished"] = "PASS" if "KMODTEST-DONE" in log else "FAIL"
 
+
+def conformance():
+    """tests/c/conformance.c in the guest natively and under the shim through
+    the module (lines `KMODCONF native|shim <step>: <ret errno detail>`):
+    every step must match, except those in conformance-gaps.txt (the module's
+    known gaps, each with its reason), and a listed gap that matches fails
+    too (so the list stays true). The host's `--test conformance` does the
+    same against the daemon."""
+    runs = {"native": {}, "shim": {}}
+    order = []
+    for m in re.finditer(r"^KMODCONF (native|shim) (.*?): (.*)$", log, re.M):
+        how, step, value = m.groups()
+        if how == "native" and step not in runs["native"]:
+            order.append(step)
+        runs[how][step] = value.strip()
+    gaps_path = expected_path.replace("expected.txt", "conformance-gaps.txt")
+    gaps = {}
+    for line in open(gaps_path):
+        line = line.split("#")[0].strip()
+        if line:
+            step, _, why = line.partition(" ")
+            gaps[step] = why.strip()
+    diffs, known = [], []
+    for step in order:
+        nv, sv = runs["native"][step], runs["shim"].get(step)
+        if step in gaps:
+            if sv == nv:
+                diffs.append(f"{step}: listed in conformance-gaps.txt but matches Linux now")
+            else:
+                known.append(f"{step} ({gaps[step]}): native {nv} | module {sv}")
+        elif sv is None:
+            diffs.append(f"{step}: native {nv} | module <missing: stopped before this step>")
+        elif sv != nv:
+            diffs.append(f"{step}: native {nv} | module {sv}")
+    for step in runs["shim"]:
+        if step not in runs["native"]:
+            diffs.append(f"{step}: only under the module: {runs['shim'][step]}")
+    print(f"conformance in the guest: {len(order)} steps, {len(diffs)} differences, {len(known)} known gaps")
+    for d in known:
+        print("  known gap:", d)
+    for d in diffs:
+        print("  DIFFERS:", d)
+    return len(order) > 150 and not diffs
+
+
+results["kmod-conformance"] = "PASS" if conformance() else "FAIL"
+
 passed = failed = 0
-for name in expected + ["no-oops", "guest-finished"]:
+for name in expected + ["no-oops", "guest-finished", "kmod-conformance"]:
     st = results.get(name, "MISSING")
     print(f"{'ok  ' if st == 'PASS' else 'FAIL'} {name}{'' if st in ('PASS', 'FAIL') else ' (not reported)'}")
     if st == "PASS":

@@ -199,6 +199,13 @@ impl Driver {
         self.pending.len()
     }
 
+    /// The error `TakeError` would answer for `sock` now (0: none, or no
+    /// such socket), without taking it: a host's `poll` reports `POLLERR`
+    /// while there is one, as Linux does for `sk_err`.
+    pub fn pending_error(&self, sock: Handle) -> i32 {
+        self.socks.get(&sock).map_or(0, |s| s.err)
+    }
+
     /// A socket's public description.
     pub fn socket(&self, sock: Handle) -> Option<SocketInfo> {
         self.socks.get(&sock).map(Sock::info)

@@ -448,8 +448,12 @@ fn connect_flow_credit_and_window() {
         sock: h,
         errno: errno::ECONNRESET
     }));
+    assert_eq!(d.pending_error(h), errno::ECONNRESET, "seen, not taken");
+    assert_eq!(d.pending_error(h), errno::ECONNRESET);
     d.shim_request(9, &req(Op::TakeError, [0; 4], None), Some(h), &mut out);
     assert_eq!(replies(&out).last().unwrap().ctl.args[0], errno::ECONNRESET);
+    assert_eq!(d.pending_error(h), 0, "taken once");
+    assert_eq!(d.pending_error(Handle::MAX), 0, "no such socket");
 }
 
 #[test]
