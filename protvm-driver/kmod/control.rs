@@ -152,8 +152,17 @@ pub(crate) struct SockFile {
 impl SockFile {
     /// Something changed for this socket: look again.
     pub(crate) fn wake(&self) {
-        self.wq
-            .wake(ksys::EPOLLIN | ksys::EPOLLRDNORM | ksys::EPOLLOUT | ksys::EPOLLWRNORM);
+        // Every bit `sock_poll` may report, so a waiter that asked for
+        // `EPOLLRDHUP` alone (or only gets `HUP`/`ERR`) is woken too.
+        self.wq.wake(
+            ksys::EPOLLIN
+                | ksys::EPOLLRDNORM
+                | ksys::EPOLLOUT
+                | ksys::EPOLLWRNORM
+                | ksys::EPOLLRDHUP
+                | ksys::EPOLLHUP
+                | ksys::EPOLLERR,
+        );
     }
 }
 
@@ -247,6 +256,11 @@ pub(crate) fn data_in(socks: &mut AVec<SockEntry>, h: Handle, bytes: &[u8]) -> b
     let Some(e) = socks.iter_mut().find(|e| e.handle == h) else {
         return false;
     };
+    if e.err != 0 {
+        // Bytes were dropped here before (`ENOMEM`), or the connection
+        // is over: nothing after a hole is delivered.
+        return false;
+    }
     if e.rx.try_reserve(bytes.len()).is_err() {
         e.err = ENOMEM_N;
         e.wake();
@@ -775,7 +789,11 @@ impl SockFile {
                         return Err(EAGAIN);
                     }
                     drop(guard);
+                    // Not holding `reader` while asleep: another reader
+                    // (a non-blocking one) must not wait on it.
+                    drop(bounce);
                     self.wq.wait_until(|| self.readable())?;
+                    bounce = self.reader.lock();
                     continue;
                 }
                 head(e, want, &mut bounce)?
@@ -811,7 +829,9 @@ impl SockFile {
             if nonblock {
                 return Err(EAGAIN);
             }
+            drop(bounce);
             self.wq.wait_until(|| self.readable())?;
+            bounce = self.reader.lock();
         }
     }
 
@@ -850,7 +870,9 @@ impl SockFile {
             if nonblock {
                 return Err(EAGAIN);
             }
+            drop(bounce);
             self.wq.wait_until(|| self.readable())?;
+            bounce = self.reader.lock();
         }
     }
 
@@ -948,9 +970,14 @@ impl SockFile {
             if nonblock {
                 return err(done, EAGAIN);
             }
+            // Not holding `writer` while asleep (a non-blocking writer
+            // must not wait on it); Linux interleaves concurrent blocking
+            // writes on a stream the same way.
+            drop(bounce);
             if let Err(e) = self.wq.wait_until(|| self.writable()) {
                 return err(done, e);
             }
+            bounce = self.writer.lock();
         }
     }
 

@@ -272,29 +272,62 @@ unsafe fn peek(fd: c_int, buf: *mut c_void, count: size_t, flags: c_int) -> ssiz
     // SAFETY: a socket file's ioctl with a valid `struct ins_peek`; the
     // module writes at most `count` bytes to `buf` (caller's contract).
     let r = unsafe { libc::ioctl(fd, INS_IOC_PEEK as _, &mut p as *mut InsPeek) };
+    if r < 0 && sys::errno() == libc::ENOTTY {
+        // A module without INS_IOC_PEEK.
+        return fail(Errno(libc::EOPNOTSUPP));
+    }
     r as ssize_t
 }
 
 /// `recv(MSG_WAITALL)` on a socket file: reads until `count` bytes, the
 /// end of the stream or an error; an error after some bytes returns
-/// those bytes (Linux's rule).
+/// those bytes (Linux's rule, errno as it was).
 ///
 /// # Safety
 /// `buf` is writable for `count` bytes.
 unsafe fn read_all(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    let iov = iovec {
+        iov_base: buf,
+        iov_len: count,
+    };
+    // SAFETY: one iovec over the caller's buffer.
+    unsafe { readv_all(fd, &[iov]) }
+}
+
+/// `readv` until the iovecs are full, the end of the stream or an error
+/// (an error after some bytes returns those bytes, errno as it was).
+///
+/// # Safety
+/// Each iovec's buffer is writable for its length.
+unsafe fn readv_all(fd: c_int, iovs: &[iovec]) -> ssize_t {
+    let saved = sys::errno();
+    let mut v: Vec<iovec> = iovs.iter().filter(|v| v.iov_len > 0).copied().collect();
+    let mut at = 0usize;
     let mut got = 0usize;
-    while got < count {
-        let rest = (buf as *mut u8).wrapping_add(got);
-        // SAFETY: the rest of the caller's buffer (`got < count`).
-        let r = unsafe { real::read(fd, rest.cast(), count - got) };
-        if r > 0 {
-            got += r as usize;
-        } else if r == 0 || got > 0 {
+    while at < v.len() {
+        let n = (v.len() - at).min(1024);
+        // SAFETY: `v[at..at + n]` are the caller's buffers, less what was
+        // filled.
+        let r = unsafe { real::readv(fd, v[at..].as_ptr(), n as c_int) };
+        if r <= 0 {
+            if r < 0 && got == 0 {
+                return r;
+            }
             break;
-        } else {
-            return r;
+        }
+        let mut left = r as usize;
+        got += left;
+        while left > 0 && at < v.len() {
+            let take = left.min(v[at].iov_len);
+            v[at].iov_base = (v[at].iov_base as *mut u8).wrapping_add(take).cast();
+            v[at].iov_len -= take;
+            left -= take;
+            if v[at].iov_len == 0 {
+                at += 1;
+            }
         }
     }
+    sys::set_errno(saved);
     got as ssize_t
 }
 
@@ -314,7 +347,7 @@ pub unsafe fn recv(fd: c_int, buf: *mut c_void, count: size_t, flags: c_int) -> 
         // SAFETY: the caller's buffer.
         return unsafe { peek(fd, buf, count, flags) };
     }
-    if flags & libc::MSG_WAITALL != 0 {
+    if flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_DONTWAIT == 0 {
         // SAFETY: the caller's buffer.
         return unsafe { read_all(fd, buf, count) };
     }
@@ -375,9 +408,21 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     }
     // SAFETY: the caller's msghdr is writable.
     let m = unsafe { &mut *msg };
-    let r = if flags & (libc::MSG_PEEK | libc::MSG_WAITALL) != 0 {
+    if m.msg_iovlen > 1024 {
+        return fail(Errno(libc::EMSGSIZE));
+    }
+    let r = if flags & libc::MSG_PEEK != 0 {
         // SAFETY: the caller's iovecs.
-        unsafe { recv_iovs(fd, m.msg_iov, m.msg_iovlen, flags) }
+        unsafe { peek_iovs(fd, m.msg_iov, m.msg_iovlen, flags) }
+    } else if flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_DONTWAIT == 0 {
+        let iovs: &[iovec] = if m.msg_iov.is_null() || m.msg_iovlen == 0 {
+            &[]
+        } else {
+            // SAFETY: the caller's iovecs.
+            unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) }
+        };
+        // SAFETY: the caller's buffers.
+        unsafe { readv_all(fd, iovs) }
     } else {
         // SAFETY: forwarded as readv with the caller's iovecs.
         unsafe { real::readv(fd, m.msg_iov as *const iovec, m.msg_iovlen as c_int) }
@@ -390,16 +435,16 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     r
 }
 
-/// The largest `MSG_PEEK`/`MSG_WAITALL` `recvmsg` on a socket file takes at
-/// once (more is left for the next call, as a short read).
+/// The most a `MSG_PEEK` `recvmsg` on a socket file shows at once (a
+/// peek may show less than there is).
 const SCRATCH_MAX: usize = 1 << 20;
 
-/// `recvmsg` with `MSG_PEEK` or `MSG_WAITALL` on a socket file: [`recv`]
-/// into one buffer, then spread over the iovecs.
+/// `recvmsg` with `MSG_PEEK` on a socket file: [`peek`] into one buffer,
+/// then spread over the iovecs.
 ///
 /// # Safety
 /// `iov` points to `iovlen` iovecs of writable buffers.
-unsafe fn recv_iovs(fd: c_int, iov: *mut iovec, iovlen: size_t, flags: c_int) -> ssize_t {
+unsafe fn peek_iovs(fd: c_int, iov: *mut iovec, iovlen: size_t, flags: c_int) -> ssize_t {
     let iovs: &[iovec] = if iov.is_null() || iovlen == 0 {
         &[]
     } else {
@@ -412,7 +457,7 @@ unsafe fn recv_iovs(fd: c_int, iov: *mut iovec, iovlen: size_t, flags: c_int) ->
         .min(SCRATCH_MAX);
     let mut scratch = vec![0u8; total];
     // SAFETY: `scratch` is writable for `total` bytes.
-    let r = unsafe { recv(fd, scratch.as_mut_ptr().cast(), total, flags) };
+    let r = unsafe { peek(fd, scratch.as_mut_ptr().cast(), total, flags) };
     if r <= 0 {
         return r;
     }

@@ -51,15 +51,21 @@ def conformance():
             step, _, why = line.partition(" ")
             gaps[step] = why.strip()
     diffs, known = [], []
+    exits = re.search(r"KMOD: conformance exited (\d+) natively, (\d+) under the shim", log)
+    if not exits or exits.groups() != ("0", "0"):
+        diffs.append(f"the script did not exit 0 both ways: {exits.group(0) if exits else 'no exit line'}")
+    for step in gaps:
+        if step not in runs["native"]:
+            diffs.append(f"{step}: listed in conformance-gaps.txt but the script has no such step")
     for step in order:
         nv, sv = runs["native"][step], runs["shim"].get(step)
-        if step in gaps:
+        if sv is None:
+            diffs.append(f"{step}: native {nv} | module <missing: stopped before this step>")
+        elif step in gaps:
             if sv == nv:
                 diffs.append(f"{step}: listed in conformance-gaps.txt but matches Linux now")
             else:
                 known.append(f"{step} ({gaps[step]}): native {nv} | module {sv}")
-        elif sv is None:
-            diffs.append(f"{step}: native {nv} | module <missing: stopped before this step>")
         elif sv != nv:
             diffs.append(f"{step}: native {nv} | module {sv}")
     for step in runs["shim"]:

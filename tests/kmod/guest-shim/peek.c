@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * `peek PORT`, run under the shim in the kmod guest
+ * `peek PORT PATH FILE`, run under the shim in the kmod guest
  * (LD_PRELOAD=libshim.so): the socket API itself on a socket file of the
  * module. Built on the host, dynamically (tests/kmod/04-initramfs.sh), so
  * that LD_PRELOAD applies; it checks that its socket is a socket file.
  *
- * An HTTP/1.0 request to nginx (under the shim too) on PORT;
+ * An HTTP/1.0 request for PATH to nginx (under the shim too) on PORT;
  * recv(MSG_PEEK) sees the status line's first bytes and leaves them,
  * recv(MSG_WAITALL) then reads exactly those bytes, recvmsg(MSG_PEEK) over
- * two iovecs sees what follows, and the response read to its end holds
- * the page.
+ * two iovecs fills both (3 + 4 bytes) with what follows, recv(MSG_WAITALL)
+ * of 300,000 bytes (more than one read of the module gives, and more than
+ * the instance's window) returns all of them, and the whole response's
+ * body equals FILE byte for byte.
  *
  * Prints `KMODTEST PASS <name>` or `KMODTEST FAIL <name>: <why>`.
  */
@@ -40,10 +42,16 @@ static void report(const char *name, int ok, const char *why)
 
 int main(int argc, char **argv)
 {
-	if (argc < 2) {
-		fprintf(stderr, "usage: peek PORT\n");
+	if (argc < 4) {
+		fprintf(stderr, "usage: peek PORT PATH FILE\n");
 		return 2;
 	}
+	/* The file nginx serves, to compare the body with. */
+	FILE *f = fopen(argv[3], "rb");
+	static char want[4 << 20];
+	size_t want_len = f ? fread(want, 1, sizeof want, f) : 0;
+	if (f)
+		fclose(f);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	char link[64] = "", path[64];
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
@@ -57,10 +65,13 @@ int main(int argc, char **argv)
 	report("connect", c == 0, "connect under the shim");
 	if (c != 0)
 		return 1;
-	const char req[] = "GET /index.html HTTP/1.0\r\n\r\n";
-	report("send", send(fd, req, sizeof req - 1, 0) == (ssize_t)(sizeof req - 1), "send");
-	alarm(30);
-	char p1[16] = "", p2[16] = "", w[16] = "", a1[8] = "", a2[8] = "";
+	char req[256];
+	int rl = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", argv[2]);
+	report("send", send(fd, req, rl, 0) == rl, "send");
+	alarm(60);
+	static char resp[5 << 20];
+	size_t have = 0;
+	char p1[16] = "", p2[16] = "";
 	/* Peek until the first 12 bytes are there ("HTTP/1.1 200"). */
 	ssize_t n1 = -1;
 	for (int i = 0; i < 200; i++) {
@@ -73,27 +84,42 @@ int main(int argc, char **argv)
 	report("recv", n1 == 12 && n2 == 12 && memcmp(p1, "HTTP/1.1 200", 12) == 0 &&
 			       memcmp(p1, p2, 12) == 0,
 	       "recv(MSG_PEEK) twice did not see the status line");
-	ssize_t nw = recv(fd, w, 12, MSG_WAITALL);
-	report("then-waitall", nw == 12 && memcmp(w, p1, 12) == 0,
+	ssize_t nw = recv(fd, resp, 12, MSG_WAITALL);
+	report("then-waitall", nw == 12 && memcmp(resp, p1, 12) == 0,
 	       "recv(MSG_WAITALL) after the peeks did not read the same 12 bytes");
-	struct iovec v[2] = { { a1, 3 }, { a2, 4 } };
+	have = nw > 0 ? (size_t)nw : 0;
+	char a1[3], a2[4];
+	struct iovec v[2] = { { a1, sizeof a1 }, { a2, sizeof a2 } };
 	struct msghdr m = { .msg_iov = v, .msg_iovlen = 2 };
-	ssize_t nm = recvmsg(fd, &m, MSG_PEEK);
-	char rest[4096];
-	size_t have = 0;
+	ssize_t nm = -1;
+	for (int i = 0; i < 200; i++) {
+		nm = recvmsg(fd, &m, MSG_PEEK);
+		if (nm == 7 || nm <= 0)
+			break;
+		usleep(10000);
+	}
+	ssize_t nb = recv(fd, resp + have, 7, MSG_WAITALL);
+	report("recvmsg-iovecs",
+	       nm == 7 && nb == 7 && memcmp(a1, resp + have, 3) == 0 &&
+		       memcmp(a2, resp + have + 3, 4) == 0,
+	       "recvmsg(MSG_PEEK) over two iovecs did not fill both with the next bytes");
+	have += nb > 0 ? (size_t)nb : 0;
+	const size_t big = 300000;
+	ssize_t nbig = recv(fd, resp + have, big, MSG_WAITALL);
+	report("waitall-300000", nbig == (ssize_t)big,
+	       "recv(MSG_WAITALL) of 300,000 bytes did not return them all");
+	have += nbig > 0 ? (size_t)nbig : 0;
 	for (;;) {
-		ssize_t k = recv(fd, rest + have, sizeof rest - have, 0);
+		ssize_t k = recv(fd, resp + have, sizeof resp - have, 0);
 		if (k <= 0)
 			break;
 		have += (size_t)k;
 	}
 	alarm(0);
-	report("recvmsg-iovecs",
-	       nm > 0 && have >= (size_t)nm && memcmp(a1, rest, nm < 3 ? (size_t)nm : 3) == 0 &&
-		       (nm <= 3 || memcmp(a2, rest + 3, (size_t)nm - 3) == 0),
-	       "recvmsg(MSG_PEEK) over two iovecs did not see the next bytes");
-	report("body", have > 0 && memmem(rest, have, "hello from nginx", 16) != NULL,
-	       "the response did not hold the page");
+	char *body = memmem(resp, have, "\r\n\r\n", 4);
+	size_t blen = body ? have - (size_t)(body + 4 - resp) : 0;
+	report("body", want_len > 0 && body && blen == want_len && memcmp(body + 4, want, want_len) == 0,
+	       "the response's body is not the file");
 	close(fd);
 	return failures ? 1 : 0;
 }
