@@ -5,7 +5,8 @@
 #   pvm-spawn.sh up N [T] [--unikernel]
 #                           ins-ctl up --xen --instances N (returns once N
 #                           instance domains joined; --unikernel: PV
-#                           unikernels); data/spawn/domids = their domain ids
+#                           unikernels); data/spawn/domids = their domain ids;
+#                           SPAWN_ROTATE_S=S: the driver's --rotate-s S
 #   pvm-spawn.sh refused [T] ins-ctl up --xen --unikernel --instances 1
 #                           against an agent that has no unikernel template:
 #                           exits 0 when up failed (1) naming the agent's
@@ -15,6 +16,11 @@
 #   pvm-spawn.sh watch D    polls the instance list: data/spawn/gone = 1 once
 #                           dom D's instance left it, data/spawn/joined = the
 #                           domain of an instance that joined since `up`
+#   pvm-spawn.sh scale N [--unikernel]
+#                           ins-ctl scale N --xen [--unikernel] (returns once
+#                           N instances are live: up, a new domain joined;
+#                           down, one drained and stopped, its domain
+#                           destroyed); data/spawn/domids = the live ones
 #   pvm-spawn.sh down       ins-ctl down (the driver has its domains destroyed)
 #   pvm-spawn.sh log [N]    the driver log's last warnings and domain events
 set -e
@@ -35,6 +41,7 @@ up)
   case "${4:-}" in --unikernel) UK=--unikernel; PRE=k ;; *) UK=; PRE=s ;; esac
   ins-ctl --run-dir $D up --xen $UK --instances "$2" --timeout-s "${3:-900}" -- \
     --xen-channel-prefix $PRE --ring-capacity 262144 --heartbeat-timeout-ms 60000 --handshake-timeout-ms 60000 \
+    ${SPAWN_ROTATE_S:+--rotate-s $SPAWN_ROTATE_S} \
     || { grep -E "WARN|ERROR" $D/driver.log | tail -n 8; exit 1; }
   ins-ctl --run-dir $D list | sed 's/^/XSPAWN_LIST /'
   xenstore-write data/spawn/domids "$(doms)"
@@ -78,11 +85,17 @@ watch)
   done
   echo "XSPAWN watch gave up: list $now"; exit 1
   ;;
+scale)
+  ins-ctl --run-dir $D scale "$2" --xen ${3:-} --timeout-s 600 \
+    || { grep -E "WARN|ERROR" $D/driver.log | tail -n 8; exit 1; }
+  ins-ctl --run-dir $D list | sed 's/^/XSPAWN_LIST /'
+  xenstore-write data/spawn/domids "$(doms)"
+  ;;
 down)
   ins-ctl --run-dir $D down
   ;;
 log)
   grep -E "WARN|ERROR|domain" $D/driver.log | tail -n "${2:-20}" | sed 's/^/XSPAWN_LOG /'
   ;;
-*) echo "usage: pvm-spawn.sh up N [TIMEOUT_S] [--unikernel] | refused [TIMEOUT_S] | web | watch DOMID | down | log [N]"; exit 2 ;;
+*) echo "usage: pvm-spawn.sh up N [TIMEOUT_S] [--unikernel] | refused [TIMEOUT_S] | web | watch DOMID | scale N [--unikernel] | down | log [N]"; exit 2 ;;
 esac

@@ -281,6 +281,28 @@ ukspawn_tests() {
     result ukspawn-replacement fail "joined '$C' ip '$IC'"
   fi
 
+  # --- 37. ins-ctl scale 3, then 2: a third unikernel domain joins and
+  # serves; scaling down drains one and the agent destroys its domain
+  before="$B $C"; t=$(up)   # the survivors of test 31 (data/spawn/domids is older)
+  run pvm "$KD sh /opt/ins/pvm-spawn.sh scale 3 --unikernel"; r3=$(wait_cmd pvm $N 420)
+  up3=$(since $t); after3=$(skey domids); E=""
+  for d in $after3; do case " $before " in *" $d "*) ;; *) E=$d ;; esac; done
+  IE=$(ip_of "$E"); served3=0
+  [ -n "$IE" ] && first_answer $IE 60 && fetch_ok $IE small.html && served3=1
+  t=$(up)
+  run pvm "$KD sh /opt/ins/pvm-spawn.sh scale 2 --unikernel"; r2=$(wait_cmd pvm $N 300)
+  down2=$(since $t); after2=$(skey domids); gone2=""
+  for d in $after3; do case " $after2 " in *" $d "*) ;; *) gone2=$d ;; esac; done
+  i=0; while [ -n "$gone2" ] && xl list | awk '{print $2}' | grep -qx "$gone2" && [ $i -lt 300 ]; do usleep 100000; i=$((i+1)); done
+  left=$(xl list | awk '{print $2}' | grep -cx "${gone2:-none}")
+  served2=1; for d in $after2; do fetch_ok "$(ip_of $d)" small.html || served2=0; done
+  echo "ukspawn scale: 3 ($r3) in $up3 s: live '$after3', new dom$E ($IE) served $served3; 2 ($r2) in $down2 s: live '$after2', dom$gone2 stopped (still in xl list: $left), the others served $served2"
+  ekind=$(grep -c -E "^XAGENT created .*kind=unikernel domid=$E " /tmp/xagent.log)
+  [ "$r3" = 0 ] && [ $(echo $after3 | wc -w) = 3 ] && [ "$ekind" = 1 ] && [ $served3 = 1 ] \
+    && [ "$r2" = 0 ] && [ $(echo $after2 | wc -w) = 2 ] && [ -n "$gone2" ] && [ "$left" = 0 ] && [ $served2 = 1 ] \
+    && result ukspawn-scale pass "scale 3: unikernel dom$E joined in $up3 s and served; scale 2: dom$gone2 drained, stopped and destroyed in $down2 s, the other two served" \
+    || result ukspawn-scale fail "scale 3 exit $r3 live '$after3' new '$E' kind $ekind served $served3; scale 2 exit $r2 live '$after2' gone '$gone2' left $left served $served2"
+
   # --- 33. ins-ctl down: the unikernels close their channels and the
   # agent destroys what is left of them
   t=$(up)
@@ -290,6 +312,34 @@ ukspawn_tests() {
   grep -E "XAGENT (destroyed|gone) channel=k" /tmp/xagent.log | tail -n 3
   [ "$r" = 0 ] && [ -z "$left" ] && result ukspawn-down pass "ins-ctl down: no unikernel domain left $(since $t) s after" \
     || result ukspawn-down fail "down exited $r, domains left: $left"
+
+  # --- 38. rotation: a driver with the policy's rotation period
+  # (--rotate-s 45) and one unikernel instance retires the oldest and
+  # brings a new domain; the new one serves, the old one is destroyed
+  KR=SPAWN_DIR=/run/insr
+  t=$(up)
+  run pvm "$KR SPAWN_ROTATE_S=45 sh /opt/ins/pvm-spawn.sh up 1 300 --unikernel"; r=$(wait_cmd pvm $N 360)
+  R1=$(skey domids)
+  run pvm "$KR sh /opt/ins/pvm-spawn.sh web"; wait_cmd pvm $N 60 >/dev/null
+  # Test 31's watch left its keys: start from none, or its domain would
+  # be taken for the new one.
+  xenstore-write /local/domain/$P/data/spawn/joined none /local/domain/$P/data/spawn/gone 0
+  run pvm "$KR sh /opt/ins/pvm-spawn.sh watch $R1"; nw=$N
+  i=0; until [ "$(skey joined)" != none ] && [ -n "$(skey joined)" ] || [ $i -gt 1800 ]; do usleep 100000; i=$((i+1)); done
+  R2=$(skey joined); rot=$(since $t)
+  wait_cmd pvm $nw 30 >/dev/null
+  IR2=$(ip_of "$R2")
+  i=0; while [ -n "$R1" ] && xl list | awk '{print $2}' | grep -qx "$R1" && [ $i -lt 600 ]; do usleep 100000; i=$((i+1)); done
+  old_left=$(xl list | awk '{print $2}' | grep -cx "${R1:-none}")
+  served=0; [ -n "$IR2" ] && first_answer $IR2 60 && fetch_ok $IR2 small.html && fetch_ok $IR2 big.bin && served=1
+  rkind=$(grep -c -E "^XAGENT created .*kind=unikernel domid=$R2 " /tmp/xagent.log)
+  r2_live=$(xl list | awk '{print $2}' | grep -cx "${R2:-none}")
+  echo "ukspawn rotate: up exited $r with dom$R1; dom$R2 ($IR2) joined $rot s after up, dom$R1 gone from xl list: $((1 - old_left)); new one served byte-exact: $served"
+  run pvm "$KR sh /opt/ins/pvm-spawn.sh down"; wait_cmd pvm $N 120 >/dev/null
+  [ "$r" = 0 ] && [ -n "$R2" ] && [ "$R2" != none ] && [ "$R2" != "$R1" ] && [ "$rkind" = 1 ] && [ "$old_left" = 0 ] && [ $served = 1 ] \
+    && [ "$r2_live" = 1 ] \
+    && result ukspawn-rotate pass "--rotate-s 45: unikernel dom$R1 retired and destroyed, dom$R2 made by the agent joined ($rot s after up) and serves small and 1 MiB byte-exact" \
+    || result ukspawn-rotate fail "up exit $r, first dom$R1, rotated to '$R2' (kind $rkind, in xl list $r2_live), old left $old_left, served $served"
   stop_agent
 }
 

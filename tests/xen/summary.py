@@ -43,7 +43,8 @@ for marker in ("XENCHAN_CONNECTED", "XENCHAN_EXCHANGE_OK", "XENCHAN_SNOOP_REFUSE
 print("== instance domains made by ins-xen-agent (tests 23-27; unikernels 28-33)")
 for pat in (r"XAGENT created .*", r"\bspawn fetch .*", r"\bspawn load: .*", r"FIGURE spawn_\S+ .*",
             r"XSPAWN_REFUSED .*", r"INS_PV_JOINED driver=\S+ channel=k.*", r"ukspawn fetch .*",
-            r"ukspawn load: .*", r"\bspawn rate: .*", r"ukspawn rate: .*", r"FIGURE ukspawn_\S+ .*"):
+            r"ukspawn load: .*", r"\bspawn rate: .*", r"ukspawn rate: .*", r"ukspawn scale: .*", r"ukspawn rotate: .*",
+            r"FIGURE ukspawn_\S+ .*"):
     for line in dict.fromkeys(re.sub(r"^\[\S+\]\s*", "", x.strip()) for x in re.findall(pat, log)):
         print("        " + line)
 print("== figures (QEMU TCG: only the ratios mean anything)")
@@ -75,12 +76,12 @@ for label, ring, tcp, unit, higher_better in rows:
     else:
         print(f"  {label:28} missing ({ring} / {tcp})")
 ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
-# The whole lab has 36 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
+# The whole lab has 38 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
 # runs the unikernel's 14 (16, 17, 20, 35, 36, 21, 22, 18, 19, then 11-15),
-# INS_XEN_TESTS=spawn the 11 of tests/xen/spawn.sh (23-33), INS_XEN_TESTS=hostile
+# INS_XEN_TESTS=spawn the 13 of tests/xen/spawn.sh (23-33, 37, 38), INS_XEN_TESTS=hostile
 # test 34 (tests/xen/hostile.sh).
 part = re.search(r"LAB_TESTS (\S+)", log)
-expected = {"unikernel": 14, "spawn": 11, "hostile": 1}.get(part.group(1) if part else "all", 36)
+expected = {"unikernel": 14, "spawn": 13, "hostile": 1}.get(part.group(1) if part else "all", 38)
 if len(tests) < expected:
     print(f"== {len(tests)} results, {expected} expected")
 ok = ok and len(tests) >= expected
