@@ -64,7 +64,7 @@ mod sockfile;
 #[path = "vregion.rs"]
 mod vregion;
 
-use kernel::ffi::{c_long, c_uint, c_ulong};
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 
 use kernel::bindings;
 use kernel::prelude::*;
@@ -111,10 +111,35 @@ struct State {
 
 struct Ins {
     state: KBox<State>,
+    /// The `ins-tick` kernel thread ([`ticker_main`]).
+    ticker: *mut bindings::task_struct,
+}
+
+/// The `ins-tick` kernel thread: runs driver-core's timers every
+/// [`instance::Core::tick_ms`] until the module stops it.
+///
+/// # Safety
+///
+/// `data` is the module's `Core`, which outlives the thread: `Ins::drop`
+/// stops the thread (`kthread_stop` waits for this function to return)
+/// before the state that holds the core goes.
+unsafe extern "C" fn ticker_main(data: *mut c_void) -> c_int {
+    // SAFETY: see the function's contract.
+    let core = unsafe { &*(data as *const instance::Core) };
+    // SAFETY: called from this kernel thread.
+    while !unsafe { bindings::kthread_should_stop() } {
+        let ms = core.tick_ms();
+        // SAFETY: process context; a `kthread_stop` wake-up ends the sleep
+        // at the latest after `ms`.
+        unsafe { bindings::msleep_interruptible(ms) };
+        core.tick();
+    }
+    0
 }
 
 // SAFETY: `State` is only read after registration; the raw pointers in it
-// point into the same box or to static data.
+// point into the same box or to static data; `ticker` is used only by
+// `drop`.
 unsafe impl Send for Ins {}
 // SAFETY: as above.
 unsafe impl Sync for Ins {}
@@ -350,13 +375,35 @@ impl kernel::Module for Ins {
         if r != 0 {
             return Err(Error::from_errno(r));
         }
+        let data = &*state.core as *const instance::Core as *mut c_void;
+        // SAFETY: `ticker_main` takes `data`, the core, which lives until
+        // `Ins::drop` has stopped the thread; the name is a C string.
+        let ticker = unsafe {
+            bindings::kthread_create_on_node(
+                Some(ticker_main),
+                data,
+                -1,
+                c"ins-tick".as_ptr().cast(),
+            )
+        };
+        // An `ERR_PTR`: the last page of the address space.
+        if ticker.is_null() || ticker as usize >= usize::MAX - 4095 {
+            // SAFETY: registered just above; no file can be open yet.
+            unsafe { ksys::misc_deregister(&mut state.misc) };
+            return Err(ENOMEM);
+        }
+        // SAFETY: a kernel thread just created and not started yet.
+        unsafe { bindings::wake_up_process(ticker) };
         pr_info!("/dev/ins registered\n");
-        Ok(Ins { state })
+        Ok(Ins { state, ticker })
     }
 }
 
 impl Drop for Ins {
     fn drop(&mut self) {
+        // SAFETY: the thread made in init; it runs until told to stop, so
+        // its task is still there; this waits until it has returned.
+        unsafe { bindings::kthread_stop(self.ticker) };
         // SAFETY: registered in init; no file is open (each holds a module
         // reference), so nothing uses the device after this.
         unsafe { ksys::misc_deregister(&mut self.state.misc) };

@@ -53,8 +53,11 @@
 //! * Data an instance sends for a socket goes into that socket file's
 //!   receive buffer (control.rs); bytes for a socket whose file is gone are
 //!   counted (`undelivered` in the status line) and dropped.
-//! * No timer: heartbeat timeouts are checked (`Driver::tick`) on every
-//!   doorbell, status read and control request.
+//! * Timers: driver-core's heartbeat timeouts are checked (`Driver::tick`)
+//!   on every doorbell, status read and control request, and by the
+//!   module's `ins-tick` kernel thread ([`Core::tick`], every
+//!   [`Core::tick_ms`]), so a silent instance is found dead with nothing
+//!   else happening.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec as AVec;
@@ -362,6 +365,25 @@ impl Core {
         // Its rings and region go now (no mapping is left: each holds the
         // file, whose release this is).
         drop(inner.chans.remove(i));
+    }
+
+    /// driver-core's timers, from the `ins-tick` thread (ins_main.rs):
+    /// heartbeat timeouts, with what follows from them (the instance's
+    /// channel closed, its sockets reset, waiters woken).
+    pub(crate) fn tick(&self) {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        inner.driver.tick(now_ns(), &mut inner.actions);
+        if inner.execute() {
+            self.replies_wq.wake(ksys::EPOLLIN);
+        }
+    }
+
+    /// How often [`Core::tick`] runs: a quarter of driver-core's heartbeat
+    /// timeout (its configuration), between 50 ms and 1 s.
+    pub(crate) fn tick_ms(&self) -> u32 {
+        let timeout_ns = self.inner.lock().driver.config().heartbeat_timeout_ns;
+        (timeout_ns / 4 / 1_000_000).clamp(50, 1000) as u32
     }
 
     /// A text snapshot: one line per instance driver-core knows (live or
@@ -752,6 +774,7 @@ impl InstanceLinks for KHost<'_> {
         if let Some(c) = self.chans.iter_mut().find(|c| c.inst == Some(inst)) {
             if c.failed.is_none() {
                 c.failed = Some("instance dead");
+                pr_info!("instance {} closed by driver-core\n", inst);
             }
             c.chan.kill();
         }
