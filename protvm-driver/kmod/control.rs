@@ -104,7 +104,7 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 use kernel::uaccess::UserSlice;
 
-use crate::instance::{now_ns, Core};
+use crate::instance::{now_ns, Core, CoreInner};
 use crate::ksys::{self, WaitQueue};
 
 /// `struct ins_control` size.
@@ -195,6 +195,16 @@ pub(crate) struct SockEntry {
 }
 
 impl SockEntry {
+    /// A read would not wait: an accept token on a listener; bytes, the
+    /// end, a reset, or no connection (an error) on any other socket.
+    fn readable(&self) -> bool {
+        if self.listening {
+            self.tokens > 0
+        } else {
+            !self.rx.is_empty() || self.eof || self.err != 0 || !(self.connected || self.connecting)
+        }
+    }
+
     /// Wakes the socket file's readers, writers and pollers (if it has a
     /// file yet).
     pub(crate) fn wake(&self) {
@@ -876,45 +886,13 @@ impl SockFile {
         }
     }
 
-    /// Linux's `tcp_poll` beyond readable and writable: `EPOLLRDHUP` once
-    /// the peer's end or a reset came, `EPOLLHUP` when the connection is
-    /// over both ways (reset, failed connect, or end both ways), and
-    /// `EPOLLERR` while driver-core holds an error `SO_ERROR` has not
-    /// taken.
-    fn hangup_bits(&self) -> u32 {
-        let inner = self.core.inner.lock();
-        let Some(e) = inner.socks.iter().find(|e| e.handle == self.handle) else {
-            return ksys::EPOLLHUP;
-        };
-        if e.listening {
-            return 0;
-        }
-        let mut bits = 0;
-        if e.eof || e.err != 0 {
-            bits |= ksys::EPOLLRDHUP;
-        }
-        if e.err != 0 || (e.eof && e.shut_wr) {
-            bits |= ksys::EPOLLHUP;
-        }
-        if inner.driver.pending_error(self.handle) != 0 {
-            bits |= ksys::EPOLLERR;
-        }
-        bits
-    }
-
     fn readable(&self) -> bool {
         let inner = self.core.inner.lock();
         inner
             .socks
             .iter()
             .find(|e| e.handle == self.handle)
-            .map_or(true, |e| {
-                if e.listening {
-                    e.tokens > 0
-                } else {
-                    !e.rx.is_empty() || e.eof || e.err != 0 || !(e.connected || e.connecting)
-                }
-            })
+            .map_or(true, SockEntry::readable)
     }
 
     /// `write()`: `Data` frames within driver-core's send credit onto the
@@ -1032,7 +1010,11 @@ impl SockFile {
 
     fn writable(&self) -> bool {
         let mut guard = self.core.inner.lock();
-        let inner = &mut *guard;
+        self.writable_in(&mut guard)
+    }
+
+    /// [`Self::writable`] under the core's mutex.
+    fn writable_in(&self, inner: &mut CoreInner) -> bool {
         let gone = inner
             .socks
             .iter()
@@ -1048,6 +1030,40 @@ impl SockFile {
             Some((inst, _, c)) if c > 0 => inner.data_room(inst) > 0,
             _ => false,
         }
+    }
+
+    /// What `poll` reports, under one hold of the core's mutex: readable,
+    /// writable, and beyond those as Linux's `tcp_poll`: `EPOLLRDHUP` once
+    /// the peer's end or a reset came, `EPOLLHUP` when the connection is
+    /// over both ways (reset, failed connect, or end both ways), and
+    /// `EPOLLERR` while driver-core holds an error `SO_ERROR` has not
+    /// taken.
+    fn poll_bits(&self) -> u32 {
+        let mut guard = self.core.inner.lock();
+        let inner = &mut *guard;
+        let mut bits = 0;
+        if self.writable_in(inner) {
+            bits |= ksys::EPOLLOUT | ksys::EPOLLWRNORM;
+        }
+        let Some(e) = inner.socks.iter().find(|e| e.handle == self.handle) else {
+            return bits | ksys::EPOLLIN | ksys::EPOLLRDNORM | ksys::EPOLLHUP;
+        };
+        if e.readable() {
+            bits |= ksys::EPOLLIN | ksys::EPOLLRDNORM;
+        }
+        if e.listening {
+            return bits;
+        }
+        if e.eof || e.err != 0 {
+            bits |= ksys::EPOLLRDHUP;
+        }
+        if e.err != 0 || (e.eof && e.shut_wr) {
+            bits |= ksys::EPOLLHUP;
+        }
+        if inner.driver.pending_error(self.handle) != 0 {
+            bits |= ksys::EPOLLERR;
+        }
+        bits
     }
 }
 
@@ -1124,14 +1140,7 @@ unsafe extern "C" fn sock_poll(
     // SAFETY: the queue lives in the SockFile, which the file keeps alive
     // until release, after poll/epoll entries are gone.
     unsafe { ksys::poll_wait(file, sock.wq.as_ptr(), pt.cast()) };
-    let mut bits = 0;
-    if sock.readable() {
-        bits |= ksys::EPOLLIN | ksys::EPOLLRDNORM;
-    }
-    if sock.writable() {
-        bits |= ksys::EPOLLOUT | ksys::EPOLLWRNORM;
-    }
-    bits | sock.hangup_bits()
+    sock.poll_bits()
 }
 
 /// `release` of socket files: the app let go.

@@ -415,12 +415,8 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
         // SAFETY: the caller's iovecs.
         unsafe { peek_iovs(fd, m.msg_iov, m.msg_iovlen, flags) }
     } else if flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_DONTWAIT == 0 {
-        let iovs: &[iovec] = if m.msg_iov.is_null() || m.msg_iovlen == 0 {
-            &[]
-        } else {
-            // SAFETY: the caller's iovecs.
-            unsafe { std::slice::from_raw_parts(m.msg_iov, m.msg_iovlen) }
-        };
+        // SAFETY: the caller's iovecs.
+        let iovs = unsafe { iov_slice(m.msg_iov, m.msg_iovlen) };
         // SAFETY: the caller's buffers.
         unsafe { readv_all(fd, iovs) }
     } else {
@@ -435,6 +431,19 @@ pub unsafe fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     r
 }
 
+/// A `msghdr`'s iovecs as a slice (empty for none).
+///
+/// # Safety
+/// `iov` points to `iovlen` iovecs, or is null.
+unsafe fn iov_slice<'a>(iov: *const iovec, iovlen: size_t) -> &'a [iovec] {
+    if iov.is_null() || iovlen == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's iovecs.
+        unsafe { std::slice::from_raw_parts(iov, iovlen) }
+    }
+}
+
 /// The most a `MSG_PEEK` `recvmsg` on a socket file shows at once (a
 /// peek may show less than there is).
 const SCRATCH_MAX: usize = 1 << 20;
@@ -445,12 +454,8 @@ const SCRATCH_MAX: usize = 1 << 20;
 /// # Safety
 /// `iov` points to `iovlen` iovecs of writable buffers.
 unsafe fn peek_iovs(fd: c_int, iov: *mut iovec, iovlen: size_t, flags: c_int) -> ssize_t {
-    let iovs: &[iovec] = if iov.is_null() || iovlen == 0 {
-        &[]
-    } else {
-        // SAFETY: the caller's iovecs.
-        unsafe { std::slice::from_raw_parts(iov, iovlen) }
-    };
+    // SAFETY: the caller's iovecs.
+    let iovs = unsafe { iov_slice(iov, iovlen) };
     let total = iovs
         .iter()
         .fold(0usize, |t, v| t.saturating_add(v.iov_len))
@@ -461,6 +466,8 @@ unsafe fn peek_iovs(fd: c_int, iov: *mut iovec, iovlen: size_t, flags: c_int) ->
     if r <= 0 {
         return r;
     }
+    // Never more than asked for, whatever the module said.
+    let r = r.min(total as ssize_t);
     let mut left = &scratch[..r as usize];
     for v in iovs {
         if left.is_empty() {

@@ -223,7 +223,6 @@ impl Driver {
         self.inband
     }
 
-    /// The `SockOpt` frame of `rec` for `sock`'s instance.
     /// A boolean option that a marker byte can carry ([`marker::BOOLS`]:
     /// `SO_KEEPALIVE`, `TCP_NODELAY`, `TCP_CORK`) set on a connected stream
     /// by a host whose app bytes reach the instance's ring in the order the
@@ -272,6 +271,7 @@ impl Driver {
         }
     }
 
+    /// The `SockOpt` frame of `rec` for `sock`'s instance.
     fn apply_record(&mut self, sock: Handle, rec: Record) -> Option<Action> {
         let s = self.socks.get(&sock)?;
         if s.state != SockState::Connected {
