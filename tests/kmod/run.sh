@@ -3,43 +3,22 @@
 #
 #   tests/kmod/run.sh          (make test-kmod)
 #
-# 01 chroot + toolchain (idempotent), 02 kernel (skipped when cached under
-# the same key), 03 modules + guest programs, 04 initramfs, 05 boot in QEMU
-# and check. Prints what each step cost and the total.
+# prepare.sh: 01 chroot + toolchain (idempotent), 02 kernel (skipped when
+# cached under the same key), 03 modules + guest programs; then 04
+# initramfs, 05 boot in QEMU and check. Prints what each step cost and the total.
 set -euo pipefail
 D=$(dirname "$(readlink -f "$0")")
 . "$D/common.sh"
 [ "$(id -u)" = 0 ] || { echo "test-kmod needs root (chroot, mounts, apt-get)" >&2; exit 1; }
 trap umount_chroot EXIT
 T0=$(ts)
-# The host's part: what the steps run outside the chroot.
-need=()
-for t in debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 cpio:cpio \
-         gzip:gzip python3:python3; do
-  command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "=== host packages: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-fi
-echo "=== 01 chroot ($R)"
-"$D/01-chroot.sh" > "$RUN/01.log" 2>&1 || { tail -30 "$RUN/01.log"; exit 1; }
-grep TIMING "$RUN/01.log" || true
-T1=$(ts)
-echo "=== 02 kernel"
-"$D/02-kernel.sh" > "$RUN/02.out" 2> "$RUN/02.log" || { tail -40 "$RUN/02.log"; exit 1; }
-KTREE=$(tail -1 "$RUN/02.out")/tree
+"$D/prepare.sh"
+. "$RUN/prepare.env"
 export KTREE
-grep -E '^(kernel:|TIMING)' "$RUN/02.log" || true
-kernel_cost=$(el "$T1")
 echo "=== 03 ins (host build, for the guest)"
 # The instance the guest runs: the workspace's `ins`, built on the host;
 # and the shim (libshim.so) nginx runs under in the guest.
 (cd "$REPO" && ${CARGO:-cargo} build --release -q -p ins -p ins-shim -p ins-driver) || exit 1
-echo "=== 03 modules"
-"$D/03-module.sh" 2>&1 | tee "$RUN/03.log" | grep -vE '^\s*$' | tail -20
 echo "=== 04 initramfs"
 "$D/04-initramfs.sh"
 echo "=== 05 boot + check"
@@ -68,5 +47,5 @@ tr -d '\r' < "$RUN/boot.log" | awk '
 # (`times` in this shell: a subshell would not see the children's time.)
 times > "$RUN/times"
 cpu=$(tail -1 "$RUN/times" | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } } END { printf "%d", t }')
-echo "COST test-kmod: total $(el "$T0")s wall, ${cpu}s CPU; chroot $((T1 - T0))s, kernel ${kernel_cost}s ($(grep -q 'kernel: cached' "$RUN/02.log" && echo cached || echo built))"
+echo "COST test-kmod: total $(el "$T0")s wall, ${cpu}s CPU; chroot ${CHROOT_S}s, kernel ${KERNEL_S}s ($KERNEL_CACHED)"
 exit $ok

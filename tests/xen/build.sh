@@ -67,6 +67,13 @@ if [ ! -e "$UIMG" ]; then
 fi
 echo "== unikernel image $UIMG ($(( $(date +%s) - t0 )) s)"
 
+# The kernel-module PVM (tests 39-42, tests/xen/kmod.sh): the Rust-enabled
+# Linux 6.12 of tests/kmod (Xen PV guest support in its config; built once
+# and cached under its key, /var/cache/ins/kmod) as a PV domU kernel, and
+# protvm-driver/kmod's ins.ko built against it.
+"$ROOT/tests/kmod/prepare.sh" "$OUT/kmod"
+echo "== kernel module and its kernel ($(( $(date +%s) - t0 )) s)"
+
 # copy_bins ROOT DEST_DIR FILE...: files (symlinks resolved) into ROOT/DEST_DIR
 # (or their own path when DEST_DIR is "-"), with their shared libraries.
 copy_bins() {
@@ -115,6 +122,9 @@ install -m644 "$HERE/nginx.conf" "$R/etc/ins/nginx.conf"
 install -m755 "$HERE/pvm-web.sh" "$R/opt/ins/pvm-web.sh"
 install -m755 "$HERE/pvm-xen.sh" "$R/opt/ins/pvm-xen.sh"
 install -m755 "$HERE/pvm-spawn.sh" "$R/opt/ins/pvm-spawn.sh"
+install -m755 "$HERE/pvm-kmod.sh" "$R/opt/ins/pvm-kmod.sh"
+# ins.ko and ins_xenprobe.ko load only in the kmod PVM (its kernel's vermagic).
+for k in ins ins_xenprobe; do install -D -m644 "$OUT/kmod/$k.ko" "$R/lib/ins/$k.ko" && strip --strip-debug "$R/lib/ins/$k.ko"; done
 cp "$WWW/small.html" "$WWW/big.bin" "$R/srv/www/"
 install -m755 "$HERE/domU-init.sh" "$R/init"
 mkcpio "$R" "$OUT/domU.cpio.gz"
@@ -128,8 +138,10 @@ mkdir -p "$R/etc/xen"; cp -a "$X/etc/xen/scripts" "$X/etc/xen/xl.conf" "$R/etc/x
 vif() { echo "'bridge=xenbr0,mac=00:16:3e:00:64:$1'"; }
 sed "s/@NAME@/pvm/; s/@MEM@/320/; s/@VIF@/$(vif 02)/; s/@IP@/169.254.100.2/" "$HERE/du.cfg.in" > "$R/etc/xen/pvm.cfg"
 sed "s/@NAME@/ins1/; s/@MEM@/192/; s/@VIF@/$(vif 03)/; s/@IP@/169.254.100.3/" "$HERE/du.cfg.in" > "$R/etc/xen/ins1.cfg"
+sed "s/@NAME@/kpvm/; s/@MEM@/320/; s/@VIF@/$(vif 09)/; s/@IP@/169.254.100.9/; s|/boot/vmlinuz-domU|/boot/vmlinuz-kmod|" "$HERE/du.cfg.in" > "$R/etc/xen/kpvm.cfg"
 sed "s/@NAME@/snoop/; s/@MEM@/192/; s/@VIF@//; s/ ins_ip=@IP@//" "$HERE/du.cfg.in" > "$R/etc/xen/snoop.cfg"
 cp "$X/vmlinux-domU" "$R/boot/vmlinuz-domU"
+cp "$OUT/kmod/bzImage" "$R/boot/vmlinuz-kmod"
 cp "$OUT/domU.cpio.gz" "$R/boot/domU.cpio.gz"
 cp "$WWW"/*.sha256 "$WWW/small.html" "$WWW/big.bin" "$R/srv/www/"
 sed -i 's|  .*/www/| /srv/www/|' "$R"/srv/www/*.sha256
@@ -138,11 +150,13 @@ install -D -m755 "$UIMG" "$R/boot/ins-pv"; install -D -m644 "$HERE/unikernel.sh"
 install -D -m644 "$HERE/ukring.sh" "$R/etc/ins/ukring.sh"
 # The toolstack agent (tests 23-33, spawn.sh) and its xl templates (Linux
 # instance domains; unikernel ones: /boot/ins-pv above).
-copy_bins "$R" /opt/ins/bin "$REL/ins-xen-agent"; strip --strip-unneeded "$R/opt/ins/bin/ins-xen-agent"
+# xenchan: the peer of the module's Xen probe (test 43, kmod.sh).
+copy_bins "$R" /opt/ins/bin "$REL/ins-xen-agent" "$REL/examples/xenchan"; strip --strip-unneeded "$R/opt/ins/bin/ins-xen-agent" "$R/opt/ins/bin/xenchan"
 install -D -m644 "$HERE/inst.cfg.in" "$R/etc/ins/inst.cfg"; install -D -m644 "$HERE/spawn.sh" "$R/etc/ins/spawn.sh"
 install -D -m644 "$HERE/ukinst.cfg.in" "$R/etc/ins/ukinst.cfg"
 install -D -m644 "$HERE/flowcheck.sh" "$R/etc/ins/flowcheck.sh"
 install -D -m644 "$HERE/hostile.sh" "$R/etc/ins/hostile.sh"
+install -D -m644 "$HERE/kmod.sh" "$R/etc/ins/kmod.sh"
 mkcpio "$R" "$OUT/dom0.cpio.gz"
 cp "$X/xen" "$OUT/xen"; cp "$X/boot/vmlinuz-$KV" "$OUT/vmlinuz"
 ls -la "$OUT"/xen "$OUT"/vmlinuz "$OUT"/*.cpio.gz

@@ -22,19 +22,19 @@ first_answer() { # ip timeout_s
     i=$((i+1)); [ $i -gt $2 ] && return 1; sleep 1
   done
 }
-rate() { # ip tag: requests/s through that address, printed as figures
+rate() { # ip tag [port]: requests/s through that address (port 8080), printed as figures
   # (not checked): 200 requests on one keep-alive connection, then 40
   # requests on a new connection each (curl started per request, as the
   # load loop does: the same cost either way, so compare the two kinds of
   # domain, not the absolute numbers)
-  local args="" n t0 el ok
-  for n in $(seq 200); do args="$args http://$1:8080/small.html -o /dev/null"; done
+  local args="" n t0 el ok port=${3:-8080}
+  for n in $(seq 200); do args="$args http://$1:$port/small.html -o /dev/null"; done
   t0=$(up); ok=$(curl -s -m 300 -w '%{http_code}\n' $args | grep -c '^200$'); el=$(since $t0)
   echo "$2 rate: $ok of 200 keep-alive requests in $el s"
   echo "FIGURE $2_ka_rps $(awk "BEGIN{printf \"%.1f\", $ok / ($el > 0 ? $el : 0.1)}") req/s"
   t0=$(up); ok=0
   for n in $(seq 40); do
-    [ "$(curl -s -m 20 -o /dev/null -w '%{http_code}' http://$1:8080/small.html)" = 200 ] && ok=$((ok+1))
+    [ "$(curl -s -m 20 -o /dev/null -w '%{http_code}' http://$1:$port/small.html)" = 200 ] && ok=$((ok+1))
   done
   el=$(since $t0)
   echo "$2 rate: $ok of 40 requests on new connections in $el s"

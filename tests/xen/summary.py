@@ -47,6 +47,9 @@ for pat in (r"XAGENT created .*", r"\bspawn fetch .*", r"\bspawn load: .*", r"FI
             r"FIGURE ukspawn_\S+ .*"):
     for line in dict.fromkeys(re.sub(r"^\[\S+\]\s*", "", x.strip()) for x in re.findall(pat, log)):
         print("        " + line)
+print("== the kernel module in a PVM whose kernel is tests/kmod's (tests 39-43)")
+show((r"KPVM kernel .*", r"KPVM listeners .*", r"kmod fetch .*", r"kmod keep-alive: .*", r"kmod failover: .*",
+      r"kmod probe.*", r"KPROBE \d+ rounds.*", r"KPROBE mapped .*"))
 print("== figures (QEMU TCG: only the ratios mean anything)")
 for label, ukl, lnx in (("boot: xl create -> ready", "ukl_boot_s", "linux_boot_s"),
                         ("boot: xl create returned -> ready", "ukl_after_xl_create_s", "linux_after_xl_create_s")):
@@ -65,6 +68,11 @@ for label, ukl, lnx in (("instance domains: up, 2 joined", "ukspawn_up_s", "spaw
         print(f"  {label:34} unikernel {u:.1f} {unit}, Linux domU {n:.1f} {unit}: unikernel at {u / n:.2f} of Linux")
     elif ukl in figures or lnx in figures:
         print(f"  {label:34} missing ({ukl} / {lnx})")
+for label, mod, nat in (("kpvm req/s, one keep-alive connection", "kpvm_module_ka_rps", "kpvm_native_ka_rps"),
+                        ("kpvm req/s, a connection each", "kpvm_module_conn_rps", "kpvm_native_conn_rps")):
+    if mod in figures and nat in figures:
+        m, n = figures[mod][0], figures[nat][0]
+        print(f"  {label:34} through ins.ko {m:.1f}, native {n:.1f}: module at {m / n:.2f} of native")
 rows = [("round trip, 64 B", "ring_rtt_us", "tcp_rtt_us", "us", False),
         ("throughput, 16 KiB frames", "ring_mib_s", "tcp_mib_s", "MiB/s", True)]
 print(f"  {'':28}{'xen ring':>12}{'tcp/bridge':>12}   ratio")
@@ -76,12 +84,12 @@ for label, ring, tcp, unit, higher_better in rows:
     else:
         print(f"  {label:28} missing ({ring} / {tcp})")
 ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
-# The whole lab has 38 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
+# The whole lab has 43 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
 # runs the unikernel's 14 (16, 17, 20, 35, 36, 21, 22, 18, 19, then 11-15),
 # INS_XEN_TESTS=spawn the 13 of tests/xen/spawn.sh (23-33, 37, 38), INS_XEN_TESTS=hostile
-# test 34 (tests/xen/hostile.sh).
+# test 34 (tests/xen/hostile.sh), INS_XEN_TESTS=kmod tests 39-43 (tests/xen/kmod.sh).
 part = re.search(r"LAB_TESTS (\S+)", log)
-expected = {"unikernel": 14, "spawn": 13, "hostile": 1}.get(part.group(1) if part else "all", 38)
+expected = {"unikernel": 14, "spawn": 13, "hostile": 1, "kmod": 5}.get(part.group(1) if part else "all", 43)
 if len(tests) < expected:
     print(f"== {len(tests)} results, {expected} expected")
 ok = ok and len(tests) >= expected

@@ -10,6 +10,10 @@
 //! xenchan serve-ins --peer DOMID --name NAME --seconds S  driver side for a real `ins --xen-driver`:
 //!                                                        offer, hello, count its heartbeats, close
 //! xenchan local [options]                               both ends in one process over memfd (self-check)
+//! xenchan kprobe-peer --peer DOMID --grefs "G0 G1 …" --port P --rtt N --seconds S
+//!                        the peer of the kernel module's ins_xenprobe: map its pages,
+//!                        check the pattern, N request/answer rounds over its port,
+//!                        keep the mapping S more seconds (its unload then defers)
 //! ```
 //!
 //! `--idle` skips the exchange; `--until-peer-gone` then waits for the
@@ -56,6 +60,8 @@ struct Opts {
     seconds: u64,
     idle: bool,
     until_peer_gone: bool,
+    grefs: String,
+    port: u32,
 }
 
 fn parse(args: &[String]) -> Res<Opts> {
@@ -76,6 +82,8 @@ fn parse(args: &[String]) -> Res<Opts> {
         seconds: 5,
         idle: false,
         until_peer_gone: false,
+        grefs: String::new(),
+        port: 0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -99,6 +107,8 @@ fn parse(args: &[String]) -> Res<Opts> {
             "--hold-until" => o.hold = Some(v()?),
             "--listen" | "--connect" => o.addr = v()?,
             "--seconds" => o.seconds = v()?.parse()?,
+            "--grefs" => o.grefs = v()?,
+            "--port" => o.port = v()?.parse()?,
             "--idle" => o.idle = true,
             "--until-peer-gone" => o.until_peer_gone = true,
             other => return Err(format!("unknown option {other}").into()),
@@ -568,6 +578,86 @@ fn local(o: &Opts) -> Res<()> {
     Ok(())
 }
 
+/// The byte ins_xenprobe (protvm-driver/kmod/xenprobe.rs) writes at
+/// `offset` of page `page`.
+fn kprobe_pattern(page: usize, offset: usize) -> u8 {
+    (page.wrapping_mul(31).wrapping_add(offset.wrapping_mul(7)) & 0xff) as u8
+}
+
+fn kprobe_peer(o: &Opts) -> Res<()> {
+    use ins_protocol::region::RegionView;
+    use ins_transport::sys::xen::{Evtchn, MappedPages};
+    use ins_xen::Port;
+    use ins_xen::gnttab::GrantRef;
+    use std::sync::atomic::Ordering;
+    const PAGE: usize = 4096;
+    let peer = DomId(o.peer);
+    let grefs = o
+        .grefs
+        .split_whitespace()
+        .map(|g| g.parse().map(GrantRef))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--grefs: {e}"))?;
+    if grefs.is_empty() {
+        return Err("--grefs: no grant references".into());
+    }
+    let pages = MappedPages::map("/dev/xen/gntdev", peer, &grefs)?;
+    let view = RegionView::new(&pages);
+    let mut page = vec![0u8; PAGE];
+    let mut bad = 0usize;
+    for i in 0..grefs.len() {
+        view.read(i * PAGE, &mut page)?;
+        if i == 0 && &page[..8] != b"INSKPRB1" {
+            return Err(format!("page 0 starts with {:?}, not INSKPRB1", &page[..8]).into());
+        }
+        let start = if i == 0 { 64 } else { 0 };
+        bad += (start..PAGE)
+            .filter(|&j| page[j] != kprobe_pattern(i, j))
+            .count();
+    }
+    if bad != 0 {
+        return Err(format!("{bad} bytes differ from the pattern").into());
+    }
+    println!(
+        "KPROBE mapped {} pages of dom{}: pattern ok",
+        grefs.len(),
+        o.peer
+    );
+    let ev = Evtchn::bind_interdomain("/dev/xen/evtchn", peer, Port(o.port))?;
+    let mut rtts = Vec::with_capacity(o.rtt as usize);
+    for n in 1..=o.rtt {
+        let req = n as u32;
+        let t = Instant::now();
+        view.store_u32(8, req, Ordering::Release)?;
+        ev.notify()?;
+        let deadline = t + Duration::from_secs(10);
+        while view.load_u32(12, Ordering::Acquire)? != req {
+            if !ev.wait_until(Some(deadline))? {
+                return Err(format!("no answer to request {req} within 10 s").into());
+            }
+            ev.drain()?;
+        }
+        rtts.push(t.elapsed());
+    }
+    rtts.sort();
+    if let Some(p50) = rtts.get(rtts.len() / 2) {
+        println!(
+            "KPROBE {} rounds answered by the module's handler, p50 {} us",
+            rtts.len(),
+            p50.as_micros()
+        );
+        println!("FIGURE kprobe_rtt_us {} us", p50.as_micros());
+    }
+    if o.seconds > 0 {
+        println!("KPROBE holding the mapping {} s", o.seconds);
+        std::thread::sleep(Duration::from_secs(o.seconds));
+    }
+    drop(ev);
+    drop(pages);
+    println!("KPROBE_DONE unmapped");
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let r = match (args.get(1).map(String::as_str), parse(args.get(2..).unwrap_or(&[]))) {
@@ -579,7 +669,8 @@ fn main() {
         (Some("tcp-server"), Ok(o)) => tcp_server(&o),
         (Some("tcp-client"), Ok(o)) => TcpStream::connect(&o.addr).map_err(Into::into).and_then(|mut s| tcp_rtt_bulk(&mut s, &o)),
         (Some("local"), Ok(o)) => local(&o),
-        _ => Err("usage: xenchan driver|instance|snoop|tcp-server|tcp-client|local [options] (see the source's docs)".into()),
+        (Some("kprobe-peer"), Ok(o)) => kprobe_peer(&o),
+        _ => Err("usage: xenchan driver|instance|snoop|tcp-server|tcp-client|local|kprobe-peer [options] (see the source's docs)".into()),
     };
     if let Err(e) = r {
         eprintln!("xenchan: {e}");

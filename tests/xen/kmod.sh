@@ -1,0 +1,116 @@
+# The kernel module in a Xen PVM (tests 39-43). Sourced by dom0-init.sh
+# (uses its helpers and spawn.sh's fetch_ok, rate and load): boots kpvm,
+# a PV domU whose kernel is the Rust-enabled Linux 6.12 of tests/kmod
+# (/boot/vmlinuz-kmod), with ins.ko (built against that kernel) in its
+# initramfs, then checks from dom0 over the bridge that nginx under the
+# shim in kpvm serves through the module (no user-space driver) with its
+# instances as `ins --kmod` processes in kpvm, survives an instance's
+# death, and that the module unloads cleanly afterwards. The instances
+# are processes of the PVM: the module's Xen transport (instance domains)
+# is not built yet.
+#   env (dom0's): KPVM_TIMEOUT (s, default 300) for the boot.
+KPVM_IP=169.254.100.9
+kmod_tests() {
+  # --- 39. the Rust-enabled kernel boots as a PV domU and loads ins.ko
+  t=$(up)
+  if ! create kpvm; then result kmod-pvm-boot fail "xl create kpvm failed"; return 0; fi
+  console kpvm
+  wait_up kpvm ${KPVM_TIMEOUT:-300} || return 0
+  K=$(domid kpvm)
+  run kpvm "sh /opt/ins/pvm-kmod.sh up"; r=$(wait_cmd kpvm $N 300)
+  kv=$(sed -n 's/.*KPVM kernel \([^ ]*\).*/\1/p' /var/log/xen/console/guest-kpvm.log | head -n 1)
+  case "$kv" in *kmodrust*) ;; *) r="kernel '$kv'" ;; esac
+  if [ "$r" != 0 ]; then
+    result kmod-pvm-boot fail "pvm-kmod.sh up: $r"
+    return 0
+  fi
+  echo "FIGURE kpvm_up_s $(since $t) s"
+  result kmod-pvm-boot pass "kpvm (dom$K) booted Linux $kv as a Xen PV domU, ins.ko loaded, two ins --kmod instances joined (sandboxed), nginx under the shim listens through the module, in $(since $t) s"
+
+  # --- 40. dom0's curl: byte-exact through the module, keep-alive
+  ok=1
+  first_answer $KPVM_IP 120 || ok=0
+  for f in small.html big.bin; do
+    if fetch_ok $KPVM_IP $f; then echo "kmod fetch $f: sha256 ok"; else echo "kmod fetch $f: wrong bytes"; ok=0; fi
+  done
+  # Two requests on one connection: curl reports one connect in all.
+  conns=$(curl -sS -m 120 -o /dev/null -o /tmp/kmod-ka.bin -w '%{num_connects}\n' \
+    http://$KPVM_IP:8080/small.html http://$KPVM_IP:8080/big.bin | awk '{ s += $1 } END { print s }')
+  got=$(sha256sum < /tmp/kmod-ka.bin | cut -d' ' -f1)
+  echo "kmod keep-alive: $conns connection(s) for two requests, big.bin $( [ "$got" = "$(cut -d' ' -f1 /srv/www/big.bin.sha256)" ] && echo ok || echo wrong)"
+  [ "$conns" = 1 ] && [ "$got" = "$(cut -d' ' -f1 /srv/www/big.bin.sha256)" ] || ok=0
+  [ $ok = 1 ] && result kmod-pvm-web pass "dom0 fetched small and 1 MiB byte-exact from nginx in kpvm through ins.ko, and two on one keep-alive connection" \
+    || { result kmod-pvm-web fail "see above"; }
+
+  # Figures (not checked): requests/s through the module vs the same
+  # nginx natively in the same domain.
+  run kpvm "sh /opt/ins/pvm-kmod.sh native"
+  if [ "$(wait_cmd kpvm $N 60)" = 0 ]; then
+    rate $KPVM_IP kpvm_module 8080
+    rate $KPVM_IP kpvm_native 8081
+  fi
+
+  # --- 41. an instance killed under load: the module marks it dead, the
+  # other instance's listener takes the new connections
+  rm -f /tmp/load.stop
+  load $KPVM_IP kmod 3000 & LK=$!
+  sleep 5
+  TK=$(up)
+  run kpvm "sh /opt/ins/pvm-kmod.sh kill1"; r=$(wait_cmd kpvm $N 120); TD=$(up)
+  sleep 5
+  touch /tmp/load.stop; wait $LK
+  before=$(awk -v t=$TK '$1 < t && $2 == "ok"' /tmp/load.kmod | wc -l)
+  after=$(awk -v t=$TD '$1 > t && $2 == "ok"' /tmp/load.kmod | wc -l)
+  bad=$(grep -c ' fail' /tmp/load.kmod)
+  bad_out=$(awk -v a=$TK -v b=$TD '$2 == "fail" && ($1 < a || $1 > b)' /tmp/load.kmod | wc -l)
+  echo "kmod failover: $before ok before the kill, $after ok after the module listed the instance dead ($(awk "BEGIN{printf \"%.1f\", $TD-$TK}") s later); $bad failed, $bad_out of them outside that window"
+  grep ' fail' /tmp/load.kmod | head -n 3
+  if [ "$r" = 0 ] && [ "$before" -gt 0 ] && [ "$after" -gt 0 ] && [ "$bad_out" = 0 ] && [ "$bad" -le 1 ] && fetch_ok $KPVM_IP big.bin; then
+    result kmod-pvm-failover pass "an instance SIGKILLed under load: the module listed it dead, $after requests after it through the other instance, $bad in flight failed, 1 MiB byte-exact after"
+  else
+    result kmod-pvm-failover fail "kill1 $r, before=$before after=$after failed=$bad outside=$bad_out"
+  fi
+
+  # --- 42. the module unloads with no oops once nginx and the instances
+  # are gone
+  run kpvm "sh /opt/ins/pvm-kmod.sh down"; r=$(wait_cmd kpvm $N 120)
+  [ "$r" = 0 ] && result kmod-pvm-unload pass "nginx and the instances stopped, rmmod ins, /dev/ins gone, no oops in the log" \
+    || result kmod-pvm-unload fail "pvm-kmod.sh down: $r"
+
+  # --- 43. the Xen primitives of the module's coming Xen transport, from
+  # a module (ins_xenprobe.ko: kxen.rs) against dom0 as the peer: pages
+  # granted, a port allocated and bound, xenstore written; dom0 maps the
+  # pages, checks them and runs request/answer rounds over the port; the
+  # unload ends the grants at once. Then again with dom0 still mapping
+  # them at unload: the grants end deferred (Linux frees each page once
+  # dom0 lets go), no oops.
+  kprobe_round() { # hold_s: runs the peer (in the background when holding)
+    run kpvm "sh /opt/ins/pvm-kmod.sh probe 0"; [ "$(wait_cmd kpvm $N 60)" = 0 ] || return 1
+    G=$(xenstore-read /local/domain/$K/data/kprobe/grefs); PORT=$(xenstore-read /local/domain/$K/data/kprobe/port)
+    echo "kmod probe: dom$K offers grants '$G' and port $PORT"
+    xenchan kprobe-peer --peer $K --grefs "$G" --port "$PORT" --rtt 1000 --seconds $1 > /tmp/kprobe.$1 2>&1 &
+    KP=$!
+  }
+  ok=0
+  if kprobe_round 0; then
+    wait $KP; pr=$?; cat /tmp/kprobe.0
+    run kpvm "sh /opt/ins/pvm-kmod.sh unprobe"; r=$(wait_cmd kpvm $N 60)
+    sleep 1
+    line=$(grep 'KPVM ins_xenprobe: unloaded' /var/log/xen/console/guest-kpvm.log | tail -n 1)
+    echo "kmod probe: $line"
+    case "$line" in *"1000 events from dom0 handled (last request 1000); grants ended: 4 at once, 0 deferred"*) [ "$pr" = 0 ] && [ "$r" = 0 ] && ok=1 ;; esac
+  fi
+  if [ $ok = 1 ] && kprobe_round 30; then
+    i=0; until grep -q 'KPROBE holding' /tmp/kprobe.30 || [ $i -gt 600 ]; do usleep 100000; i=$((i+1)); done
+    run kpvm "sh /opt/ins/pvm-kmod.sh unprobe"; r=$(wait_cmd kpvm $N 60)
+    wait $KP; pr=$?; cat /tmp/kprobe.30
+    sleep 1
+    line=$(grep 'KPVM ins_xenprobe: unloaded' /var/log/xen/console/guest-kpvm.log | tail -n 1)
+    echo "kmod probe (held): $line"
+    case "$line" in *"grants ended: 0 at once, 4 deferred"*) [ "$pr" = 0 ] && [ "$r" = 0 ] && grep -q KPROBE_DONE /tmp/kprobe.30 && ok=2 ;; esac
+  fi
+  rtt=$(sed -n 's/^FIGURE kprobe_rtt_us \([0-9]*\).*/\1/p' /tmp/kprobe.0 2>/dev/null)
+  [ $ok = 2 ] && result kmod-xen-primitives pass "ins_xenprobe in kpvm granted 4 pages and a port to dom0 through xenstore; dom0 mapped them, checked the pattern, 1000 rounds answered by the module's event handler (p50 ${rtt:-?} us); unload ended the grants at once, and deferred while dom0 still mapped them; no oops" \
+    || result kmod-xen-primitives fail "ok=$ok (see the kprobe lines above)"
+  run kpvm poweroff
+}
