@@ -21,10 +21,17 @@
 //! * `INS_IOC_VERSION` (`_IOR('I', 4, __u32)`): the ins-protocol version
 //!   the module speaks (`ins_protocol::hello::VERSION`); the shim uses the
 //!   module only when this ioctl answers its own version.
-//! * `read()`: a text snapshot of the instances driver-core knows, one line
+//! * `read()`: a text snapshot: driver-core's settings (`config
+//!   window=… heartbeat_timeout_ms=… …`), the instances it knows, one line
 //!   each (`instance <id> live|draining|dead pid … version … frames …
 //!   channel open|closed|<why it failed> heartbeat <seq> death "<why>"`),
-//!   and of channels still in their handshake.
+//!   and channels still in their handshake.
+//! * `write()` (`CAP_NET_ADMIN`): settings, `key=value` separated by white
+//!   space, e.g. `echo heartbeat_timeout_ms=10000 > /dev/ins`: driver-core's
+//!   limits (`Config::set`: `heartbeat_timeout_ms`, `placement`,
+//!   `max_sockets`, `max_opts`, `max_inband`, `inband_stall_ms`,
+//!   `bindv6only`; `window` cannot change). All or nothing; a bad one is
+//!   `EINVAL` with the key and the reason in the kernel log. At most 4 KiB.
 //!
 //! ```c
 //! struct ins_pair { __u32 flags; /* INS_PAIR_CLOEXEC = 1 */ __s32 fds[2]; };
@@ -279,6 +286,41 @@ unsafe extern "C" fn misc_read(
     }
 }
 
+/// Most bytes one `write` of settings may carry.
+const MAX_SETTINGS: usize = 4096;
+
+/// `write` of `/dev/ins`: settings (see the module docs).
+///
+/// # Safety
+///
+/// Called by the VFS with a file opened through the misc device and a user
+/// buffer of `len` bytes.
+unsafe extern "C" fn misc_write(
+    file: *mut bindings::file,
+    buf: *const kernel::ffi::c_char,
+    len: usize,
+    _pos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: a file of our device, not released (VFS contract).
+    let (state, _) = unsafe { conn_of(file) };
+    // SAFETY: plain capability check of the current task.
+    if !unsafe { bindings::capable(bindings::CAP_NET_ADMIN as i32) } {
+        return EPERM.to_errno() as isize;
+    }
+    if len > MAX_SETTINGS {
+        return EINVAL.to_errno() as isize;
+    }
+    let mut text = KVec::new();
+    let r = UserSlice::new(buf as usize, len)
+        .reader()
+        .read_all(&mut text, GFP_KERNEL)
+        .and_then(|()| state.core.configure(&text));
+    match r {
+        Ok(()) => len as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
 /// `release` of `/dev/ins`: its shim connection is gone.
 ///
 /// # Safety
@@ -354,6 +396,7 @@ impl kernel::Module for Ins {
                     unlocked_ioctl: Some(misc_ioctl),
                     open: Some(misc_open_conn),
                     read: Some(misc_read),
+                    write: Some(misc_write),
                     release: Some(misc_release),
                     llseek: Some(bindings::noop_llseek),
                     // SAFETY: all-zero is a valid `file_operations`.

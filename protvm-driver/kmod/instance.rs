@@ -386,8 +386,40 @@ impl Core {
         (timeout_ns / 4 / 1_000_000).clamp(50, 1000) as u32
     }
 
-    /// A text snapshot: one line per instance driver-core knows (live or
-    /// dead) and per channel whose handshake has not finished.
+    /// Applies `key=value` settings (separated by white space; driver-core's
+    /// `Config::set` keys) all at once, or none: the first bad one is
+    /// `EINVAL`, logged with its key and reason.
+    pub(crate) fn configure(&self, text: &[u8]) -> Result {
+        let text = core::str::from_utf8(text).map_err(|_| {
+            pr_warn!("/dev/ins: settings are not UTF-8\n");
+            EINVAL
+        })?;
+        let mut inner = self.inner.lock();
+        let mut cfg = *inner.driver.config();
+        for kv in text.split_whitespace() {
+            let Some((k, v)) = kv.split_once('=') else {
+                pr_warn!("/dev/ins: {:?}: expected key=value\n", kv);
+                return Err(EINVAL);
+            };
+            cfg.set(k, v).map_err(|e| {
+                pr_warn!("/dev/ins: {}={:?}: {}\n", k, v, e.as_str());
+                EINVAL
+            })?;
+        }
+        inner.driver.set_config(cfg).map_err(|e| {
+            pr_warn!("/dev/ins: {}\n", e.as_str());
+            EINVAL
+        })?;
+        let mut line = KVec::new();
+        if cfg.write_text(&mut TextOut(&mut line)).is_ok() {
+            pr_info!("settings: {}\n", core::str::from_utf8(&line).unwrap_or("?"));
+        }
+        Ok(())
+    }
+
+    /// A text snapshot: the settings (`config key=value …`), then one line
+    /// per instance driver-core knows (live or dead) and per channel whose
+    /// handshake has not finished.
     pub(crate) fn status(&self, out: &mut KVec<u8>) -> Result {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
@@ -397,6 +429,9 @@ impl Core {
         }
         let mut w = TextOut(out);
         let r = (|| -> core::fmt::Result {
+            w.write_str("config ")?;
+            inner.driver.config().write_text(&mut w)?;
+            w.write_str("\n")?;
             for (id, i) in inner.driver.instances() {
                 let state = match i.state {
                     InstState::Live => "live",

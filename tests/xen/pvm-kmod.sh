@@ -27,8 +27,11 @@ up)
   echo "KPVM kernel $(uname -r)"
   insmod /lib/ins/ins.ko || { echo "KPVM insmod failed"; exit 1; }
   [ -c /dev/ins ] || { echo "KPVM no /dev/ins"; exit 1; }
+  # A generous heartbeat timeout: under software emulation a loaded
+  # domain's instance can be late.
+  echo heartbeat_timeout_ms=10000 > /dev/ins || exit 1
+  head -n 1 /dev/ins | grep ' heartbeat_timeout_ms=10000 ' || exit 1
   for n in 1 2; do
-    # Heartbeats every 200 ms: the module's timeout is driver-core's 3 s.
     RUST_LOG=info ins --kmod /dev/ins --heartbeat-ms 200 --kmod-ring 262144 > $W/ins$n.log 2>&1 &
     echo $! > $W/ins$n.pid
     status_until " pid $! " ' live .*channel open' 120 || { echo "KPVM instance $n did not join"; cat $W/ins$n.log; exit 1; }

@@ -97,7 +97,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 pub use action::{Action, Note, ReplyFd, ShimReply, Violation};
-pub use config::{Config, Placement, opt};
+pub use config::{Config, Placement, SetError, opt};
 pub use host::{AppSockets, Host, InstanceLinks, LinkFailed, NoAppSide, NoteSink, ShimReplies};
 pub use inband::{InbandStats, Marked};
 pub use instance::{InstState, Instance};
@@ -177,6 +177,18 @@ impl Driver {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Replaces the configuration while the driver runs (new limits apply
+    /// from the next decision: a lower `max_sockets` refuses new sockets,
+    /// never closes existing ones). The `window` cannot change (every
+    /// instance's hello carried it): [`SetError::Fixed`].
+    pub fn set_config(&mut self, cfg: Config) -> Result<(), SetError> {
+        if cfg.window != self.cfg.window {
+            return Err(SetError::Fixed);
+        }
+        self.cfg = cfg;
+        Ok(())
     }
 
     /// Events since the last call (for logging), oldest first.

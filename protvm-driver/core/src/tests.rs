@@ -616,6 +616,26 @@ fn heartbeat_timeout_and_close_lifecycle() {
 }
 
 #[test]
+fn set_config_applies_at_the_next_tick_and_keeps_the_window() {
+    let mut d = driver();
+    let mut out = Vec::new();
+    let i1 = d.instance_joined(0, 1000, &mut out);
+    // 1 s of silence is within the default 3 s.
+    d.tick(1_000_000_000, &mut out);
+    assert!(!out.contains(&Action::InstanceDead { inst: i1 }));
+    let mut c = *d.config();
+    c.set("heartbeat_timeout_ms", "500").unwrap();
+    d.set_config(c).unwrap();
+    d.tick(1_000_000_001, &mut out);
+    assert!(out.contains(&Action::InstanceDead { inst: i1 }));
+    let mut w = *d.config();
+    w.window = 2000;
+    assert_eq!(d.set_config(w), Err(SetError::Fixed));
+    assert_eq!(d.config().window, 1000);
+    assert_eq!(d.config().heartbeat_timeout_ns, 500_000_000);
+}
+
+#[test]
 fn options_remembered_and_replayed_and_driver_answers() {
     let mut d = driver();
     let mut out = Vec::new();
