@@ -1032,8 +1032,10 @@ impl SockFile {
         }
     }
 
-    /// What `poll` reports, under one hold of the core's mutex: readable,
-    /// writable, and beyond those as Linux's `tcp_poll`: `EPOLLRDHUP` once
+    /// What `poll` reports, under one hold of the core's mutex: as Linux's
+    /// `tcp_poll`, a listener only readable (a token), a stream socket that
+    /// never connected writable and hung up; otherwise readable, writable,
+    /// and beyond those `EPOLLRDHUP` once
     /// the peer's end or a reset came, `EPOLLHUP` when the connection is
     /// over both ways (reset, failed connect, or end both ways), and
     /// `EPOLLERR` while driver-core holds an error `SO_ERROR` has not
@@ -1041,18 +1043,35 @@ impl SockFile {
     fn poll_bits(&self) -> u32 {
         let mut guard = self.core.inner.lock();
         let inner = &mut *guard;
+        const IN: u32 = ksys::EPOLLIN | ksys::EPOLLRDNORM;
+        const OUT: u32 = ksys::EPOLLOUT | ksys::EPOLLWRNORM;
+        match inner.socks.iter().find(|e| e.handle == self.handle) {
+            None => return IN | OUT | ksys::EPOLLHUP,
+            // A listener: readable with a token, never writable
+            // (`inet_csk_listen_poll`).
+            Some(e) if e.listening => return if e.tokens > 0 { IN } else { 0 },
+            // A stream socket never connected (`TCP_CLOSE`): writable and
+            // hung up, not readable.
+            Some(e)
+                if e.stream
+                    && !(e.connected || e.connecting)
+                    && e.err == 0
+                    && !e.eof
+                    && inner.driver.pending_error(self.handle) == 0 =>
+            {
+                return OUT | ksys::EPOLLHUP
+            }
+            Some(_) => {}
+        }
         let mut bits = 0;
         if self.writable_in(inner) {
-            bits |= ksys::EPOLLOUT | ksys::EPOLLWRNORM;
+            bits |= OUT;
         }
         let Some(e) = inner.socks.iter().find(|e| e.handle == self.handle) else {
-            return bits | ksys::EPOLLIN | ksys::EPOLLRDNORM | ksys::EPOLLHUP;
+            return bits | IN | ksys::EPOLLHUP;
         };
         if e.readable() {
-            bits |= ksys::EPOLLIN | ksys::EPOLLRDNORM;
-        }
-        if e.listening {
-            return bits;
+            bits |= IN;
         }
         if e.eof || e.err != 0 {
             bits |= ksys::EPOLLRDHUP;

@@ -260,6 +260,12 @@ static void data_path(int dev)
 	if (srv <= 0)
 		return;
 	struct reply s = control(dev, OP_SOCKET, -1, 2, 1, 0);
+	/* A stream socket never connected polls as Linux's (TCP_CLOSE):
+	 * writable and hung up, not readable. */
+	struct pollfd f = { .fd = s.fd, .events = POLLIN | POLLOUT | POLLRDHUP };
+	int pf = poll(&f, 1, 0);
+	report("fresh-polls-out-hup", pf == 1 && f.revents == (POLLOUT | POLLHUP),
+	       "a new socket file did not poll POLLOUT|POLLHUP");
 	struct reply r = control_at(dev, OP_CONNECT, s.fd, 0, 0, LOOPBACK, ECHO_PORT);
 	report("connect", s.status == 0 && r.status == 0, "Connect(127.0.0.1:9000) through the instance");
 	if (r.status != 0)
@@ -375,7 +381,9 @@ static int hold(int dev)
 static void accept_path(int dev, int l)
 {
 	struct pollfd p = { .fd = l, .events = POLLIN };
-	report("listener-idle", poll(&p, 1, 0) == 0, "listener readable with no connection");
+	/* Never writable, as Linux's listeners. */
+	struct pollfd po = { .fd = l, .events = POLLIN | POLLOUT };
+	report("listener-idle", poll(&po, 1, 0) == 0, "listener readable or writable with no connection");
 	int fl = fcntl(l, F_GETFL);
 	fcntl(l, F_SETFL, fl | O_NONBLOCK);
 	char tok;
