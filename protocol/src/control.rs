@@ -133,6 +133,25 @@ pub mod marker {
     /// itself, by index: `SO_KEEPALIVE`, `TCP_NODELAY`, `TCP_CORK`.
     pub const BOOLS: [(i32, i32); 3] = [(1, 9), (6, 1), (6, 3)];
 
+    /// `(level, name, min, max)` of the `int` options that go in band as a
+    /// record (the value in range, as Linux checks it, else `EINVAL`):
+    /// `TCP_KEEPIDLE`, `TCP_KEEPINTVL` (1 ..= 32767), `TCP_KEEPCNT`
+    /// (1 ..= 127), `TCP_USER_TIMEOUT` (0 ..= `i32::MAX`).
+    pub const INTS: [(i32, i32, i32, i32); 4] = [
+        (6, 4, 1, 32767),
+        (6, 5, 1, 32767),
+        (6, 6, 1, 127),
+        (6, 18, 0, i32::MAX),
+    ];
+
+    /// The range of in-band `int` option `(level, name)`, if it is one of
+    /// [`INTS`].
+    pub fn int_range(level: i32, name: i32) -> Option<(i32, i32)> {
+        INTS.iter()
+            .find(|&&(l, n, _, _)| (l, n) == (level, name))
+            .map(|&(_, _, min, max)| (min, max))
+    }
+
     /// What a marker byte says.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Marker {

@@ -75,9 +75,11 @@
 //! and writable with the error (`SO_ERROR` is driver-core's `TakeError`),
 //! as a Linux TCP socket behaves.
 //!
-//! `SetOpt` of a boolean a marker byte carries (`TCP_CORK`, `TCP_NODELAY`,
-//! `SO_KEEPALIVE`) on a connected stream is in order without a round trip
-//! (`option_in_order`): its frame follows the bytes written before.
+//! `SetOpt` of an option that goes in band (a boolean a marker byte
+//! carries: `TCP_CORK`, `TCP_NODELAY`, `SO_KEEPALIVE`; or an `int` in its
+//! range: `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT`,
+//! `TCP_USER_TIMEOUT`) on a connected stream is in order without a round
+//! trip (`option_in_order`): its frame follows the bytes written before.
 //!
 //! `recv(MSG_PEEK)` is the socket file's `INS_IOC_PEEK` ioctl: the head of
 //! the receive buffer copied out and left there (no credit goes back);
@@ -182,6 +184,11 @@ pub(crate) struct SockEntry {
     /// A non-blocking connect was answered `EINPROGRESS` and has not
     /// finished yet.
     connecting: bool,
+    /// A `Connect` was sent and its answer not taken yet (a blocking
+    /// connect in flight, or a non-blocking one before its
+    /// `EINPROGRESS`): as Linux's `SYN_SENT`, neither readable nor
+    /// writable.
+    connect_sent: bool,
     /// The peer sent its last byte.
     eof: bool,
     /// The connection was reset (errno), or 0.
@@ -221,6 +228,7 @@ impl SockEntry {
             stream,
             connected,
             connecting: false,
+            connect_sent: false,
             eof: false,
             err: 0,
             listening: false,
@@ -312,6 +320,7 @@ pub(crate) fn status_line(
 pub(crate) fn connect_done(socks: &mut AVec<SockEntry>, h: Handle, errno: i32) {
     if let Some(e) = socks.iter_mut().find(|e| e.handle == h) {
         e.connecting = false;
+        e.connect_sent = false;
         if errno == 0 {
             e.connected = true;
         } else if e.err == 0 {
@@ -382,8 +391,10 @@ pub(crate) fn control_ioctl(
     Ok(0)
 }
 
-/// `setsockopt` of a boolean option a marker byte carries (`TCP_CORK`,
-/// `TCP_NODELAY`, `SO_KEEPALIVE`) on a connected stream socket file, not
+/// `setsockopt` of an option that goes in band (driver-core's
+/// `set_option_in_order`: `TCP_CORK`, `TCP_NODELAY`, `SO_KEEPALIVE`, and
+/// `TCP_KEEPIDLE`/`KEEPINTVL`/`KEEPCNT`/`USER_TIMEOUT` in their ranges) on
+/// a connected stream socket file, not
 /// cancelling an in-band record: driver-core's `SockOpt` frame goes onto
 /// the instance's ring now, behind every byte written before (a write
 /// pushes its frames, or they wait behind queued ones, before it returns),
@@ -576,6 +587,7 @@ fn shim_op(
                 if e.stream && !e.connected && !e.connecting {
                     e.err = 0;
                     e.eof = false;
+                    e.connect_sent = true;
                 }
             }
         }
@@ -606,6 +618,14 @@ fn shim_op(
         return Err(EINTR);
     };
     let mut ctl = r.ctl;
+    if ctl.op == Op::Connect {
+        if let Some(h) = sock {
+            let mut inner = core.inner.lock();
+            if let Some(e) = inner.socks.iter_mut().find(|e| e.handle == h) {
+                e.connect_sent = false;
+            }
+        }
+    }
     if ctl.op == Op::Connect && ctl.status == EINPROGRESS_N {
         // Connecting, unless its `ConnectDone` came already (an instance
         // may answer before this caller runs again).
@@ -1050,8 +1070,9 @@ impl SockFile {
             // A listener: readable with a token, never writable
             // (`inet_csk_listen_poll`).
             Some(e) if e.listening => return if e.tokens > 0 { IN } else { 0 },
-            // A stream socket never connected (`TCP_CLOSE`): writable and
-            // hung up, not readable.
+            // A stream socket never connected: writable and hung up, not
+            // readable (`TCP_CLOSE`), or nothing while its connect is in
+            // flight (`SYN_SENT`).
             Some(e)
                 if e.stream
                     && !(e.connected || e.connecting)
@@ -1059,7 +1080,11 @@ impl SockFile {
                     && !e.eof
                     && inner.driver.pending_error(self.handle) == 0 =>
             {
-                return OUT | ksys::EPOLLHUP
+                return if e.connect_sent {
+                    0
+                } else {
+                    OUT | ksys::EPOLLHUP
+                };
             }
             Some(_) => {}
         }

@@ -26,11 +26,11 @@
 //!   each (`instance <id> live|draining|dead pid … version … frames …
 //!   channel open|closed|<why it failed> heartbeat <seq> death "<why>"`),
 //!   and channels still in their handshake.
-//! * `write()` (`CAP_NET_ADMIN`): settings, `key=value` separated by white
+//! * `write()` (`CAP_NET_ADMIN` of whoever opened the file): settings, `key=value` separated by white
 //!   space, e.g. `echo heartbeat_timeout_ms=10000 > /dev/ins`: driver-core's
 //!   limits (`Config::set`: `heartbeat_timeout_ms`, `placement`,
-//!   `max_sockets`, `max_opts`, `max_inband`, `inband_stall_ms`,
-//!   `bindv6only`; `window` cannot change). All or nothing; a bad one is
+//!   `max_sockets`, `max_opts`, `max_inband`, `inband_stall_ms`;
+//!   `window` and `bindv6only` cannot change). All or nothing; a bad one is
 //!   `EINVAL` with the key and the reason in the kernel log. At most 4 KiB.
 //!
 //! ```c
@@ -303,8 +303,14 @@ unsafe extern "C" fn misc_write(
 ) -> isize {
     // SAFETY: a file of our device, not released (VFS contract).
     let (state, _) = unsafe { conn_of(file) };
-    // SAFETY: plain capability check of the current task.
-    if !unsafe { bindings::capable(bindings::CAP_NET_ADMIN as i32) } {
+    // The opener's credentials, not the writer's (a file opened by anyone
+    // may be handed to a privileged program as its output).
+    // (Taking a static's address is safe.)
+    let init_ns = core::ptr::addr_of_mut!(bindings::init_user_ns);
+    // SAFETY: `file` is live; `init_ns` is the initial user namespace.
+    let allowed =
+        unsafe { bindings::file_ns_capable(file, init_ns, bindings::CAP_NET_ADMIN as i32) };
+    if !allowed {
         return EPERM.to_errno() as isize;
     }
     if len > MAX_SETTINGS {

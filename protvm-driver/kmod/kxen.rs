@@ -309,9 +309,11 @@ impl BoundPort {
             return Err(EIO);
         }
         // SAFETY: `port` is ours and unbound; the caller keeps `name` and
-        // `dev_id` valid and `handler` ready. On failure Linux closes
-        // nothing: the port stays allocated until the domain dies (no
-        // exported close), a leak of one port per failed bind.
+        // `dev_id` valid and `handler` ready. If `request_irq` fails,
+        // Linux unbinds and closes the port; if no irq could be made for
+        // it at all, the port stays allocated until the domain dies (one
+        // port per such failure: closing it here could close a number
+        // Linux already closed and handed out again).
         let irq = unsafe {
             bind_evtchn_to_irqhandler_lateeoi(port, handler, 0, name.as_char_ptr(), dev_id)
         };

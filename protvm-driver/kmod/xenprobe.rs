@@ -121,6 +121,8 @@ struct XenProbe {
     pages: KVec<GrantedPage>,
     port: Option<KBox<BoundPort>>,
     peer: u16,
+    /// The offer was published (init finished).
+    offered: bool,
 }
 
 fn fill(pages: &[GrantedPage]) {
@@ -164,6 +166,7 @@ impl kernel::Module for XenProbe {
             pages: KVec::new(),
             port: None,
             peer,
+            offered: false,
         };
         for _ in 0..PAGES {
             let g = GrantedPage::new(peer)?;
@@ -195,6 +198,7 @@ impl kernel::Module for XenProbe {
         let p = CString::try_from_fmt(fmt!("{}", port_no))?;
         kxen::xs_write(c_str!("data/kprobe"), c_str!("port"), &p)?;
         kxen::xs_write(c_str!("data/kprobe"), c_str!("state"), c_str!("offered"))?;
+        me.offered = true;
         pr_info!(
             "offered {} pages ({}) and port {} to dom{}\n",
             PAGES,
@@ -222,7 +226,12 @@ impl Drop for XenProbe {
         }
         let _ = kxen::xs_rm(c_str!("data"), c_str!("kprobe"));
         pr_info!(
-            "unloaded: {} events from dom{} handled (last request {}); grants ended: {} at once, {} deferred\n",
+            "{}: {} events from dom{} handled (last request {}); grants ended: {} at once, {} deferred\n",
+            if self.offered {
+                "unloaded"
+            } else {
+                "init failed, released"
+            },
             SHARED.events.load(Ordering::Relaxed),
             self.peer,
             SHARED.last.load(Ordering::Relaxed),

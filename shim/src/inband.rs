@@ -517,6 +517,23 @@ mod tests {
         assert_eq!(classify(libc::SOL_SOCKET, libc::SO_SNDBUF), None);
     }
 
+    /// The shim's in-band options are those the kernel module takes in
+    /// order (ins-protocol's `marker::BOOLS` and `marker::INTS`), with the
+    /// same ranges.
+    #[test]
+    fn same_options_as_the_protocol_lists() {
+        for &(level, name) in &marker::BOOLS {
+            assert!(matches!(classify(level, name), Some(Opt::Bool(_))));
+        }
+        for &(level, name, min, max) in &marker::INTS {
+            assert!(
+                matches!(classify(level, name), Some(Opt::Int { min: a, max: b, .. }) if (a, b) == (min, max)),
+                "({level}, {name})"
+            );
+        }
+        assert_eq!(ALL.len(), marker::BOOLS.len() + marker::INTS.len());
+    }
+
     #[test]
     fn cache_reads_back_like_linux_and_dup_shares() {
         let e = Entry(Entry::ins(false, false).0 | Entry::CONNECTED);

@@ -10,6 +10,7 @@
 #   probe D   insmod ins_xenprobe.ko, which grants pages and a port to dom D
 #             (data/kprobe/peer) and publishes them (data/kprobe/*)
 #   unprobe   rmmod ins_xenprobe; print its last log line; no oops
+#   clean     the kernel log has no oops, warning or grant left pending
 # Exit status 0 iff what the command checks holds.
 export PATH=/opt/ins/bin:$PATH
 W=/run/kmod
@@ -94,5 +95,8 @@ unprobe)
   dmesg | grep -E 'BUG|Oops|WARNING|Call Trace' && exit 1
   true
   ;;
-*) echo "usage: pvm-kmod.sh up|native|kill1|down|probe D|unprobe"; exit 2 ;;
+clean)
+  ! dmesg | grep -E 'BUG|Oops|WARNING|Call Trace|leaking g\.e\.|still pending'
+  ;;
+*) echo "usage: pvm-kmod.sh up|native|kill1|down|probe D|unprobe|clean"; exit 2 ;;
 esac

@@ -70,7 +70,7 @@ for label, ukl, lnx in (("instance domains: up, 2 joined", "ukspawn_up_s", "spaw
         print(f"  {label:34} missing ({ukl} / {lnx})")
 for label, mod, nat in (("kpvm req/s, one keep-alive connection", "kpvm_module_ka_rps", "kpvm_native_ka_rps"),
                         ("kpvm req/s, a connection each", "kpvm_module_conn_rps", "kpvm_native_conn_rps")):
-    if mod in figures and nat in figures:
+    if mod in figures and nat in figures and figures[nat][0] > 0:
         m, n = figures[mod][0], figures[nat][0]
         print(f"  {label:34} through ins.ko {m:.1f}, native {n:.1f}: module at {m / n:.2f} of native")
 rows = [("round trip, 64 B", "ring_rtt_us", "tcp_rtt_us", "us", False),

@@ -89,7 +89,7 @@ pub enum SetError {
     /// The value does not parse, or is out of the key's range.
     BadValue,
     /// The key cannot change once the driver runs (`window`: every
-    /// instance's hello carried it).
+    /// instance's hello carried it; `bindv6only`: the sockets made hold it).
     Fixed,
 }
 
@@ -139,8 +139,10 @@ impl Config {
     /// the kernel module's `/dev/ins`): `heartbeat_timeout_ms` and
     /// `inband_stall_ms` (1 ..= 86,400,000), `placement` (`least-busy` or
     /// `round-robin`), `max_sockets` (1 ..= 2^24), `max_opts` and
-    /// `max_inband` (1 ..= 1024), `bindv6only` (0 or 1). `window` is
-    /// refused ([`SetError::Fixed`]) unless it is the current value.
+    /// `max_inband` (1 ..= 1024). `window` and `bindv6only` are refused
+    /// ([`SetError::Fixed`]) unless they are the current value: every
+    /// instance's hello carried the window, and the instances' kernels
+    /// fixed `IPV6_V6ONLY` of the sockets already made.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), SetError> {
         match key {
             "window" => match value.parse::<u32>() {
@@ -160,13 +162,11 @@ impl Config {
             "max_sockets" => self.max_sockets = count(value, 1 << 24)?,
             "max_opts" => self.max_opts = count(value, 1024)?,
             "max_inband" => self.max_inband = count(value, 1024)?,
-            "bindv6only" => {
-                self.bindv6only = match value {
-                    "0" => false,
-                    "1" => true,
-                    _ => return Err(SetError::BadValue),
-                }
-            }
+            "bindv6only" => match value {
+                "0" | "1" if (value == "1") == self.bindv6only => {}
+                "0" | "1" => return Err(SetError::Fixed),
+                _ => return Err(SetError::BadValue),
+            },
             _ => return Err(SetError::UnknownKey),
         }
         Ok(())
@@ -207,7 +207,7 @@ mod tests {
             ("max_opts", "8"),
             ("max_inband", "4"),
             ("inband_stall_ms", "250"),
-            ("bindv6only", "1"),
+            ("bindv6only", "0"),
             ("window", "262144"),
         ] {
             c.set(k, v)
@@ -217,13 +217,13 @@ mod tests {
         assert_eq!(c.placement, Placement::RoundRobin);
         assert_eq!((c.max_sockets, c.max_opts, c.max_inband), (5000, 8, 4));
         assert_eq!(c.inband_stall_ns, 250_000_000);
-        assert!(c.bindv6only);
+        assert!(!c.bindv6only);
         let mut text = String::new();
         c.write_text(&mut text).unwrap();
         assert_eq!(
             text,
             "window=262144 heartbeat_timeout_ms=60000 placement=round-robin max_sockets=5000 \
-             max_opts=8 max_inband=4 inband_stall_ms=250 bindv6only=1"
+             max_opts=8 max_inband=4 inband_stall_ms=250 bindv6only=0"
         );
         // What write_text writes, set takes back.
         let mut back = Config::default();
@@ -249,6 +249,7 @@ mod tests {
             ("max_sockets", "16777217", SetError::BadValue),
             ("max_opts", "x", SetError::BadValue),
             ("bindv6only", "yes", SetError::BadValue),
+            ("bindv6only", "1", SetError::Fixed),
             ("window", "1", SetError::Fixed),
             ("window", "big", SetError::BadValue),
         ] {

@@ -138,7 +138,8 @@ impl Driver {
             out.push(Action::Resume { sock: h });
             return;
         }
-        if s.inband.len() >= cap {
+        // (`while`: the cap may have been lowered since.)
+        while !s.inband.is_empty() && s.inband.len() >= cap {
             s.inband.remove(0);
             self.inband.dropped += 1;
         }
@@ -223,15 +224,18 @@ impl Driver {
         self.inband
     }
 
-    /// A boolean option that a marker byte can carry ([`marker::BOOLS`]:
-    /// `SO_KEEPALIVE`, `TCP_NODELAY`, `TCP_CORK`) set on a connected stream
+    /// An option that goes in band — a boolean a marker byte can carry
+    /// ([`marker::BOOLS`]: `SO_KEEPALIVE`, `TCP_NODELAY`, `TCP_CORK`) or an
+    /// `int` in its range ([`marker::INTS`]: `TCP_KEEPIDLE`,
+    /// `TCP_KEEPINTVL`, `TCP_KEEPCNT`, `TCP_USER_TIMEOUT`) — set on a
+    /// connected stream
     /// by a host whose app bytes reach the instance's ring in the order the
     /// app writes them (the kernel module: a socket file's `write` has
     /// pushed its frames, or queued them behind earlier ones, before it
     /// returns). The option's `SockOpt` frame goes into `out` now, so it
     /// lands between the bytes written before and after, with no request
     /// and no reply, as a marker's does. `false`: not such an option, value
-    /// (shorter than an int) or socket; the host sends the synchronous
+    /// (shorter than an int, or out of range) or socket; the host sends the synchronous
     /// `SetOpt` instead, which also gives the errno.
     pub fn set_option_in_order(
         &mut self,
@@ -244,10 +248,15 @@ impl Driver {
         let Some(v) = value.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
             return false;
         };
-        let on = i32::from_ne_bytes(v) != 0;
-        if marker::boolean(level, name, on).is_none() {
-            return false;
-        }
+        let v = i32::from_ne_bytes(v);
+        let value = if marker::boolean(level, name, v != 0).is_some() {
+            i32::from(v != 0)
+        } else {
+            match marker::int_range(level, name) {
+                Some((min, max)) if (min..=max).contains(&v) => v,
+                _ => return false,
+            }
+        };
         if self
             .socks
             .get(&sock)
@@ -260,7 +269,7 @@ impl Driver {
             seq: 0,
             level,
             name,
-            value: OptValue::int(i32::from(on)),
+            value: OptValue::int(value),
         };
         match self.apply_record(sock, rec) {
             Some(a) => {

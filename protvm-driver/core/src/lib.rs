@@ -181,10 +181,11 @@ impl Driver {
 
     /// Replaces the configuration while the driver runs (new limits apply
     /// from the next decision: a lower `max_sockets` refuses new sockets,
-    /// never closes existing ones). The `window` cannot change (every
-    /// instance's hello carried it): [`SetError::Fixed`].
+    /// never closes existing ones). The `window` (every instance's hello
+    /// carried it) and `bindv6only` (the sockets made hold it) cannot
+    /// change: [`SetError::Fixed`].
     pub fn set_config(&mut self, cfg: Config) -> Result<(), SetError> {
-        if cfg.window != self.cfg.window {
+        if cfg.window != self.cfg.window || cfg.bindv6only != self.cfg.bindv6only {
             return Err(SetError::Fixed);
         }
         self.cfg = cfg;

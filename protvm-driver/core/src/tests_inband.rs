@@ -3,7 +3,7 @@
 //! matches in time resets only its socket.
 
 use super::*;
-use ins_protocol::control::{Control, Op};
+use ins_protocol::control::{Control, Op, marker};
 use ins_protocol::msg::{INSTANCE_SOCK_BIT, Msg, OptValue, OwnedMsg};
 
 const INODE: u64 = 0x1_0000_0042;
@@ -307,4 +307,30 @@ fn options_in_order_for_hosts_that_write_in_order() {
     let n = d.new_socket(101, 2, 1, 0).unwrap();
     assert!(!d.set_option_in_order(n, CORK.0, CORK.1, &1i32.to_ne_bytes(), &mut out));
     assert!(out.is_empty());
+    // The in-band ints, in their ranges, go as they are; out of range (as
+    // Linux's EINVAL) the synchronous path gives the errno.
+    for (level, name, min, max) in marker::INTS {
+        for v in [min, max] {
+            out.clear();
+            assert!(d.set_option_in_order(h, level, name, &v.to_ne_bytes(), &mut out));
+            assert_eq!(
+                out,
+                vec![Action::Send {
+                    inst: i,
+                    frame: OwnedMsg::SockOpt {
+                        sock: INSTANCE_SOCK_BIT | 9,
+                        level,
+                        name,
+                        value: OptValue::int(v),
+                    }
+                }]
+            );
+        }
+        out.clear();
+        assert!(!d.set_option_in_order(h, level, name, &(min - 1).to_ne_bytes(), &mut out));
+        if max < i32::MAX {
+            assert!(!d.set_option_in_order(h, level, name, &(max + 1).to_ne_bytes(), &mut out));
+        }
+        assert!(out.is_empty());
+    }
 }

@@ -302,6 +302,13 @@ static void data_path(int dev)
 	report("cork-in-order", k1.status == 0 && k0.status == 0 && w2 == (ssize_t)(sizeof line - 1) &&
 					have == sizeof line - 1 && memcmp(got, line, have) == 0,
 	       "TCP_CORK on/off around a line: not answered 0, or the line did not come back");
+	/* The in-band ints: in range answered 0 in order; out of range the
+	 * synchronous path gives the instance's EINVAL, as Linux. */
+	struct reply ki = setopt(dev, s.fd, IPPROTO_TCP, 4 /* TCP_KEEPIDLE */, 45);
+	struct reply ku = setopt(dev, s.fd, IPPROTO_TCP, 18 /* TCP_USER_TIMEOUT */, 30000);
+	struct reply kb = setopt(dev, s.fd, IPPROTO_TCP, 6 /* TCP_KEEPCNT */, 128);
+	report("int-options-in-order", ki.status == 0 && ku.status == 0 && kb.status == EINVAL,
+	       "TCP_KEEPIDLE 45, TCP_USER_TIMEOUT 30000: not 0, or TCP_KEEPCNT 128 not EINVAL");
 	const size_t total = 1 << 20;
 	/* Bounded: a stall fails the test (the status says where). */
 	alarm(60);
