@@ -435,11 +435,17 @@ impl kernel::Module for Ins {
                 c"ins-tick".as_ptr().cast(),
             )
         };
-        // An `ERR_PTR`: the last page of the address space.
-        if ticker.is_null() || ticker as usize >= usize::MAX - 4095 {
+        // An `ERR_PTR` (the last page of the address space) carries the
+        // errno.
+        let err = ticker as isize;
+        if ticker.is_null() || (-4095..0).contains(&err) {
             // SAFETY: registered just above; no file can be open yet.
             unsafe { ksys::misc_deregister(&mut state.misc) };
-            return Err(ENOMEM);
+            return Err(if ticker.is_null() {
+                ENOMEM
+            } else {
+                Error::from_errno(err as i32)
+            });
         }
         // SAFETY: a kernel thread just created and not started yet.
         unsafe { bindings::wake_up_process(ticker) };

@@ -564,6 +564,21 @@ int main(int argc, char **argv)
 	}
 	if (argc > 1 && strcmp(argv[1], "hold") == 0)
 		return hold(dev);
+	/* Settings need CAP_NET_ADMIN of whoever opened /dev/ins: a process
+	 * that dropped to uid 65534 before opening it gets EPERM. */
+	pid_t unpriv = fork();
+	if (unpriv == 0) {
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(2);
+		int w = open("/dev/ins", O_WRONLY | O_CLOEXEC);
+		if (w < 0)
+			_exit(3);
+		_exit(write(w, "max_opts=16", 11) < 0 && errno == EPERM ? 0 : 1);
+	}
+	int ust = -1;
+	waitpid(unpriv, &ust, 0);
+	report("settings-eperm-unprivileged", WIFEXITED(ust) && WEXITSTATUS(ust) == 0,
+	       "an unprivileged opener's settings write was not EPERM");
 	report("not-yet-listening", !listening(), "port already listening before the test");
 	struct reply s = control(dev, OP_SOCKET, -1, 2, 1, 0);
 	report("socket", s.status == 0 && s.fd >= 0, "Socket(AF_INET, SOCK_STREAM)");
