@@ -169,8 +169,9 @@ pub struct Args {
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub sandbox_low_ports: bool,
     /// Test only: once the sandbox is applied, try each forbidden action
-    /// (open, create, connect to the driver's Unix sockets, ptrace, exec)
-    /// and print its outcome on stdout, then serve.
+    /// (open, create, connect to the driver's Unix sockets or, with
+    /// --kmod, open the module's device again, ptrace, exec) and print its
+    /// outcome on stdout, then serve.
     #[arg(long)]
     pub sandbox_selftest: bool,
     /// FAULT INJECTION, for tests only: after serving for S seconds, turn

@@ -245,7 +245,7 @@ pub fn run(settings: &Settings) -> Result<Exit, InstanceError> {
             .driver
             .parent()
             .unwrap_or(std::path::Path::new("/"));
-        sandbox::selftest(run_dir, ep.peer.pid);
+        sandbox::selftest(Some(run_dir), ep.peer.pid, None);
     }
     serve(ep, settings, Some(sigfd))
 }
@@ -301,6 +301,9 @@ fn run_kmod(
     // The channel file is mapped and is both doorbells; the watcher
     // thread polls it (`poll` is on the allowlist for it).
     enter_sandbox(settings, user)?;
+    if settings.sandbox_selftest {
+        sandbox::selftest(None, 1, Some(dev));
+    }
     serve(ep, settings, Some(sigfd))
 }
 

@@ -422,9 +422,12 @@ fn connect_unix(path: &Path) -> io::Result<()> {
 
 /// Tries each action the sandbox must refuse, and one it must allow
 /// (a TCP socket), printing one line per action on stdout. `run_dir` is
-/// the driver's run directory (its `ctl.sock` and `shim.sock`);
-/// `driver_pid` the process to try to trace.
-pub fn selftest(run_dir: &Path, driver_pid: u32) {
+/// the driver's run directory (its `ctl.sock` and `shim.sock`; none for
+/// the kernel module); `trace_pid` the process to try to trace (the
+/// driver's; init for the module); `device` a device to try to open
+/// again (the module's `/dev/ins`: a sandboxed instance must not open a
+/// second connection to it).
+pub fn selftest(run_dir: Option<&Path>, trace_pid: u32, device: Option<&Path>) {
     use std::io::Write;
     let mut lines = Vec::new();
     let open = |p: &str| std::fs::File::open(p).map(drop);
@@ -439,13 +442,29 @@ pub fn selftest(run_dir: &Path, driver_pid: u32) {
         std::fs::File::create(&tmp).map(drop),
     ));
     let _ = std::fs::remove_file(&tmp);
-    for sock in ["ctl.sock", "shim.sock", "instance.sock"] {
-        let p = run_dir.join(sock);
-        lines.push(selftest_line(&format!("connect {sock}"), connect_unix(&p)));
+    if let Some(run_dir) = run_dir {
+        for sock in ["ctl.sock", "shim.sock", "instance.sock"] {
+            let p = run_dir.join(sock);
+            lines.push(selftest_line(&format!("connect {sock}"), connect_unix(&p)));
+        }
+    }
+    if let Some(dev) = device {
+        lines.push(selftest_line(
+            &format!("open {}", dev.display()),
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(dev)
+                .map(drop),
+        ));
     }
     lines.push(selftest_line(
-        "ptrace driver",
-        raw::ptrace_seize(i32::try_from(driver_pid).unwrap_or(-1)),
+        if run_dir.is_some() {
+            "ptrace driver"
+        } else {
+            "ptrace init"
+        },
+        raw::ptrace_seize(i32::try_from(trace_pid).unwrap_or(-1)),
     ));
     lines.push(selftest_line(
         "tcp socket (must be allowed)",
