@@ -16,6 +16,15 @@
 //!   capacity / 2) each way. Returns the channel fd, the offset of the
 //!   instance→driver ring and the region length to `mmap` (instance.rs
 //!   says what the fd does).
+//! * `INS_IOC_XEN_OFFER` (`_IOWR('I', 6, struct ins_xen_offer)`, needs
+//!   `CAP_NET_ADMIN`; in a Xen guest, else `ENODEV`): a new instance
+//!   channel for another *domain* (xenchan.rs): the region's pages
+//!   (rings as for `INS_IOC_INSTANCE`, then a status page) granted to
+//!   `domid`, two unbound event-channel ports for it. Returns the channel
+//!   fd, the grant references (into the caller's `refs` array of
+//!   `max_refs`; `E2BIG` if too small), the ports and the layout; the
+//!   caller (`ins-ctl attach-xen --kmod`) publishes them in xenstore and
+//!   holds the fd while the instance serves.
 //! * `INS_IOC_CONTROL` (`_IOWR('I', 3, struct ins_control)`): one shim
 //!   control request, through driver-core (control.rs).
 //! * `INS_IOC_VERSION` (`_IOR('I', 4, __u32)`): the ins-protocol version
@@ -43,10 +52,22 @@
 //!         __u64 to_driver_offset; /* out */
 //!         __u64 region_len;       /* out */
 //! };
+//! struct ins_xen_offer {
+//!         __u32 flags;            /* in: INS_INSTANCE_CLOEXEC = 1 */
+//!         __u32 domid;            /* in: the instance's domain */
+//!         __u32 ring_capacity;    /* in */
+//!         __u32 max_frame;        /* in */
+//!         __u32 max_refs;         /* in: entries at refs */
+//!         __s32 fd;               /* out */
+//!         __u64 refs;             /* in: __u32 array; out: one gref per page */
+//!         __u32 pages;            /* out */
+//!         __u32 port;             /* out: the rings' port */
+//!         __u32 live_port;        /* out: the liveness port */
+//!         __u32 to_driver_offset; /* out */
+//!         __u32 region_len;       /* out: pages * 4096 (rings, status page) */
+//!         __u32 reserved;         /* 0 */
+//! };
 //! ```
-//!
-//! Not yet here: the socket files' data path (control.rs); the Xen
-//! transport (grant tables and event channels).
 //!
 //! Lifetime: the misc device and both `file_operations` live in one boxed
 //! [`State`] from init to exit; every file made here holds a reference on
@@ -66,10 +87,17 @@ mod kalloc;
 mod kregion;
 #[path = "ksys.rs"]
 mod ksys;
+// ins_xenprobe.ko uses its xenstore helpers; ins.ko's Xen transport
+// (xenchan.rs) the pages and ports.
+#[allow(dead_code)]
+#[path = "kxen.rs"]
+mod kxen;
 #[path = "sockfile.rs"]
 mod sockfile;
 #[path = "vregion.rs"]
 mod vregion;
+#[path = "xenchan.rs"]
+mod xenchan;
 
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong, c_void};
 
@@ -108,6 +136,8 @@ struct State {
     misc_fops: bindings::file_operations,
     sock_fops: bindings::file_operations,
     chan_fops: bindings::file_operations,
+    /// Xen channel files (xenchan.rs).
+    xen_fops: bindings::file_operations,
     /// Socket files made by the shim's `Socket` request (control.rs).
     ctl_sock_fops: bindings::file_operations,
     /// The channel mappings' operations: none (no fault handler; every
@@ -201,6 +231,78 @@ fn instance_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
     // SAFETY: `fd` was reserved for this task and `file` is ours; this
     // hands our reference to the fd table.
     unsafe { bindings::fd_install(fd as u32, file) };
+    Ok(0)
+}
+
+/// `_IOWR('I', 6, struct ins_xen_offer)` (5 is the socket files' `INS_IOC_PEEK`).
+const INS_IOC_XEN_OFFER: c_uint =
+    (3 << 30) | ((XEN_OFFER_LEN as c_uint) << 16) | ((b'I' as c_uint) << 8) | 6;
+/// `sizeof(struct ins_xen_offer)`.
+const XEN_OFFER_LEN: usize = 56;
+
+/// `INS_IOC_XEN_OFFER`: a channel for an instance in another Xen domain
+/// (xenchan.rs): pages granted to it, ports for it; the caller publishes
+/// the offer in xenstore and holds the returned channel fd while the
+/// instance serves.
+fn xen_offer_ioctl(state: &State, arg: c_ulong) -> Result<c_long> {
+    // SAFETY: plain capability check of the current task.
+    if !unsafe { bindings::capable(bindings::CAP_NET_ADMIN as i32) } {
+        return Err(EPERM);
+    }
+    let mut req = [0u8; XEN_OFFER_LEN];
+    UserSlice::new(arg, XEN_OFFER_LEN)
+        .reader()
+        .read_slice(&mut req)?;
+    let u32_at = |i: usize| u32::from_ne_bytes([req[i], req[i + 1], req[i + 2], req[i + 3]]);
+    let flags = u32_at(0);
+    if flags & !INS_INSTANCE_CLOEXEC != 0 || u32_at(52) != 0 {
+        return Err(EINVAL);
+    }
+    let domid = u16::try_from(u32_at(4)).map_err(|_| EINVAL)?;
+    let layout = instance::Layout::new(u32_at(8), u32_at(12))?;
+    let max_refs = u32_at(16) as usize;
+    let refs = u64::from_ne_bytes([
+        req[24], req[25], req[26], req[27], req[28], req[29], req[30], req[31],
+    ]) as usize;
+    if layout.len / kxen::PAGE_SIZE + 1 > max_refs {
+        return Err(E2BIG);
+    }
+    let o = xenchan::offer(
+        &state.core,
+        domid,
+        layout,
+        &state.xen_fops,
+        flags & INS_INSTANCE_CLOEXEC != 0,
+    )?;
+    let mut out = req;
+    out[20..24].copy_from_slice(&o.fd.to_ne_bytes());
+    let words = [
+        o.grefs.len() as u32,
+        o.port,
+        o.live_port,
+        layout.to_driver_offset as u32,
+        o.region_len as u32,
+    ];
+    for (i, w) in words.iter().enumerate() {
+        out[32 + 4 * i..36 + 4 * i].copy_from_slice(&w.to_ne_bytes());
+    }
+    let written = (|| -> Result {
+        let mut g = KVec::with_capacity(o.grefs.len() * 4, GFP_KERNEL)?;
+        for r in o.grefs.iter() {
+            g.extend_from_slice(&r.to_ne_bytes(), GFP_KERNEL)?;
+        }
+        UserSlice::new(refs, g.len()).writer().write_slice(&g)?;
+        UserSlice::new(arg, XEN_OFFER_LEN)
+            .writer()
+            .write_slice(&out)
+    })();
+    if let Err(e) = written {
+        ksys::discard_file(o.fd, o.file);
+        return Err(e);
+    }
+    // SAFETY: `fd` was reserved for this task and `file` is ours; this
+    // hands our reference to the fd table.
+    unsafe { bindings::fd_install(o.fd as u32, o.file) };
     Ok(0)
 }
 
@@ -367,6 +469,7 @@ unsafe extern "C" fn misc_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_u
     let r = match cmd {
         INS_IOC_PAIR => pair_ioctl(state, arg),
         INS_IOC_INSTANCE => instance_ioctl(state, arg),
+        INS_IOC_XEN_OFFER => xen_offer_ioctl(state, arg),
         INS_IOC_VERSION => version_ioctl(arg),
         control::INS_IOC_CONTROL => {
             control::control_ioctl(&state.core, &state.ctl_sock_fops, conn, arg)
@@ -410,6 +513,7 @@ impl kernel::Module for Ins {
                 },
                 sock_fops: sockfile::sock_fops(owner),
                 chan_fops: instance::chan_fops(owner),
+                xen_fops: xenchan::xen_fops(owner),
                 ctl_sock_fops: control::sock_fops(owner),
                 // SAFETY: all-zero is a valid `vm_operations_struct`.
                 chan_vm_ops: unsafe { core::mem::zeroed() },

@@ -62,7 +62,7 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec as AVec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use driver_core::{
     Action, AppSockets, Config, Driver, Handle, InstId, InstState, InstanceLinks, LinkFailed,
@@ -75,10 +75,13 @@ use ins_protocol::ring::{init_ring, Consumer, Producer, RingConfig, RingError};
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
+use kernel::workqueue::Work;
 
 use crate::control::SockEntry;
 use crate::ksys::{self, WaitQueue};
+use crate::kxen::GrantedRegion;
 use crate::vregion::{VRegion, PAGE};
+use crate::xenchan::XenPorts;
 
 /// Rounds of reading (each bounded by the ring's capacity) a doorbell
 /// does at most (see [`frames_in`]).
@@ -92,17 +95,29 @@ pub(crate) const MIN_FRAME: u32 = 1024;
 /// Frames kept for an instance whose ring is full (then it is failed).
 pub(crate) const MAX_BACKLOG: usize = 4096;
 
-/// A shared handle on a channel's region.
-struct Region(Arc<VRegion>);
+/// A shared handle on a channel's region: vmalloc'd pages an instance
+/// process maps (local transport), or pages granted to an instance domain
+/// (Xen transport, xenchan.rs).
+#[derive(Clone)]
+pub(crate) enum Region {
+    Local(Arc<VRegion>),
+    Xen(Arc<GrantedRegion>),
+}
 
-// SAFETY: the Arc keeps the region (and its guarantees) alive as long as
-// this handle lives.
+// SAFETY: the Arc keeps the region (and its guarantees: fixed, mapped,
+// page-aligned memory of `len` bytes) alive as long as this handle lives.
 unsafe impl SharedRegion for Region {
     fn base(&self) -> core::ptr::NonNull<u8> {
-        self.0.base()
+        match self {
+            Region::Local(r) => r.base(),
+            Region::Xen(r) => r.base(),
+        }
     }
     fn len(&self) -> usize {
-        self.0.len()
+        match self {
+            Region::Local(r) => r.len(),
+            Region::Xen(r) => r.len(),
+        }
     }
 }
 
@@ -140,14 +155,22 @@ impl Layout {
 pub(crate) struct Chan {
     #[pin]
     wq: WaitQueue,
-    core: Arc<Core>,
-    key: u64,
-    region: Arc<VRegion>,
+    pub(crate) core: Arc<Core>,
+    pub(crate) key: u64,
+    region: Region,
     vm_ops: *const bindings::vm_operations_struct,
     /// The module rang the instance's doorbell and it has not read it.
     bell: AtomicBool,
     /// The channel failed or the instance was declared dead.
     dead: AtomicBool,
+    /// Xen transport: the instance's domain.
+    pub(crate) peer: Option<u16>,
+    /// Xen transport: events taken by the interrupt handlers and not yet
+    /// handled (xenchan.rs: `RING_EV`, `LIVE_EV`).
+    pub(crate) events: AtomicU32,
+    /// Xen transport: handles the events in process context.
+    #[pin]
+    pub(crate) work: Work<Chan>,
 }
 
 // SAFETY: `vm_ops` points to the module's operations table (immutable,
@@ -190,6 +213,29 @@ struct ChanState {
     undelivered: u64,
     /// Why the channel failed, if it did.
     failed: Option<&'static str>,
+    /// Xen transport: the event-channel ports (bound once the channel is
+    /// in the table: see [`Core::set_xen_ports`]).
+    xen: Option<XenPorts>,
+}
+
+impl ChanState {
+    /// Rings the instance: its local doorbell, or its event channel.
+    fn bell(&self) {
+        match &self.xen {
+            Some(x) => x.notify(),
+            None if self.chan.peer.is_none() => self.chan.ring(),
+            None => {}
+        }
+    }
+
+    /// The channel is dead: poll reports the hang-up; a Xen instance also
+    /// sees the driver let go of the pages (status word, liveness port).
+    fn kill(&self) {
+        self.chan.kill();
+        if let Some(x) = &self.xen {
+            x.let_go();
+        }
+    }
 }
 
 /// driver-core and every channel, behind one mutex.
@@ -266,10 +312,23 @@ impl Core {
         vm_ops: *const bindings::vm_operations_struct,
     ) -> Result<Arc<Chan>> {
         let region = Arc::new(VRegion::new(layout.len)?, GFP_KERNEL)?;
-        init_ring(&*region, 0, layout.ring).map_err(|_| EINVAL)?;
-        init_ring(&*region, layout.to_driver_offset, layout.ring).map_err(|_| EINVAL)?;
-        let mut tx = Producer::new(Region(region.clone()), 0, layout.ring).map_err(|_| EINVAL)?;
-        let rx = Consumer::new(Region(region.clone()), layout.to_driver_offset, layout.ring)
+        self.add_channel(Region::Local(region), layout, vm_ops, None)
+    }
+
+    /// A new channel on `region` (laid out by `layout` from offset 0), with
+    /// the driver's hello on its ring; `peer`: the instance's domain (Xen
+    /// transport; its ports come next, [`Core::set_xen_ports`]).
+    pub(crate) fn add_channel(
+        self: &Arc<Core>,
+        region: Region,
+        layout: Layout,
+        vm_ops: *const bindings::vm_operations_struct,
+        peer: Option<u16>,
+    ) -> Result<Arc<Chan>> {
+        init_ring(&region, 0, layout.ring).map_err(|_| EINVAL)?;
+        init_ring(&region, layout.to_driver_offset, layout.ring).map_err(|_| EINVAL)?;
+        let mut tx = Producer::new(region.clone(), 0, layout.ring).map_err(|_| EINVAL)?;
+        let rx = Consumer::new(region.clone(), layout.to_driver_offset, layout.ring)
             .map_err(|_| EINVAL)?;
         let max = layout.ring.max_frame as usize;
         let buf = KVec::from_elem(0u8, max, GFP_KERNEL)?;
@@ -292,6 +351,9 @@ impl Core {
                 vm_ops,
                 bell: AtomicBool::new(false),
                 dead: AtomicBool::new(false),
+                peer,
+                events: AtomicU32::new(0),
+                work <- kernel::new_work!("ins-xen-chan"),
             }),
             GFP_KERNEL,
         )?;
@@ -311,8 +373,26 @@ impl Core {
             frames: 0,
             undelivered: 0,
             failed: None,
+            xen: None,
         });
         Ok(chan)
+    }
+
+    /// Gives channel `key` its bound event-channel ports. `ENOENT` if the
+    /// channel is gone (the ports are dropped: unbound and closed).
+    pub(crate) fn set_xen_ports(&self, key: u64, ports: XenPorts) -> Result {
+        let mut inner = self.inner.lock();
+        let c = inner
+            .chans
+            .iter_mut()
+            .find(|c| c.key == key)
+            .ok_or(ENOENT)?;
+        c.xen = Some(ports);
+        // An event before this (the port number guessed) waits for us.
+        if c.chan.events.load(Ordering::Acquire) != 0 {
+            crate::xenchan::queue(c.chan.clone());
+        }
+        Ok(())
     }
 
     /// The instance rang: read its ring.
@@ -335,19 +415,73 @@ impl Core {
             &mut inner.socks,
             now,
         );
-        // Ring space may have come back: writers waiting for it look again.
-        for e in inner.socks.iter() {
-            e.wake();
-        }
-        inner.driver.tick(now, &mut inner.actions);
-        if inner.execute() {
-            self.replies_wq.wake(ksys::EPOLLIN);
-        }
+        inner.after_frames(&self.replies_wq, now);
         Ok(())
     }
 
+    /// Events on a Xen channel's ports (from its work item, xenchan.rs):
+    /// the instance unmapped (its alive word clear: dead), or frames to
+    /// read. The events are acknowledged (late EOI) once handled; a
+    /// failed channel's ports stay masked until they are closed.
+    pub(crate) fn xen_event(&self, key: u64) {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let now = now_ns();
+        let Some(c) = inner.chans.iter_mut().find(|c| c.key == key) else {
+            return;
+        };
+        // No ports yet: set_xen_ports queues us again.
+        let Some(alive) = c.xen.as_ref().map(XenPorts::instance_alive) else {
+            return;
+        };
+        let ev = c.chan.events.swap(0, Ordering::AcqRel);
+        if c.failed.is_none() {
+            // The instance sets its alive word before its hello and its
+            // kernel clears it when the pages are unmapped.
+            if c.inst.is_some() && !alive {
+                fail(
+                    c,
+                    "instance unmapped the channel",
+                    &mut inner.driver,
+                    &mut inner.actions,
+                );
+            } else {
+                frames_in(
+                    c,
+                    &mut inner.driver,
+                    &mut inner.actions,
+                    &mut inner.socks,
+                    now,
+                );
+            }
+        }
+        if c.failed.is_none() {
+            if let Some(x) = &c.xen {
+                x.eoi(ev);
+            }
+        }
+        inner.after_frames(&self.replies_wq, now);
+    }
+}
+
+impl CoreInner {
+    /// What follows reading a channel: writers woken, timers, driver-core's
+    /// actions, shim waiters woken.
+    fn after_frames(&mut self, replies_wq: &WaitQueue, now: u64) {
+        // Ring space may have come back: writers waiting for it look again.
+        for e in self.socks.iter() {
+            e.wake();
+        }
+        self.driver.tick(now, &mut self.actions);
+        if self.execute() {
+            replies_wq.wake(ksys::EPOLLIN);
+        }
+    }
+}
+
+impl Core {
     /// The channel file is gone: the instance left.
-    fn release(&self, key: u64) {
+    pub(crate) fn release(&self, key: u64) {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let Some(i) = inner.chans.iter().position(|c| c.key == key) else {
@@ -363,7 +497,9 @@ impl Core {
             self.replies_wq.wake(ksys::EPOLLIN);
         }
         // Its rings and region go now (no mapping is left: each holds the
-        // file, whose release this is).
+        // file, whose release this is). A Xen channel's ports are closed
+        // here (the instance sees the driver let go), its grants end when
+        // the last reference to the region goes (xenchan.rs).
         drop(inner.chans.remove(i));
     }
 
@@ -439,7 +575,11 @@ impl Core {
                     InstState::Dead => "dead",
                 };
                 write!(w, "instance {id} {state}")?;
-                match inner.chans.iter().find(|c| c.inst == Some(id)) {
+                let chan = inner.chans.iter().find(|c| c.inst == Some(id));
+                if let Some(d) = chan.and_then(|c| c.chan.peer) {
+                    write!(w, " xen dom{d}")?;
+                }
+                match chan {
                     Some(c) => write!(
                         w,
                         " pid {} version {} frames {} channel {}",
@@ -503,7 +643,7 @@ fn fail(c: &mut ChanState, why: &'static str, driver: &mut Driver, actions: &mut
         }
         None => pr_warn!("channel {} failed before joining: {}\n", c.key, why),
     }
-    c.chan.kill();
+    c.kill();
 }
 
 /// Pops, copies out, decodes and hands to driver-core every frame
@@ -541,7 +681,7 @@ fn frames_in(
             }
         }
         match c.rx.release() {
-            Ok(true) => c.chan.ring(),
+            Ok(true) => c.bell(),
             Ok(false) => {}
             Err(_) => return fail(c, "corrupt ring", driver, actions),
         }
@@ -585,7 +725,7 @@ fn frame_in(
             // driver-core declared it dead already.
             pr_warn!("instance {} violated the protocol: {}\n", inst, v);
             c.failed = Some("protocol violation");
-            c.chan.kill();
+            c.kill();
         }
     }
     Ok(())
@@ -672,11 +812,11 @@ impl CoreInner {
                 None => Ok(rang),
             });
             match r {
-                Ok(true) => c.chan.ring(),
+                Ok(true) => c.bell(),
                 Ok(false) => {}
                 Err(_) => {
                     c.failed = Some("corrupt ring");
-                    c.chan.kill();
+                    c.kill();
                 }
             }
         }
@@ -712,7 +852,7 @@ impl CoreInner {
                 match c.tx.try_push_parts(&[&hdr, payload]) {
                     Ok(()) => {
                         if c.tx.flush().map_err(|_| EIO)? {
-                            c.chan.ring();
+                            c.bell();
                         }
                         return Ok(true);
                     }
@@ -811,7 +951,7 @@ impl InstanceLinks for KHost<'_> {
                 c.failed = Some("instance dead");
                 pr_info!("instance {} closed by driver-core\n", inst);
             }
-            c.chan.kill();
+            c.kill();
         }
     }
 }
@@ -951,7 +1091,7 @@ unsafe extern "C" fn chan_write(
 /// # Safety
 ///
 /// Called by the VFS with one of our files and its poll table (or null).
-unsafe extern "C" fn chan_poll(
+pub(crate) unsafe extern "C" fn chan_poll(
     file: *mut bindings::file,
     pt: *mut bindings::poll_table_struct,
 ) -> bindings::__poll_t {
@@ -983,8 +1123,12 @@ unsafe extern "C" fn chan_mmap(
 ) -> i32 {
     // SAFETY: the VFS passes one of our files.
     let chan = unsafe { chan_of(file) };
+    let Region::Local(region) = &chan.region else {
+        // A Xen channel's pages are the instance domain's to map.
+        return ENODEV.to_errno();
+    };
     // SAFETY: `vma` is the area being set up under the mmap lock.
-    match unsafe { chan.region.map_into(vma, chan.vm_ops) } {
+    match unsafe { region.map_into(vma, chan.vm_ops) } {
         Ok(()) => 0,
         Err(e) => e.to_errno(),
     }
@@ -996,14 +1140,29 @@ unsafe extern "C" fn chan_mmap(
 ///
 /// Called by the VFS once, when the last reference to one of our files
 /// goes; no other operation on it follows.
-unsafe extern "C" fn chan_release(_inode: *mut bindings::inode, file: *mut bindings::file) -> i32 {
+pub(crate) unsafe extern "C" fn chan_release(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> i32 {
     // SAFETY: the VFS passes the file being released.
     let private = unsafe { (*file).private_data };
     // SAFETY: last reference to one of our files: `private_data` is the
     // `Arc<Chan>` reference from `Arc::into_raw`, never used again.
     let chan = unsafe { Arc::from_raw(private as *const Chan) };
     chan.core.release(chan.key);
+    // A Xen channel's ports are closed now: no event queues its work any
+    // more; wait for one queued before (it holds a reference, and the
+    // module must not go while it is pending).
+    flush_work(&chan);
     0
+}
+
+/// Waits until the channel's work item (xenchan.rs), if queued, has run.
+pub(crate) fn flush_work(chan: &Chan) {
+    // SAFETY: `work` was initialised with the Chan, which `chan` keeps.
+    let work = unsafe { Work::raw_get(&chan.work) };
+    // SAFETY: an initialised work item, alive during the call.
+    unsafe { bindings::flush_work(work) };
 }
 
 /// The channel files' operations (module lifetime).

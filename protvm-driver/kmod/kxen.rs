@@ -113,6 +113,9 @@ extern "C" {
     // (arch/x86/include/asm/xen/hypercall.h: `call STATIC_CALL_TRAMP(xen_hypercall)`,
     // EXPORT_SYMBOL); not called from Rust, only named by the asm below.
     fn __SCT__xen_hypercall();
+    // mm/vmalloc.c (EXPORT_SYMBOL)
+    fn vm_map_ram(pages: *mut *mut bindings::page, count: c_uint, node: c_int) -> *mut c_void;
+    fn vm_unmap_ram(mem: *const c_void, count: c_uint);
 }
 
 /// A two-argument hypercall, as `_hypercall2` in
@@ -256,6 +259,80 @@ impl Drop for GrantedPage {
     }
 }
 
+/// Pages granted read-write to one domain, seen by this kernel as one
+/// contiguous area (`vm_map_ram`), as ring memory must be (type
+/// invariants: `base` maps every page of `pages`, in order, until drop).
+pub(crate) struct GrantedRegion {
+    pages: KVec<GrantedPage>,
+    base: NonNull<u8>,
+}
+
+// SAFETY: the pages and their mapping are owned by this value; the bytes
+// are accessed volatile/atomically by contract, from any thread.
+unsafe impl Send for GrantedRegion {}
+// SAFETY: as above.
+unsafe impl Sync for GrantedRegion {}
+
+impl GrantedRegion {
+    /// `count` zeroed pages granted to `peer`, mapped contiguously.
+    pub(crate) fn new(peer: u16, count: usize) -> Result<GrantedRegion> {
+        let n = c_uint::try_from(count).map_err(|_| EINVAL)?;
+        if count == 0 {
+            return Err(EINVAL);
+        }
+        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        let mut ptrs = KVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            // On failure the pages granted so far are dropped: nobody was
+            // told their grants, so each ends at once.
+            let p = GrantedPage::new(peer)?;
+            ptrs.push(p.page.as_ptr(), GFP_KERNEL)?;
+            pages.push(p, GFP_KERNEL)?;
+        }
+        // SAFETY: `ptrs` holds `count` live pages we own; the mapping is
+        // undone in drop, before the pages go.
+        let base = unsafe { vm_map_ram(ptrs.as_mut_ptr(), n, -1) };
+        let base = NonNull::new(base.cast::<u8>()).ok_or(ENOMEM)?;
+        Ok(GrantedRegion { pages, base })
+    }
+
+    /// The grant references, one per page, in order.
+    pub(crate) fn grefs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pages.iter().map(GrantedPage::gref)
+    }
+
+    /// Start of the contiguous mapping (shared with the peer: volatile or
+    /// atomic access only).
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
+    }
+}
+
+impl Drop for GrantedRegion {
+    fn drop(&mut self) {
+        // SAFETY: `base` is the mapping of all our pages (type invariant),
+        // made with this count; nothing uses it after drop.
+        unsafe { vm_unmap_ram(self.base.as_ptr().cast(), self.pages.len() as c_uint) };
+        let (mut now, mut later) = (0, 0);
+        for p in core::mem::take(&mut self.pages) {
+            match p.end() {
+                Ended::AtOnce => now += 1,
+                Ended::Deferred => later += 1,
+            }
+        }
+        pr_info!(
+            "xen channel pages: grants ended: {} at once, {} deferred\n",
+            now,
+            later
+        );
+    }
+}
+
 /// An event-channel port for one peer, bound to `handler` (type
 /// invariants: `irq` is bound to our port with `dev_id`, until drop).
 pub(crate) struct BoundPort {
@@ -330,6 +407,11 @@ impl BoundPort {
     /// The port number the peer binds to.
     pub(crate) fn port(&self) -> u32 {
         self.port
+    }
+
+    /// The interrupt bound to the port.
+    pub(crate) fn irq(&self) -> c_int {
+        self.irq as c_int
     }
 
     /// Raises the peer's side.

@@ -30,6 +30,8 @@ use kernel::prelude::*;
 use kernel::str::{CStr, CString};
 use kernel::{c_str, fmt};
 
+// Shared with ins.ko, whose Xen transport uses the contiguous regions.
+#[allow(dead_code)]
 #[path = "kxen.rs"]
 mod kxen;
 

@@ -1,13 +1,13 @@
-# The kernel module in a Xen PVM (tests 39-43). Sourced by dom0-init.sh
+# The kernel module in a Xen PVM (tests 39-45). Sourced by dom0-init.sh
 # (uses its helpers and spawn.sh's fetch_ok, rate and load): boots kpvm,
 # a PV domU whose kernel is the Rust-enabled Linux 6.12 of tests/kmod
 # (/boot/vmlinuz-kmod), with ins.ko (built against that kernel) in its
 # initramfs, then checks from dom0 over the bridge that nginx under the
 # shim in kpvm serves through the module (no user-space driver) with its
 # instances as `ins --kmod` processes in kpvm, survives an instance's
-# death, and that the module unloads cleanly afterwards. The instances
-# are processes of the PVM: the module's Xen transport (instance domains)
-# is not built yet.
+# death, that an instance *domain* (kins) joins it over the module's Xen
+# transport and its destruction is survived, and that the module unloads
+# cleanly afterwards.
 #   env (dom0's): KPVM_TIMEOUT (s, default 300) for the boot.
 KPVM_IP=169.254.100.9
 kmod_tests() {
@@ -72,6 +72,69 @@ kmod_tests() {
     result kmod-pvm-failover pass "an instance SIGKILLed under load: the module listed it dead, $after requests after it through the other instance, $bad in flight failed, 1 MiB byte-exact after"
   else
     result kmod-pvm-failover fail "kill1 $r, before=$before after=$after failed=$bad outside=$bad_out"
+  fi
+
+  # --- 44. an instance *domain* joins ins.ko over the module's Xen
+  # transport: kins (the lab's ordinary domU kernel) starts `ins
+  # --xen-driver <kpvm> --xen-channel kx` at boot; in kpvm, `ins-ctl
+  # attach-xen --kmod` has the module grant the channel's pages and ports
+  # and publishes them in xenstore; driver-core replicates nginx's listener
+  # onto the new instance, so dom0's requests to kins's address cross
+  # kins's stack, the granted rings and ins.ko to nginx in kpvm.
+  KINS_IP=169.254.100.10
+  sed -i "s/@KDOM@/$K/" /etc/xen/kins.cfg
+  t=$(up); ok=0
+  if create kins; then
+    console kins
+    if wait_up kins 300; then
+      KI=$(domid kins)
+      run kpvm "sh /opt/ins/pvm-kmod.sh xen-attach $KI"; r=$(wait_cmd kpvm $N 300)
+      echo "FIGURE kmod_xen_join_s $(since $t) s"
+      if [ "$r" = 0 ] && first_answer $KINS_IP 120; then
+        ok=1
+        for f in small.html big.bin; do
+          if fetch_ok $KINS_IP $f; then echo "kmod xen fetch $f: sha256 ok"; else echo "kmod xen fetch $f: wrong bytes"; ok=0; fi
+        done
+        conns=$(curl -sS -m 120 -o /dev/null -o /tmp/kmodx-ka.bin -w '%{num_connects}\n' \
+          http://$KINS_IP:8080/small.html http://$KINS_IP:8080/big.bin | awk '{ s += $1 } END { print s }')
+        got=$(sha256sum < /tmp/kmodx-ka.bin | cut -d' ' -f1)
+        echo "kmod xen keep-alive: $conns connection(s) for two requests, big.bin $( [ "$got" = "$(cut -d' ' -f1 /srv/www/big.bin.sha256)" ] && echo ok || echo wrong)"
+        [ "$conns" = 1 ] && [ "$got" = "$(cut -d' ' -f1 /srv/www/big.bin.sha256)" ] || ok=0
+      else
+        echo "kmod xen: xen-attach $r"
+      fi
+    fi
+  fi
+  [ $ok = 1 ] && result kmod-xen-instance pass "instance domain kins (dom$KI) joined ins.ko in kpvm over granted pages and event channels (ins-ctl attach-xen --kmod); dom0 fetched small and 1 MiB byte-exact through kins's address, and two on one keep-alive connection" \
+    || result kmod-xen-instance fail "see above"
+  # Figures (not checked): requests/s through the instance domain, to
+  # compare with kpvm_module (the local `ins --kmod` instance).
+  [ $ok = 1 ] && rate $KINS_IP kpvm_xen_instance
+
+  # --- 45. xl destroy of the instance domain under load (through kpvm's
+  # own address, served by the local instance): ins.ko lists it dead,
+  # attach-xen removes the channel's keys and exits, the grants end, and
+  # no request fails
+  if [ $ok = 1 ]; then
+    rm -f /tmp/load.stop
+    load $KPVM_IP kxd 3000 & LK=$!
+    sleep 3
+    TK=$(up); xl destroy kins
+    run kpvm "sh /opt/ins/pvm-kmod.sh xen-gone"; r=$(wait_cmd kpvm $N 120); TD=$(up)
+    sleep 3
+    touch /tmp/load.stop; wait $LK
+    n_ok=$(grep -c ' ok' /tmp/load.kxd); bad=$(grep -c ' fail' /tmp/load.kxd)
+    keys=$(xenstore-list /local/domain/$K/data/ins 2>/dev/null | grep -c '^kx$')
+    echo "kmod xen destroy: kpvm reported the instance dead and the channel torn down $(awk "BEGIN{printf \"%.1f\", $TD-$TK}") s after xl destroy; $n_ok requests ok through kpvm meanwhile, $bad failed; channel keys left: $keys"
+    grep ' fail' /tmp/load.kxd | head -n 3
+    if [ "$r" = 0 ] && [ "$bad" = 0 ] && [ "$n_ok" -gt 0 ] && [ "$keys" = 0 ] && fetch_ok $KPVM_IP big.bin; then
+      result kmod-xen-destroy pass "xl destroy kins: ins.ko listed the instance dead, attach-xen removed the keys and exited 0, grants ended (kpvm's log), $n_ok requests through the local instance meanwhile, 0 failed, 1 MiB byte-exact after"
+    else
+      result kmod-xen-destroy fail "xen-gone $r, ok=$n_ok failed=$bad keys=$keys"
+    fi
+  else
+    result kmod-xen-destroy fail "no instance domain (test 44 failed)"
+    xl destroy kins 2>/dev/null
   fi
 
   # --- 42. the module unloads with no oops once nginx and the instances

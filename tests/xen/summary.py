@@ -47,8 +47,8 @@ for pat in (r"XAGENT created .*", r"\bspawn fetch .*", r"\bspawn load: .*", r"FI
             r"FIGURE ukspawn_\S+ .*"):
     for line in dict.fromkeys(re.sub(r"^\[\S+\]\s*", "", x.strip()) for x in re.findall(pat, log)):
         print("        " + line)
-print("== the kernel module in a PVM whose kernel is tests/kmod's (tests 39-43)")
-show((r"KPVM kernel .*", r"KPVM listeners .*", r"kmod fetch .*", r"kmod keep-alive: .*", r"kmod failover: .*",
+print("== the kernel module in a PVM whose kernel is tests/kmod's (tests 39-45)")
+show((r"KPVM kernel .*", r"KPVM listeners .*", r"kmod fetch .*", r"kmod keep-alive: .*", r"kmod failover: .*", r"kmod xen .*", r"KPVM attach-xen.*", r"KPVM xen channel pages.*",
       r"kmod probe.*", r"KPROBE \d+ rounds.*", r"KPROBE mapped .*"))
 print("== figures (QEMU TCG: only the ratios mean anything)")
 for label, ukl, lnx in (("boot: xl create -> ready", "ukl_boot_s", "linux_boot_s"),
@@ -84,12 +84,12 @@ for label, ring, tcp, unit, higher_better in rows:
     else:
         print(f"  {label:28} missing ({ring} / {tcp})")
 ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
-# The whole lab has 43 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
+# The whole lab has 45 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
 # runs the unikernel's 14 (16, 17, 20, 35, 36, 21, 22, 18, 19, then 11-15),
 # INS_XEN_TESTS=spawn the 13 of tests/xen/spawn.sh (23-33, 37, 38), INS_XEN_TESTS=hostile
-# test 34 (tests/xen/hostile.sh), INS_XEN_TESTS=kmod tests 39-43 (tests/xen/kmod.sh).
+# test 34 (tests/xen/hostile.sh), INS_XEN_TESTS=kmod tests 39-45 (tests/xen/kmod.sh).
 part = re.search(r"LAB_TESTS (\S+)", log)
-expected = {"unikernel": 14, "spawn": 13, "hostile": 1, "kmod": 5}.get(part.group(1) if part else "all", 43)
+expected = {"unikernel": 14, "spawn": 13, "hostile": 1, "kmod": 7}.get(part.group(1) if part else "all", 45)
 if len(tests) < expected:
     print(f"== {len(tests)} results, {expected} expected")
 ok = ok and len(tests) >= expected

@@ -44,6 +44,14 @@ struct ins_peek {
 };
 #define INS_IOC_PEEK _IOW('I', 5, struct ins_peek)
 #define PEEK_DONTWAIT 1
+/* An instance domain's channel (ins_main.rs): Xen only. */
+struct ins_xen_offer {
+	uint32_t flags, domid, ring_capacity, max_frame, max_refs;
+	int32_t fd;
+	uint64_t refs;
+	uint32_t pages, port, live_port, to_driver_offset, region_len, reserved;
+};
+#define INS_IOC_XEN_OFFER _IOWR('I', 6, struct ins_xen_offer)
 enum {
 	OP_SOCKET = 1,
 	OP_BIND = 2,
@@ -579,6 +587,24 @@ int main(int argc, char **argv)
 	waitpid(unpriv, &ust, 0);
 	report("settings-eperm-unprivileged", WIFEXITED(ust) && WEXITSTATUS(ust) == 0,
 	       "an unprivileged opener's settings write was not EPERM");
+	/* The Xen transport's offer: not in a Xen guest, ENODEV, no fd;
+	 * without CAP_NET_ADMIN, EPERM first. */
+	uint32_t refs[1024];
+	struct ins_xen_offer xo = { .domid = 1, .ring_capacity = 65536, .max_frame = 4096,
+				    .max_refs = 1024, .fd = -1, .refs = (uintptr_t)refs };
+	errno = 0;
+	int xr = ioctl(dev, INS_IOC_XEN_OFFER, &xo);
+	report("xen-offer-enodev-off-xen", xr < 0 && errno == ENODEV && xo.fd == -1,
+	       "INS_IOC_XEN_OFFER outside Xen was not ENODEV");
+	pid_t xunpriv = fork();
+	if (xunpriv == 0) {
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(2);
+		_exit(ioctl(dev, INS_IOC_XEN_OFFER, &xo) < 0 && errno == EPERM ? 0 : 1);
+	}
+	waitpid(xunpriv, &ust, 0);
+	report("xen-offer-eperm-unprivileged", WIFEXITED(ust) && WEXITSTATUS(ust) == 0,
+	       "an unprivileged INS_IOC_XEN_OFFER was not EPERM");
 	report("not-yet-listening", !listening(), "port already listening before the test");
 	struct reply s = control(dev, OP_SOCKET, -1, 2, 1, 0);
 	report("socket", s.status == 0 && s.fd >= 0, "Socket(AF_INET, SOCK_STREAM)");

@@ -393,6 +393,66 @@ pub fn attach_xen(run_dir: &Path, domid: u16, channel: &str, rendezvous_s: u64) 
     Ok(())
 }
 
+/// `attach-xen --kmod DEVICE --domid D --channel N`: the kernel module
+/// at `device` grants a channel to domain `domid` (`INS_IOC_XEN_OFFER`);
+/// this publishes the offer in xenstore, says when the instance joined,
+/// and holds the channel until the instance leaves or the module declares
+/// it dead (then tears down and says how it ended).
+pub fn attach_xen_kmod(
+    device: &Path,
+    domid: u16,
+    channel: &str,
+    rendezvous_s: u64,
+    ring_capacity: Option<u32>,
+) -> Result<()> {
+    use ins_transport::ChannelConfig;
+    use ins_transport::sys::xen::{XenConfig, offer_kmod, own_domid};
+    use ins_xen::DomId;
+    use ins_xen::channel::ChannelId;
+
+    let xcfg = XenConfig {
+        rendezvous_timeout: Duration::from_secs(rendezvous_s),
+        ..XenConfig::default()
+    };
+    let mut cfg = ChannelConfig::default();
+    if let Some(c) = ring_capacity {
+        cfg.ring_capacity = c;
+    }
+    fn failed(what: String) -> impl FnOnce(ins_transport::Error) -> CtlError {
+        move |e| CtlError::Failed(format!("{what}: {e}"))
+    }
+    let me = own_domid(&xcfg).map_err(failed("this domain's id".into()))?;
+    let id = ChannelId::new(me, DomId(domid), channel)
+        .map_err(|e| CtlError::Usage(format!("--domid {domid} --channel {channel:?}: {e}")))?;
+    let ko = ins_transport::sys::kmod::xen_offer(device, domid, &cfg)
+        .map_err(failed(device.display().to_string()))?;
+    crate::outln!(
+        "{}: {} pages granted to dom{domid}, ports {} and {}; offer published as {}",
+        device.display(),
+        ko.grefs.len(),
+        ko.port,
+        ko.live_port,
+        id.driver_dir()
+    );
+    let t = offer_kmod(&id, ko, &xcfg, |v| {
+        crate::outln!(
+            "instance joined from dom{domid} over xen channel {channel:?} (rendezvous version {v}); holding it"
+        )
+    })
+    .map_err(failed(format!("xen channel {channel:?}")))?;
+    crate::outln!(
+        "xen channel {channel:?} ended: {}; channel file closed (the module ended the grants: at once, or deferred until the instance's mappings go), keys removed (waited {} ms)",
+        match (t.peer_left, t.unmapped_before_revoke) {
+            (true, _) => "the instance left",
+            (false, true) => "the module declared the instance dead; the instance closed its side",
+            (false, false) =>
+                "the module declared the instance dead; the instance did not close its side in time",
+        },
+        t.waited.as_millis()
+    );
+    Ok(())
+}
+
 /// `drain ID`.
 pub fn drain(run_dir: &Path, id: u64) -> Result<()> {
     call(run_dir, json!({"cmd": "drain", "id": id}))?;

@@ -110,7 +110,10 @@ enum Cmd {
     },
     /// Take an instance in another Xen domain: the driver grants it a
     /// channel (rendezvous in xenstore); it joins with
-    /// `ins --xen-driver <driver's domid> --xen-channel NAME`.
+    /// `ins --xen-driver <driver's domid> --xen-channel NAME`. With
+    /// `--kmod`, the driver is the kernel module: this command makes the
+    /// offer through it and stays, holding the channel, until the instance
+    /// leaves or the module declares it dead.
     AttachXen {
         /// The instance's domain id.
         #[arg(long)]
@@ -121,6 +124,12 @@ enum Cmd {
         /// How long to wait for the instance to map the channel (1 ..= 3600).
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
         rendezvous_s: u64,
+        /// The kernel module's device (ins.ko) instead of a daemon.
+        #[arg(long, value_name = "DEVICE", num_args = 0..=1, default_missing_value = "/dev/ins")]
+        kmod: Option<PathBuf>,
+        /// With --kmod: each ring's capacity in bytes (a power of two).
+        #[arg(long, value_name = "BYTES")]
+        ring_capacity: Option<u32>,
     },
     /// Stop giving an instance new connections.
     Drain {
@@ -247,7 +256,23 @@ fn main() {
             domid,
             channel,
             rendezvous_s,
+            kmod: None,
+            ring_capacity: None,
         } => cmds::attach_xen(&dir, domid, &channel, rendezvous_s),
+        Cmd::AttachXen {
+            ring_capacity: Some(_),
+            kmod: None,
+            ..
+        } => Err(ins_ctl::CtlError::Usage(
+            "--ring-capacity is for --kmod (a daemon sizes its own rings)".into(),
+        )),
+        Cmd::AttachXen {
+            domid,
+            channel,
+            rendezvous_s,
+            kmod: Some(device),
+            ring_capacity,
+        } => cmds::attach_xen_kmod(&device, domid, &channel, rendezvous_s, ring_capacity),
         Cmd::List { json } => cmds::list(&dir, json),
         Cmd::Status { json } => cmds::status(&dir, json),
         Cmd::Run { isolate, argv } => cmds::run(&dir, isolate, &argv).map(|_| ()),

@@ -94,6 +94,86 @@ fn open_channel(device: &Path, cfg: &ChannelConfig) -> Result<(OwnedFd, Layout),
     Ok((fd, layout))
 }
 
+/// `INS_IOC_XEN_OFFER`: `_IOWR('I', 6, struct ins_xen_offer)`, 56 bytes:
+/// `{u32 flags; u32 domid; u32 ring_capacity; u32 max_frame; u32
+/// max_refs; s32 fd; u64 refs; u32 pages; u32 port; u32 live_port; u32
+/// to_driver_offset; u32 region_len; u32 reserved}`
+/// (protvm-driver/kmod/ins_main.rs); `refs` points to `max_refs` u32s the
+/// module fills with one grant reference per page.
+pub const INS_IOC_XEN_OFFER: libc::c_ulong =
+    (3 << 30) | (56 << 16) | ((b'I' as libc::c_ulong) << 8) | 6;
+
+/// What the module granted for an instance domain (`INS_IOC_XEN_OFFER`).
+#[derive(Debug)]
+pub struct KmodXenOffer {
+    /// The channel file: the channel lives while it is open; it hangs up
+    /// when the module declares the channel dead.
+    pub fd: OwnedFd,
+    /// One grant reference per page of the region, in order.
+    pub grefs: Vec<u32>,
+    /// The ring's event-channel port (unbound, for the instance).
+    pub port: u32,
+    /// The liveness port (unbound, for the instance).
+    pub live_port: u32,
+    /// The ring layout (checked against this side's limits); the status
+    /// page follows it.
+    pub layout: Layout,
+}
+
+/// Driver side with the module: asks the module at `device` to grant a
+/// channel with `cfg`'s ring sizes to domain `domid` (xenstore is the
+/// caller's: [`crate::sys::xen::rendezvous::offer_kmod`]).
+pub fn xen_offer(device: &Path, domid: u16, cfg: &ChannelConfig) -> Result<KmodXenOffer, Error> {
+    let want = Layout::from_config(cfg)?;
+    let pages = want.len / ins_xen::gnttab::PAGE_SIZE + 1;
+    let dev = retry(|| rustix::fs::open(device, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()))
+        .map_err(Error::io("open the module's device"))?;
+    let mut refs = vec![0u32; pages];
+    let mut words = [0u32; 14];
+    words[0] = INS_INSTANCE_CLOEXEC;
+    words[1] = domid.into();
+    words[2] = cfg.ring_capacity;
+    words[3] = cfg.max_frame;
+    words[4] = u32::try_from(pages).map_err(|_| Error::Config("too many pages"))?;
+    words[5] = u32::MAX;
+    let ptr = refs.as_mut_ptr() as u64;
+    words[6] = ptr as u32;
+    words[7] = (ptr >> 32) as u32;
+    ioctl::call(dev.as_fd(), INS_IOC_XEN_OFFER, &mut words)
+        .map_err(Error::io("ioctl INS_IOC_XEN_OFFER"))?;
+    let raw = words[5] as i32;
+    if raw < 0 {
+        return Err(Error::BadFd("the module returned no channel fd"));
+    }
+    // SAFETY: the ioctl succeeded, so `raw` is a new descriptor the module
+    // installed in our table for us alone.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let header = Header {
+        magic: HEADER_MAGIC,
+        version: HEADER_VERSION,
+        fd_count: FD_COUNT as u16,
+        to_instance_capacity: cfg.ring_capacity,
+        to_instance_max_frame: cfg.max_frame,
+        to_driver_capacity: cfg.ring_capacity,
+        to_driver_max_frame: cfg.max_frame,
+        to_driver_offset: words[11].into(),
+        region_len: want.len as u64,
+    };
+    let layout = header.layout(cfg)?;
+    if words[8] as usize != pages || words[12] as usize != (pages * ins_xen::gnttab::PAGE_SIZE) {
+        return Err(Error::BadHeader(
+            "the module's region disagrees with the layout",
+        ));
+    }
+    Ok(KmodXenOffer {
+        fd,
+        grefs: refs,
+        port: words[9],
+        live_port: words[10],
+        layout,
+    })
+}
+
 /// Instance side: joins the module at `device` (usually
 /// [`DEFAULT_DEVICE`]) with `cfg`'s ring sizes, limits and timeouts, and
 /// exchanges hellos.
@@ -179,6 +259,31 @@ mod tests {
         match e {
             Error::Io { op, source } => {
                 assert_eq!(op, "ioctl INS_IOC_INSTANCE");
+                assert_eq!(source.raw_os_error(), Some(libc::ENOTTY));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    /// The Xen offer needs the module too: a device that is not the
+    /// module refuses it (ENOTTY), no fd is left.
+    #[test]
+    fn xen_offer_needs_the_module() {
+        let cfg = ChannelConfig::default();
+        let e = xen_offer(Path::new("/nonexistent/ins"), 1, &cfg).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Io {
+                    op: "open the module's device",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        match xen_offer(Path::new("/dev/null"), 1, &cfg).unwrap_err() {
+            Error::Io { op, source } => {
+                assert_eq!(op, "ioctl INS_IOC_XEN_OFFER");
                 assert_eq!(source.raw_os_error(), Some(libc::ENOTTY));
             }
             other => panic!("unexpected {other}"),

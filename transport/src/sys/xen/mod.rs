@@ -54,7 +54,9 @@ use ins_protocol::region::SharedRegion;
 pub use evtchn::{Evtchn, XenBell};
 pub use gntalloc::GrantedPages;
 pub use gntdev::MappedPages;
-pub use rendezvous::{Teardown, XenChannel, XenLink, connect_xen, offer_xen, own_domid};
+pub use rendezvous::{
+    Teardown, XenChannel, XenLink, connect_xen, offer_kmod, offer_xen, own_domid,
+};
 pub use xenbus::XenbusStream;
 
 use crate::channel::Transport;

@@ -47,6 +47,7 @@ use ins_xen::channel::{
     ChannelId, DriverSide, DriverStep, DriverView, InstanceSide, InstanceStep, LIVENESS_KEY,
     Limits, Offer, PeerView, RingSizes, State, read_driver_view, read_key,
 };
+use ins_xen::gnttab::GrantRef;
 use ins_xen::gnttab::PAGE_SIZE;
 use ins_xen::xenstore::{self, Client, TxId, XsErrno};
 use ins_xen::{DomId, Port};
@@ -279,26 +280,7 @@ pub fn offer_xen(
     let mut xs =
         XenbusStream::client(&xcfg.xenbus, xcfg.max_events).map_err(io_err("open xenstore"))?;
     let dir = id.driver_dir();
-    let perms = id.driver_perms();
-    let entries = offer.entries();
-    let live_port = format!("{}", live.port());
-    xs.transaction(xcfg.tx_attempts, |c, tx| {
-        // Remove whatever a previous channel of this name left behind.
-        c.mkdir(tx, &dir)?;
-        c.rm(tx, &dir)?;
-        c.mkdir(tx, &dir)?;
-        c.set_perms(tx, &dir, &perms)?;
-        for (k, v) in &entries {
-            c.write(tx, &key(&dir, k), v.as_bytes())?;
-        }
-        c.write(tx, &key(&dir, LIVENESS_KEY), live_port.as_bytes())?;
-        c.write(
-            tx,
-            &key(&dir, "state"),
-            State::Initialised.value().as_bytes(),
-        )
-    })
-    .map_err(Error::xs("publish the offer"))?;
+    publish_offer(&mut xs, id, &offer, live.port(), xcfg)?;
 
     let result = driver_wait_connected(&mut xs, id, xcfg);
     let version = match result {
@@ -323,6 +305,160 @@ pub fn offer_xen(
         xs,
     };
     finish(parts, id, hello, cfg, xcfg)
+}
+
+/// Publishes `offer` (and the liveness port) under the driver's
+/// directory in one transaction, readable by the instance alone, with
+/// `state=Initialised` last.
+fn publish_offer(
+    xs: &mut Xs,
+    id: &ChannelId,
+    offer: &Offer,
+    live: Port,
+    xcfg: &XenConfig,
+) -> Result<(), Error> {
+    let dir = id.driver_dir();
+    let perms = id.driver_perms();
+    let entries = offer.entries();
+    let live_port = format!("{live}");
+    xs.transaction(xcfg.tx_attempts, |c, tx| {
+        // Remove whatever a previous channel of this name left behind.
+        c.mkdir(tx, &dir)?;
+        c.rm(tx, &dir)?;
+        c.mkdir(tx, &dir)?;
+        c.set_perms(tx, &dir, &perms)?;
+        for (k, v) in &entries {
+            c.write(tx, &key(&dir, k), v.as_bytes())?;
+        }
+        c.write(tx, &key(&dir, LIVENESS_KEY), live_port.as_bytes())?;
+        c.write(
+            tx,
+            &key(&dir, "state"),
+            State::Initialised.value().as_bytes(),
+        )
+    })
+    .map_err(Error::xs("publish the offer"))
+}
+
+/// Whether the instance, as xenstore shows it, is leaving or gone.
+fn instance_leaving(xs: &mut Xs, id: &ChannelId) -> Result<bool, Error> {
+    Ok(match peer_view(xs, id)? {
+        PeerView::Absent => true,
+        PeerView::Present { state, .. } => {
+            matches!(state, Some(State::Closing | State::Closed) | None)
+        }
+    })
+}
+
+/// Driver side with the kernel module (ins.ko): the module granted the
+/// pages, laid out the rings and bound the ports (`INS_IOC_XEN_OFFER`,
+/// [`crate::sys::kmod::xen_offer`]); this publishes that offer, waits (up
+/// to `xcfg.rendezvous_timeout`) for the instance to map and bind, calls
+/// `connected` with the version, then holds the channel until the
+/// instance leaves (its directory gone, as when its domain is destroyed,
+/// or `Closing`/`Closed`) or the module hangs the channel file up (it
+/// declared the instance dead). Teardown: if the module ended it, write
+/// `state=Closing` and wait (bounded by `teardown_timeout`) for the
+/// instance to close; then close the channel file (the module closes the
+/// ports and ends the grants, deferred while still mapped) and remove our
+/// keys. The hello and every frame are the module's.
+pub fn offer_kmod(
+    id: &ChannelId,
+    ko: crate::sys::kmod::KmodXenOffer,
+    xcfg: &XenConfig,
+    connected: impl FnOnce(u32),
+) -> Result<Teardown, Error> {
+    let layout = ko.layout;
+    let offer = Offer {
+        version: ins_xen::channel::VERSION,
+        version_min: ins_xen::channel::MIN_VERSION,
+        instance: id.instance,
+        to_instance: RingSizes {
+            capacity: layout.to_instance.capacity,
+            max_frame: layout.to_instance.max_frame,
+        },
+        to_driver: RingSizes {
+            capacity: layout.to_driver.capacity,
+            max_frame: layout.to_driver.max_frame,
+        },
+        to_driver_offset: layout.to_driver_offset as u64,
+        region_len: (layout.len + PAGE_SIZE) as u64,
+        grefs: ko.grefs.iter().map(|&g| GrantRef(g)).collect(),
+        port: Port(ko.port),
+    };
+    let mut xs =
+        XenbusStream::client(&xcfg.xenbus, xcfg.max_events).map_err(io_err("open xenstore"))?;
+    let dir = id.driver_dir();
+    publish_offer(&mut xs, id, &offer, Port(ko.live_port), xcfg)?;
+    let version = match driver_wait_connected(&mut xs, id, xcfg) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = xs.rm(TxId::NONE, &dir);
+            return Err(e);
+        }
+    };
+    connected(version);
+    let gone = PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
+    let peer_left = loop {
+        if instance_leaving(&mut xs, id)? {
+            break true;
+        }
+        let (xs_ready, hung_up) = {
+            let mut fds = [
+                PollFd::new(xs.stream(), PollFlags::IN),
+                PollFd::new(&ko.fd, PollFlags::empty()),
+            ];
+            poll_until(&mut fds, None).map_err(io_err("poll the channel"))?;
+            (
+                !fds[0].revents().is_empty(),
+                fds[1].revents().intersects(gone),
+            )
+        };
+        if hung_up {
+            break false;
+        }
+        if xs_ready {
+            xs.read_event().map_err(Error::xs("watch event"))?;
+            while xs.take_event().is_some() {}
+        }
+    };
+    let start = Instant::now();
+    let mut closed = peer_left;
+    if !peer_left {
+        let _ = xs.write(
+            TxId::NONE,
+            &key(&dir, "state"),
+            State::Closing.value().as_bytes(),
+        );
+        let deadline = start + xcfg.teardown_timeout;
+        // The instance unmaps, writes Closed and removes its directory.
+        loop {
+            if matches!(
+                peer_view(&mut xs, id)?,
+                PeerView::Absent
+                    | PeerView::Present {
+                        state: Some(State::Closed),
+                        ..
+                    }
+            ) {
+                closed = true;
+                break;
+            }
+            if wait_watch(&mut xs, deadline, xcfg.recheck)? {
+                break;
+            }
+        }
+    }
+    let waited = start.elapsed();
+    drop(ko.fd);
+    let _ = xs.unwatch(&id.instance_dir(), PEER_TOKEN);
+    xs.rm(TxId::NONE, &dir)
+        .map_err(Error::xs("remove the channel keys"))?;
+    Ok(Teardown {
+        peer_left,
+        unmapped_before_revoke: closed,
+        waited,
+    })
 }
 
 fn driver_wait_connected(xs: &mut Xs, id: &ChannelId, xcfg: &XenConfig) -> Result<u32, Error> {
