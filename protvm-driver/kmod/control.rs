@@ -86,8 +86,9 @@
 //! it blocks as `read` does unless the file is non-blocking or
 //! `PEEK_DONTWAIT`; on a listener `ENOTCONN`.
 //!
-//! Not yet: datagram sockets' data
-//! (`write` `EOPNOTSUPP`), in-band records (`SockOpt` `EOPNOTSUPP`; other
+//! Datagram sockets' data: dgram.rs.
+//!
+//! Not yet: in-band records (`SockOpt` `EOPNOTSUPP`; other
 //! options go by the synchronous `SetOpt`), writes straight into ring space (one copy
 //! through a bounce
 //! buffer today). The app's memory is copied outside the core's mutex (into and
@@ -136,19 +137,19 @@ const EAGAIN_N: i32 = 11;
 /// What a socket file points to.
 #[pin_data]
 pub(crate) struct SockFile {
-    core: Arc<Core>,
-    handle: Handle,
+    pub(crate) core: Arc<Core>,
+    pub(crate) handle: Handle,
     /// Readers, writers and poll/epoll wait here.
     #[pin]
-    wq: WaitQueue,
+    pub(crate) wq: WaitQueue,
     /// One reader at a time, with its bounce buffer: bytes are copied to
     /// the app outside the core's mutex, then taken off the receive buffer.
     #[pin]
-    reader: Mutex<KVec<u8>>,
+    pub(crate) reader: Mutex<KVec<u8>>,
     /// One writer at a time, with its bounce buffer: bytes are copied from
     /// the app outside the core's mutex, then pushed.
     #[pin]
-    writer: Mutex<KVec<u8>>,
+    pub(crate) writer: Mutex<KVec<u8>>,
 }
 
 impl SockFile {
@@ -177,10 +178,13 @@ pub(crate) struct SockEntry {
     /// Bytes from the instance the app has not read (at most driver-core's
     /// window: credit goes back only as the app reads).
     rx: VecDeque<u8>,
-    /// A stream socket (datagram sockets have no data path yet).
-    stream: bool,
+    /// Datagrams from the instance the app has not read (dgram.rs), each
+    /// its pair header and payload.
+    pub(crate) dgrams: VecDeque<KVec<u8>>,
+    /// A stream socket (else a datagram socket: dgram.rs).
+    pub(crate) stream: bool,
     /// The connect was answered 0, or a non-blocking one finished.
-    connected: bool,
+    pub(crate) connected: bool,
     /// A non-blocking connect was answered `EINPROGRESS` and has not
     /// finished yet.
     connecting: bool,
@@ -190,9 +194,9 @@ pub(crate) struct SockEntry {
     /// writable.
     connect_sent: bool,
     /// The peer sent its last byte.
-    eof: bool,
+    pub(crate) eof: bool,
     /// The connection was reset (errno), or 0.
-    err: i32,
+    pub(crate) err: i32,
     /// `listen()` was answered 0: reads take accept tokens.
     listening: bool,
     /// Accept tokens not read yet (one per queued connection).
@@ -207,6 +211,8 @@ impl SockEntry {
     fn readable(&self) -> bool {
         if self.listening {
             self.tokens > 0
+        } else if !self.stream {
+            !self.dgrams.is_empty() || self.eof || self.err != 0
         } else {
             !self.rx.is_empty() || self.eof || self.err != 0 || !(self.connected || self.connecting)
         }
@@ -225,6 +231,7 @@ impl SockEntry {
             handle,
             file,
             rx: VecDeque::new(),
+            dgrams: VecDeque::new(),
             stream,
             connected,
             connecting: false,
@@ -778,6 +785,10 @@ impl SockFile {
     ///
     /// `iter` is the valid destination iterator the VFS passed.
     unsafe fn read(&self, iter: *mut bindings::iov_iter, nonblock: bool) -> Result<usize> {
+        if !self.stream()? {
+            // SAFETY: the caller's contract.
+            return unsafe { self.read_dgram(iter, nonblock) };
+        }
         // SAFETY: `iter` is valid (caller's contract).
         let want = unsafe { ksys::iov_iter_count(iter) };
         if want == 0 {
@@ -870,6 +881,9 @@ impl SockFile {
     /// does unless `nonblock`. A listening socket file has no bytes:
     /// `ENOTCONN`, as Linux's `recv` on a listener.
     fn peek(&self, buf: usize, want: usize, nonblock: bool) -> Result<usize> {
+        if !self.stream()? {
+            return self.peek_dgram(buf, want, nonblock);
+        }
         if want == 0 {
             return Ok(0);
         }
@@ -906,7 +920,18 @@ impl SockFile {
         }
     }
 
-    fn readable(&self) -> bool {
+    /// Whether this is a stream socket (else datagrams: dgram.rs).
+    fn stream(&self) -> Result<bool> {
+        let inner = self.core.inner.lock();
+        inner
+            .socks
+            .iter()
+            .find(|e| e.handle == self.handle)
+            .map(|e| e.stream)
+            .ok_or(EBADF)
+    }
+
+    pub(crate) fn readable(&self) -> bool {
         let inner = self.core.inner.lock();
         inner
             .socks
@@ -923,6 +948,10 @@ impl SockFile {
     ///
     /// `iter` is the valid source iterator the VFS passed.
     unsafe fn write(&self, iter: *mut bindings::iov_iter, nonblock: bool) -> Result<usize> {
+        if !self.stream()? {
+            // SAFETY: the caller's contract.
+            return unsafe { self.write_dgram(iter, nonblock) };
+        }
         let mut done = 0usize;
         let mut bounce = self.writer.lock();
         let err = |done: usize, e: Error| if done > 0 { Ok(done) } else { Err(e) };
@@ -1035,14 +1064,19 @@ impl SockFile {
 
     /// [`Self::writable`] under the core's mutex.
     fn writable_in(&self, inner: &mut CoreInner) -> bool {
-        let gone = inner
-            .socks
-            .iter()
-            .find(|e| e.handle == self.handle)
-            .map_or(true, |e| {
-                e.err != 0 || e.shut_wr || !(e.connected || e.connecting) || !e.stream
-            });
-        if gone {
+        let Some(e) = inner.socks.iter().find(|e| e.handle == self.handle) else {
+            return true;
+        };
+        if !e.stream {
+            // A datagram socket: writable unless its instance's credit or
+            // ring is used up (a write then waits: dgram.rs).
+            return e.err != 0
+                || match inner.driver.send_credit(self.handle, &mut inner.actions) {
+                    Some((inst, _, c)) => c > 0 && inner.data_to_room(inst) > 0,
+                    None => true,
+                };
+        }
+        if e.err != 0 || e.shut_wr || !(e.connected || e.connecting) {
             return true;
         }
         // Credit, and room on the instance's ring for a frame.

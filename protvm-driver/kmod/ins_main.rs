@@ -79,6 +79,8 @@ extern crate alloc;
 
 #[path = "control.rs"]
 mod control;
+#[path = "dgram.rs"]
+mod dgram;
 #[path = "instance.rs"]
 mod instance;
 #[path = "kalloc.rs"]

@@ -69,7 +69,9 @@ use driver_core::{
     NoAppSide, ShimReplies, ShimReply, Violation,
 };
 use ins_protocol::hello::{Hello, Role};
-use ins_protocol::msg::{encode_data_header, Msg, OwnedMsg, HEADER_LEN};
+use ins_protocol::msg::{
+    encode_data_header, encode_data_to_header, Msg, OwnedMsg, DATA_TO_PREFIX_LEN, HEADER_LEN,
+};
 use ins_protocol::region::SharedRegion;
 use ins_protocol::ring::{init_ring, Consumer, Producer, RingConfig, RingError};
 use kernel::bindings;
@@ -712,15 +714,23 @@ fn frame_in(
         Ok(None) => {}
         // Data for a socket (window checked by driver-core): into its
         // receive buffer, credited back as the app reads it (control.rs).
-        Ok(Some(h)) => {
-            let bytes = match msg {
-                Msg::Data { bytes, .. } | Msg::DataTo { bytes, .. } => bytes,
-                _ => &[],
-            };
-            if !crate::control::data_in(socks, h, bytes) {
-                c.undelivered += 1;
+        Ok(Some(h)) => match msg {
+            Msg::DataTo {
+                addr, info, bytes, ..
+            } => {
+                if !crate::dgram::dgram_in(socks, h, addr, info, bytes) {
+                    // Dropped, as UDP drops: its credit goes back.
+                    c.undelivered += 1;
+                    driver.delivered(h, bytes.len() as u32, true, actions);
+                }
             }
-        }
+            Msg::Data { bytes, .. } => {
+                if !crate::control::data_in(socks, h, bytes) {
+                    c.undelivered += 1;
+                }
+            }
+            _ => {}
+        },
         Err(v) => {
             // driver-core declared it dead already.
             pr_warn!("instance {} violated the protocol: {}\n", inst, v);
@@ -831,15 +841,21 @@ impl CoreInner {
     /// instance's next release rings the module, whose doorbell wakes the
     /// socket writers. `EPIPE` if the instance's channel is gone.
     pub(crate) fn push_data(&mut self, inst: InstId, wire: u32, payload: &[u8]) -> Result<bool> {
+        let mut hdr = [0u8; HEADER_LEN];
+        encode_data_header(wire, payload.len(), &mut hdr).map_err(|_| EINVAL)?;
+        self.push_parts(inst, &hdr, payload)
+    }
+
+    /// Pushes one frame, `hdr` then `payload`, onto `inst`'s ring (as
+    /// [`CoreInner::push_data`] says).
+    fn push_parts(&mut self, inst: InstId, hdr: &[u8], payload: &[u8]) -> Result<bool> {
         let Some(c) = self.chans.iter_mut().find(|c| c.inst == Some(inst)) else {
             return Err(EPIPE);
         };
         if c.failed.is_some() {
             return Err(EPIPE);
         }
-        let mut hdr = [0u8; HEADER_LEN];
-        encode_data_header(wire, payload.len(), &mut hdr).map_err(|_| EINVAL)?;
-        let need = HEADER_LEN + payload.len();
+        let need = hdr.len() + payload.len();
         // Frames queued before (credits, requests) go first.
         while let Some(head) = c.backlog.front().copied() {
             if !matches!(c.push(&head), Ok(true)) {
@@ -849,7 +865,7 @@ impl CoreInner {
         }
         for _ in 0..2 {
             if c.backlog.is_empty() {
-                match c.tx.try_push_parts(&[&hdr, payload]) {
+                match c.tx.try_push_parts(&[hdr, payload]) {
                     Ok(()) => {
                         if c.tx.flush().map_err(|_| EIO)? {
                             c.bell();
@@ -866,6 +882,41 @@ impl CoreInner {
             }
         }
         Ok(false)
+    }
+}
+
+impl CoreInner {
+    /// Pushes a `DataTo` frame (a datagram for socket `wire`, to `dest` or
+    /// the connected peer) onto `inst`'s ring, as [`CoreInner::push_data`].
+    pub(crate) fn push_data_to(
+        &mut self,
+        inst: InstId,
+        wire: u32,
+        dest: Option<core::net::SocketAddr>,
+        info: &ins_protocol::msg::PktInfo,
+        payload: &[u8],
+    ) -> Result<bool> {
+        let mut pre = [0u8; DATA_TO_PREFIX_LEN];
+        encode_data_to_header(wire, dest, info, payload.len(), &mut pre).map_err(|_| EINVAL)?;
+        self.push_parts(inst, &pre, payload)
+    }
+
+    /// The largest datagram payload one frame on `inst`'s ring carries (0
+    /// if its channel is gone).
+    pub(crate) fn max_dgram(&self, inst: InstId) -> usize {
+        self.chans
+            .iter()
+            .find(|c| c.inst == Some(inst))
+            .map_or(0, |c| {
+                (c.tx.config().max_frame as usize).saturating_sub(DATA_TO_PREFIX_LEN)
+            })
+    }
+
+    /// How many payload bytes one `DataTo` frame on `inst`'s ring can carry
+    /// now (as [`CoreInner::data_room`]).
+    pub(crate) fn data_to_room(&mut self, inst: InstId) -> usize {
+        self.data_room(inst)
+            .saturating_sub(DATA_TO_PREFIX_LEN - HEADER_LEN)
     }
 }
 

@@ -45,7 +45,7 @@ use crate::keeper;
 use crate::ops;
 use crate::sys::{self, real};
 use crate::table::{Entry, TABLE};
-use ins_protocol::msg::PktInfo;
+use ins_protocol::msg::{PktInfo, WireAddr};
 
 thread_local! {
     /// Set while the shim runs a slow path: hooked calls made from inside
@@ -753,12 +753,23 @@ unsafe fn udp_send(
     // SAFETY: n readable entries.
     let total = unsafe { iov_total(iov, n) }?;
     frame::check_len(total, e.v6())?;
-    if crate::kmod::active() {
-        // Checked and bound as on Linux; but the kernel module carries no
-        // datagram data yet (its limits).
-        return Err(Errno(libc::EOPNOTSUPP));
-    }
     let mut hdr = frame::header(to, &info);
+    if crate::kmod::active() {
+        // A socket file takes one datagram per write, header first
+        // (protvm-driver/kmod/dgram.rs).
+        crate::kmod::data_flags(fd, flags & libc::MSG_DONTWAIT, libc::POLLOUT)?;
+        let hdr_ptr = hdr.as_mut_ptr();
+        let write = |v: *mut iovec, cnt: usize| {
+            // SAFETY: `v` holds `cnt` live iovecs (the header, the caller's).
+            unsafe { real::writev(fd, v, cnt as c_int) }
+        };
+        // SAFETY: iov has n ≤ MAX_IOV readable entries; the header lives.
+        let r = unsafe { with_header_iov(hdr_ptr, iov, n, write) };
+        if r < 0 {
+            return Err(Errno(sys::errno()));
+        }
+        return Ok((r as usize).saturating_sub(frame::HEADER_LEN) as ssize_t);
+    }
     let hdr_ptr = hdr.as_mut_ptr();
     // A kept socket (see `keeper`) is tried without waiting first: once
     // its driver is gone, its sends fill the keeper's queue, which nothing
@@ -817,12 +828,12 @@ struct Got {
 /// # Safety
 /// `iov` readable for `n` entries, each buffer writable.
 unsafe fn udp_recv(fd: c_int, iov: *const iovec, n: usize, flags: c_int) -> Result<Got, Errno> {
-    if crate::kmod::active() {
-        // The kernel module carries no datagram data yet (its limits).
-        return Err(Errno(libc::EOPNOTSUPP));
-    }
     if n > MAX_IOV {
         return Err(Errno(libc::EMSGSIZE));
+    }
+    if crate::kmod::active() {
+        // SAFETY: the caller's contract.
+        return unsafe { kmod_udp_recv(fd, iov, n, flags) };
     }
     let mut hdr = [0u8; frame::HEADER_LEN];
     let hdr_ptr = hdr.as_mut_ptr();
@@ -860,6 +871,84 @@ unsafe fn udp_recv(fd: c_int, iov: *const iovec, n: usize, flags: c_int) -> Resu
         src,
         info,
         flags: mflags,
+    })
+}
+
+/// [`udp_recv`] on the kernel module's socket file: one datagram per
+/// read, its header first; the header's reserved word is the payload's
+/// full length (protvm-driver/kmod/dgram.rs), which `MSG_TRUNC` reports.
+///
+/// # Safety
+/// `iov` readable for `n` (≤ `MAX_IOV`) entries, each buffer writable.
+unsafe fn kmod_udp_recv(
+    fd: c_int,
+    iov: *const iovec,
+    n: usize,
+    flags: c_int,
+) -> Result<Got, Errno> {
+    crate::kmod::data_flags(fd, flags & libc::MSG_DONTWAIT, libc::POLLIN)?;
+    let mut hdr = [0u8; frame::HEADER_LEN];
+    let r = if flags & libc::MSG_PEEK != 0 {
+        // SAFETY: n readable entries.
+        let total = unsafe { iov_total(iov, n) }?;
+        let mut buf = vec![0u8; frame::HEADER_LEN + total];
+        // SAFETY: `buf` is writable for its length.
+        let r = unsafe { crate::kmod::peek(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+        if r >= frame::HEADER_LEN as ssize_t {
+            hdr.copy_from_slice(&buf[..frame::HEADER_LEN]);
+            let mut at = frame::HEADER_LEN;
+            for i in 0..n {
+                // SAFETY: i < n readable entries.
+                let v = unsafe { *iov.wrapping_add(i) };
+                let k = v.iov_len.min(r as usize - at);
+                let src = buf[at..].as_ptr();
+                // SAFETY: the caller's buffer is writable for its length;
+                // `src` has at least `k` bytes left.
+                unsafe { ptr::copy_nonoverlapping(src, v.iov_base.cast(), k) };
+                at += k;
+            }
+        }
+        r
+    } else {
+        let hdr_ptr = hdr.as_mut_ptr();
+        let read = |v: *mut iovec, cnt: usize| {
+            // SAFETY: `v` holds `cnt` live iovecs (the header, the caller's).
+            unsafe { real::readv(fd, v, cnt as c_int) }
+        };
+        // SAFETY: iov has n ≤ MAX_IOV entries; the header lives.
+        unsafe { with_header_iov(hdr_ptr, iov, n, read) }
+    };
+    if r < 0 {
+        return Err(Errno(sys::errno()));
+    }
+    if r == 0 {
+        // The socket's instance is gone.
+        return match ops::eof_error(fd) {
+            0 => Ok(Got {
+                len: 0,
+                src: None,
+                info: PktInfo::NONE,
+                flags: 0,
+            }),
+            err => Err(Errno(err)),
+        };
+    }
+    let got = frame::payload_len(r as usize)?;
+    let reserved = WireAddr::LEN - 4..WireAddr::LEN;
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&hdr[reserved.clone()]);
+    let full = u32::from_le_bytes(word) as usize;
+    hdr[reserved].fill(0);
+    let (src, info) = frame::source(&hdr)?;
+    Ok(Got {
+        len: if flags & libc::MSG_TRUNC != 0 {
+            full
+        } else {
+            got
+        },
+        src,
+        info,
+        flags: if full > got { libc::MSG_TRUNC } else { 0 },
     })
 }
 

@@ -226,7 +226,7 @@ pub fn call(
 /// (the module never raises `SIGPIPE`; the shim decides) and
 /// `MSG_DONTWAIT` (a zero-timeout `poll` first); reads (`events`
 /// `POLLIN`) also `MSG_PEEK` or `MSG_WAITALL`, one at a time.
-fn data_flags(fd: c_int, flags: c_int, events: i16) -> Result<(), Errno> {
+pub(crate) fn data_flags(fd: c_int, flags: c_int, events: i16) -> Result<(), Errno> {
     let mut known = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
     if events == libc::POLLIN {
         known |= libc::MSG_PEEK | libc::MSG_WAITALL;
@@ -258,7 +258,7 @@ fn fail(e: Errno) -> ssize_t {
 ///
 /// # Safety
 /// `buf` is writable for `count` bytes.
-unsafe fn peek(fd: c_int, buf: *mut c_void, count: size_t, flags: c_int) -> ssize_t {
+pub(crate) unsafe fn peek(fd: c_int, buf: *mut c_void, count: size_t, flags: c_int) -> ssize_t {
     let mut p = InsPeek {
         buf: buf as u64,
         len: count as u64,
