@@ -249,6 +249,17 @@ pub(crate) fn data_flags(fd: c_int, flags: c_int, events: i16) -> Result<(), Err
     Ok(())
 }
 
+/// Whether `fd` is one of the module's socket files (its link in
+/// `/proc/self/fd` names the anonymous inode `[ins-socket]`).
+pub fn is_socket_file(fd: c_int) -> bool {
+    const NAME: &[u8] = b"anon_inode:[ins-socket]";
+    let path = format!("/proc/self/fd/{fd}\0");
+    let mut buf = [0u8; 64];
+    // SAFETY: a NUL-terminated path and a writable buffer of its length.
+    let n = unsafe { libc::readlink(path.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len()) };
+    n == NAME.len() as isize && &buf[..NAME.len()] == NAME
+}
+
 fn fail(e: Errno) -> ssize_t {
     sys::set_errno(e.0);
     -1

@@ -84,22 +84,32 @@ fn exchange(fd: i32, req: &Request<'_>) -> Result<ctl::Reply, Errno> {
 
 /// Classifies an fd the table does not know (inherited across `exec`, or
 /// made by an unhooked call) and caches the answer. A Unix stream or
-/// seqpacket socket is asked about with `Identify`.
+/// seqpacket socket is asked about with `Identify`, and so is the kernel
+/// module's socket file when the module is in use.
 pub fn classify(fd: i32) -> Entry {
     if !TABLE.fits(fd) {
         return Entry::HOST;
     }
-    let is_sock = match sys::fstat_sock(fd) {
-        Ok((s, _)) => s,
+    let (ty, is_sock) = match sys::fstat_type(fd) {
+        Ok((t, _)) => (t, t == libc::S_IFSOCK),
         // Not open: nothing to cache; the real call reports EBADF.
         Err(_) => return Entry::HOST,
     };
-    let e = if is_sock
+    let e = if ty == 0
+        && crate::kmod::is_socket_file(fd)
+        && matches!(crate::kmod::device(), Ok(Some(_)))
+    {
+        // The kernel module's socket file (an anonymous inode) inherited
+        // across exec (this image decides to use the module now, if it
+        // had not): the module answers `Identify` as a daemon does.
+        identify(fd)
+    } else if is_sock
         && sys::sock_int_opt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) == Ok(libc::AF_UNIX)
         && matches!(
             sys::sock_int_opt(fd, libc::SOL_SOCKET, libc::SO_TYPE),
             Ok(libc::SOCK_STREAM | libc::SOCK_SEQPACKET)
-        ) {
+        )
+    {
         identify(fd)
     } else {
         Entry::HOST

@@ -421,12 +421,18 @@ pub fn net_capable() -> bool {
 
 /// `(is a socket, inode)` of an open fd.
 pub fn fstat_sock(fd: c_int) -> Result<(bool, u64), Errno> {
+    fstat_type(fd).map(|(t, ino)| (t == libc::S_IFSOCK, ino))
+}
+
+/// `fstat()`: the file type bits (`S_IFMT`; 0 for an anonymous inode, as
+/// the kernel module's socket files are) and the inode number.
+pub fn fstat_type(fd: c_int) -> Result<(libc::mode_t, u64), Errno> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: st is a writable stat buffer.
     check(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
     // SAFETY: zero-initialised and filled by a successful fstat.
     let st = unsafe { st.assume_init() };
-    Ok((st.st_mode & libc::S_IFMT == libc::S_IFSOCK, st.st_ino))
+    Ok((st.st_mode & libc::S_IFMT, st.st_ino))
 }
 
 /// `getsockopt()` into `out`; returns the length the kernel reported.

@@ -47,6 +47,8 @@ for c in "$SRC"/guest-shim/*.c; do
 done
 # The differential conformance script of the host's `--test conformance`.
 cc -O1 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -o "$I/bin/conformance" "$REPO/tests/c/conformance.c"
+# Fork and exec with INS sockets (the host's c_programs test has it too).
+cc -O1 -Wall -Wextra -Werror -D_GNU_SOURCE -o "$I/bin/forkexec" "$REPO/tests/c/forkexec.c"
 mkdir -p "$I/etc"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$I/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' > "$I/etc/group"

@@ -67,7 +67,7 @@ if [ ! -e "$UIMG" ]; then
 fi
 echo "== unikernel image $UIMG ($(( $(date +%s) - t0 )) s)"
 
-# The kernel-module PVM (tests 39-42, tests/xen/kmod.sh): the Rust-enabled
+# The kernel-module PVM (tests 39-46, tests/xen/kmod.sh): the Rust-enabled
 # Linux 6.12 of tests/kmod (Xen PV guest support in its config; built once
 # and cached under its key, /var/cache/ins/kmod) as a PV domU kernel, and
 # protvm-driver/kmod's ins.ko built against it.

@@ -70,7 +70,7 @@ wait_cmd() {
 }
 . /etc/ins/spawn.sh   # defines spawn_tests (tests 23-27) and ukspawn_tests (28-33); ins_tests=spawn runs only them
 . /etc/ins/hostile.sh   # defines hostile_tests (test 34); ins_tests=hostile runs only it
-. /etc/ins/kmod.sh   # defines kmod_tests (tests 39-42: ins.ko in a PVM); ins_tests=kmod runs only them
+. /etc/ins/kmod.sh   # defines kmod_tests (tests 39-46: ins.ko in a PVM, its instance domains); ins_tests=kmod runs only them
 
 # ins_tests= on dom0's command line (INS_XEN_TESTS for run.sh) selects
 # a part of the lab: "unikernel" boots only the PVM and runs the
@@ -234,7 +234,7 @@ ukspawn_tests   # tests 28-33: the same with PV unikernel instance domains (test
 for n in pvm snoop; do run $n poweroff; done
 sleep 2
 . /etc/ins/unikernel.sh   # tests 11-15: the PV unikernel (tests/xen/unikernel.sh)
-kmod_tests   # tests 39-42: ins.ko in a PVM whose kernel is tests/kmod's (tests/xen/kmod.sh)
+kmod_tests   # tests 39-46: ins.ko in a PVM whose kernel is tests/kmod's (tests/xen/kmod.sh)
 echo "XENLAB_DONE failed=$FAILED elapsed=$(since $T0) s"
 sync
 poweroff -f

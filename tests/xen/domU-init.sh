@@ -20,9 +20,13 @@ if [ -n "$IP" ]; then
 fi
 DRV=$(sed -n 's/.*ins_driver=\([0-9]*\).*/\1/p' /proc/cmdline)
 CHAN=$(sed -n 's/.*ins_channel=\([a-z0-9-]*\).*/\1/p' /proc/cmdline)
+# ins_fault=S (the kernel-module lab's hostile instance): corrupt the
+# ring S seconds after joining (--fault-inject-corrupt-ring-after-s).
+FAULT=$(sed -n 's/.*ins_fault=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$DRV" ] && [ -n "$CHAN" ]; then
-  ins --xen-driver "$DRV" --xen-channel "$CHAN" --heartbeat-ms 1000 --xen-rendezvous-s 300 &
-  echo "DOMU_INS ins --xen-driver $DRV --xen-channel $CHAN (pid $!)"
+  ins --xen-driver "$DRV" --xen-channel "$CHAN" --heartbeat-ms 1000 --xen-rendezvous-s 300 \
+    ${FAULT:+--fault-inject-corrupt-ring-after-s $FAULT} &
+  echo "DOMU_INS ins --xen-driver $DRV --xen-channel $CHAN${FAULT:+ (ring corrupted after $FAULT s)} (pid $!)"
 fi
 ME=$(xenstore-read domid)
 echo "DOMU_UP domid=$ME name=$(xenstore-read name) ip=${IP:-none} uptime=$(cut -d' ' -f1 /proc/uptime)"

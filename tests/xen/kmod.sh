@@ -1,4 +1,4 @@
-# The kernel module in a Xen PVM (tests 39-45). Sourced by dom0-init.sh
+# The kernel module in a Xen PVM (tests 39-46). Sourced by dom0-init.sh
 # (uses its helpers and spawn.sh's fetch_ok, rate and load): boots kpvm,
 # a PV domU whose kernel is the Rust-enabled Linux 6.12 of tests/kmod
 # (/boot/vmlinuz-kmod), with ins.ko (built against that kernel) in its
@@ -136,6 +136,30 @@ kmod_tests() {
     result kmod-xen-destroy fail "no instance domain (test 44 failed)"
     xl destroy kins 2>/dev/null
   fi
+
+  # --- 46. a hostile instance domain: kinsh's `ins` corrupts the ring it
+  # produces (garbage, a producer index past capacity) 12 s after joining;
+  # the module marks only that instance dead ("corrupt ring"), attach-xen
+  # sees the channel file hang up, asks kinsh to close (Closing), kinsh
+  # unmaps and closes, the keys go; nginx in kpvm serves on through the
+  # local instance.
+  sed 's/^name = "kins"/name = "kinsh"/; s/ins_channel=kx/ins_channel=kh ins_fault=12/' /etc/xen/kins.cfg > /etc/xen/kinsh.cfg
+  ok=0
+  if create kinsh; then
+    console kinsh
+    if wait_up kinsh 300; then
+      KH=$(domid kinsh)
+      run kpvm "sh /opt/ins/pvm-kmod.sh xen-attach $KH kh"; r=$(wait_cmd kpvm $N 300); th=$(up)
+      served=0; [ "$r" = 0 ] && first_answer $KINS_IP 60 && fetch_ok $KINS_IP small.html && served=1
+      echo "kmod xen hostile: kinsh (dom$KH) joined ($r) and served through its address: $served"
+      run kpvm "sh /opt/ins/pvm-kmod.sh xen-hostile"; r=$(wait_cmd kpvm $N 240)
+      echo "kmod xen hostile: verdict $(since $th) s after the join (corruption at 12 s)"
+      if [ "$served" = 1 ] && [ "$r" = 0 ] && fetch_ok $KPVM_IP big.bin; then ok=1; fi
+    fi
+    xl destroy kinsh 2>/dev/null
+  fi
+  [ $ok = 1 ] && result kmod-xen-hostile pass "instance domain kinsh corrupted its ring: ins.ko marked only it dead (corrupt ring), attach-xen asked it to close and removed the keys, nginx served 1 MiB byte-exact through the local instance after" \
+    || result kmod-xen-hostile fail "see above"
 
   # --- 42. the module unloads with no oops once nginx and the instances
   # are gone

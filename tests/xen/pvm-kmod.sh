@@ -7,12 +7,15 @@
 #   native    the same nginx without the shim on 8081 (figures' baseline)
 #   kill1     SIGKILL the first instance; wait until the module lists it dead
 #   down      stop nginx and the instances, unload the module; no oops
-#   xen-attach D  `ins-ctl attach-xen --kmod`: the module grants channel kx
-#             to domain D (whose init runs `ins --xen-driver <kpvm>
-#             --xen-channel kx`), in the background; waits until the module
-#             lists that instance live
+#   xen-attach D [C]  `ins-ctl attach-xen --kmod`: the module grants
+#             channel C (kx) to domain D (whose init runs `ins --xen-driver
+#             <kpvm> --xen-channel C`), in the background; waits until the
+#             module lists that instance live
 #   xen-gone  after D's destruction: the module lists it dead, attach-xen
 #             tore down (keys removed) and exited 0, no oops
+#   xen-hostile  D's instance corrupts its ring: the module marks it dead
+#             (corrupt ring), attach-xen sees the hang-up, D closes, the
+#             keys go, attach-xen exits 0, no oops
 #   probe D   insmod ins_xenprobe.ko, which grants pages and a port to dom D
 #             (data/kprobe/peer) and publishes them (data/kprobe/*)
 #   unprobe   rmmod ins_xenprobe; print its last log line; no oops
@@ -89,7 +92,8 @@ down)
   echo "KPVM module unloaded, no oops"
   ;;
 xen-attach)
-  (ins-ctl attach-xen --kmod /dev/ins --domid "$2" --channel kx --rendezvous-s 300 --ring-capacity 262144; echo "rc=$?") > $W/attach.log 2>&1 &
+  C=${3:-kx}; echo "$C" > $W/xen.chan
+  (ins-ctl attach-xen --kmod /dev/ins --domid "$2" --channel "$C" --rendezvous-s 300 --ring-capacity 262144; echo "rc=$?") > $W/attach.log 2>&1 &
   echo $! > $W/attach.pid
   status_until " xen dom$2 " ' live ' 300 || { echo "KPVM no instance from dom$2"; cat $W/attach.log; exit 1; }
   sed -n "s/^instance \([0-9]*\) live xen dom$2 .*/\1/p" /dev/ins > $W/xen.id
@@ -109,6 +113,20 @@ xen-gone)
   dmesg | grep -E 'BUG|Oops|WARNING|Call Trace' && exit 1
   true
   ;;
+xen-hostile)
+  id=$(cat $W/xen.id); C=$(cat $W/xen.chan)
+  status_until "instance $id " '^instance [0-9]* dead ' 120 || exit 1
+  p=$(cat $W/attach.pid); i=0
+  while kill -0 "$p" 2>/dev/null && [ $i -lt 600 ]; do usleep 100000; i=$((i + 1)); done
+  echo "KPVM hostile: $(dmesg | grep "instance $id failed" | tail -n 1 | sed 's/^\[[^]]*\] //')"
+  echo "KPVM attach-xen: $(tail -n 2 $W/attach.log | tr '\n' ' ')"
+  dmesg | grep -q "instance $id failed: corrupt ring" || exit 1
+  grep -q 'ended: the module declared the instance dead' $W/attach.log && grep -q '^rc=0$' $W/attach.log || { cat $W/attach.log; exit 1; }
+  xenstore-read data/ins/$C/state 2>/dev/null && { echo "KPVM channel keys left"; exit 1; }
+  echo "KPVM $(dmesg | sed -n 's/.*\(xen channel pages: grants ended.*\)/\1/p' | tail -n 1)"
+  dmesg | grep -E 'BUG|Oops|WARNING|Call Trace' && exit 1
+  true
+  ;;
 probe)
   xenstore-write data/kprobe/peer "$2" || exit 1
   insmod /lib/ins/ins_xenprobe.ko || { echo "KPVM insmod ins_xenprobe failed"; dmesg | grep ins_xenprobe; exit 1; }
@@ -125,5 +143,5 @@ unprobe)
 clean)
   ! dmesg | grep -E 'BUG|Oops|WARNING|Call Trace|leaking g\.e\.|still pending'
   ;;
-*) echo "usage: pvm-kmod.sh up|native|kill1|xen-attach D|xen-gone|down|probe D|unprobe|clean"; exit 2 ;;
+*) echo "usage: pvm-kmod.sh up|native|kill1|xen-attach D [C]|xen-gone|xen-hostile|down|probe D|unprobe|clean"; exit 2 ;;
 esac

@@ -47,8 +47,8 @@ for pat in (r"XAGENT created .*", r"\bspawn fetch .*", r"\bspawn load: .*", r"FI
             r"FIGURE ukspawn_\S+ .*"):
     for line in dict.fromkeys(re.sub(r"^\[\S+\]\s*", "", x.strip()) for x in re.findall(pat, log)):
         print("        " + line)
-print("== the kernel module in a PVM whose kernel is tests/kmod's (tests 39-45)")
-show((r"KPVM kernel .*", r"KPVM listeners .*", r"kmod fetch .*", r"kmod keep-alive: .*", r"kmod failover: .*", r"kmod xen .*", r"KPVM attach-xen.*", r"KPVM xen channel pages.*",
+print("== the kernel module in a PVM whose kernel is tests/kmod's (tests 39-46)")
+show((r"KPVM kernel .*", r"KPVM listeners .*", r"kmod fetch .*", r"kmod keep-alive: .*", r"kmod failover: .*", r"kmod xen .*", r"KPVM attach-xen.*", r"KPVM xen channel pages.*", r"KPVM hostile: .*",
       r"kmod probe.*", r"KPROBE \d+ rounds.*", r"KPROBE mapped .*"))
 print("== figures (QEMU TCG: only the ratios mean anything)")
 for label, ukl, lnx in (("boot: xl create -> ready", "ukl_boot_s", "linux_boot_s"),
@@ -73,6 +73,11 @@ for label, mod, nat in (("kpvm req/s, one keep-alive connection", "kpvm_module_k
     if mod in figures and nat in figures and figures[nat][0] > 0:
         m, n = figures[mod][0], figures[nat][0]
         print(f"  {label:34} through ins.ko {m:.1f}, native {n:.1f}: module at {m / n:.2f} of native")
+for label, xen, loc in (("kpvm req/s, one keep-alive connection", "kpvm_xen_instance_ka_rps", "kpvm_module_ka_rps"),
+                        ("kpvm req/s, a connection each", "kpvm_xen_instance_conn_rps", "kpvm_module_conn_rps")):
+    if xen in figures and loc in figures and figures[loc][0] > 0:
+        x, l = figures[xen][0], figures[loc][0]
+        print(f"  {label:34} through an instance domain {x:.1f}, a local instance {l:.1f}: {x / l:.2f}")
 rows = [("round trip, 64 B", "ring_rtt_us", "tcp_rtt_us", "us", False),
         ("throughput, 16 KiB frames", "ring_mib_s", "tcp_mib_s", "MiB/s", True)]
 print(f"  {'':28}{'xen ring':>12}{'tcp/bridge':>12}   ratio")
@@ -84,12 +89,12 @@ for label, ring, tcp, unit, higher_better in rows:
     else:
         print(f"  {label:28} missing ({ring} / {tcp})")
 ok = bool(done) and int(done.group(1)) == 0 and tests and all(v == "PASS" for _, v, _ in tests)
-# The whole lab has 45 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
+# The whole lab has 46 tests; INS_XEN_TESTS=unikernel (LAB_TESTS unikernel)
 # runs the unikernel's 14 (16, 17, 20, 35, 36, 21, 22, 18, 19, then 11-15),
 # INS_XEN_TESTS=spawn the 13 of tests/xen/spawn.sh (23-33, 37, 38), INS_XEN_TESTS=hostile
-# test 34 (tests/xen/hostile.sh), INS_XEN_TESTS=kmod tests 39-45 (tests/xen/kmod.sh).
+# test 34 (tests/xen/hostile.sh), INS_XEN_TESTS=kmod tests 39-46 (tests/xen/kmod.sh).
 part = re.search(r"LAB_TESTS (\S+)", log)
-expected = {"unikernel": 14, "spawn": 13, "hostile": 1, "kmod": 7}.get(part.group(1) if part else "all", 45)
+expected = {"unikernel": 14, "spawn": 13, "hostile": 1, "kmod": 8}.get(part.group(1) if part else "all", 46)
 if len(tests) < expected:
     print(f"== {len(tests)} results, {expected} expected")
 ok = ok and len(tests) >= expected
