@@ -183,6 +183,9 @@ pub(crate) struct SockEntry {
     pub(crate) dgrams: VecDeque<KVec<u8>>,
     /// A stream socket (else a datagram socket: dgram.rs).
     pub(crate) stream: bool,
+    /// What the queued datagrams cost, their bookkeeping included
+    /// (dgram.rs: bounded by driver-core's window).
+    pub(crate) dgram_bytes: usize,
     /// The connect was answered 0, or a non-blocking one finished.
     pub(crate) connected: bool,
     /// A non-blocking connect was answered `EINPROGRESS` and has not
@@ -232,6 +235,7 @@ impl SockEntry {
             file,
             rx: VecDeque::new(),
             dgrams: VecDeque::new(),
+            dgram_bytes: 0,
             stream,
             connected,
             connecting: false,
@@ -1068,13 +1072,18 @@ impl SockFile {
             return true;
         };
         if !e.stream {
-            // A datagram socket: writable unless its instance's credit or
-            // ring is used up (a write then waits: dgram.rs).
-            return e.err != 0
-                || match inner.driver.send_credit(self.handle, &mut inner.actions) {
-                    Some((inst, _, c)) => c > 0 && inner.data_to_room(inst) > 0,
-                    None => true,
-                };
+            // A datagram socket: writable while its instance's credit and
+            // ring take a datagram (an empty one, at least); not while it
+            // is not placed on an instance (a write then waits: dgram.rs).
+            if e.err != 0 {
+                return true;
+            }
+            let w = match inner.driver.send_credit(self.handle, &mut inner.actions) {
+                Some((inst, _, c)) => c > 0 && inner.data_to_fits(inst, 0),
+                None => false,
+            };
+            inner.flush_actions(&self.core.replies_wq);
+            return w;
         }
         if e.err != 0 || e.shut_wr || !(e.connected || e.connecting) {
             return true;

@@ -48,19 +48,36 @@ const MAX_WRITE: usize = PAIR_HEADER_LEN + 65527;
 /// Where the reserved word sits in the header (the address's last word).
 const RESERVED: core::ops::Range<usize> = WireAddr::LEN - 4..WireAddr::LEN;
 
+/// What one queued datagram costs beyond its header and payload (its
+/// allocation and queue slot, roughly), so that empty datagrams count.
+const DGRAM_OVERHEAD: usize = 64;
+
+/// What a queued datagram `d` (header and payload) costs.
+fn cost(d: &[u8]) -> usize {
+    d.len() + DGRAM_OVERHEAD
+}
+
 /// A datagram from the instance for socket `h`, into its queue. False if
-/// there is no such datagram socket, or no memory (the datagram is
-/// dropped; the caller returns its credit).
+/// there is no such datagram socket, its queue would cost more than
+/// `limit` bytes (driver-core's window; credit counts payload only, so
+/// without this a peer's empty datagrams would queue without end), or no
+/// memory: the datagram is dropped (the caller returns its credit), as
+/// UDP drops.
 pub(crate) fn dgram_in(
     socks: &mut Socks,
     h: driver_core::Handle,
     addr: Option<SocketAddr>,
     info: PktInfo,
     bytes: &[u8],
+    limit: usize,
 ) -> bool {
     let Some(e) = socks.iter_mut().find(|e| e.handle == h && !e.stream) else {
         return false;
     };
+    let c = PAIR_HEADER_LEN + bytes.len() + DGRAM_OVERHEAD;
+    if e.dgram_bytes + c > limit {
+        return false;
+    }
     // The reserved word tells the reader the payload's full length.
     let hdr = encode_pair_header(addr, &info, bytes.len() as u32);
     let mut d = match KVec::with_capacity(PAIR_HEADER_LEN + bytes.len(), GFP_KERNEL) {
@@ -73,6 +90,7 @@ pub(crate) fn dgram_in(
     {
         return false;
     }
+    e.dgram_bytes += cost(&d);
     e.dgrams.push_back(d);
     e.wake();
     true
@@ -104,7 +122,10 @@ impl SockFile {
                     .find(|e| e.handle == self.handle)
                     .ok_or(EBADF)?;
                 match e.dgrams.pop_front() {
-                    Some(d) => Some(d),
+                    Some(d) => {
+                        e.dgram_bytes = e.dgram_bytes.saturating_sub(cost(&d));
+                        Some(d)
+                    }
                     None if e.err != 0 || e.eof => return Ok(0),
                     None => None,
                 }
@@ -245,8 +266,10 @@ impl SockFile {
         if dest.is_none() && !e.connected {
             return Err(Error::from_errno(-(bindings::EDESTADDRREQ as i32)));
         }
-        let Some((inst, wire, credit)) = inner.driver.send_credit(self.handle, &mut inner.actions)
-        else {
+        let credit = inner.driver.send_credit(self.handle, &mut inner.actions);
+        // Placing the socket queued its `Open`: onto the ring before data.
+        inner.flush_actions(&self.core.replies_wq);
+        let Some((inst, wire, credit)) = credit else {
             // Not placed on an instance (yet, or any more): wait, as the
             // daemon holds such a datagram.
             return Ok(false);
@@ -254,7 +277,7 @@ impl SockFile {
         if payload.len() > inner.max_dgram(inst) {
             return Err(Error::from_errno(-(bindings::EMSGSIZE as i32)));
         }
-        if (credit as usize) < payload.len() {
+        if (credit as usize) < payload.len() || !inner.data_to_fits(inst, payload.len()) {
             return Ok(false);
         }
         if !inner.push_data_to(inst, wire, dest, info, payload)? {
@@ -276,12 +299,13 @@ impl SockFile {
         if e.err != 0 {
             return true;
         }
-        match inner.driver.send_credit(self.handle, &mut inner.actions) {
+        let r = match inner.driver.send_credit(self.handle, &mut inner.actions) {
             Some((inst, _, c)) => {
-                len > inner.max_dgram(inst)
-                    || (c as usize >= len && inner.data_to_room(inst) >= len)
+                len > inner.max_dgram(inst) || (c as usize >= len && inner.data_to_fits(inst, len))
             }
             None => false,
-        }
+        };
+        inner.flush_actions(&self.core.replies_wq);
+        r
     }
 }

@@ -410,7 +410,9 @@ impl Core {
         if c.failed.is_some() {
             return Ok(());
         }
-        frames_in(
+        // (Frames left after the last round: the instance's own thread is
+        // in this call; it rings again once it publishes more.)
+        let _ = frames_in(
             c,
             &mut inner.driver,
             &mut inner.actions,
@@ -447,14 +449,19 @@ impl Core {
                     &mut inner.driver,
                     &mut inner.actions,
                 );
-            } else {
-                frames_in(
-                    c,
-                    &mut inner.driver,
-                    &mut inner.actions,
-                    &mut inner.socks,
-                    now,
-                );
+            } else if frames_in(
+                c,
+                &mut inner.driver,
+                &mut inner.actions,
+                &mut inner.socks,
+                now,
+            ) {
+                // Frames left after the last round, the ring not armed for
+                // them (the instance publishes beside us): run again.
+                c.chan
+                    .events
+                    .fetch_or(crate::xenchan::MORE_EV, Ordering::AcqRel);
+                crate::xenchan::queue(c.chan.clone());
             }
         }
         if c.failed.is_none() {
@@ -654,46 +661,61 @@ fn fail(c: &mut ChanState, why: &'static str, driver: &mut Driver, actions: &mut
 ///
 /// Bounded work: within a round nothing is released, so the instance
 /// cannot add frames beyond the ring's capacity (every frame takes at
-/// least 8 bytes: at most capacity / 8 frames a round). The instance's
-/// own thread is in this call, so a well-behaved (single-producer-thread)
-/// instance has published nothing new when the round ends and re-arming
-/// succeeds at once. Only frames published by another thread during the
-/// last round can be left unarmed, and then only that instance waits.
+/// least 8 bytes: at most capacity / 8 frames a round). On the local
+/// transport the instance's own thread is in this call, so a well-behaved
+/// (single-producer-thread) instance has published nothing new when the
+/// round ends and re-arming succeeds at once. Returns `true` if frames
+/// are left after the last round (the ring is not armed for them): the
+/// Xen transport, whose instance runs beside this, queues itself again.
 fn frames_in(
     c: &mut ChanState,
     driver: &mut Driver,
     actions: &mut AVec<Action>,
     socks: &mut AVec<SockEntry>,
     now: u64,
-) {
+) -> bool {
     for _ in 0..MAX_ROUNDS {
         loop {
             let n = match c.rx.pop(&mut c.buf) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
-                Err(RingError::Corrupt(_)) => return fail(c, "corrupt ring", driver, actions),
-                Err(_) => return fail(c, "ring error", driver, actions),
+                Err(RingError::Corrupt(_)) => {
+                    fail(c, "corrupt ring", driver, actions);
+                    return false;
+                }
+                Err(_) => {
+                    fail(c, "ring error", driver, actions);
+                    return false;
+                }
             };
             c.frames += 1;
             if let Err(why) = frame_in(c, n, driver, actions, socks, now) {
-                return fail(c, why, driver, actions);
+                fail(c, why, driver, actions);
+                return false;
             }
             if c.failed.is_some() {
-                return;
+                return false;
             }
         }
         match c.rx.release() {
             Ok(true) => c.bell(),
             Ok(false) => {}
-            Err(_) => return fail(c, "corrupt ring", driver, actions),
+            Err(_) => {
+                fail(c, "corrupt ring", driver, actions);
+                return false;
+            }
         }
         // Ask to be rung on the next frame; `true`: more came meanwhile.
         match c.rx.prepare_wait() {
-            Ok(false) => return,
+            Ok(false) => return false,
             Ok(true) => {}
-            Err(_) => return fail(c, "corrupt ring", driver, actions),
+            Err(_) => {
+                fail(c, "corrupt ring", driver, actions);
+                return false;
+            }
         }
     }
+    true
 }
 
 /// One frame, `n` bytes in `c.buf`: the hello first, then messages.
@@ -718,7 +740,8 @@ fn frame_in(
             Msg::DataTo {
                 addr, info, bytes, ..
             } => {
-                if !crate::dgram::dgram_in(socks, h, addr, info, bytes) {
+                let limit = driver.config().window as usize;
+                if !crate::dgram::dgram_in(socks, h, addr, info, bytes, limit) {
                     // Dropped, as UDP drops: its credit goes back.
                     c.undelivered += 1;
                     driver.delivered(h, bytes.len() as u32, true, actions);
@@ -912,11 +935,32 @@ impl CoreInner {
             })
     }
 
-    /// How many payload bytes one `DataTo` frame on `inst`'s ring can carry
-    /// now (as [`CoreInner::data_room`]).
-    pub(crate) fn data_to_room(&mut self, inst: InstId) -> usize {
-        self.data_room(inst)
-            .saturating_sub(DATA_TO_PREFIX_LEN - HEADER_LEN)
+    /// Whether a `DataTo` frame of `len` payload bytes fits `inst`'s ring
+    /// now (nothing queued before it); if not, the ring is armed so that
+    /// the instance's release rings the module once it does, and the
+    /// doorbell wakes the writers.
+    pub(crate) fn data_to_fits(&mut self, inst: InstId, len: usize) -> bool {
+        let Some(c) = self.chans.iter_mut().find(|c| c.inst == Some(inst)) else {
+            return false;
+        };
+        if c.failed.is_some() || !c.backlog.is_empty() {
+            return false;
+        }
+        let need = DATA_TO_PREFIX_LEN + len;
+        if c.tx.free_frame_space().is_ok_and(|free| free >= need) {
+            return true;
+        }
+        // `true`: room came meanwhile.
+        c.tx.prepare_wait_space(need).unwrap_or(false)
+    }
+
+    /// Carries out actions driver-core left (e.g. a socket's `Open`, which
+    /// `send_credit` queues when it places a socket: it must reach the
+    /// ring before the socket's data), waking shim waiters for replies.
+    pub(crate) fn flush_actions(&mut self, replies_wq: &WaitQueue) {
+        if !self.actions.is_empty() && self.execute() {
+            replies_wq.wake(ksys::EPOLLIN);
+        }
     }
 }
 

@@ -237,8 +237,16 @@ pub(crate) fn new_anon_file<T>(
             Error::from_errno(errno as i32)
         });
     }
+    // Reads and writes honour `IOCB_NOWAIT` (a socket file's do): let
+    // `preadv2`/`pwritev2` ask for it per call with `RWF_NOWAIT` (the
+    // shim's `MSG_DONTWAIT` on datagrams), as eventfd allows.
+    // SAFETY: a new file nobody else sees yet.
+    unsafe { (*f).f_mode |= FMODE_NOWAIT };
     Ok((fd, f))
 }
+
+/// `FMODE_NOWAIT` (include/linux/fs.h, Linux 6.12).
+const FMODE_NOWAIT: bindings::fmode_t = 1 << 27;
 
 /// Drops a file and fd made by [`new_anon_file`] but not installed (the
 /// file's `release` runs).

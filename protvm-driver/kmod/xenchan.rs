@@ -59,6 +59,8 @@ use crate::kxen::{self, BoundPort, GrantedRegion, IrqReturn, IRQ_HANDLED, PAGE_S
 pub(crate) const RING_EV: u32 = 1;
 /// `Chan::events`: the liveness port fired.
 pub(crate) const LIVE_EV: u32 = 2;
+/// `Chan::events`: frames were left to read (no port to acknowledge).
+pub(crate) const MORE_EV: u32 = 4;
 /// Offset of the driver's alive word in the status page
 /// (`ins_xen::channel::DRIVER_ALIVE`).
 const DRIVER_ALIVE: usize = 0;

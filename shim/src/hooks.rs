@@ -756,12 +756,19 @@ unsafe fn udp_send(
     let mut hdr = frame::header(to, &info);
     if crate::kmod::active() {
         // A socket file takes one datagram per write, header first
-        // (protvm-driver/kmod/dgram.rs).
-        crate::kmod::data_flags(fd, flags & libc::MSG_DONTWAIT, libc::POLLOUT)?;
+        // (protvm-driver/kmod/dgram.rs); `MSG_DONTWAIT` is this write's
+        // `RWF_NOWAIT` (the module honours `IOCB_NOWAIT`).
+        let nowait = flags & libc::MSG_DONTWAIT != 0;
         let hdr_ptr = hdr.as_mut_ptr();
         let write = |v: *mut iovec, cnt: usize| {
-            // SAFETY: `v` holds `cnt` live iovecs (the header, the caller's).
-            unsafe { real::writev(fd, v, cnt as c_int) }
+            if nowait {
+                // SAFETY: `v` holds `cnt` live iovecs (the header, the
+                // caller's); offset -1: the file's position, as writev.
+                unsafe { libc::pwritev2(fd, v, cnt as c_int, -1, libc::RWF_NOWAIT) }
+            } else {
+                // SAFETY: as above.
+                unsafe { real::writev(fd, v, cnt as c_int) }
+            }
         };
         // SAFETY: iov has n ≤ MAX_IOV readable entries; the header lives.
         let r = unsafe { with_header_iov(hdr_ptr, iov, n, write) };
@@ -854,15 +861,7 @@ unsafe fn udp_recv(fd: c_int, iov: *const iovec, n: usize, flags: c_int) -> Resu
     }
     if r == 0 {
         // The driver closed its end.
-        return match ops::eof_error(fd) {
-            0 => Ok(Got {
-                len: 0,
-                src: None,
-                info: PktInfo::NONE,
-                flags: 0,
-            }),
-            err => Err(Errno(err)),
-        };
+        return udp_eof(fd);
     }
     let len = frame::payload_len(r as usize)?;
     let (src, info) = frame::source(&hdr)?;
@@ -872,6 +871,20 @@ unsafe fn udp_recv(fd: c_int, iov: *const iovec, n: usize, flags: c_int) -> Resu
         info,
         flags: mflags,
     })
+}
+
+/// What a UDP receive gives once the driver's end is gone: the pending
+/// error, or an empty datagram.
+fn udp_eof(fd: c_int) -> Result<Got, Errno> {
+    match ops::eof_error(fd) {
+        0 => Ok(Got {
+            len: 0,
+            src: None,
+            info: PktInfo::NONE,
+            flags: 0,
+        }),
+        err => Err(Errno(err)),
+    }
 }
 
 /// [`udp_recv`] on the kernel module's socket file: one datagram per
@@ -886,7 +899,7 @@ unsafe fn kmod_udp_recv(
     n: usize,
     flags: c_int,
 ) -> Result<Got, Errno> {
-    crate::kmod::data_flags(fd, flags & libc::MSG_DONTWAIT, libc::POLLIN)?;
+    let nowait = flags & libc::MSG_DONTWAIT != 0;
     let mut hdr = [0u8; frame::HEADER_LEN];
     let r = if flags & libc::MSG_PEEK != 0 {
         // SAFETY: n readable entries.
@@ -912,8 +925,14 @@ unsafe fn kmod_udp_recv(
     } else {
         let hdr_ptr = hdr.as_mut_ptr();
         let read = |v: *mut iovec, cnt: usize| {
-            // SAFETY: `v` holds `cnt` live iovecs (the header, the caller's).
-            unsafe { real::readv(fd, v, cnt as c_int) }
+            if nowait {
+                // SAFETY: `v` holds `cnt` live iovecs (the header, the
+                // caller's); `MSG_DONTWAIT` is this read's `RWF_NOWAIT`.
+                unsafe { libc::preadv2(fd, v, cnt as c_int, -1, libc::RWF_NOWAIT) }
+            } else {
+                // SAFETY: as above.
+                unsafe { real::readv(fd, v, cnt as c_int) }
+            }
         };
         // SAFETY: iov has n ≤ MAX_IOV entries; the header lives.
         unsafe { with_header_iov(hdr_ptr, iov, n, read) }
@@ -923,15 +942,7 @@ unsafe fn kmod_udp_recv(
     }
     if r == 0 {
         // The socket's instance is gone.
-        return match ops::eof_error(fd) {
-            0 => Ok(Got {
-                len: 0,
-                src: None,
-                info: PktInfo::NONE,
-                flags: 0,
-            }),
-            err => Err(Errno(err)),
-        };
+        return udp_eof(fd);
     }
     let got = frame::payload_len(r as usize)?;
     let reserved = WireAddr::LEN - 4..WireAddr::LEN;

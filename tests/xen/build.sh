@@ -138,7 +138,7 @@ mkdir -p "$R/etc/xen"; cp -a "$X/etc/xen/scripts" "$X/etc/xen/xl.conf" "$R/etc/x
 vif() { echo "'bridge=xenbr0,mac=00:16:3e:00:64:$1'"; }
 sed "s/@NAME@/pvm/; s/@MEM@/320/; s/@VIF@/$(vif 02)/; s/@IP@/169.254.100.2/" "$HERE/du.cfg.in" > "$R/etc/xen/pvm.cfg"
 sed "s/@NAME@/ins1/; s/@MEM@/192/; s/@VIF@/$(vif 03)/; s/@IP@/169.254.100.3/" "$HERE/du.cfg.in" > "$R/etc/xen/ins1.cfg"
-sed "s/@NAME@/kpvm/; s/@MEM@/320/; s/@VIF@/$(vif 09)/; s/@IP@/169.254.100.9/; s|/boot/vmlinuz-domU|/boot/vmlinuz-kmod|" "$HERE/du.cfg.in" > "$R/etc/xen/kpvm.cfg"
+sed "s/@NAME@/kpvm/; s/@MEM@/320/; s/@VIF@/$(vif 09)/; s/@IP@/169.254.100.9 kmemleak=on/; s|/boot/vmlinuz-domU|/boot/vmlinuz-kmod|" "$HERE/du.cfg.in" > "$R/etc/xen/kpvm.cfg"
 # kins: an instance domain for ins.ko in kpvm (tests 44-45); kmod.sh puts
 # kpvm's domain id in place of @KDOM@ before creating it.
 sed "s/@NAME@/kins/; s/@MEM@/192/; s/@VIF@/$(vif 0a)/; s/@IP@/169.254.100.10 ins_driver=@KDOM@ ins_channel=kx/" "$HERE/du.cfg.in" > "$R/etc/xen/kins.cfg"

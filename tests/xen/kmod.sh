@@ -164,7 +164,7 @@ kmod_tests() {
   # --- 42. the module unloads with no oops once nginx and the instances
   # are gone
   run kpvm "sh /opt/ins/pvm-kmod.sh down"; r=$(wait_cmd kpvm $N 120)
-  [ "$r" = 0 ] && result kmod-pvm-unload pass "nginx and the instances stopped, rmmod ins, /dev/ins gone, no oops in the log" \
+  [ "$r" = 0 ] && result kmod-pvm-unload pass "nginx and the instances stopped (a local instance killed, two instance domains gone: destroyed, hostile), rmmod ins, /dev/ins gone, no oops in the log, kmemleak finds no unreferenced object" \
     || result kmod-pvm-unload fail "pvm-kmod.sh down: $r"
 
   # --- 43. the Xen primitives of the module's coming Xen transport, from

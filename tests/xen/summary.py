@@ -48,7 +48,7 @@ for pat in (r"XAGENT created .*", r"\bspawn fetch .*", r"\bspawn load: .*", r"FI
     for line in dict.fromkeys(re.sub(r"^\[\S+\]\s*", "", x.strip()) for x in re.findall(pat, log)):
         print("        " + line)
 print("== the kernel module in a PVM whose kernel is tests/kmod's (tests 39-46)")
-show((r"KPVM kernel .*", r"KPVM listeners .*", r"kmod fetch .*", r"kmod keep-alive: .*", r"kmod failover: .*", r"kmod xen .*", r"KPVM attach-xen.*", r"KPVM xen channel pages.*", r"KPVM hostile: .*",
+show((r"KPVM kernel .*", r"KPVM listeners .*", r"kmod fetch .*", r"kmod keep-alive: .*", r"kmod failover: .*", r"kmod xen .*", r"KPVM attach-xen.*", r"KPVM xen channel pages.*", r"KPVM hostile: .*", r"KPVM kmemleak .*",
       r"kmod probe.*", r"KPROBE \d+ rounds.*", r"KPROBE mapped .*"))
 print("== figures (QEMU TCG: only the ratios mean anything)")
 for label, ukl, lnx in (("boot: xl create -> ready", "ukl_boot_s", "linux_boot_s"),

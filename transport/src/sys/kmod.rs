@@ -77,9 +77,20 @@ fn open_channel(device: &Path, cfg: &ChannelConfig) -> Result<(OwnedFd, Layout),
     // installed in our table for us alone.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let u64_at = |i: usize| u64::from(words[i]) | (u64::from(words[i + 1]) << 32);
-    // The module's answer in the rendezvous header's terms (no fds travel
-    // here; the count is the header's), validated as a daemon's would be.
-    let header = Header {
+    let layout = module_layout(cfg, u64_at(4), u64_at(6))?;
+    Ok((fd, layout))
+}
+
+/// The module's answer (rings of `cfg`'s sizes, the second at
+/// `to_driver_offset`, `region_len` bytes) in the rendezvous header's
+/// terms (no fds travel here; the count is the header's), validated
+/// against `cfg`'s limits as a daemon's would be.
+fn module_layout(
+    cfg: &ChannelConfig,
+    to_driver_offset: u64,
+    region_len: u64,
+) -> Result<Layout, Error> {
+    Header {
         magic: HEADER_MAGIC,
         version: HEADER_VERSION,
         fd_count: FD_COUNT as u16,
@@ -87,11 +98,10 @@ fn open_channel(device: &Path, cfg: &ChannelConfig) -> Result<(OwnedFd, Layout),
         to_instance_max_frame: cfg.max_frame,
         to_driver_capacity: cfg.ring_capacity,
         to_driver_max_frame: cfg.max_frame,
-        to_driver_offset: u64_at(4),
-        region_len: u64_at(6),
-    };
-    let layout = header.layout(cfg)?;
-    Ok((fd, layout))
+        to_driver_offset,
+        region_len,
+    }
+    .layout(cfg)
 }
 
 /// `INS_IOC_XEN_OFFER`: `_IOWR('I', 6, struct ins_xen_offer)`, 56 bytes:
@@ -148,18 +158,7 @@ pub fn xen_offer(device: &Path, domid: u16, cfg: &ChannelConfig) -> Result<KmodX
     // SAFETY: the ioctl succeeded, so `raw` is a new descriptor the module
     // installed in our table for us alone.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let header = Header {
-        magic: HEADER_MAGIC,
-        version: HEADER_VERSION,
-        fd_count: FD_COUNT as u16,
-        to_instance_capacity: cfg.ring_capacity,
-        to_instance_max_frame: cfg.max_frame,
-        to_driver_capacity: cfg.ring_capacity,
-        to_driver_max_frame: cfg.max_frame,
-        to_driver_offset: words[11].into(),
-        region_len: want.len as u64,
-    };
-    let layout = header.layout(cfg)?;
+    let layout = module_layout(cfg, words[11].into(), want.len as u64)?;
     if words[8] as usize != pages || words[12] as usize != (pages * ins_xen::gnttab::PAGE_SIZE) {
         return Err(Error::BadHeader(
             "the module's region disagrees with the layout",

@@ -34,6 +34,7 @@
 //!   `state=Closed`, remove our keys.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -260,23 +261,7 @@ pub fn offer_xen(
         .store_u32(status + DRIVER_ALIVE, 1, Ordering::Release)
         .map_err(|_| Error::BadHeader("status page"))?;
 
-    let offer = Offer {
-        version: ins_xen::channel::VERSION,
-        version_min: ins_xen::channel::MIN_VERSION,
-        instance: id.instance,
-        to_instance: RingSizes {
-            capacity: layout.to_instance.capacity,
-            max_frame: layout.to_instance.max_frame,
-        },
-        to_driver: RingSizes {
-            capacity: layout.to_driver.capacity,
-            max_frame: layout.to_driver.max_frame,
-        },
-        to_driver_offset: layout.to_driver_offset as u64,
-        region_len: len as u64,
-        grefs,
-        port: ring.port(),
-    };
+    let offer = offer_of(id, &layout, grefs, ring.port());
     let mut xs =
         XenbusStream::client(&xcfg.xenbus, xcfg.max_events).map_err(io_err("open xenstore"))?;
     let dir = id.driver_dir();
@@ -305,6 +290,28 @@ pub fn offer_xen(
         xs,
     };
     finish(parts, id, hello, cfg, xcfg)
+}
+
+/// The offer of a region laid out by `layout` (the rings, then the status
+/// page) whose pages are granted as `grefs`, with the rings' port `port`.
+fn offer_of(id: &ChannelId, layout: &Layout, grefs: Vec<GrantRef>, port: Port) -> Offer {
+    Offer {
+        version: ins_xen::channel::VERSION,
+        version_min: ins_xen::channel::MIN_VERSION,
+        instance: id.instance,
+        to_instance: RingSizes {
+            capacity: layout.to_instance.capacity,
+            max_frame: layout.to_instance.max_frame,
+        },
+        to_driver: RingSizes {
+            capacity: layout.to_driver.capacity,
+            max_frame: layout.to_driver.max_frame,
+        },
+        to_driver_offset: layout.to_driver_offset as u64,
+        region_len: (layout.len + PAGE_SIZE) as u64,
+        grefs,
+        port,
+    }
 }
 
 /// Publishes `offer` (and the liveness port) under the driver's
@@ -369,23 +376,8 @@ pub fn offer_kmod(
     connected: impl FnOnce(u32),
 ) -> Result<Teardown, Error> {
     let layout = ko.layout;
-    let offer = Offer {
-        version: ins_xen::channel::VERSION,
-        version_min: ins_xen::channel::MIN_VERSION,
-        instance: id.instance,
-        to_instance: RingSizes {
-            capacity: layout.to_instance.capacity,
-            max_frame: layout.to_instance.max_frame,
-        },
-        to_driver: RingSizes {
-            capacity: layout.to_driver.capacity,
-            max_frame: layout.to_driver.max_frame,
-        },
-        to_driver_offset: layout.to_driver_offset as u64,
-        region_len: (layout.len + PAGE_SIZE) as u64,
-        grefs: ko.grefs.iter().map(|&g| GrantRef(g)).collect(),
-        port: Port(ko.port),
-    };
+    let grefs = ko.grefs.iter().map(|&g| GrantRef(g)).collect();
+    let offer = offer_of(id, &layout, grefs, Port(ko.port));
     let mut xs =
         XenbusStream::client(&xcfg.xenbus, xcfg.max_events).map_err(io_err("open xenstore"))?;
     let dir = id.driver_dir();
@@ -398,57 +390,29 @@ pub fn offer_kmod(
         }
     };
     connected(version);
-    let gone = PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
-    let peer_left = loop {
-        if instance_leaving(&mut xs, id)? {
-            break true;
-        }
-        let (xs_ready, hung_up) = {
-            let mut fds = [
-                PollFd::new(xs.stream(), PollFlags::IN),
-                PollFd::new(&ko.fd, PollFlags::empty()),
-            ];
-            poll_until(&mut fds, None).map_err(io_err("poll the channel"))?;
+    let held = hold_kmod(&mut xs, id, &ko.fd);
+    let start = Instant::now();
+    let (peer_left, closed) = match held {
+        Ok(true) => (true, true),
+        Ok(false) => {
+            let _ = xs.write(
+                TxId::NONE,
+                &key(&dir, "state"),
+                State::Closing.value().as_bytes(),
+            );
             (
-                !fds[0].revents().is_empty(),
-                fds[1].revents().intersects(gone),
+                false,
+                wait_instance_closed(&mut xs, id, start + xcfg.teardown_timeout, xcfg),
             )
-        };
-        if hung_up {
-            break false;
         }
-        if xs_ready {
-            xs.read_event().map_err(Error::xs("watch event"))?;
-            while xs.take_event().is_some() {}
+        Err(e) => {
+            // Watching failed: tear down all the same (no keys left).
+            tracing::warn!("xen channel {}: stopped watching: {e}", id.name);
+            drop(ko.fd);
+            let _ = xs.rm(TxId::NONE, &dir);
+            return Err(e);
         }
     };
-    let start = Instant::now();
-    let mut closed = peer_left;
-    if !peer_left {
-        let _ = xs.write(
-            TxId::NONE,
-            &key(&dir, "state"),
-            State::Closing.value().as_bytes(),
-        );
-        let deadline = start + xcfg.teardown_timeout;
-        // The instance unmaps, writes Closed and removes its directory.
-        loop {
-            if matches!(
-                peer_view(&mut xs, id)?,
-                PeerView::Absent
-                    | PeerView::Present {
-                        state: Some(State::Closed),
-                        ..
-                    }
-            ) {
-                closed = true;
-                break;
-            }
-            if wait_watch(&mut xs, deadline, xcfg.recheck)? {
-                break;
-            }
-        }
-    }
     let waited = start.elapsed();
     drop(ko.fd);
     let _ = xs.unwatch(&id.instance_dir(), PEER_TOKEN);
@@ -459,6 +423,61 @@ pub fn offer_kmod(
         unmapped_before_revoke: closed,
         waited,
     })
+}
+
+/// Holds a module's channel until the instance leaves (`Ok(true)`) or the
+/// channel file `fd` hangs up (`Ok(false)`: the module declared the
+/// instance dead).
+fn hold_kmod(xs: &mut Xs, id: &ChannelId, fd: &OwnedFd) -> Result<bool, Error> {
+    let gone = PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
+    loop {
+        // Events the reads below took in are looked at by the next check.
+        while xs.take_event().is_some() {}
+        if instance_leaving(xs, id)? {
+            return Ok(true);
+        }
+        if xs.take_event().is_some() {
+            continue;
+        }
+        let (xs_ready, hung_up) = {
+            let mut fds = [
+                PollFd::new(xs.stream(), PollFlags::IN),
+                PollFd::new(fd, PollFlags::empty()),
+            ];
+            poll_until(&mut fds, None).map_err(io_err("poll the channel"))?;
+            (
+                !fds[0].revents().is_empty(),
+                fds[1].revents().intersects(gone),
+            )
+        };
+        if hung_up {
+            return Ok(false);
+        }
+        if xs_ready {
+            xs.read_event().map_err(Error::xs("watch event"))?;
+        }
+    }
+}
+
+/// After `state=Closing`: waits (until `deadline`) for the instance to
+/// unmap, write `Closed` or remove its directory. Whether it did.
+fn wait_instance_closed(xs: &mut Xs, id: &ChannelId, deadline: Instant, xcfg: &XenConfig) -> bool {
+    loop {
+        match peer_view(xs, id) {
+            Ok(
+                PeerView::Absent
+                | PeerView::Present {
+                    state: Some(State::Closed),
+                    ..
+                },
+            ) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        if !matches!(wait_watch(xs, deadline, xcfg.recheck), Ok(false)) {
+            return false;
+        }
+    }
 }
 
 fn driver_wait_connected(xs: &mut Xs, id: &ChannelId, xcfg: &XenConfig) -> Result<u32, Error> {
