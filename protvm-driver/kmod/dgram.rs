@@ -26,10 +26,13 @@
 //!   socket's instance is gone (the shim then asks for the error, as at a
 //!   daemon pair's end). `INS_IOC_PEEK` copies the oldest one the same
 //!   way and leaves it.
-//! * Every datagram is a separate allocation, made fallibly: with no
-//!   memory an arriving datagram is dropped (and its credit returned), as
-//!   UDP drops under pressure; the queue never holds more than
-//!   driver-core's window, since credit goes back only as the app reads.
+//! * Every datagram is a separate allocation, made fallibly. The queue's
+//!   cost (each datagram's header and bookkeeping counted: credit counts
+//!   payload only) is bounded by driver-core's window; beyond it, or with
+//!   no memory, an arriving datagram is dropped (its credit returned), as
+//!   UDP drops under pressure.
+//! * `MSG_DONTWAIT` reaches here as `IOCB_NOWAIT` (the shim's
+//!   `preadv2`/`pwritev2` with `RWF_NOWAIT`).
 
 use core::net::SocketAddr;
 

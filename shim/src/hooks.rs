@@ -904,7 +904,8 @@ unsafe fn kmod_udp_recv(
     let r = if flags & libc::MSG_PEEK != 0 {
         // SAFETY: n readable entries.
         let total = unsafe { iov_total(iov, n) }?;
-        let mut buf = vec![0u8; frame::HEADER_LEN + total];
+        // No datagram is longer than UDP's largest payload.
+        let mut buf = vec![0u8; frame::HEADER_LEN + total.min(frame::MAX_UDP6)];
         // SAFETY: `buf` is writable for its length.
         let r = unsafe { crate::kmod::peek(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
         if r >= frame::HEADER_LEN as ssize_t {
