@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Instances over the local in-kernel transport, and driver-core as their
-//! host.
+//! host. (Instance domains over the Xen transport share the channel table
+//! and its ring reading: xenchan.rs.)
 //!
 //! Size: over 800 lines: the channel file, the ring reader and
 //! driver-core's host share the core's table and its one lock, and are
@@ -168,7 +169,8 @@ pub(crate) struct Chan {
     /// Xen transport: the instance's domain.
     pub(crate) peer: Option<u16>,
     /// Xen transport: events taken by the interrupt handlers and not yet
-    /// handled (xenchan.rs: `RING_EV`, `LIVE_EV`).
+    /// handled (xenchan.rs: `RING_EV`, `LIVE_EV`; `MORE_EV` when a read
+    /// left frames behind).
     pub(crate) events: AtomicU32,
     /// Xen transport: handles the events in process context.
     #[pin]
