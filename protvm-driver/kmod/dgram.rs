@@ -46,8 +46,10 @@ use kernel::uaccess::UserSlice;
 use crate::control::{SockEntry, SockFile};
 use crate::ksys;
 
-/// Largest datagram write: a header and the largest UDP payload (IPv6's).
-const MAX_WRITE: usize = PAIR_HEADER_LEN + 65527;
+/// The largest UDP payload (IPv6's, without jumbograms: 65535 - 8).
+const MAX_UDP: usize = 65527;
+/// Largest datagram write: a header and the largest UDP payload.
+const MAX_WRITE: usize = PAIR_HEADER_LEN + MAX_UDP;
 /// Where the reserved word sits in the header (the address's last word).
 const RESERVED: core::ops::Range<usize> = WireAddr::LEN - 4..WireAddr::LEN;
 
@@ -74,6 +76,10 @@ pub(crate) fn dgram_in(
     bytes: &[u8],
     limit: usize,
 ) -> bool {
+    // No UDP datagram is longer (a misbehaving instance's is dropped).
+    if bytes.len() > MAX_UDP {
+        return false;
+    }
     let Some(e) = socks.iter_mut().find(|e| e.handle == h && !e.stream) else {
         return false;
     };

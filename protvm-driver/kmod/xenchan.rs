@@ -31,8 +31,13 @@
 //!   work item; the work takes the core's lock, handles the events
 //!   ([`Core::xen_event`]: the alive word, then the ring, read as on the
 //!   local transport: copied out, validated) and only then acknowledges
-//!   them (late EOI), so a flooding peer gets one handling per event
-//!   acknowledged, and a failed channel's ports stay masked.
+//!   them (late EOI), so events a peer raises faster are taken as one
+//!   (the port is masked until then), and a failed channel's ports stay
+//!   masked. A run reads at most `MAX_ROUNDS` ring-fulls; if frames are
+//!   left (the instance publishes beside it), the work queues itself
+//!   again (`MORE_EV`): a busy instance keeps one unbound worker reading,
+//!   each run popping real frames (a bad index fails the channel), never
+//!   spinning on nothing.
 //! * `XenPorts` holds a strong reference to the `Chan` for the handlers
 //!   (`dev_id`) from binding until both ports are unbound (its drop), and
 //!   the channel file's release flushes the work, so neither outlives the
@@ -215,12 +220,13 @@ unsafe extern "C" fn live_event(_irq: c_int, dev: *mut c_void) -> IrqReturn {
     unsafe { event(dev, LIVE_EV) }
 }
 
-/// Queues the channel's work (nothing if it is queued already: it has not
-/// run yet and will see the events recorded). Callable in interrupt
-/// context: the reference given back when already queued is never the
-/// last one (the caller holds another).
+/// Queues the channel's work on the unbound system queue (its reading is
+/// not tied to a CPU; nothing if it is queued already: it has not run yet
+/// and will see the events recorded). Callable in interrupt context: the
+/// reference given back when already queued is never the last one (the
+/// caller holds another).
 pub(crate) fn queue(chan: Arc<Chan>) {
-    let _ = workqueue::system().enqueue(chan);
+    let _ = workqueue::system_unbound().enqueue(chan);
 }
 
 kernel::impl_has_work! {

@@ -164,6 +164,11 @@ kmod_tests() {
   # --- 42. the module unloads with no oops once nginx and the instances
   # are gone
   run kpvm "sh /opt/ins/pvm-kmod.sh down"; r=$(wait_cmd kpvm $N 120)
+  # kpvm boots with kmemleak=on (build.sh): `down` must have scanned
+  # (its console line may reach dom0's log a moment after the result).
+  clean='KPVM kmemleak after unload: 0 unreferenced objects'
+  i=0; until grep -q "$clean" /var/log/xen/console/guest-kpvm.log || [ $i -gt 50 ]; do usleep 100000; i=$((i + 1)); done
+  grep -q "$clean" /var/log/xen/console/guest-kpvm.log || r="$r, no clean kmemleak scan"
   [ "$r" = 0 ] && result kmod-pvm-unload pass "nginx and the instances stopped (a local instance killed, two instance domains gone: destroyed, hostile), rmmod ins, /dev/ins gone, no oops in the log, kmemleak finds no unreferenced object" \
     || result kmod-pvm-unload fail "pvm-kmod.sh down: $r"
 

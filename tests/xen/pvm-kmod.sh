@@ -97,6 +97,9 @@ down)
   [ ! -e /dev/ins ] || exit 1
   dmesg | grep -E 'BUG|Oops|WARNING|Call Trace' && exit 1
   echo "KPVM module unloaded, no oops"
+  if grep -q 'kmemleak=on' /proc/cmdline && [ ! -w /sys/kernel/debug/kmemleak ]; then
+    echo "KPVM kmemleak=on but no /sys/kernel/debug/kmemleak"; exit 1
+  fi
   if [ -w /sys/kernel/debug/kmemleak ]; then
     # Linux's deferred grant list frees pages a second after their grant
     # could end: let it finish, then scan twice (kmemleak reports an
