@@ -258,6 +258,34 @@ impl Drop for Proc {
     }
 }
 
+/// A port nothing listens on and the kernel never hands out by itself:
+/// below the ephemeral range (`ip_local_port_range`), so neither a
+/// program's own `bind(0)` nor a connect's source port (which would make
+/// a TCP connection to itself) can take it while a test expects it
+/// closed. Free for TCP and UDP on 127.0.0.1 when chosen.
+pub fn closed_port() -> u16 {
+    static USED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u16, low.max(10_001));
+    let span = u32::from(hi - lo);
+    // Start somewhere that differs between processes, then walk.
+    let mut p = lo + (std::process::id() % span) as u16;
+    for _ in 0..span {
+        p = if p + 1 >= hi { lo } else { p + 1 };
+        let free = TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", p)).is_ok();
+        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+        if free && !used.contains(&p) {
+            used.push(p);
+            return p;
+        }
+    }
+    panic!("no free port in {lo}..{hi}");
+}
+
 /// A port free on the host loopback right now (bound natively with port 0,
 /// then released).
 pub fn free_port() -> u16 {

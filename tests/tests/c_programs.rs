@@ -167,7 +167,7 @@ fn ipv6_listen_and_connect() {
 fn nonblocking_connect_semantics() {
     let _g = serial();
     let ins = Ins::start(1);
-    let closed = free_port().to_string();
+    let closed = closed_port().to_string();
     same_transcript(
         &ins,
         "nbconnect",
