@@ -908,6 +908,8 @@ unsafe fn kmod_udp_recv(
         let mut buf = vec![0u8; frame::HEADER_LEN + total.min(frame::MAX_UDP6)];
         // SAFETY: `buf` is writable for its length.
         let r = unsafe { crate::kmod::peek(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+        // The module copies at most the buffer; never index past it.
+        let r = r.min(buf.len() as ssize_t);
         if r >= frame::HEADER_LEN as ssize_t {
             hdr.copy_from_slice(&buf[..frame::HEADER_LEN]);
             let mut at = frame::HEADER_LEN;

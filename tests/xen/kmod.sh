@@ -10,6 +10,20 @@
 # cleanly afterwards.
 #   env (dom0's): KPVM_TIMEOUT (s, default 300) for the boot.
 KPVM_IP=169.254.100.9
+web_ok() { # ip tag: small and 1 MiB byte-exact through ip, then both on
+  # one keep-alive connection (curl reports one connect in all)
+  local f conns got want r=0
+  want=$(cut -d' ' -f1 /srv/www/big.bin.sha256)
+  for f in small.html big.bin; do
+    if fetch_ok $1 $f; then echo "$2 fetch $f: sha256 ok"; else echo "$2 fetch $f: wrong bytes"; r=1; fi
+  done
+  conns=$(curl -sS -m 120 -o /dev/null -o /tmp/web-ka.bin -w '%{num_connects}\n' \
+    http://$1:8080/small.html http://$1:8080/big.bin | awk '{ s += $1 } END { print s }')
+  got=$(sha256sum < /tmp/web-ka.bin | cut -d' ' -f1)
+  echo "$2 keep-alive: $conns connection(s) for two requests, big.bin $( [ "$got" = "$want" ] && echo ok || echo wrong)"
+  [ "$conns" = 1 ] && [ "$got" = "$want" ] || r=1
+  return $r
+}
 kmod_tests() {
   # --- 39. the Rust-enabled kernel boots as a PV domU and loads ins.ko
   t=$(up)
@@ -30,15 +44,7 @@ kmod_tests() {
   # --- 40. dom0's curl: byte-exact through the module, keep-alive
   ok=1
   first_answer $KPVM_IP 120 || ok=0
-  for f in small.html big.bin; do
-    if fetch_ok $KPVM_IP $f; then echo "kmod fetch $f: sha256 ok"; else echo "kmod fetch $f: wrong bytes"; ok=0; fi
-  done
-  # Two requests on one connection: curl reports one connect in all.
-  conns=$(curl -sS -m 120 -o /dev/null -o /tmp/kmod-ka.bin -w '%{num_connects}\n' \
-    http://$KPVM_IP:8080/small.html http://$KPVM_IP:8080/big.bin | awk '{ s += $1 } END { print s }')
-  got=$(sha256sum < /tmp/kmod-ka.bin | cut -d' ' -f1)
-  echo "kmod keep-alive: $conns connection(s) for two requests, big.bin $( [ "$got" = "$(cut -d' ' -f1 /srv/www/big.bin.sha256)" ] && echo ok || echo wrong)"
-  [ "$conns" = 1 ] && [ "$got" = "$(cut -d' ' -f1 /srv/www/big.bin.sha256)" ] || ok=0
+  web_ok $KPVM_IP kmod || ok=0
   [ $ok = 1 ] && result kmod-pvm-web pass "dom0 fetched small and 1 MiB byte-exact from nginx in kpvm through ins.ko, and two on one keep-alive connection" \
     || { result kmod-pvm-web fail "see above"; }
 
@@ -92,14 +98,7 @@ kmod_tests() {
       echo "FIGURE kmod_xen_join_s $(since $t) s"
       if [ "$r" = 0 ] && first_answer $KINS_IP 120; then
         ok=1
-        for f in small.html big.bin; do
-          if fetch_ok $KINS_IP $f; then echo "kmod xen fetch $f: sha256 ok"; else echo "kmod xen fetch $f: wrong bytes"; ok=0; fi
-        done
-        conns=$(curl -sS -m 120 -o /dev/null -o /tmp/kmodx-ka.bin -w '%{num_connects}\n' \
-          http://$KINS_IP:8080/small.html http://$KINS_IP:8080/big.bin | awk '{ s += $1 } END { print s }')
-        got=$(sha256sum < /tmp/kmodx-ka.bin | cut -d' ' -f1)
-        echo "kmod xen keep-alive: $conns connection(s) for two requests, big.bin $( [ "$got" = "$(cut -d' ' -f1 /srv/www/big.bin.sha256)" ] && echo ok || echo wrong)"
-        [ "$conns" = 1 ] && [ "$got" = "$(cut -d' ' -f1 /srv/www/big.bin.sha256)" ] || ok=0
+        web_ok $KINS_IP "kmod xen" || ok=0
       else
         echo "kmod xen: xen-attach $r"
       fi
